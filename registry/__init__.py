@@ -1,0 +1,72 @@
+"""kreg: a registry and serialization format for convolution kernels.
+
+``import registry`` is cheap: NumPy and h5py only. The pydantic schema models
+load on first use, and TensorFlow only inside the adapters.
+
+Example:
+    >>> import registry                              # doctest: +SKIP
+    >>> k = registry.load("sobel_x")                 # doctest: +SKIP
+    >>> k.array, k.spec                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._api import add, default_registry, list_kernels, load, remove, verify
+from ._exceptions import (
+    IntegrityError,
+    InvalidKernelError,
+    InvalidNameError,
+    KernelNotFoundError,
+    KregError,
+    LockTimeoutError,
+    MissingDependencyError,
+    ReadOnlyError,
+    SchemaVersionError,
+    UnsafeFileError,
+)
+from ._index import KernelInfo
+from ._kernel import Kernel
+from ._store import Registry
+
+if TYPE_CHECKING:
+    from ._spec import KernelRecord, Provenance
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IntegrityError",
+    "InvalidKernelError",
+    "InvalidNameError",
+    "Kernel",
+    "KernelInfo",
+    "KernelNotFoundError",
+    "KernelRecord",
+    "KregError",
+    "LockTimeoutError",
+    "MissingDependencyError",
+    "Provenance",
+    "ReadOnlyError",
+    "Registry",
+    "SchemaVersionError",
+    "UnsafeFileError",
+    "__version__",
+    "add",
+    "default_registry",
+    "list_kernels",
+    "load",
+    "remove",
+    "verify",
+]
+
+_LAZY = {"KernelRecord", "Provenance"}
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic models cost ~90 ms to build; load them only when asked for.
+    if name in _LAZY:
+        from . import _spec
+
+        return getattr(_spec, name)
+    raise AttributeError(f"module 'registry' has no attribute {name!r}")

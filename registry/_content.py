@@ -1,0 +1,179 @@
+"""Kernel values: the dtypes and layouts kreg accepts, and the canonical content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import numpy as np
+
+from ._exceptions import InvalidKernelError
+
+#: Dtypes a stored kernel may have (schema v1); nothing else is read or written.
+DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "uint8")
+#: Layouts kept in a store, with the rank each implies.
+STORED_LAYOUTS = {"HW": 2, "HWIO": 4, "HWIM": 4}
+#: Layouts accepted on the way in and converted to a stored one.
+INPUT_LAYOUTS = {"OIHW": "HWIO"}
+#: Layouts ``as_layout`` can give, for each stored layout.
+VIEW_LAYOUTS = {
+    "HW": ("HW", "HWIO", "OIHW"),
+    "HWIO": ("HWIO", "OIHW", "HW"),
+    "HWIM": ("HWIM", "HWIO", "OIHW"),
+}
+#: Most elements one kernel may hold (2**31: 8 GiB of float32).
+MAX_ELEMENTS = 2**31
+
+
+def check_values(values: object, *, dtype: str | None = None) -> np.ndarray:
+    """Return ``values`` as a C-ordered array of an allowed dtype, or explain why not.
+
+    Arrays keep their dtype unless ``dtype`` is given; nested lists and other
+    array-likes become float32 by default. Values must be finite.
+
+    Raises:
+        InvalidKernelError: for an unknown dtype, a lossy integer cast,
+            an empty or oversized array, or NaN / infinity.
+    """
+    if dtype is not None and dtype not in DTYPES:
+        raise InvalidKernelError(
+            f"dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}."
+        )
+    if isinstance(values, np.ndarray):
+        array = values
+    else:
+        try:
+            array = np.asarray(values)
+        except (ValueError, TypeError) as exc:
+            raise InvalidKernelError(
+                f"Kernel values must be a numeric array or nested lists of equal lengths. "
+                f"Received: {type(values).__name__} ({exc})."
+            ) from None
+        if dtype is None and array.dtype.kind in "biuf":
+            dtype = "float32"
+    if array.dtype.kind not in "biuf":
+        raise InvalidKernelError(
+            f"Kernel values must be numbers. Received: dtype={array.dtype} "
+            f"(allowed: {', '.join(DTYPES)})."
+        )
+    if dtype is not None:
+        target = np.dtype(dtype)
+        cast = array.astype(target)
+        if target.kind in "iu" and not np.array_equal(cast, array):
+            raise InvalidKernelError(
+                f"Casting the values to {dtype} would change them (out of range or not "
+                f"whole numbers). Pick a wider dtype. Received: dtype={array.dtype}."
+            )
+        array = cast
+    elif array.dtype.name not in DTYPES:
+        raise InvalidKernelError(
+            f"Kernel dtype {array.dtype} is not stored by kreg; allowed: {', '.join(DTYPES)}. "
+            f"Pass dtype='float32' (or another allowed dtype) to convert."
+        )
+    if array.size == 0 or 0 in array.shape:
+        raise InvalidKernelError(f"A kernel needs at least one value. Received: shape={array.shape}.")
+    if array.size > MAX_ELEMENTS:
+        raise InvalidKernelError(
+            f"A kernel holds at most {MAX_ELEMENTS} values. Received: shape={array.shape}."
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidKernelError(
+            "Kernel values must be finite; found NaN or infinity. "
+            f"Received: {int((~np.isfinite(array)).sum())} non-finite of {array.size} values."
+        )
+    # Always a private copy: the Kernel made from it is read-only, the caller's array is not.
+    return np.array(array, dtype=array.dtype.newbyteorder("<"), order="C", copy=True)
+
+
+def to_stored_layout(
+    array: np.ndarray, layout: str, *, convolution: bool = False
+) -> tuple[np.ndarray, str, str | None]:
+    """Convert ``array`` given in ``layout`` to a stored layout.
+
+    Args:
+        array: the checked values.
+        layout: one of the stored layouts or an input layout such as ``OIHW``.
+        convolution: the values are a true-convolution kernel; flip both
+            spatial axes so that they compute the same thing as a correlation.
+
+    Returns:
+        ``(values, stored_layout, source_layout)`` where ``source_layout`` is
+        ``None`` when no conversion happened.
+    """
+    allowed = [*STORED_LAYOUTS, *INPUT_LAYOUTS]
+    if layout not in allowed:
+        raise InvalidKernelError(
+            f"layout must be one of {', '.join(allowed)}. Received: layout={layout!r}."
+        )
+    rank = STORED_LAYOUTS.get(layout, 4)
+    if array.ndim != rank:
+        raise InvalidKernelError(
+            f"Layout {layout} needs values of rank {rank}. Received: shape={array.shape} "
+            f"(rank {array.ndim}). " + _layout_hint(array.ndim)
+        )
+    source = None
+    if layout == "OIHW":
+        array, source, layout = array.transpose(2, 3, 1, 0), "OIHW", "HWIO"
+    if convolution:
+        array = array[::-1, ::-1]
+    return np.ascontiguousarray(array), layout, source
+
+
+def _layout_hint(ndim: int) -> str:
+    if ndim == 2:
+        return "A single plane is layout='HW'."
+    if ndim == 4:
+        return "A full kernel is layout='HWIO' (Keras) or 'OIHW' (PyTorch)."
+    return "Kernels are 2-D (HW) or 4-D (HWIO, HWIM, OIHW)."
+
+
+def as_layout(array: np.ndarray, stored: str, target: str) -> np.ndarray:
+    """View or copy a stored kernel in another layout.
+
+    ``HW`` becomes ``HWIO``/``OIHW`` with single in and out channels;
+    ``HWIO`` with one in and one out channel becomes ``HW``; ``HWIM`` becomes
+    the ``(H, W, 1, C*M)`` / ``(C*M, 1, H, W)`` grouped-convolution weight that
+    TensorFlow and PyTorch use for a depthwise layer.
+
+    Example:
+        >>> a = np.arange(4.0).reshape(2, 2)
+        >>> as_layout(a, "HW", "OIHW").shape
+        (1, 1, 2, 2)
+    """
+    allowed = VIEW_LAYOUTS[stored]
+    if target not in allowed:
+        raise InvalidKernelError(
+            f"A {stored} kernel can be given as {', '.join(allowed)}. Received: layout={target!r}."
+        )
+    if stored == "HW":
+        hwio = array[:, :, None, None]
+    elif stored == "HWIM":
+        h, w, c, m = array.shape
+        hwio = array.reshape(h, w, 1, c * m)
+    else:
+        hwio = array
+    if target == stored:
+        return array
+    if target == "HWIO":
+        return hwio
+    if target == "OIHW":
+        return np.ascontiguousarray(hwio.transpose(3, 2, 0, 1))
+    if array.shape[2:] != (1, 1):
+        raise InvalidKernelError(
+            f"Only an HWIO kernel with one input and one output channel is a single HW "
+            f"plane. Received: shape={array.shape}."
+        )
+    return array[:, :, 0, 0]
+
+
+def content_hash(array: np.ndarray) -> str:
+    """sha256 of the canonical bytes: a header naming dtype and shape, then the
+    values little-endian in C order.
+
+    Example:
+        >>> content_hash(np.zeros((1, 1), "<f4"))[:16]
+        'dc8dc1b31b26dda3'
+    """
+    data = np.ascontiguousarray(array, array.dtype.newbyteorder("<"))
+    header = f"kreg-v1:{array.dtype.name}:{','.join(map(str, array.shape))}\n"
+    digest = hashlib.sha256(header.encode("ascii"))
+    digest.update(memoryview(data).cast("B"))
+    return digest.hexdigest()

@@ -1,0 +1,79 @@
+"""The exceptions kreg raises, one tree for the library and the CLI alike.
+
+Every error derives from :class:`KregError` and also from the builtin that
+matches its meaning, so ``except KeyError`` and ``except ValueError`` keep
+working for callers who do not know kreg::
+
+    KregError
+    ├── KernelNotFoundError      (KeyError)     unknown name or version
+    ├── InvalidNameError         (ValueError)   name or ref breaks the grammar
+    ├── InvalidKernelError       (ValueError)   values, shape, dtype or layout refused
+    ├── SchemaVersionError       (ValueError)   record written by a newer kreg
+    ├── IntegrityError           (ValueError)   stored bytes do not match their sha256
+    ├── UnsafeFileError          (ValueError)   a file refused by the guarded reader
+    ├── ReadOnlyError            (PermissionError)  write to the built-ins
+    ├── LockTimeoutError         (TimeoutError) another writer held the lock too long
+    └── MissingDependencyError   (ImportError)  an optional extra is not installed
+
+Messages say what happened, what was expected and how to fix it; the CLI
+prints them as one ``Error: ...`` line.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IntegrityError",
+    "InvalidKernelError",
+    "InvalidNameError",
+    "KernelNotFoundError",
+    "KregError",
+    "LockTimeoutError",
+    "MissingDependencyError",
+    "ReadOnlyError",
+    "SchemaVersionError",
+    "UnsafeFileError",
+]
+
+
+class KregError(Exception):
+    """Base class of every error kreg raises on purpose."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; every kreg error reads as prose.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class KernelNotFoundError(KregError, KeyError):
+    """No kernel with that name, or no such version of it."""
+
+
+class InvalidNameError(KregError, ValueError):
+    """A kernel name or ``name@version`` ref that breaks the grammar."""
+
+
+class InvalidKernelError(KregError, ValueError):
+    """Values, shape, dtype or layout that kreg cannot store."""
+
+
+class SchemaVersionError(KregError, ValueError):
+    """A record whose schema version this kreg cannot read."""
+
+
+class IntegrityError(KregError, ValueError):
+    """Stored values whose sha256 differs from the one recorded."""
+
+
+class UnsafeFileError(KregError, ValueError):
+    """A file the guarded reader refused before reading any values from it."""
+
+
+class ReadOnlyError(KregError, PermissionError):
+    """A write aimed at something kreg keeps read-only (the built-ins)."""
+
+
+class LockTimeoutError(KregError, TimeoutError):
+    """Another writer held the registry lock for longer than allowed."""
+
+
+class MissingDependencyError(KregError, ImportError):
+    """An optional extra is needed and not installed."""

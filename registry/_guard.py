@@ -1,0 +1,350 @@
+"""The guarded reader: the one path by which kreg opens an HDF5 file it did not just write.
+
+The whole structure (links, datasets, filters, dtypes, declared sizes,
+attributes, names, format and schema versions) is checked before any kernel
+values are read; values are then read only from datasets that passed, and
+their sha256 is checked against the record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS
+from ._content import DTYPES, content_hash
+from ._exceptions import IntegrityError, SchemaVersionError, UnsafeFileError
+from ._names import escape
+
+#: Record schema version this kreg reads and writes (kept in step with _spec.v1).
+SCHEMA_VERSION = 1
+
+# HDF5 filter ids that may appear in a pack; any other id is refused before a
+# read, so libhdf5 never goes looking for a plugin.
+ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+_SEGMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps the guarded reader enforces; the defaults suit kernel packs."""
+
+    max_kernel_bytes: int = 8 * 2**30
+    max_total_bytes: int = 32 * 2**30
+    max_objects: int = 200_000
+    max_depth: int = 16
+    max_attribute_bytes: int = 64 * 2**10
+    max_attributes: int = 16
+    max_name_length: int = 128
+    # gzip tops out near 1000:1; anything claiming more is a bomb.
+    max_compression_ratio: int = 1100
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A kernel dataset that passed the structural checks."""
+
+    path: str
+    record: dict[str, Any]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    contiguous: bool
+
+    @property
+    def ref(self) -> str:
+        return f"{self.record['name']}@{self.record['version']}"
+
+
+class GuardedFile:
+    """A kreg container opened read-only after its structure was checked.
+
+    Args:
+        path: the file.
+        kind: the container kind expected (``object``, ``pack``, ``index``),
+            or ``None`` for any.
+        limits: caps on sizes and counts.
+
+    Raises:
+        UnsafeFileError: the file is not a kreg container or breaks a rule;
+            the message names the rule and where.
+        SchemaVersionError: a record was written by a newer kreg.
+
+    Example:
+        >>> with GuardedFile("edges.h5") as pack:                # doctest: +SKIP
+        ...     values = pack.read(pack.entries["sobel_x@1"])
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits = Limits()
+    ) -> None:
+        self.path = Path(path)
+        self.limits = limits
+        self.size = _check_plain_file(self.path)
+        try:
+            self._file: h5py.File | None = h5py.File(self.path, "r", locking=False)
+        except OSError as exc:
+            raise UnsafeFileError(
+                f"{self.path} is not a readable HDF5 file ({exc}). A kreg file is an HDF5 "
+                "container written by kreg."
+            ) from None
+        try:
+            self.attrs = self._check_root(kind)
+            self.kind: str = self.attrs["kind"]
+            self.entries: dict[str, Entry] = {}
+            self._total = 0
+            self._count = 0
+            self._walk(self._file, depth=0)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- checks -----------------------------------------------------------
+
+    def _fail(self, what: str, where: str = "/") -> UnsafeFileError:
+        return UnsafeFileError(f"{self.path}: refused at {escape(where)}: {what}.")
+
+    def _check_root(self, kind: str | None) -> dict[str, Any]:
+        assert self._file is not None
+        attrs = self._read_attrs(self._file, "/")
+        if attrs.get("kreg_format") != FORMAT_NAME:
+            raise self._fail("not a kreg container (no kreg_format='kreg' attribute)")
+        version = attrs.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise self._fail(f"format_version must be a whole number from 1, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} uses kreg container format version {version}, but this kreg reads "
+                f"format versions up to {FORMAT_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
+            )
+        if attrs.get("kind") not in KINDS or (kind is not None and attrs["kind"] != kind):
+            raise self._fail(f"expected a kreg {kind or ' or '.join(KINDS)} file, got kind={attrs.get('kind')!r}")
+        return attrs
+
+    def _read_attrs(self, obj: h5py.HLObject, where: str) -> dict[str, Any]:
+        names = list(obj.attrs)
+        if len(names) > self.limits.max_attributes:
+            raise self._fail(f"{len(names)} attributes, at most {self.limits.max_attributes} allowed", where)
+        out: dict[str, Any] = {}
+        for name in names:
+            aid = obj.attrs.get_id(name)
+            tid = aid.get_type()
+            cls = tid.get_class()
+            if aid.shape not in ((), None):
+                raise self._fail(f"attribute {escape(name)} must be a scalar", where)
+            if cls == h5py.h5t.STRING:
+                if not tid.is_variable_str() and tid.get_size() > self.limits.max_attribute_bytes:
+                    raise self._fail(
+                        f"attribute {escape(name)} is larger than {self.limits.max_attribute_bytes} bytes", where
+                    )
+                value = obj.attrs[name]
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8", "strict")
+                if len(value.encode("utf-8")) > self.limits.max_attribute_bytes:
+                    raise self._fail(
+                        f"attribute {escape(name)} is larger than {self.limits.max_attribute_bytes} bytes", where
+                    )
+                out[name] = value
+            elif cls == h5py.h5t.INTEGER and tid.get_size() <= 8:
+                out[name] = int(obj.attrs[name])
+            else:
+                raise self._fail(f"attribute {escape(name)} has a type kreg does not read", where)
+        return out
+
+    def _walk(self, group: h5py.Group, depth: int) -> None:
+        if depth > self.limits.max_depth:
+            raise self._fail(f"nesting deeper than {self.limits.max_depth} levels", group.name)
+        for name in group:
+            where = f"{group.name.rstrip('/')}/{name}"
+            self._count += 1
+            if self._count > self.limits.max_objects:
+                raise self._fail(f"more than {self.limits.max_objects} objects", where)
+            if len(name) > self.limits.max_name_length or not _valid_link_name(name, depth):
+                raise self._fail("a link name outside [a-z0-9_.-] (or '@N' for a version)", where)
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise self._fail("an external link (it would read another file)", where)
+            if isinstance(link, h5py.SoftLink):
+                raise self._fail("a soft link (only hard links are allowed)", where)
+            if not isinstance(link, h5py.HardLink):
+                raise self._fail("a link of unknown kind", where)
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                if depth == 0 and name != "kernels":
+                    raise self._fail("an unknown top-level group (expected /kernels)", where)
+                if name.startswith("@"):
+                    raise self._fail("a group named like a version", where)
+                if self._read_attrs(obj, where):
+                    raise self._fail("attributes on a group", where)
+                self._walk(obj, depth + 1)
+            elif isinstance(obj, h5py.Dataset):
+                if depth == 0:
+                    if name != "index" or self.kind != "index":
+                        raise self._fail("an unknown top-level dataset", where)
+                    self._check_dataset(obj, where, index=True)
+                elif not name.startswith("@"):
+                    raise self._fail("a dataset not named '@<version>'", where)
+                else:
+                    self._check_kernel(obj, where)
+            else:
+                raise self._fail("an object that is neither group nor dataset", where)
+
+    def _check_dataset(self, ds: h5py.Dataset, where: str, *, index: bool = False) -> tuple[bool, int]:
+        """Layout, filters and declared size of a dataset; returns (contiguous, nbytes)."""
+        dcpl = ds.id.get_create_plist()
+        layout = dcpl.get_layout()
+        if layout == h5py.h5d.VIRTUAL:
+            raise self._fail("a virtual dataset (it would read other files)", where)
+        if dcpl.get_external_count():
+            raise self._fail("external raw storage (it would read another file)", where)
+        if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT, h5py.h5d.CHUNKED):
+            raise self._fail("an unknown dataset layout", where)
+        filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+        unknown = [f for f in filters if f not in ALLOWED_FILTERS]
+        if unknown:
+            raise self._fail(
+                f"compression filter id {unknown[0]} is not allowed "
+                f"(allowed: {', '.join(ALLOWED_FILTERS.values())})",
+                where,
+            )
+        tid = ds.id.get_type()
+        if tid.get_class() not in (h5py.h5t.INTEGER, h5py.h5t.FLOAT):
+            raise self._fail(f"dtype {ds.dtype} is not a plain number type", where)
+        dtype = ds.dtype
+        if index:
+            if dtype != np.uint8 or ds.ndim != 1:
+                raise self._fail("the index must be a 1-D uint8 dataset", where)
+        elif dtype.newbyteorder("=").name not in DTYPES or dtype.byteorder not in "<>=|":
+            raise self._fail(f"dtype {dtype} is not one of {', '.join(DTYPES)}", where)
+        shape = ds.shape or ()
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > self.limits.max_kernel_bytes:
+            raise self._fail(f"declares {nbytes} bytes, more than the {self.limits.max_kernel_bytes} allowed", where)
+        self._total += nbytes
+        if self._total > self.limits.max_total_bytes:
+            raise self._fail(f"declares more than {self.limits.max_total_bytes} bytes in all", where)
+        stored = ds.id.get_storage_size()
+        contiguous = layout != h5py.h5d.CHUNKED and not filters
+        if contiguous:
+            offset = ds.id.get_offset() if layout == h5py.h5d.CONTIGUOUS else 0
+            if stored < nbytes or offset is None or offset + stored > self.size:
+                raise self._fail(
+                    f"declares {nbytes} bytes but the file holds {stored} for it (truncated or forged shape)", where
+                )
+        elif stored == 0 or stored * self.limits.max_compression_ratio < nbytes or stored > self.size:
+            raise self._fail(
+                f"declares {nbytes} bytes from {stored} stored bytes (a compression bomb or a truncated file)",
+                where,
+            )
+        return contiguous, nbytes
+
+    def _check_kernel(self, ds: h5py.Dataset, where: str) -> None:
+        contiguous, _ = self._check_dataset(ds, where)
+        attrs = self._read_attrs(ds, where)
+        if set(attrs) != {"record"} or not isinstance(attrs["record"], str):
+            raise self._fail("a kernel dataset carries exactly one text attribute, 'record'", where)
+        try:
+            record = json.loads(attrs["record"])
+        except ValueError:
+            raise self._fail("the record is not valid JSON", where) from None
+        if not isinstance(record, dict):
+            raise self._fail("the record is not a JSON object", where)
+        version = record.get("schema_version")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path}: kernel at {where} uses kreg schema version {version}, but this kreg "
+                f"reads schema versions up to {SCHEMA_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
+            )
+        name, ver = record.get("name"), record.get("version")
+        expected = f"/kernels/{name}/@{ver}"
+        if not isinstance(name, str) or type(ver) is not int or where != expected:
+            raise self._fail(f"the record names {escape(str(name))}@{ver!r} but sits elsewhere", where)
+        if list(record.get("shape", ())) != list(ds.shape) or record.get("dtype") != ds.dtype.newbyteorder("=").name:
+            raise self._fail(
+                f"the record says shape {record.get('shape')} {record.get('dtype')}, "
+                f"the dataset holds {list(ds.shape)} {ds.dtype.newbyteorder('=').name}",
+                where,
+            )
+        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous)
+        self.entries[entry.ref] = entry
+
+    # -- reading ----------------------------------------------------------
+
+    def read(self, entry: Entry, *, verify: bool = True) -> np.ndarray:
+        """Read a checked kernel's values (native byte order) and verify its sha256.
+
+        Raises:
+            IntegrityError: the values do not hash to the recorded sha256.
+        """
+        ds = self._h5[entry.path]
+        out = np.empty(entry.shape, entry.dtype.newbyteorder("="))
+        try:
+            ds.read_direct(out)
+        except OSError as exc:
+            raise UnsafeFileError(f"{self.path}: could not read {entry.ref} ({exc}).") from None
+        if verify:
+            digest = content_hash(out)
+            if digest != entry.record.get("sha256"):
+                raise IntegrityError(
+                    f"{self.path}: the values of {entry.ref} do not match their sha256 "
+                    f"(recorded {str(entry.record.get('sha256'))[:12]}..., computed {digest[:12]}...). "
+                    "The file is corrupt or was altered; restore it from a backup or remove that version."
+                )
+        return out
+
+    def read_index(self) -> bytes:
+        """The raw JSON bytes of a registry index file."""
+        return self._h5["index"][()].tobytes()
+
+    @property
+    def _h5(self) -> h5py.File:
+        if self._file is None:
+            raise ValueError(f"{self.path} is closed.")
+        return self._file
+
+    def close(self) -> None:
+        """Close the file; safe to call twice."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> GuardedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._file is None else f"{len(self.entries)} kernels"
+        return f"<GuardedFile {str(self.path)!r} ({self.kind}, {state})>"
+
+
+def _valid_link_name(name: str, depth: int) -> bool:
+    if name.startswith("@"):
+        return depth >= 2 and name[1:].isascii() and name[1:].isdigit() and name[1] != "0"
+    return bool(name) and name[0] not in "._-" and set(name) <= _SEGMENT_CHARS and ".." not in name
+
+
+def _check_plain_file(path: Path) -> int:
+    """Refuse what is not a regular HDF5 file before libhdf5 sees it; return its size."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise UnsafeFileError(f"Cannot open {path}: {exc.strerror}.") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeFileError(f"{path} is a symbolic link; kreg opens only regular files. Pass the real path.")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFileError(f"{path} is not a regular file (a directory, FIFO or device).")
+    with open(path, "rb") as f:
+        head = f.read(len(HDF5_SIGNATURE))
+    if head != HDF5_SIGNATURE:
+        kind = "empty" if not head else "not HDF5 (no HDF5 signature at byte 0)"
+        raise UnsafeFileError(f"{path} is {kind}; a kreg file is an HDF5 container written by kreg.")
+    return info.st_size

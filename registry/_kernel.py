@@ -1,0 +1,110 @@
+"""The Kernel object: registered values, read-only, with their validated record."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._content import as_layout
+
+if TYPE_CHECKING:
+    from ._spec import KernelRecord
+
+
+class Kernel:
+    """One immutable kernel version: its values and its record.
+
+    ``array`` is read-only; ``spec`` is the validated schema record (built on
+    first access, so a plain load never pays for pydantic).
+
+    Example:
+        >>> import registry                                   # doctest: +SKIP
+        >>> k = registry.load("sobel_x")                      # doctest: +SKIP
+        >>> k.ref, k.shape, k.layout                          # doctest: +SKIP
+        ('sobel_x@1', (3, 3), 'HW')
+    """
+
+    __slots__ = ("_array", "_record", "_spec")
+
+    def __init__(self, record: dict[str, Any], array: np.ndarray) -> None:
+        array.flags.writeable = False
+        self._array = array
+        self._record = record
+        self._spec: KernelRecord | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        """The values, read-only, in the stored layout and dtype."""
+        return self._array
+
+    @property
+    def spec(self) -> KernelRecord:
+        """The validated schema record (:class:`registry.KernelRecord`)."""
+        if self._spec is None:
+            from ._spec import parse_record
+
+            self._spec = parse_record(self._record, where=self.ref)
+        return self._spec
+
+    @property
+    def ref(self) -> str:
+        """``name@version``: always the same bytes."""
+        return f"{self._record['name']}@{self._record['version']}"
+
+    @property
+    def name(self) -> str:
+        return str(self._record["name"])
+
+    @property
+    def version(self) -> int:
+        return int(self._record["version"])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._array.dtype
+
+    @property
+    def layout(self) -> str:
+        """The stored layout: ``HW``, ``HWIO`` or ``HWIM``."""
+        return str(self._record["layout"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self._record["sha256"])
+
+    def as_layout(self, layout: str) -> np.ndarray:
+        """The values in another layout, e.g. PyTorch's ``OIHW``.
+
+        Example:
+            >>> import numpy as np
+            >>> k = Kernel({"name": "k", "version": 1, "layout": "HW"}, np.ones((3, 5), "f4"))
+            >>> k.as_layout("OIHW").shape
+            (1, 1, 3, 5)
+        """
+        return as_layout(self._array, self.layout, layout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain JSON-able dict (a copy)."""
+        return self.spec.model_dump(mode="json")
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy:
+            return np.array(self._array, dtype=dtype)
+        return self._array if dtype is None else self._array.astype(dtype)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Kernel):
+            return NotImplemented
+        return self.ref == other.ref and self.sha256 == other.sha256
+
+    def __hash__(self) -> int:
+        return hash((self.ref, self.sha256))
+
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.shape))
+        return f"<Kernel {self.ref} {shape} {self.dtype} {self.layout}>"

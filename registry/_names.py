@@ -1,0 +1,135 @@
+"""Kernel names, ``name@version`` refs, natural sorting and "did you mean" hints."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from ._exceptions import InvalidNameError
+
+#: Longest kernel name accepted, in characters.
+MAX_NAME_LENGTH = 128
+
+# Segments start with a letter or digit, so "." and ".." segments, hidden
+# files and leading dashes can never appear; "/" joins namespace segments.
+_SEGMENT = r"[a-z0-9][a-z0-9_.-]*"
+NAME_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_NATURAL_RE = re.compile(r"(\d+)")
+
+
+class Ref(NamedTuple):
+    """A parsed kernel reference: a name and, when pinned, a version."""
+
+    name: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` unchanged if it follows the kernel-name grammar.
+
+    The grammar: lowercase ``[a-z0-9_.-]`` segments joined by ``/``, each
+    starting with a letter or digit, at most 128 characters, no ``..``.
+
+    Raises:
+        InvalidNameError: naming the rule that was broken.
+
+    Example:
+        >>> check_name("team/edge_x")
+        'team/edge_x'
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(
+            f"A kernel name must be a string. Received: name={name!r} "
+            f"of type {type(name).__name__}."
+        )
+    shown = escape(name)
+    if not name:
+        raise InvalidNameError("A kernel name must not be empty.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(
+            f"A kernel name is at most {MAX_NAME_LENGTH} characters. "
+            f"Received: {len(name)} characters ({shown[:40]}...)."
+        )
+    if ".." in name:
+        raise InvalidNameError(f"A kernel name must not contain '..'. Received: name={shown}.")
+    if name.startswith("/"):
+        raise InvalidNameError(
+            f"A kernel name must not start with '/'. Received: name={shown}."
+        )
+    if not _NAME_RE.match(name):
+        hint = " Use lowercase letters." if name.lower() != name else ""
+        raise InvalidNameError(
+            "A kernel name is lowercase [a-z0-9_.-] segments joined by '/', each "
+            f"starting with a letter or digit.{hint} Received: name={shown}."
+        )
+    return name
+
+
+def parse_ref(ref: object) -> Ref:
+    """Parse ``"name"`` or ``"name@version"`` into a :class:`Ref`.
+
+    Example:
+        >>> parse_ref("sobel_x@2")
+        Ref(name='sobel_x', version=2)
+    """
+    if isinstance(ref, Ref):
+        return ref
+    if not isinstance(ref, str):
+        raise InvalidNameError(
+            f"A kernel ref is a string such as 'sobel_x' or 'sobel_x@2'. Received: {ref!r}."
+        )
+    name, sep, version = ref.partition("@")
+    if not sep:
+        return Ref(check_name(name))
+    if not version.isascii() or not version.isdigit() or int(version) < 1:
+        raise InvalidNameError(
+            "The version after '@' is a whole number from 1. "
+            f"Received: ref={escape(ref)}."
+        )
+    return Ref(check_name(name), int(version))
+
+
+def escape(text: str) -> str:
+    """Quote ``text`` for display, escaping control and non-ASCII characters."""
+    return repr(text) if text.isprintable() and text.isascii() else ascii(text)
+
+
+def natural_key(text: str) -> tuple[object, ...]:
+    """Sort key that orders ``gauss_3`` before ``gauss_11``."""
+    return tuple(int(part) if part.isdigit() else part for part in _NATURAL_RE.split(text))
+
+
+def match(
+    names: Iterable[str],
+    patterns: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """Names matching any of ``patterns`` and none of ``exclude``, naturally sorted.
+
+    Example:
+        >>> match(["gauss_11", "gauss_3", "sobel_x"], ["gauss*"])
+        ['gauss_3', 'gauss_11']
+    """
+    patterns = patterns or ("*",)
+    kept = {
+        n
+        for n in names
+        if any(fnmatch.fnmatchcase(n, p) for p in patterns)
+        and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
+    }
+    return sorted(kept, key=natural_key)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A " Did you mean ...?" sentence for ``name``, or "" when nothing is close."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,596 @@
+"""The Registry: a directory of immutable per-version HDF5 objects and one atomic index.
+
+Layout (see ``schema/FORMAT.md``)::
+
+    REGISTRY/
+      index.h5                  every committed record; replaced atomically
+      kernels/<name>/@<v>.h5    one immutable container per kernel version
+      tmp/                      files of writes in flight; swept by the next command
+      .lock                     the writers' lock (readers never take it)
+
+An add writes and fsyncs the object, renames it into place, then writes and
+fsyncs a new index and renames it over the old one: the index rename is the
+commit. A crash before it leaves only unreferenced files, which the next
+command removes; a crash after it leaves a complete kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._builtins import BuiltinLayer
+from ._container import fsync_path, replace_durably, write_container
+from ._content import check_values, content_hash, to_stored_layout
+from ._exceptions import (
+    InvalidKernelError,
+    KernelNotFoundError,
+    LockTimeoutError,
+    ReadOnlyError,
+    UnsafeFileError,
+)
+from ._guard import GuardedFile
+from ._index import Index, KernelInfo
+from ._kernel import Kernel
+from ._names import Ref, check_name, did_you_mean, escape, match, parse_ref
+from ._paths import builtin_db_path
+
+#: Kernels at most this large (bytes, all together) stay cached in memory.
+CACHE_BYTES = 64 * 2**20
+_INDEX = "index.h5"
+
+
+class Registry:
+    """A kernel registry on disk, with the built-in kernels as a read-only layer under it.
+
+    Args:
+        path: the registry directory; created on the first add.
+        builtins: include the built-in database (``True``), a path to another
+            read-only pack, or ``False`` for none.
+        lock_timeout: seconds a writer waits for another writer before
+            raising :class:`LockTimeoutError`.
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> with Registry(tempfile.mkdtemp(), builtins=False) as reg:
+        ...     k = reg.add("team/edge", np.array([[1, -1]], "f4"), description="step")
+        ...     reg.load("team/edge").ref
+        'team/edge@1'
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        builtins: bool | str | os.PathLike[str] = True,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.lock_timeout = lock_timeout
+        if builtins is True:
+            builtins = builtin_db_path()
+        self._builtins = BuiltinLayer(Path(builtins)) if builtins else None
+        self._index_cache: tuple[tuple[int, int, int], Index] | None = None
+        self._kernels: OrderedDict[tuple[str, int], Kernel] = OrderedDict()
+        self._cached_bytes = 0
+        self._txn: _Txn | None = None
+        self._holding_lock = False
+        self._closed = False
+
+    # -- reading ----------------------------------------------------------
+
+    def load(self, ref: str, *, verify: bool = True) -> Kernel:
+        """Load ``"name"`` (latest version) or ``"name@version"``.
+
+        Args:
+            ref: the kernel reference.
+            verify: check the values against their recorded sha256 (the default).
+                Skipping it saves about 0.6 s per GB on kernels you trust.
+
+        Raises:
+            KernelNotFoundError: unknown name or version, with suggestions.
+            IntegrityError: the stored values do not match their hash.
+        """
+        self._check_open()
+        parsed = parse_ref(ref)
+        if self._builtins is not None and parsed.name in self._builtins:
+            return self._builtins.load(parsed, verify=verify)
+        index = self._index()
+        record = index.get(*parsed)
+        if record is None:
+            raise self._not_found(parsed, index)
+        key = (record["name"], record["version"])
+        cached = self._kernels.get(key)
+        if cached is not None and cached.sha256 == record["sha256"]:
+            self._kernels.move_to_end(key)
+            return cached
+        with GuardedFile(self._object_path(*key), kind="object") as obj:
+            entry = obj.entries.get(f"{key[0]}@{key[1]}")
+            if entry is None or entry.record != record:
+                raise UnsafeFileError(
+                    f"{obj.path}: the object does not hold the record the index has for "
+                    f"{key[0]}@{key[1]}. Run 'kreg verify' to see what else is damaged."
+                )
+            kernel = Kernel(record, obj.read(entry, verify=verify))
+        if verify:
+            self._remember(key, kernel)
+        return kernel
+
+    def list_kernels(
+        self,
+        pattern: str | Sequence[str] = "*",
+        exclude: str | Sequence[str] = (),
+        tags: Sequence[str] = (),
+        *,
+        origin: str | None = None,
+        all_versions: bool = False,
+    ) -> list[KernelInfo]:
+        """List kernels whose name matches a glob, naturally sorted (``gauss_3`` before ``gauss_11``).
+
+        Args:
+            pattern: fnmatch pattern(s) a name must match (any of them).
+            exclude: pattern(s) a name must not match.
+            tags: tags a kernel must all carry.
+            origin: keep only this provenance origin (``builtin``, ``learned``, ...).
+            all_versions: every version instead of the latest of each name.
+        """
+        self._check_open()
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        excludes = [exclude] if isinstance(exclude, str) else list(exclude)
+        layers: list[tuple[Mapping[str, dict[int, dict[str, Any]]], bool]] = [(self._index().records, False)]
+        if self._builtins is not None:
+            layers.insert(0, (self._builtins.records, True))
+        by_name = {name: (versions, builtin) for records, builtin in layers for name, versions in records.items()}
+        rows = []
+        for name in match(by_name, patterns, excludes):
+            versions, builtin = by_name[name]
+            chosen = sorted(versions) if all_versions else [max(versions)]
+            for version in chosen:
+                info = KernelInfo.from_record(versions[version], builtin=builtin)
+                if set(tags) <= set(info.tags) and origin in (None, info.origin):
+                    rows.append(info)
+        return rows
+
+    def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The stored records (plain dicts, latest versions) of ``refs``, or of every kernel."""
+        refs = list(refs) or [info.ref for info in self.list_kernels()]
+        return [self._record(parse_ref(r)) for r in refs]
+
+    def versions(self, name: str) -> list[int]:
+        """The versions of ``name`` still present, oldest first."""
+        check_name(name)
+        if self._builtins is not None and name in self._builtins:
+            return sorted(self._builtins.records[name])
+        return sorted(self._index().records.get(name, ()))
+
+    def __contains__(self, ref: object) -> bool:
+        try:
+            self._record(parse_ref(ref))
+        except (KernelNotFoundError, ValueError):
+            return False
+        return True
+
+    def __getitem__(self, ref: str) -> Kernel:
+        return self.load(ref)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([info.name for info in self.list_kernels()])
+
+    def __len__(self) -> int:
+        return len(self.list_kernels())
+
+    # -- writing ----------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        values: object,
+        *,
+        layout: str | None = None,
+        dtype: str | None = None,
+        convolution: bool = False,
+        description: str = "",
+        tags: Sequence[str] = (),
+        license: str | None = None,
+        author: str | None = None,
+        references: Sequence[str] = (),
+        origin: str = "handmade",
+        normalization: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        separable: Mapping[str, Sequence[float]] | None = None,
+    ) -> Kernel:
+        """Add a new version of ``name``; identical to the latest version, return that one.
+
+        Args:
+            name: lowercase name, ``team/`` namespaces allowed.
+            values: array-like; nested lists become float32 unless ``dtype`` is given.
+            layout: ``HW`` (the default for 2-D values), ``HWIO``, ``HWIM`` or
+                ``OIHW`` (PyTorch; converted to ``HWIO``, the source layout recorded).
+            dtype: convert the values to this dtype first.
+            convolution: the values are a true-convolution kernel: flip them into
+                the correlation form TensorFlow computes, and record that.
+            description, tags, license, author, references, origin, normalization:
+                recorded as given (``license`` is an SPDX expression).
+            provenance: further provenance fields (``source``, ``generator``,
+                ``parent``, ``pack``, ``created_at``, ...).
+            separable: ``{"column": [...], "row": [...]}`` factors of a rank-1 HW kernel.
+
+        Returns:
+            The stored :class:`Kernel`.
+        """
+        self._check_open()
+        check_name(name)
+        if self._builtins is not None and name in self._builtins:
+            raise ReadOnlyError(
+                f"{name!r} is a built-in kernel and cannot be shadowed. "
+                f"Choose another name, e.g. 'my/{name}'."
+            )
+        array = check_values(values, dtype=dtype)
+        if layout is None:
+            if array.ndim == 4:
+                raise InvalidKernelError(
+                    "Values of rank 4 need an explicit layout: 'HWIO' (Keras), 'OIHW' "
+                    f"(PyTorch) or 'HWIM' (depthwise). Received: shape={array.shape}."
+                )
+            layout = "HW"
+        array, stored_layout, source_layout = to_stored_layout(array, layout, convolution=convolution)
+        prov: dict[str, Any] = {
+            "origin": origin,
+            "created_at": datetime.now(timezone.utc),
+            "author": author,
+            "description": description,
+            "references": tuple(references),
+            "license": license,
+            "source_layout": source_layout,
+            "source_operation": "convolution" if convolution else "correlation",
+            **(provenance or {}),
+        }
+        # Validated before taking the lock, so bad metadata fails the same way every time.
+        draft = _validated(
+            {
+                "name": name,
+                "version": 1,
+                "shape": array.shape,
+                "dtype": array.dtype.name,
+                "layout": stored_layout,
+                "normalization": normalization,
+                "separable": separable,
+                "tags": tuple(tags),
+                "sha256": content_hash(array),
+                "provenance": prov,
+            }
+        )
+        with self._writing() as txn:
+            latest = txn.index.latest(name)
+            if latest is not None and (latest["sha256"], latest["layout"]) == (draft["sha256"], stored_layout):
+                return Kernel(latest, array)
+            version = txn.index.next_version.get(name, 1)
+            record = {**draft, "version": version}
+            self._write_object(record, array)
+            txn.index.put(record)
+            txn.dirty = True
+        kernel = Kernel(record, array)
+        self._remember((name, version), kernel)
+        return kernel
+
+    @contextmanager
+    def batch(self) -> Iterator[Registry]:
+        """Group many adds and removes into one commit (one lock, one index write).
+
+        All of them land together or, on an exception or a crash, none does.
+
+        Example:
+            >>> import tempfile
+            >>> reg = Registry(tempfile.mkdtemp(), builtins=False)
+            >>> with reg.batch():
+            ...     for i in range(3):
+            ...         _ = reg.add(f"k{i}", [[float(i)]])
+            >>> [info.ref for info in reg.list_kernels()]
+            ['k0@1', 'k1@1', 'k2@1']
+        """
+        with self._writing():
+            yield self
+
+    def remove(self, ref: str, *, all_versions: bool = False) -> list[str]:
+        """Remove one version, or every version with ``all_versions=True``.
+
+        A bare name removes its only version; with several, pin one. Removed
+        version numbers are never reissued.
+
+        Returns:
+            The refs removed.
+        """
+        self._check_open()
+        parsed = parse_ref(ref)
+        if self._builtins is not None and parsed.name in self._builtins:
+            raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
+        with self._writing() as txn:
+            versions = txn.index.records.get(parsed.name, {})
+            if parsed.version is not None:
+                chosen = [parsed.version] if parsed.version in versions else []
+            elif all_versions or len(versions) == 1:
+                chosen = sorted(versions)
+            else:
+                pinned = ", ".join(f"{parsed.name}@{v}" for v in sorted(versions))
+                raise InvalidKernelError(
+                    f"{parsed.name!r} has {len(versions)} versions; name one ({pinned}) "
+                    "or remove them all with all_versions=True (kreg rm --all)."
+                )
+            if not chosen:
+                raise self._not_found(parsed, txn.index)
+            for version in chosen:
+                txn.index.drop(parsed.name, version)
+                txn.dirty = True
+                txn.unlink.append(self._object_path(parsed.name, version))
+                self._forget((parsed.name, version))
+        return [f"{parsed.name}@{v}" for v in chosen]
+
+    # -- integrity --------------------------------------------------------
+
+    def verify(self, refs: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """Re-read kernels and check them against their records and hashes.
+
+        Args:
+            refs: refs or names to check (every version of a bare name); all when empty.
+
+        Returns:
+            ``(ref, problem)`` pairs; empty when everything is intact.
+        """
+        self._check_open()
+        targets: list[str] = []
+        for ref in refs or [info.name for info in self.list_kernels()]:
+            parsed = parse_ref(ref)
+            self._record(parsed)  # unknown names raise here, with suggestions
+            versions = [parsed.version] if parsed.version else self.versions(parsed.name)
+            targets += [f"{parsed.name}@{v}" for v in versions]
+        problems: list[tuple[str, str]] = []
+        for ref in targets:
+            name, version = ref.rsplit("@", 1)
+            self._forget((name, int(version)))
+            try:
+                self.load(ref).spec  # noqa: B018 - also validates the record
+            except Exception as exc:  # every failure is reported; none stops the run
+                problems.append((ref, str(exc)))
+        return problems
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop caches and close the built-in database; the object cannot be used after."""
+        if self._builtins is not None:
+            self._builtins.close()
+        self._kernels.clear()
+        self._index_cache = None
+        self._closed = True
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<kreg Registry {str(self.path)!r} (closed)>"
+        user = len(self._index())
+        builtin = len(self._builtins.records) if self._builtins is not None else 0
+        return f"<kreg Registry {str(self.path)!r} ({user} kernel versions, {builtin} built-in names)>"
+
+    # -- internals --------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"The registry at {self.path} is closed.")
+
+    def _object_path(self, name: str, version: int) -> Path:
+        return self.path / "kernels" / name / f"@{version}.h5"
+
+    def _index(self) -> Index:
+        """The committed index, re-read only when the file changed."""
+        path = self.path / _INDEX
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return Index()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._index_cache is None or self._index_cache[0] != key:
+            self._sweep_if_idle()
+            with GuardedFile(path, kind="index") as f:
+                index = Index.from_json(f.read_index(), where=str(path))
+            self._index_cache = (key, index)
+        return self._index_cache[1]
+
+    def _record(self, ref: Ref) -> dict[str, Any]:
+        if self._builtins is not None and ref.name in self._builtins:
+            record = self._builtins.get(ref)
+        else:
+            record = self._index().get(*ref)
+        if record is None:
+            raise self._not_found(ref, self._index())
+        return record
+
+    def _info(self, ref: Ref) -> KernelInfo:
+        return KernelInfo.from_record(self._record(ref))
+
+    def _not_found(self, ref: Ref, index: Index) -> KernelNotFoundError:
+        versions = index.records.get(ref.name)
+        if versions:
+            have = ", ".join(str(v) for v in sorted(versions))
+            return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
+        known = list(index.records) + (list(self._builtins.records) if self._builtins else [])
+        return KernelNotFoundError(
+            f"No kernel named {escape(ref.name)} in {self.path}.{did_you_mean(ref.name, known)}"
+            " See 'kreg list'."
+        )
+
+    def _remember(self, key: tuple[str, int], kernel: Kernel) -> None:
+        size = kernel.array.nbytes
+        if size > CACHE_BYTES // 4:
+            return
+        self._forget(key)
+        self._kernels[key] = kernel
+        self._cached_bytes += size
+        while self._cached_bytes > CACHE_BYTES:
+            _, old = self._kernels.popitem(last=False)
+            self._cached_bytes -= old.array.nbytes
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        old = self._kernels.pop(key, None)
+        if old is not None:
+            self._cached_bytes -= old.array.nbytes
+
+    # -- the write path ---------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[_Txn]:
+        """Hold the writers' lock around one transaction and commit its index once."""
+        if self._txn is not None:  # inside batch(): join it
+            yield self._txn
+            return
+        self._prepare_directory()
+        with self._locked():
+            self._sweep()
+            txn = self._txn = _Txn(self._read_index_fresh())
+            marker = self.path / "tmp" / f"txn-{os.getpid()}-{uuid.uuid4().hex}"
+            marker.touch()
+            try:
+                yield txn
+                if txn.dirty:
+                    self._commit(txn.index)
+                for path in txn.unlink:
+                    path.unlink(missing_ok=True)
+            except BaseException:
+                self._index_cache = None
+                self._kernels.clear()
+                self._cached_bytes = 0
+                raise
+            finally:
+                self._txn = None
+            marker.unlink()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        import filelock  # writers only: reads never pay for the import
+
+        lock = filelock.FileLock(self.path / ".lock", timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise LockTimeoutError(
+                f"Another kreg process has held the lock on {self.path} for over "
+                f"{self.lock_timeout:g} s. Wait for it to finish, or raise lock_timeout."
+            ) from None
+        self._holding_lock = True
+        try:
+            yield
+        finally:
+            self._holding_lock = False
+            lock.release()
+
+    def _prepare_directory(self) -> None:
+        root = self.path
+        if root.exists() and not root.is_dir():
+            raise InvalidKernelError(f"The registry path {root} is a file; a registry is a directory.")
+        if root.is_dir() and not (root / _INDEX).exists():
+            stray = {p.name for p in root.iterdir()} - {"kernels", "tmp", ".lock"}
+            if stray:
+                raise InvalidKernelError(
+                    f"{root} is not a kreg registry (no {_INDEX}) and is not empty "
+                    f"(found {sorted(stray)[:3]}). Pass a new or empty directory."
+                )
+        for sub in (root, root / "kernels", root / "tmp"):
+            if not sub.is_dir():
+                sub.mkdir(parents=True, exist_ok=True)
+                fsync_path(sub.parent)
+
+    def _read_index_fresh(self) -> Index:
+        self._index_cache = None
+        return self._index().copy()
+
+    def _write_object(self, record: dict[str, Any], array: np.ndarray) -> None:
+        tmp = self.path / "tmp" / f"obj-{uuid.uuid4().hex}.h5"
+        write_container(tmp, "object", [(record, array)])
+        target = self._object_path(record["name"], record["version"])
+        _makedirs_durably(target.parent, stop=self.path)
+        replace_durably(tmp, target)
+
+    def _commit(self, index: Index) -> None:
+        tmp = self.path / "tmp" / f"index-{uuid.uuid4().hex}.h5"
+        write_container(tmp, "index", [], index=index.to_json())
+        replace_durably(tmp, self.path / _INDEX)
+        self._index_cache = None
+
+    def _sweep(self) -> None:
+        """Under the lock: undo what a crashed writer left (tmp files, unreferenced objects)."""
+        tmp = self.path / "tmp"
+        leftovers = list(tmp.iterdir()) if tmp.is_dir() else []
+        if not leftovers:
+            return
+        if any(p.name.startswith("txn-") for p in leftovers):
+            index = self._read_index_fresh()
+            kernels = self.path / "kernels"
+            for obj in kernels.rglob("@*.h5"):
+                name = obj.parent.relative_to(kernels).as_posix()
+                if index.get(name, int(obj.stem[1:])) is None:
+                    obj.unlink()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+
+    def _sweep_if_idle(self) -> None:
+        """Readers sweep leftovers too, but only when no writer is at work."""
+        tmp = self.path / "tmp"
+        if self._holding_lock or not tmp.is_dir() or not any(os.scandir(tmp)):
+            return
+        import filelock
+
+        lock = filelock.FileLock(self.path / ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except (filelock.Timeout, OSError):
+            return
+        try:
+            self._sweep()
+        finally:
+            lock.release()
+
+
+class _Txn:
+    """The state of one write transaction: the index being edited, files to delete after commit."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.dirty = False
+        self.unlink: list[Path] = []
+
+
+def _validated(fields: dict[str, Any]) -> dict[str, Any]:
+    from ._spec import KernelRecord
+    from pydantic import ValidationError
+
+    try:
+        record = KernelRecord.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (received {e.get('input')!r:.60})"
+            for e in exc.errors()[:3]
+        )
+        raise InvalidKernelError(f"The kernel record is not valid: {problems}.") from None
+    return record.model_dump(mode="json", exclude_none=True)
+
+
+def _makedirs_durably(path: Path, *, stop: Path) -> None:
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_path(directory.parent)
