@@ -399,6 +399,7 @@ class Registry:
         try:
             st = os.stat(path)
         except FileNotFoundError:
+            self._sweep_if_idle()  # a first add may have died before its commit
             return Index()
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._index_cache is None or self._index_cache[0] != key:
