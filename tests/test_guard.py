@@ -1,0 +1,166 @@
+"""The guarded reader refuses files that could read other files, lie about sizes, or are not kreg's."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from registry import IntegrityError, Registry, UnsafeFileError
+from registry._container import write_container
+from registry._content import content_hash
+from registry._guard import GuardedFile
+
+
+def record_for(name: str, values: np.ndarray, version: int = 1) -> dict:
+    return {
+        "schema_version": 1,
+        "name": name,
+        "version": version,
+        "shape": list(values.shape),
+        "dtype": values.dtype.name,
+        "layout": "HW",
+        "operation": "correlation",
+        "provenance": {"origin": "handmade", "created_at": "2026-11-25T00:00:00Z"},
+        "sha256": content_hash(values),
+    }
+
+
+@pytest.fixture
+def pack(tmp_path: Path) -> Path:
+    values = np.arange(16, dtype=np.float32).reshape(4, 4)
+    path = tmp_path / "pack.h5"
+    write_container(path, "pack", [(record_for("good", values), values)])
+    return path
+
+
+def test_a_valid_pack_passes(pack: Path) -> None:
+    with GuardedFile(pack, kind="pack") as f:
+        assert list(f.entries) == ["good@1"]
+        assert f.read(f.entries["good@1"]).sum() == 120
+        assert repr(f) == f"<GuardedFile {str(pack)!r} (pack, 1 kernels)>"
+    assert repr(f).endswith("(pack, closed)>")
+
+
+def edit(pack: Path, change) -> Path:
+    with h5py.File(pack, "r+") as f:
+        change(f)
+    return pack
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda f: f.__setitem__("kernels/evil", h5py.ExternalLink("/etc/passwd", "/")), "an external link"),
+        (lambda f: f.__setitem__("kernels/soft", h5py.SoftLink("/kernels/good")), "a soft link"),
+        (lambda f: f.create_group("other"), "an unknown top-level group"),
+        (lambda f: f.create_dataset("kernels/good/@2", data=np.array([b"x"], dtype="S1")), "not a plain number type"),
+        (lambda f: f.create_dataset("kernels/good/@3", data=np.ones((2, 2), np.int64)), "dtype int64"),
+        (lambda f: f.create_dataset("kernels/Bad", data=np.ones(2, np.float32)), "a link name outside"),
+        (lambda f: f.attrs.__setitem__("kreg_format", "other"), "not a kreg container"),
+        (lambda f: f["kernels"].attrs.__setitem__("x", "y"), "attributes on a group"),
+        (lambda f: f["kernels/good/@1"].attrs.__setitem__("record", "{not json"), "not valid JSON"),
+        (lambda f: f["kernels/good/@1"].attrs.__setitem__("extra", "1"), "exactly one text attribute"),
+    ],
+)
+def test_structural_refusals(pack: Path, change, reason: str) -> None:
+    edit(pack, change)
+    with pytest.raises(UnsafeFileError, match=reason):
+        GuardedFile(pack)
+
+
+def test_external_raw_storage_is_refused(tmp_path: Path, pack: Path) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 64)
+    with h5py.File(pack, "r+") as f:
+        f.create_dataset("kernels/leak/@1", shape=(4, 4), dtype="f4", external=[(str(secret), 0, 64)])
+    with pytest.raises(UnsafeFileError, match="external raw storage"):
+        GuardedFile(pack)
+
+
+def test_virtual_datasets_are_refused(tmp_path: Path, pack: Path) -> None:
+    layout = h5py.VirtualLayout(shape=(4, 4), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "data", shape=(4, 4))
+    with h5py.File(pack, "r+") as f:
+        f.create_virtual_dataset("kernels/leak/@1", layout)
+    with pytest.raises(UnsafeFileError, match="a virtual dataset"):
+        GuardedFile(pack)
+
+
+def test_unknown_filters_are_refused_before_any_read(pack: Path) -> None:
+    with h5py.File(pack, "r+") as f:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((4, 4))
+        dcpl.set_filter(32999, h5py.h5z.FLAG_OPTIONAL)
+        space = h5py.h5s.create_simple((4, 4))
+        f.create_group("kernels/plug")
+        h5py.h5d.create(f.id, b"kernels/plug/@1", h5py.h5t.IEEE_F32LE, space, dcpl=dcpl)
+    with pytest.raises(UnsafeFileError, match="compression filter id 32999 is not allowed"):
+        GuardedFile(pack)
+
+
+def test_a_truncated_file_is_refused(pack: Path) -> None:
+    data = pack.read_bytes()
+    pack.write_bytes(data[: len(data) - 40])
+    with pytest.raises(UnsafeFileError):
+        GuardedFile(pack)
+
+
+def test_a_shape_larger_than_the_file_is_refused(pack: Path) -> None:
+    with h5py.File(pack, "r+") as f:
+        f.create_dataset("kernels/bomb/@1", shape=(50_000, 50_000), dtype="f4")
+    with pytest.raises(UnsafeFileError, match="declares 10000000000 bytes"):
+        GuardedFile(pack)
+
+
+def test_a_record_that_lies_about_the_shape_is_refused(pack: Path) -> None:
+    def lie(f: h5py.File) -> None:
+        record = json.loads(f["kernels/good/@1"].attrs["record"])
+        f["kernels/good/@1"].attrs["record"] = json.dumps({**record, "shape": [2, 2]})
+
+    edit(pack, lie)
+    with pytest.raises(UnsafeFileError, match="the record says shape"):
+        GuardedFile(pack)
+
+
+def test_a_hash_mismatch_names_the_kernel(pack: Path) -> None:
+    def forge(f: h5py.File) -> None:
+        f["kernels/good/@1"][0, 0] = 99
+
+    edit(pack, forge)
+    with GuardedFile(pack) as f, pytest.raises(IntegrityError, match="the values of good@1 do not match"):
+        f.read(f.entries["good@1"])
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04zipzipzip", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_non_hdf5_input_is_refused_before_hdf5_sees_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.h5"
+    path.write_bytes(content)
+    with pytest.raises(UnsafeFileError, match="empty|not HDF5"):
+        GuardedFile(path)
+
+
+def test_directories_fifos_and_symlinks_are_refused(tmp_path: Path, pack: Path) -> None:
+    with pytest.raises(UnsafeFileError, match="not a regular file"):
+        GuardedFile(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsafeFileError, match="not a regular file"):
+        GuardedFile(fifo)
+    link = tmp_path / "link.h5"
+    link.symlink_to(pack)
+    with pytest.raises(UnsafeFileError, match="symbolic link"):
+        GuardedFile(link)
+
+
+def test_the_registry_reads_its_objects_through_the_guard(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg", builtins=False)
+    reg.add("k", [[1.0, 2.0]])
+    obj = tmp_path / "reg" / "kernels" / "k" / "@1.h5"
+    edit(obj, lambda f: f.__setitem__("kernels/x", h5py.ExternalLink("/etc/passwd", "/")))
+    with pytest.raises(UnsafeFileError, match="an external link"):
+        Registry(tmp_path / "reg", builtins=False).load("k")
