@@ -7,6 +7,7 @@ from typing import Any
 
 from ._exceptions import KernelNotFoundError
 from ._guard import GuardedFile
+from ._index import KernelInfo
 from ._kernel import Kernel
 from ._names import Ref
 
@@ -22,6 +23,7 @@ class BuiltinLayer:
         self.path = path
         self._file: GuardedFile | None = None
         self._records: dict[str, dict[int, dict[str, Any]]] | None = None
+        self._rows: dict[str, dict[int, KernelInfo]] | None = None
         self._kernels: dict[str, Kernel] = {}
 
     @property
@@ -35,6 +37,16 @@ class BuiltinLayer:
                     record = entry.record
                     self._records.setdefault(record["name"], {})[record["version"]] = record
         return self._records
+
+    @property
+    def rows(self) -> dict[str, dict[int, KernelInfo]]:
+        """name -> version -> listing row of every built-in."""
+        if self._rows is None:
+            self._rows = {
+                name: {v: KernelInfo.from_record(r, builtin=True) for v, r in versions.items()}
+                for name, versions in self.records.items()
+            }
+        return self._rows
 
     def __contains__(self, name: object) -> bool:
         return name in self.records
@@ -62,5 +74,5 @@ class BuiltinLayer:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        self._file, self._records = None, None
+        self._file, self._records, self._rows = None, None, None
         self._kernels.clear()

@@ -36,7 +36,7 @@ def write_container(
     kernels: Iterable[tuple[Mapping[str, Any], np.ndarray]],
     *,
     attrs: Mapping[str, Any] | None = None,
-    index: bytes | None = None,
+    blobs: Mapping[str, bytes] | None = None,
 ) -> None:
     """Write a container to ``path`` (a new file) and fsync it.
 
@@ -46,7 +46,7 @@ def write_container(
         kernels: ``(record, values)`` pairs; values are written little-endian,
             C order, contiguous and unfiltered so they can be read at their offset.
         attrs: extra root attributes (JSON-able values are stored as JSON text).
-        index: for ``kind="index"``, the JSON bytes of the registry index.
+        blobs: for ``kind="index"``, top-level uint8 datasets (the index's JSON).
     """
     with h5py.File(path, "x", libver="earliest", track_order=False) as f:
         f.attrs["kreg_format"] = FORMAT_NAME
@@ -54,8 +54,8 @@ def write_container(
         f.attrs["kind"] = kind
         for key, value in (attrs or {}).items():
             f.attrs[key] = value if isinstance(value, (str, int)) else json.dumps(value)
-        if index is not None:
-            f.create_dataset("index", data=np.frombuffer(index, dtype=np.uint8), track_times=False)
+        for name, blob in (blobs or {}).items():
+            f.create_dataset(name, data=np.frombuffer(blob, dtype=np.uint8), track_times=False)
         group = f.create_group("kernels")
         for record, values in kernels:
             ds = group.create_dataset(

@@ -30,6 +30,8 @@ SCHEMA_VERSION = 1
 # HDF5 filter ids that may appear in a pack; any other id is refused before a
 # read, so libhdf5 never goes looking for a plugin.
 ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+#: The top-level uint8 datasets of an index container.
+INDEX_BLOBS = ("listing", "records")
 _SEGMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
@@ -186,7 +188,7 @@ class GuardedFile:
                 self._walk(obj, depth + 1)
             elif isinstance(obj, h5py.Dataset):
                 if depth == 0:
-                    if name != "index" or self.kind != "index":
+                    if name not in INDEX_BLOBS or self.kind != "index":
                         raise self._fail("an unknown top-level dataset", where)
                     self._check_dataset(obj, where, index=True)
                 elif not name.startswith("@"):
@@ -299,9 +301,11 @@ class GuardedFile:
                 )
         return out
 
-    def read_index(self) -> bytes:
-        """The raw JSON bytes of a registry index file."""
-        return self._h5["index"][()].tobytes()
+    def read_blob(self, name: str) -> bytes:
+        """The bytes of a top-level uint8 dataset of an index container (checked at open)."""
+        if name not in INDEX_BLOBS or name not in self._h5:
+            raise self._fail(f"no {name!r} dataset in this index")
+        return self._h5[name][()].tobytes()
 
     @property
     def _h5(self) -> h5py.File:

@@ -101,9 +101,16 @@ def escape(text: str) -> str:
     return repr(text) if text.isprintable() and text.isascii() else ascii(text)
 
 
-def natural_key(text: str) -> tuple[object, ...]:
-    """Sort key that orders ``gauss_3`` before ``gauss_11``."""
-    return tuple(int(part) if part.isdigit() else part for part in _NATURAL_RE.split(text))
+def natural_key(text: str) -> list[object]:
+    """Sort key that orders ``gauss_3`` before ``gauss_11``.
+
+    Example:
+        >>> sorted(["gauss_11", "gauss_3"], key=natural_key)
+        ['gauss_3', 'gauss_11']
+    """
+    parts: list[object] = _NATURAL_RE.split(text)  # digit runs land at the odd indices
+    parts[1::2] = map(int, parts[1::2])  # type: ignore[arg-type]
+    return parts
 
 
 def match(

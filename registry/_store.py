@@ -104,22 +104,22 @@ class Registry:
         if self._builtins is not None and parsed.name in self._builtins:
             return self._builtins.load(parsed, verify=verify)
         index = self._index()
-        record = index.get(*parsed)
-        if record is None:
+        info = index.get(*parsed)
+        if info is None:
             raise self._not_found(parsed, index)
-        key = (record["name"], record["version"])
+        key = (info.name, info.version)
         cached = self._kernels.get(key)
-        if cached is not None and cached.sha256 == record["sha256"]:
+        if cached is not None and cached.sha256 == info.sha256:
             self._kernels.move_to_end(key)
             return cached
         with GuardedFile(self._object_path(*key), kind="object") as obj:
-            entry = obj.entries.get(f"{key[0]}@{key[1]}")
-            if entry is None or entry.record != record:
+            entry = obj.entries.get(info.ref)
+            if entry is None or entry.record.get("sha256") != info.sha256:
                 raise UnsafeFileError(
-                    f"{obj.path}: the object does not hold the record the index has for "
-                    f"{key[0]}@{key[1]}. Run 'kreg verify' to see what else is damaged."
+                    f"{obj.path}: the object does not hold what the index lists for {info.ref}. "
+                    "Run 'kreg verify' to see what else is damaged."
                 )
-            kernel = Kernel(record, obj.read(entry, verify=verify))
+            kernel = Kernel(entry.record, obj.read(entry, verify=verify))
         if verify:
             self._remember(key, kernel)
         return kernel
@@ -145,17 +145,16 @@ class Registry:
         self._check_open()
         patterns = [pattern] if isinstance(pattern, str) else list(pattern)
         excludes = [exclude] if isinstance(exclude, str) else list(exclude)
-        layers: list[tuple[Mapping[str, dict[int, dict[str, Any]]], bool]] = [(self._index().records, False)]
+        by_name = dict(self._index().rows)
         if self._builtins is not None:
-            layers.insert(0, (self._builtins.records, True))
-        by_name = {name: (versions, builtin) for records, builtin in layers for name, versions in records.items()}
+            by_name.update(self._builtins.rows)
+        wanted = set(tags)
         rows = []
         for name in match(by_name, patterns, excludes):
-            versions, builtin = by_name[name]
-            chosen = sorted(versions) if all_versions else [max(versions)]
-            for version in chosen:
-                info = KernelInfo.from_record(versions[version], builtin=builtin)
-                if set(tags) <= set(info.tags) and origin in (None, info.origin):
+            versions = by_name[name]
+            for version in sorted(versions) if all_versions else [max(versions)]:
+                info = versions[version]
+                if (not wanted or wanted <= set(info.tags)) and origin in (None, info.origin):
                     rows.append(info)
         return rows
 
@@ -168,8 +167,8 @@ class Registry:
         """The versions of ``name`` still present, oldest first."""
         check_name(name)
         if self._builtins is not None and name in self._builtins:
-            return sorted(self._builtins.records[name])
-        return sorted(self._index().records.get(name, ()))
+            return sorted(self._builtins.rows[name])
+        return sorted(self._index().rows.get(name, ()))
 
     def __contains__(self, ref: object) -> bool:
         try:
@@ -270,8 +269,8 @@ class Registry:
         )
         with self._writing() as txn:
             latest = txn.index.latest(name)
-            if latest is not None and (latest["sha256"], latest["layout"]) == (draft["sha256"], stored_layout):
-                return Kernel(latest, array)
+            if latest is not None and (latest.sha256, latest.layout) == (draft["sha256"], stored_layout):
+                return Kernel(txn.index.record(name, latest.version), array)
             version = txn.index.next_version.get(name, 1)
             record = {**draft, "version": version}
             self._write_object(record, array)
@@ -313,7 +312,7 @@ class Registry:
         if self._builtins is not None and parsed.name in self._builtins:
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
-            versions = txn.index.records.get(parsed.name, {})
+            versions = txn.index.rows.get(parsed.name, {})
             if parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
             elif all_versions or len(versions) == 1:
@@ -356,7 +355,10 @@ class Registry:
             name, version = ref.rsplit("@", 1)
             self._forget((name, int(version)))
             try:
-                self.load(ref).spec  # noqa: B018 - also validates the record
+                kernel = self.load(ref)
+                kernel.spec  # noqa: B018 - validates the record against the schema
+                if kernel._record != self._record(parse_ref(ref)):
+                    problems.append((ref, "the object's record differs from the index's record"))
             except Exception as exc:  # every failure is reported; none stops the run
                 problems.append((ref, str(exc)))
         return problems
@@ -381,7 +383,7 @@ class Registry:
         if self._closed:
             return f"<kreg Registry {str(self.path)!r} (closed)>"
         user = len(self._index())
-        builtin = len(self._builtins.records) if self._builtins is not None else 0
+        builtin = len(self._builtins.rows) if self._builtins is not None else 0
         return f"<kreg Registry {str(self.path)!r} ({user} kernel versions, {builtin} built-in names)>"
 
     # -- internals --------------------------------------------------------
@@ -405,28 +407,29 @@ class Registry:
         if self._index_cache is None or self._index_cache[0] != key:
             self._sweep_if_idle()
             with GuardedFile(path, kind="index") as f:
-                index = Index.from_json(f.read_index(), where=str(path))
+                listing, records = f.read_blob("listing"), f.read_blob("records")
+            index = Index.from_json(listing, lambda: records, where=str(path))
             self._index_cache = (key, index)
         return self._index_cache[1]
 
     def _record(self, ref: Ref) -> dict[str, Any]:
         if self._builtins is not None and ref.name in self._builtins:
             record = self._builtins.get(ref)
+            if record is not None:
+                return record
         else:
-            record = self._index().get(*ref)
-        if record is None:
-            raise self._not_found(ref, self._index())
-        return record
-
-    def _info(self, ref: Ref) -> KernelInfo:
-        return KernelInfo.from_record(self._record(ref))
+            index = self._index()
+            info = index.get(*ref)
+            if info is not None:
+                return index.record(info.name, info.version)
+        raise self._not_found(ref, self._index())
 
     def _not_found(self, ref: Ref, index: Index) -> KernelNotFoundError:
-        versions = index.records.get(ref.name)
+        versions = index.rows.get(ref.name) or (self._builtins.rows.get(ref.name) if self._builtins else None)
         if versions:
             have = ", ".join(str(v) for v in sorted(versions))
             return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
-        known = list(index.records) + (list(self._builtins.records) if self._builtins else [])
+        known = list(index.rows) + (list(self._builtins.rows) if self._builtins else [])
         return KernelNotFoundError(
             f"No kernel named {escape(ref.name)} in {self.path}.{did_you_mean(ref.name, known)}"
             " See 'kreg list'."
@@ -525,7 +528,8 @@ class Registry:
 
     def _commit(self, index: Index) -> None:
         tmp = self.path / "tmp" / f"index-{uuid.uuid4().hex}.h5"
-        write_container(tmp, "index", [], index=index.to_json())
+        listing, records = index.to_json()
+        write_container(tmp, "index", [], blobs={"listing": listing, "records": records})
         replace_durably(tmp, self.path / _INDEX)
         self._index_cache = None
 

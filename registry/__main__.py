@@ -1,0 +1,5 @@
+"""``python -m registry`` runs the kreg command line."""
+
+from ._cli import main
+
+main()

@@ -1,0 +1,336 @@
+"""The ``kreg`` command line: a thin click layer that turns library errors into one-line messages.
+
+Exit codes: 0 success, 1 failure (damage found, lock timeout, ...), 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import numpy as np
+
+from ._exceptions import (
+    InvalidKernelError,
+    InvalidNameError,
+    KernelNotFoundError,
+    KregError,
+    SchemaVersionError,
+    UnsafeFileError,
+)
+from ._index import KernelInfo
+from ._store import Registry
+
+#: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
+BAD_INPUT = (InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError, UnsafeFileError)
+GRID_LIMIT = 16
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class KregGroup(click.Group):
+    """Runs a command and turns any KregError into ``Error: ...`` and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BAD_INPUT as exc:
+            fail(str(exc), 2)
+        except KregError as exc:
+            fail(str(exc), 1)
+
+
+def _registry(ctx: click.Context) -> Registry:
+    obj = ctx.find_root().obj
+    if obj.get("registry") is None:
+        from ._api import default_registry
+
+        obj["registry"] = default_registry(obj.get("db"))
+    return obj["registry"]
+
+
+def _info(message: str) -> None:
+    """A message for people: stderr, silent with --quiet."""
+    if not click.get_current_context().find_root().obj.get("quiet"):
+        click.echo(message, err=True)
+
+
+@click.group(cls=KregGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", type=click.Path(file_okay=False, path_type=Path), envvar="KREG_DB",
+              help="Registry directory (default: $KREG_DB, else the user data directory).")
+@click.option("-q", "--quiet", is_flag=True, help="No messages on stderr, only data on stdout.")
+@click.version_option(package_name="kreg", prog_name="kreg")
+@click.pass_context
+def cli(ctx: click.Context, db: Path | None, quiet: bool) -> None:
+    """kreg: a registry of convolution kernels you can trust.
+
+    \b
+    Example:
+      kreg list 'sobel*'
+      kreg show sobel_x
+      kreg add team/edge --values '[[1, 0, -1]]' --description 'step'
+    """
+    ctx.obj = {"db": db, "quiet": quiet, "registry": None}
+
+
+@cli.command("list")
+@click.argument("patterns", nargs=-1)
+@click.option("--exclude", "-x", multiple=True, help="Leave out names matching this glob (repeatable).")
+@click.option("--tag", "-t", "tags", multiple=True, help="Keep kernels carrying this tag (repeatable: all of them).")
+@click.option("--origin", type=click.Choice(["builtin", "learned", "imported", "handmade", "generated"]),
+              help="Keep kernels of this provenance origin.")
+@click.option("--all-versions", is_flag=True, help="Every version, not only the latest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full records as JSON.")
+@click.pass_context
+def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, ...], tags: tuple[str, ...],
+             origin: str | None, all_versions: bool, as_json: bool) -> None:
+    """List kernels whose names match glob PATTERNS (all when none), naturally sorted.
+
+    \b
+    Example:
+      kreg list 'sobel*' 'scharr*' --exclude '*_y'
+      kreg list --tag edge --json
+    """
+    reg = _registry(ctx)
+    rows = reg.list_kernels(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
+    if as_json:
+        click.echo(json.dumps(reg.records([r.ref for r in rows]), indent=2))
+        return
+    if not rows:
+        _info("No kernels match.")
+        return
+    click.echo(_table(rows))
+
+
+def _table(rows: Sequence[KernelInfo]) -> str:
+    header = ("NAME", "VER", "SHAPE", "DTYPE", "LAYOUT", "ORIGIN", "DESCRIPTION")
+    cells = [
+        (r.name, str(r.version), "x".join(map(str, r.shape)), r.dtype, r.layout, r.origin,
+         _first_line(r.summary, 60))
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header[:-1])]
+    line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    return "\n".join(line.format(*row).rstrip() for row in [header, *cells])
+
+
+def _first_line(text: str, width: int) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.pass_context
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show a kernel's record and its values (statistics for large kernels).
+
+    \b
+    Example:
+      kreg show sobel_x
+      kreg show team/edge@2 --json
+    """
+    kernel = _registry(ctx).load(ref)
+    record = kernel.to_dict()
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"{kernel.ref}  {'x'.join(map(str, kernel.shape))} {kernel.dtype} {kernel.layout}")
+    for key, value in _flatten(record):
+        click.echo(f"  {key:<28} {value}")
+    click.echo()
+    click.echo(_values_text(kernel.array, kernel.layout))
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    skip = {"name", "version", "shape", "dtype", "layout"}
+    out = []
+    for key, value in record.items():
+        if not prefix and key in skip:
+            continue
+        if isinstance(value, dict) and value:
+            out += _flatten(value, f"{prefix}{key}.")
+        elif value not in (None, "", [], {}):
+            out.append((prefix + key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    return out
+
+
+def _values_text(array: np.ndarray, layout: str) -> str:
+    planes = array.reshape(array.shape[0], array.shape[1], -1)
+    if array.shape[0] > GRID_LIMIT or array.shape[1] > GRID_LIMIT or planes.shape[2] > 8:
+        a = array.astype(np.float64)
+        return (
+            f"values: {array.size} ({array.nbytes} bytes), min {a.min():.6g}, max {a.max():.6g}, "
+            f"mean {a.mean():.6g}, std {a.std():.6g}, sum {a.sum():.6g}"
+        )
+    scale = float(np.abs(array).max()) or 1.0
+    blocks = []
+    for p in range(planes.shape[2]):
+        plane = planes[:, :, p]
+        title = "" if layout == "HW" else f"[:, :, {np.unravel_index(p, array.shape[2:])}]\n"
+        texts = [[f"{v:.4g}" for v in row] for row in plane.tolist()]
+        width = max(len(t) for row in texts for t in row)
+        rows = []
+        for values, row in zip(plane.tolist(), texts):
+            rows.append(" ".join(_coloured(t.rjust(width), v / scale) for t, v in zip(row, values)))
+        blocks.append(title + "\n".join(rows))
+    return "\n\n".join(blocks)
+
+
+def _coloured(text: str, weight: float) -> str:
+    # Diverging: red for positive, blue for negative, bold where large.
+    if weight == 0:
+        return click.style(text, dim=True)
+    return click.style(text, fg="red" if weight > 0 else "blue", bold=abs(weight) > 0.5)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--from", "source", metavar="FILE[:KEY]",
+              help="Read values from .npy, .npz[:key], .safetensors[:key], .json or .csv.")
+@click.option("--values", "inline", metavar="JSON", help="Values inline, e.g. '[[1, 0, -1]]'.")
+@click.option("--layout", type=click.Choice(["HW", "HWIO", "HWIM", "OIHW"]),
+              help="Layout of the values (default HW for 2-D; 4-D values must say).")
+@click.option("--dtype", type=click.Choice(["float16", "float32", "float64", "int8", "int16", "int32", "uint8"]),
+              help="Convert the values to this dtype.")
+@click.option("--convolution", is_flag=True, help="The values are a true convolution: flip them and record it.")
+@click.option("--description", "-d", default="", help="What the kernel is.")
+@click.option("--tag", "-t", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--license", "license_", help="SPDX license expression, e.g. MIT or CC-BY-4.0.")
+@click.option("--reference", "references", multiple=True, help="A paper or URL (repeatable).")
+@click.option("--author", help="Who made it.")
+@click.pass_context
+def add(ctx: click.Context, name: str, source: str | None, inline: str | None, layout: str | None,
+        dtype: str | None, convolution: bool, description: str, tags: tuple[str, ...],
+        license_: str | None, references: tuple[str, ...], author: str | None) -> None:
+    """Add a new version of kernel NAME and print its NAME@VERSION.
+
+    \b
+    Example:
+      kreg add team/edge --values '[[1, 0, -1], [2, 0, -2], [1, 0, -1]]' -d 'Sobel x'
+      kreg add torch/conv1 --from weights.npz:conv1 --layout OIHW --tag learned
+    """
+    if (source is None) == (inline is None):
+        fail("Give the values with exactly one of --from FILE or --values JSON.", 2)
+    if inline is not None:
+        try:
+            values: Any = json.loads(inline)
+        except ValueError as exc:
+            fail(f"--values is not valid JSON ({exc}). Example: --values '[[1, 0, -1]]'.", 2)
+    else:
+        from ._files import read_values
+
+        values = read_values(source)  # type: ignore[arg-type]
+    kernel = _registry(ctx).add(
+        name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
+        tags=tags, license=license_, author=author, references=references,
+    )
+    click.echo(kernel.ref)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--all", "all_versions", is_flag=True, help="Remove every version of the name.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation with --all.")
+@click.pass_context
+def rm(ctx: click.Context, ref: str, all_versions: bool, yes: bool) -> None:
+    """Remove one kernel version (NAME@VERSION), or all of them with --all.
+
+    Version numbers are never reused: a later add gets a new one.
+
+    \b
+    Example:
+      kreg rm team/edge@2
+      kreg rm team/edge --all --yes
+    """
+    reg = _registry(ctx)
+    if all_versions and not yes:
+        versions = reg.versions(ref.partition("@")[0])
+        if not versions:
+            reg.load(ref)  # raises the not-found error with suggestions
+        if not click.confirm(f"Remove all {len(versions)} versions of {ref}?", err=True):
+            fail("Nothing removed.", 1)
+    for removed in reg.remove(ref, all_versions=all_versions):
+        click.echo(f"removed {removed}")
+
+
+@cli.command()
+@click.argument("refs", nargs=-1)
+@click.pass_context
+def verify(ctx: click.Context, refs: tuple[str, ...]) -> None:
+    """Check kernels against their hashes and the schema (all when no REFS).
+
+    Exits 1 when anything is damaged, naming what and where.
+
+    \b
+    Example:
+      kreg verify
+      kreg verify team/edge sobel_x@1
+    """
+    reg = _registry(ctx)
+    problems = reg.verify(refs)
+    for ref, problem in problems:
+        click.echo(f"{ref}: {problem}", err=True)
+    if problems:
+        fail(f"{len(problems)} damaged kernel version(s).", 1)
+    _info("All kernels verified.")
+
+
+@cli.command()
+@click.option("--version", "version", type=int, default=None, help="Schema version (default: the current one).")
+def schema(version: int | None) -> None:
+    """Print the JSON Schema of a kernel record.
+
+    \b
+    Example:
+      kreg schema > kernel-record.schema.json
+    """
+    from ._spec import SCHEMA_VERSION, json_schema
+
+    click.echo(json.dumps(json_schema(version or SCHEMA_VERSION), indent=2, sort_keys=True))
+
+
+@cli.command()
+@click.pass_context
+def info(ctx: click.Context) -> None:
+    """Where the registry and the built-ins live, and the versions in use.
+
+    \b
+    Example:
+      kreg info
+    """
+    import importlib.metadata as md
+
+    import h5py
+
+    reg = _registry(ctx)
+    builtins = reg._builtins.path if reg._builtins is not None else None
+    lines = [
+        ("kreg", md.version("kreg")),
+        ("registry", str(reg.path)),
+        ("kernel versions", str(len(reg._index()))),
+        ("built-ins", f"{builtins} ({len(reg._builtins.records) if reg._builtins else 0} names)"),
+        ("python", sys.version.split()[0]),
+        ("numpy", np.__version__),
+        ("h5py", h5py.version.version),
+        ("HDF5", h5py.version.hdf5_version),
+    ]
+    try:
+        lines.append(("tensorflow", md.version("tensorflow")))
+    except md.PackageNotFoundError:
+        lines.append(("tensorflow", "not installed (pip install 'kreg[tensorflow]')"))
+    for key, value in lines:
+        click.echo(f"{key + ':':<17}{value}")
+
+
+def main() -> None:
+    """Entry point of the ``kreg`` console script."""
+    cli(prog_name="kreg")
