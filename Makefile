@@ -39,5 +39,8 @@ bench: $(VENV)/.test
 schema: $(VENV)/.demo
 	$(BIN)/python -m registry._spec schema
 
+kernels: $(VENV)/.demo
+	$(BIN)/python -m registry._kernels_db kernels_db/kernels.toml kernels_db/builtin.h5
+
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .hypothesis demo-out

@@ -29,14 +29,23 @@ def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     return reg
 
 
-def load(ref: str, *, verify: bool = True) -> Kernel:
-    """Load ``"name"`` (latest version) or ``"name@version"`` from the default registry.
+def load(ref: str, *, verify: bool = True, **params: Any) -> Kernel:
+    """Load ``"name"`` (latest), ``"name@version"``, or a family with parameters.
+
+    See :meth:`Registry.load`.
 
     Example:
-        >>> import registry                      # doctest: +SKIP
-        >>> registry.load("sobel_x@1").array     # doctest: +SKIP
+        >>> import registry
+        >>> registry.load("sobel_x@1").array
+        array([[-1.,  0.,  1.],
+               [-2.,  0.,  2.],
+               [-1.,  0.,  1.]], dtype=float32)
+        >>> registry.load("gaussian", ksize=3, sigma=0.0).array * 16
+        array([[1., 2., 1.],
+               [2., 4., 2.],
+               [1., 2., 1.]], dtype=float32)
     """
-    return default_registry().load(ref, verify=verify)
+    return default_registry().load(ref, verify=verify, **params)
 
 
 def add(name: str, values: object, **options: Any) -> Kernel:

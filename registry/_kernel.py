@@ -49,7 +49,11 @@ class Kernel:
 
     @property
     def ref(self) -> str:
-        """``name@version``: always the same bytes."""
+        """``name@version``: always the same bytes. A kernel generated on the fly and not
+        stored (version 0) shows as ``family(param=value, ...)``."""
+        if self._record["version"] == 0:
+            params = self._record["provenance"]["generator"]["parameters"]
+            return f"{self._record['name']}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
         return f"{self._record['name']}@{self._record['version']}"
 
     @property

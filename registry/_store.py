@@ -87,13 +87,15 @@ class Registry:
 
     # -- reading ----------------------------------------------------------
 
-    def load(self, ref: str, *, verify: bool = True) -> Kernel:
-        """Load ``"name"`` (latest version) or ``"name@version"``.
+    def load(self, ref: str, *, verify: bool = True, **params: Any) -> Kernel:
+        """Load ``"name"`` (latest version) or ``"name@version"``, or generate from a family.
 
         Args:
-            ref: the kernel reference.
+            ref: the kernel reference, or a family name (``"gaussian"``).
             verify: check the values against their recorded sha256 (the default).
                 Skipping it saves about 0.6 s per GB on kernels you trust.
+            **params: family parameters, e.g. ``load("gaussian", sigma=2.0, ksize=9)``;
+                ``dtype="float64"`` picks the dtype (float32 by default).
 
         Raises:
             KernelNotFoundError: unknown name or version, with suggestions.
@@ -101,6 +103,13 @@ class Registry:
         """
         self._check_open()
         parsed = parse_ref(ref)
+        if params or (parsed.version is None and parsed.name in _family_names() and parsed not in self):
+            if parsed.version is not None:
+                raise InvalidKernelError(f"A family takes parameters, not a version. Received: {ref!r}.")
+            from ._families import generate_kernel
+
+            dtype = params.pop("dtype", "float32")
+            return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
         if self._builtins is not None and parsed.name in self._builtins:
             return self._builtins.load(parsed, verify=verify)
         index = self._index()
@@ -201,7 +210,7 @@ class Registry:
         license: str | None = None,
         author: str | None = None,
         references: Sequence[str] = (),
-        origin: str = "handmade",
+        origin: str | None = None,
         normalization: str | None = None,
         provenance: Mapping[str, Any] | None = None,
         separable: Mapping[str, Sequence[float]] | None = None,
@@ -211,6 +220,9 @@ class Registry:
         Args:
             name: lowercase name, ``team/`` namespaces allowed.
             values: array-like; nested lists become float32 unless ``dtype`` is given.
+                A :class:`Kernel` (say, ``load("gaussian", sigma=2)``) brings its
+                layout, generator, normalization, factors, tags and description along,
+                and is recorded as the parent when it is a stored version.
             layout: ``HW`` (the default for 2-D values), ``HWIO``, ``HWIM`` or
                 ``OIHW`` (PyTorch; converted to ``HWIO``, the source layout recorded).
             dtype: convert the values to this dtype first.
@@ -227,11 +239,27 @@ class Registry:
         """
         self._check_open()
         check_name(name)
-        if self._builtins is not None and name in self._builtins:
+        if (self._builtins is not None and name in self._builtins) or name in _family_names():
+            what = "a built-in kernel" if name not in _family_names() else "a built-in kernel family"
             raise ReadOnlyError(
-                f"{name!r} is a built-in kernel and cannot be shadowed. "
-                f"Choose another name, e.g. 'my/{name}'."
+                f"{name!r} is {what} and cannot be shadowed. Choose another name, e.g. 'my/{name}'."
             )
+        inherited: dict[str, Any] = {}
+        if isinstance(values, Kernel):
+            source, values = values, values.array
+            src, src_prov = source._record, source._record["provenance"]
+            layout = layout or src["layout"]
+            description = description or src_prov.get("description", "")
+            normalization = normalization or src.get("normalization")
+            separable = separable or src.get("separable")
+            tags = tags or tuple(src.get("tags", ()))
+            references = references or tuple(src_prov.get("references", ()))
+            license = license or src_prov.get("license")
+            if src_prov.get("generator"):
+                inherited["generator"] = src_prov["generator"]
+                origin = origin or "generated"
+            if src["version"] >= 1:
+                inherited["parent"] = source.ref
         array = check_values(values, dtype=dtype)
         if layout is None:
             if array.ndim == 4:
@@ -242,7 +270,8 @@ class Registry:
             layout = "HW"
         array, stored_layout, source_layout = to_stored_layout(array, layout, convolution=convolution)
         prov: dict[str, Any] = {
-            "origin": origin,
+            **inherited,
+            "origin": origin or "handmade",
             "created_at": datetime.now(timezone.utc),
             "author": author,
             "description": description,
@@ -335,7 +364,10 @@ class Registry:
     # -- integrity --------------------------------------------------------
 
     def verify(self, refs: Sequence[str] = ()) -> list[tuple[str, str]]:
-        """Re-read kernels and check them against their records and hashes.
+        """Re-read kernels and check them against their records, hashes and generators.
+
+        Generated kernels (built-ins among them) are rebuilt from their recorded
+        family and parameters and compared with the stored values.
 
         Args:
             refs: refs or names to check (every version of a bare name); all when empty.
@@ -350,6 +382,8 @@ class Registry:
             self._record(parsed)  # unknown names raise here, with suggestions
             versions = [parsed.version] if parsed.version else self.versions(parsed.name)
             targets += [f"{parsed.name}@{v}" for v in versions]
+        from ._families import regenerate_problems
+
         problems: list[tuple[str, str]] = []
         for ref in targets:
             name, version = ref.rsplit("@", 1)
@@ -359,6 +393,7 @@ class Registry:
                 kernel.spec  # noqa: B018 - validates the record against the schema
                 if kernel._record != self._record(parse_ref(ref)):
                     problems.append((ref, "the object's record differs from the index's record"))
+                problems.extend((ref, p) for p in regenerate_problems(kernel._record, kernel.array))
             except Exception as exc:  # every failure is reported; none stops the run
                 problems.append((ref, str(exc)))
         return problems
@@ -429,7 +464,7 @@ class Registry:
         if versions:
             have = ", ".join(str(v) for v in sorted(versions))
             return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
-        known = list(index.rows) + (list(self._builtins.rows) if self._builtins else [])
+        known = list(index.rows) + (list(self._builtins.rows) if self._builtins else []) + _family_names()
         return KernelNotFoundError(
             f"No kernel named {escape(ref.name)} in {self.path}.{did_you_mean(ref.name, known)}"
             " See 'kreg list'."
@@ -589,6 +624,12 @@ def _validated(fields: dict[str, Any]) -> dict[str, Any]:
         )
         raise InvalidKernelError(f"The kernel record is not valid: {problems}.") from None
     return record.model_dump(mode="json", exclude_none=True)
+
+
+def _family_names() -> list[str]:
+    from ._families import FAMILIES
+
+    return list(FAMILIES)
 
 
 def _makedirs_durably(path: Path, *, stop: Path) -> None:

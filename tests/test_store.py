@@ -91,7 +91,7 @@ def test_unknown_name_suggests_close_names(reg: Registry) -> None:
     with pytest.raises(KernelNotFoundError) as info:
         reg.load("sobel_xx")
     assert str(info.value) == (
-        f"No kernel named 'sobel_xx' in {reg.path}. Did you mean 'sobel_x'? See 'kreg list'."
+        f"No kernel named 'sobel_xx' in {reg.path}. Did you mean 'sobel_x' or 'sobel'? See 'kreg list'."
     )
     assert isinstance(info.value, KeyError)
 

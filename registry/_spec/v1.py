@@ -114,7 +114,7 @@ class KernelRecord(_Frozen):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     name: KernelName
-    version: int = Field(ge=1)
+    version: int = Field(ge=0, description="Assigned by the store from 1; 0 for a kernel generated on the fly.")
     shape: tuple[Annotated[int, Field(ge=1, le=2**31)], ...] = Field(min_length=2, max_length=4)
     dtype: DType
     layout: Layout

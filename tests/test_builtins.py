@@ -1,0 +1,129 @@
+"""The built-in database: every kernel validates, verifies, regenerates, factors; source and build agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import registry
+from registry import Registry
+from registry._families import FAMILIES, get_family, separable_factors
+from registry._kernels_db import build
+from registry._paths import builtin_db_path
+
+SOURCE = builtin_db_path().parent / "kernels.toml"
+BUILT = build(SOURCE)
+NAMES = [record["name"] for record, _ in BUILT]
+
+
+@pytest.fixture(scope="module")
+def builtins(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return Registry(tmp_path_factory.mktemp("empty"))
+
+
+def test_the_database_ships_and_lists_every_source_entry(builtins: Registry) -> None:
+    assert builtin_db_path().is_file()
+    listed = {info.name for info in builtins.list_kernels(origin="builtin")}
+    assert listed == set(NAMES)
+    assert len(NAMES) >= 50
+
+
+def test_source_and_built_database_agree(builtins: Registry) -> None:
+    """kernels.toml is the source of truth: `make kernels` must have been run after editing it."""
+    for record, values in BUILT:
+        kernel = builtins.load(record["name"])
+        assert kernel._record == record, f"{record['name']}: record differs, run 'make kernels'"
+        assert kernel.array.tobytes() == values.tobytes(), f"{record['name']}: values differ"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_builtin_validates_verifies_and_regenerates(builtins: Registry, name: str) -> None:
+    kernel = builtins.load(name)  # sha256 checked on load
+    spec = kernel.spec
+    assert spec.provenance.origin == "builtin"
+    assert spec.provenance.description and spec.provenance.license == "CC0-1.0"
+    assert spec.normalization, "the normalization convention is stated"
+    generator = spec.provenance.generator
+    assert generator is not None
+    again = get_family(generator.family).generate(generator.parameters, dtype=kernel.dtype.name)
+    assert again.tobytes() == kernel.array.tobytes()
+    assert builtins.verify([name]) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_separable_factors_reproduce_the_kernel(builtins: Registry, name: str) -> None:
+    kernel = builtins.load(name)
+    factors = kernel.spec.separable
+    if kernel.layout != "HW":
+        assert factors is None
+        return
+    found = separable_factors(kernel.array)
+    assert (factors is None) == (found is None), "rank-1 kernels, and only they, carry factors"
+    if factors is not None:
+        outer = np.outer(factors.column, factors.row)
+        scale = np.abs(kernel.array).max()
+        np.testing.assert_allclose(outer, kernel.array, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize(
+    ("name", "separable"),
+    [("sobel_x", True), ("gaussian5", True), ("box3", True), ("laplacian4", False), ("gabor21_0", True),
+     ("gabor21_90", True), ("sharpen", False), ("log9", False)],
+)
+def test_known_separability(builtins: Registry, name: str, separable: bool) -> None:
+    assert (builtins.load(name).spec.separable is not None) is separable
+
+
+def test_families_load_with_parameters_deterministically() -> None:
+    a = registry.load("gaussian", sigma=2.0, ksize=9)
+    b = registry.load("gaussian", ksize=9, sigma=2.0)
+    assert a.array.tobytes() == b.array.tobytes()
+    assert a.ref == "gaussian(ksize=9, sigma=2.0)"
+    assert a.spec.provenance.generator.parameters == {"ksize": 9, "sigma": 2.0}
+    assert registry.load("gaussian", sigma=2.0, ksize=9, dtype="float64").dtype == np.float64
+
+
+def test_every_family_builds_with_its_defaults_or_says_what_it_needs() -> None:
+    for name in FAMILIES:
+        if name == "gaussian":
+            with pytest.raises(registry.InvalidKernelError, match="Give ksize or a sigma > 0"):
+                registry.load(name)
+            continue
+        kernel = registry.load(name)
+        assert np.isfinite(kernel.array).all()
+
+
+def test_bad_family_parameters_are_named() -> None:
+    with pytest.raises(registry.InvalidKernelError, match="has no parameter 'size'; it takes ksize=0, sigma=0.0"):
+        registry.load("gaussian", size=9)
+    with pytest.raises(registry.InvalidKernelError, match="ksize must be an odd whole number"):
+        registry.load("box", ksize=4)
+    with pytest.raises(registry.KernelNotFoundError, match="Did you mean 'gabor'"):
+        registry.load("gabr", sigma=1.0)
+
+
+def test_a_generated_kernel_keeps_its_generator_when_stored(reg: Registry) -> None:
+    stored = reg.add("my/blur", registry.load("gaussian", sigma=1.5))
+    assert stored.spec.provenance.origin == "generated"
+    assert stored.spec.provenance.generator.family == "gaussian"
+    assert stored.spec.separable is not None
+    assert reg.verify() == []
+
+
+def test_verify_catches_a_stored_kernel_that_no_longer_matches_its_generator(reg: Registry) -> None:
+    gauss = registry.load("gaussian", ksize=5)
+    values = gauss.array.copy()
+    values[2, 2] += 0.01
+    reg.add("my/odd", values, provenance={"generator": {"family": "gaussian", "parameters": {"ksize": 5}}})
+    (problem,) = reg.verify()
+    assert problem[0] == "my/odd@1" and "regenerated values differ" in problem[1]
+
+
+def test_builtins_cannot_be_shadowed_or_removed(reg_path) -> None:
+    reg = Registry(reg_path)
+    with pytest.raises(registry.ReadOnlyError, match="'sobel_x' is a built-in kernel and cannot be shadowed"):
+        reg.add("sobel_x", [[1.0]])
+    with pytest.raises(registry.ReadOnlyError, match="built-in kernel family"):
+        reg.add("gaussian", [[1.0]])
+    with pytest.raises(registry.ReadOnlyError):
+        reg.remove("sobel_x")
