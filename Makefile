@@ -19,12 +19,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+# The demo trains a tiny CNN and emits Keras layers, so it needs the tensorflow extra too.
 $(VENV)/.demo: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+	$(PIP) install -e '.[tensorflow]'
 	@touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,tensorflow]'
 	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._api import add, default_registry, list_kernels, load, remove, verify
+from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
 from ._exceptions import (
     IntegrityError,
     InvalidKernelError,
@@ -53,6 +53,8 @@ __all__ = [
     "UnsafeFileError",
     "__version__",
     "add",
+    "add_from_keras",
+    "bank",
     "default_registry",
     "list_kernels",
     "load",

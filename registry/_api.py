@@ -71,3 +71,18 @@ def remove(ref: str, *, all_versions: bool = False) -> list[str]:
 def verify(refs: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Check the default registry's kernels; see :meth:`Registry.verify`."""
     return default_registry().verify(refs)
+
+
+def bank(refs: str | Sequence[str]) -> Kernel:
+    """Stack kernels of the default registry into one ``HWIO`` kernel; see :meth:`Registry.bank`."""
+    return default_registry().bank(refs)
+
+
+def add_from_keras(source: Any, layer: str | None = None, *, name: str, **options: Any) -> Kernel:
+    """Register a trained Keras layer's kernel; see :func:`registry.tensorflow.add_from_keras`.
+
+    Needs the ``tensorflow`` extra (``pip install 'kreg[tensorflow]'``).
+    """
+    from . import tensorflow
+
+    return tensorflow.add_from_keras(source, layer, name=name, **options)

@@ -25,13 +25,14 @@ class Kernel:
         ('sobel_x@1', (3, 3), 'HW')
     """
 
-    __slots__ = ("_array", "_record", "_spec")
+    __slots__ = ("_array", "_label", "_record", "_spec")
 
-    def __init__(self, record: dict[str, Any], array: np.ndarray) -> None:
+    def __init__(self, record: dict[str, Any], array: np.ndarray, *, label: str | None = None) -> None:
         array.flags.writeable = False
         self._array = array
         self._record = record
         self._spec: KernelRecord | None = None
+        self._label = label
 
     @property
     def array(self) -> np.ndarray:
@@ -51,6 +52,8 @@ class Kernel:
     def ref(self) -> str:
         """``name@version``: always the same bytes. A kernel generated on the fly and not
         stored (version 0) shows as ``family(param=value, ...)``."""
+        if self._label is not None:
+            return self._label
         if self._record["version"] == 0:
             params = self._record["provenance"]["generator"]["parameters"]
             return f"{self._record['name']}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
@@ -91,6 +94,27 @@ class Kernel:
             (1, 1, 3, 5)
         """
         return as_layout(self._array, self.layout, layout)
+
+    def to_keras(self, **options: Any) -> Any:
+        """A ready Keras layer with exactly these weights; see :func:`registry.tensorflow.to_keras`.
+
+        Needs the ``tensorflow`` extra: ``pip install 'kreg[tensorflow]'``.
+        """
+        from . import tensorflow
+
+        return tensorflow.to_keras(self, **options)
+
+    def to_tf(self, **options: Any) -> Any:
+        """The ``HWIO`` ``tf.Tensor`` for ``tf.nn.conv2d``; see :func:`registry.tensorflow.to_tf`."""
+        from . import tensorflow
+
+        return tensorflow.to_tf(self, **options)
+
+    def to_tf_depthwise(self, channels: int, **options: Any) -> Any:
+        """The filter for ``tf.nn.depthwise_conv2d``; see :func:`registry.tensorflow.to_tf_depthwise`."""
+        from . import tensorflow
+
+        return tensorflow.to_tf_depthwise(self, channels, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain JSON-able dict (a copy)."""

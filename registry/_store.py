@@ -172,6 +172,56 @@ class Registry:
         refs = list(refs) or [info.ref for info in self.list_kernels()]
         return [self._record(parse_ref(r)) for r in refs]
 
+    def bank(self, refs: str | Sequence[str]) -> Kernel:
+        """Stack compatible kernels into one ``HWIO`` kernel, one output channel each, in order.
+
+        Args:
+            refs: refs or glob patterns (a pattern adds its matches in natural order).
+
+        Returns:
+            A kernel that is not stored (version 0) whose description records the order;
+            ``bank(...).to_keras()`` gives one layer.
+
+        Example:
+            >>> import tempfile
+            >>> b = Registry(tempfile.mkdtemp()).bank(["sobel_x", "sobel_y"])
+            >>> b.ref, b.shape
+            ('bank(sobel_x@1, sobel_y@1)', (3, 3, 1, 2))
+        """
+        chosen: list[Kernel] = []
+        for ref in [refs] if isinstance(refs, str) else refs:
+            if any(ch in ref for ch in "*?["):
+                chosen += [self.load(info.ref) for info in self.list_kernels(ref)]
+            else:
+                chosen.append(self.load(ref))
+        if not chosen:
+            raise KernelNotFoundError(f"No kernels match {refs!r}; a bank needs at least one.")
+        planes = [k.as_layout("HWIO") for k in chosen]
+        if len({p.shape[:3] for p in planes}) != 1:
+            shapes = ", ".join(f"{k.ref} {k.shape} {k.layout}" for k in chosen)
+            raise InvalidKernelError(f"A bank needs kernels of one height, width and input depth. Received: {shapes}.")
+        dtype = np.result_type(*[p.dtype for p in planes])
+        values = np.concatenate([p.astype(dtype) for p in planes], axis=3)
+        members = ", ".join(k.ref for k in chosen)
+        record = {
+            "schema_version": 1,
+            "name": "bank",
+            "version": 0,
+            "shape": list(values.shape),
+            "dtype": values.dtype.name,
+            "layout": "HWIO",
+            "operation": "correlation",
+            "tags": ["bank"],
+            "provenance": {
+                "origin": "generated",
+                "created_at": datetime.now(timezone.utc).isoformat(),
+                "description": f"Bank of {len(chosen)} kernels; output channel i is kernel i of: {members}.",
+                "references": [],
+            },
+            "sha256": content_hash(values),
+        }
+        return Kernel(record, values, label=f"bank({members})")
+
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""
         check_name(name)
@@ -214,6 +264,7 @@ class Registry:
         normalization: str | None = None,
         provenance: Mapping[str, Any] | None = None,
         separable: Mapping[str, Sequence[float]] | None = None,
+        bias: Sequence[float] | None = None,
     ) -> Kernel:
         """Add a new version of ``name``; identical to the latest version, return that one.
 
@@ -233,6 +284,7 @@ class Registry:
             provenance: further provenance fields (``source``, ``generator``,
                 ``parent``, ``pack``, ``created_at``, ...).
             separable: ``{"column": [...], "row": [...]}`` factors of a rank-1 HW kernel.
+            bias: one value per output channel, learned with the kernel.
 
         Returns:
             The stored :class:`Kernel`.
@@ -252,6 +304,7 @@ class Registry:
             description = description or src_prov.get("description", "")
             normalization = normalization or src.get("normalization")
             separable = separable or src.get("separable")
+            bias = bias if bias is not None else src.get("bias")
             tags = tags or tuple(src.get("tags", ()))
             references = references or tuple(src_prov.get("references", ()))
             license = license or src_prov.get("license")
@@ -291,6 +344,7 @@ class Registry:
                 "layout": stored_layout,
                 "normalization": normalization,
                 "separable": separable,
+                "bias": None if bias is None else [float(b) for b in bias],
                 "tags": tuple(tags),
                 "sha256": content_hash(array),
                 "provenance": prov,

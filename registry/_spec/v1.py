@@ -121,6 +121,9 @@ class KernelRecord(_Frozen):
     operation: Literal["correlation"] = "correlation"
     normalization: ShortText | None = None
     separable: Separable | None = None
+    bias: tuple[float, ...] | None = Field(
+        default=None, max_length=65536, description="Per-output-channel bias learned with the kernel."
+    )
     tags: tuple[Tag, ...] = Field(default=(), max_length=64)
     provenance: Provenance
     sha256: Sha256
@@ -135,12 +138,16 @@ class KernelRecord(_Frozen):
 
     @model_validator(mode="after")
     def _shape_fits_layout(self) -> KernelRecord:
-        """The shape has the rank its layout implies; separable factors fit it."""
+        """The shape has the rank its layout implies; bias and separable factors fit it."""
         rank = LAYOUT_RANKS[self.layout]
         if len(self.shape) != rank:
             raise ValueError(
                 f"layout {self.layout} needs a shape of rank {rank}, got {self.shape}"
             )
+        if self.bias is not None:
+            outputs = {"HW": 1, "HWIO": self.shape[-1], "HWIM": self.shape[2] * self.shape[3]}[self.layout]
+            if len(self.bias) != outputs:
+                raise ValueError(f"bias needs {outputs} values (one per output channel), got {len(self.bias)}")
         if self.separable is not None:
             if self.layout != "HW":
                 raise ValueError("separable factors are recorded for HW kernels only")
