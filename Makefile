@@ -36,6 +36,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench_store.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_tf.py
 
 schema: $(VENV)/.demo
 	$(BIN)/python -m registry._spec schema
