@@ -24,6 +24,7 @@ from ._exceptions import (
     MissingDependencyError,
     ReadOnlyError,
     SchemaVersionError,
+    StoreWriteError,
     UnsafeFileError,
 )
 from ._index import KernelInfo
@@ -50,6 +51,7 @@ __all__ = [
     "ReadOnlyError",
     "Registry",
     "SchemaVersionError",
+    "StoreWriteError",
     "UnsafeFileError",
     "__version__",
     "add",

@@ -176,7 +176,7 @@ def _values_text(array: np.ndarray, layout: str) -> str:
     for p in range(planes.shape[2]):
         plane = planes[:, :, p]
         title = "" if layout == "HW" else f"[:, :, {np.unravel_index(p, array.shape[2:])}]\n"
-        texts = [[f"{v:.4g}" for v in row] for row in plane.tolist()]
+        texts = [[f"{v + 0.0:.4g}" for v in row] for row in plane.tolist()]
         width = max(len(t) for row in texts for t in row)
         rows = []
         for values, row in zip(plane.tolist(), texts):
@@ -197,6 +197,14 @@ def _coloured(text: str, weight: float) -> str:
 @click.option("--from", "source", metavar="FILE[:KEY]",
               help="Read values from .npy, .npz[:key], .safetensors[:key], .json or .csv.")
 @click.option("--values", "inline", metavar="JSON", help="Values inline, e.g. '[[1, 0, -1]]'.")
+@click.option("--from-keras", "keras_model", metavar="MODEL", type=click.Path(dir_okay=False),
+              help="Take a trained Conv2D/DepthwiseConv2D kernel from a saved Keras model (.keras).")
+@click.option("--layer", help="With --from-keras: the layer's name.")
+@click.option("--family", help="Materialize a built-in family, e.g. gaussian (see --param).")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A family parameter (repeatable), e.g. -p sigma=2 -p ksize=9.")
+@click.option("--origin", type=click.Choice(["learned", "imported", "handmade", "generated"]),
+              help="Provenance origin (default: handmade; learned with --from-keras; generated with --family).")
 @click.option("--layout", type=click.Choice(["HW", "HWIO", "HWIM", "OIHW"]),
               help="Layout of the values (default HW for 2-D; 4-D values must say).")
 @click.option("--dtype", type=click.Choice(["float16", "float32", "float64", "int8", "int16", "int32", "uint8"]),
@@ -208,32 +216,60 @@ def _coloured(text: str, weight: float) -> str:
 @click.option("--reference", "references", multiple=True, help="A paper or URL (repeatable).")
 @click.option("--author", help="Who made it.")
 @click.pass_context
-def add(ctx: click.Context, name: str, source: str | None, inline: str | None, layout: str | None,
+def add(ctx: click.Context, name: str, source: str | None, inline: str | None, keras_model: str | None,
+        layer: str | None, family: str | None, params: tuple[str, ...], origin: str | None, layout: str | None,
         dtype: str | None, convolution: bool, description: str, tags: tuple[str, ...],
         license_: str | None, references: tuple[str, ...], author: str | None) -> None:
     """Add a new version of kernel NAME and print its NAME@VERSION.
+
+    The values come from exactly one of --from, --values, --from-keras or --family.
 
     \b
     Example:
       kreg add team/edge --values '[[1, 0, -1], [2, 0, -2], [1, 0, -1]]' -d 'Sobel x'
       kreg add torch/conv1 --from weights.npz:conv1 --layout OIHW --tag learned
+      kreg add team/conv1 --from-keras model.keras --layer conv1
+      kreg add team/blur --family gaussian -p sigma=2 -p ksize=9
     """
-    if (source is None) == (inline is None):
-        fail("Give the values with exactly one of --from FILE or --values JSON.", 2)
-    if inline is not None:
+    given = [opt for opt, value in (("--from", source), ("--values", inline), ("--from-keras", keras_model),
+                                    ("--family", family)) if value is not None]
+    if len(given) != 1:
+        fail("Give the values with exactly one of --from FILE, --values JSON, --from-keras MODEL or --family NAME.", 2)
+    if params and family is None:
+        fail("--param goes with --family.", 2)
+    if layer and keras_model is None:
+        fail("--layer goes with --from-keras.", 2)
+    reg = _registry(ctx)
+    meta = dict(description=description, tags=tags, license=license_, author=author, references=references)
+    if keras_model is not None:
+        from ._api import add_from_keras
+
+        click.echo(add_from_keras(keras_model, layer, name=name, registry=reg, **meta).ref)
+        return
+    values: Any
+    if family is not None:
+        values = reg.load(family, **_parse_params(params))
+    elif inline is not None:
         try:
-            values: Any = json.loads(inline)
+            values = json.loads(inline)
         except ValueError as exc:
             fail(f"--values is not valid JSON ({exc}). Example: --values '[[1, 0, -1]]'.", 2)
     else:
         from ._files import read_values
 
         values = read_values(source)  # type: ignore[arg-type]
-    kernel = _registry(ctx).add(
-        name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
-        tags=tags, license=license_, author=author, references=references,
-    )
+    kernel = reg.add(name, values, layout=layout, dtype=dtype, convolution=convolution, origin=origin, **meta)
     click.echo(kernel.ref)
+
+
+def _parse_params(params: Sequence[str]) -> dict[str, str]:
+    parsed = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--param takes KEY=VALUE, e.g. -p sigma=2. Received: {item!r}.", 2)
+        parsed[key.strip()] = value.strip()
+    return parsed
 
 
 @cli.command()
@@ -331,6 +367,82 @@ def info(ctx: click.Context) -> None:
         click.echo(f"{key + ':':<17}{value}")
 
 
+@cli.command()
+@click.argument("first")
+@click.argument("second")
+@click.pass_context
+def diff(ctx: click.Context, first: str, second: str) -> None:
+    """Compare two kernels: record differences and value statistics.
+
+    \b
+    Example:
+      kreg diff sobel_x sobel_x_unit
+      kreg diff team/edge@1 team/edge@2
+    """
+    reg = _registry(ctx)
+    a, b = reg.load(first), reg.load(second)
+    left, right = dict(_flatten(a.to_dict())), dict(_flatten(b.to_dict()))
+    click.echo(f"--- {a.ref}\n+++ {b.ref}")
+    for key in sorted(set(left) | set(right), key=lambda k: (k.count("."), k)):
+        if left.get(key) != right.get(key):
+            click.echo(f"  {key}: {left.get(key, '(none)')} -> {right.get(key, '(none)')}")
+    if a.shape != b.shape:
+        click.echo(f"values: shapes differ, {a.shape} vs {b.shape}")
+        return
+    x, y = a.array.astype(np.float64), b.array.astype(np.float64)
+    delta = np.abs(x - y)
+    scale = float(np.abs(x).max()) or 1.0
+    identical = a.array.tobytes() == b.array.tobytes() and a.dtype == b.dtype
+    click.echo(
+        f"values: {'identical' if identical else 'differ'}; max abs diff {delta.max():.6g}, "
+        f"mean abs diff {delta.mean():.6g}, max relative {delta.max() / scale:.3g}, "
+        f"{int((delta > 0).sum())} of {delta.size} differ"
+    )
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+@click.option("--image", help="Also show each kernel's response on this image: a file or a scikit-image "
+                              "sample name (camera, astronaut, coins, ...).")
+@click.pass_context
+def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | None) -> None:
+    """Draw kernels as a PNG grid (diverging colours centred on zero, values on small kernels).
+
+    REFS are refs or glob patterns. Needs matplotlib: pip install 'kreg[plot]'.
+
+    \b
+    Example:
+      kreg plot 'sobel*' scharr_x -o edges.png
+      kreg plot gabor_bank8 -o gabor.png --image camera
+    """
+    from ._plot import plot_kernels
+
+    kernels = _resolve(_registry(ctx), refs)
+    width, height = plot_kernels(kernels, output, image=image)
+    click.echo(str(output))
+    _info(f"Wrote {output} ({width}x{height} px, {len(kernels)} kernels).")
+
+
+def _resolve(reg: Registry, refs: Sequence[str]) -> list[Any]:
+    """Kernels for refs and glob patterns, in the order given, each once."""
+    chosen: dict[str, Any] = {}
+    for ref in refs:
+        if any(ch in ref for ch in "*?["):
+            matches = reg.list_kernels(ref)
+            if not matches:
+                fail(f"No kernel matches {ref!r}. See 'kreg list'.", 2)
+            for info in matches:
+                chosen.setdefault(info.ref, None)
+        else:
+            kernel = reg.load(ref)
+            chosen.setdefault(kernel.ref, kernel)
+    return [kernel if kernel is not None else reg.load(ref) for ref, kernel in chosen.items()]
+
+
 def main() -> None:
     """Entry point of the ``kreg`` console script."""
     cli(prog_name="kreg")
+
+
+from . import _cli_packs  # noqa: E402,F401  (registers export, import, keygen)

@@ -13,6 +13,7 @@ working for callers who do not know kreg::
     ├── UnsafeFileError          (ValueError)   a file refused by the guarded reader
     ├── ReadOnlyError            (PermissionError)  write to the built-ins
     ├── LockTimeoutError         (TimeoutError) another writer held the lock too long
+    ├── StoreWriteError          (OSError)      the disk refused a write; nothing was committed
     └── MissingDependencyError   (ImportError)  an optional extra is not installed
 
 Messages say what happened, what was expected and how to fix it; the CLI
@@ -31,6 +32,7 @@ __all__ = [
     "MissingDependencyError",
     "ReadOnlyError",
     "SchemaVersionError",
+    "StoreWriteError",
     "UnsafeFileError",
 ]
 
@@ -73,6 +75,10 @@ class ReadOnlyError(KregError, PermissionError):
 
 class LockTimeoutError(KregError, TimeoutError):
     """Another writer held the registry lock for longer than allowed."""
+
+
+class StoreWriteError(KregError, OSError):
+    """A write to the registry failed (disk full, I/O error); nothing was committed."""
 
 
 class MissingDependencyError(KregError, ImportError):

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS
 from ._content import DTYPES, content_hash
-from ._exceptions import IntegrityError, SchemaVersionError, UnsafeFileError
+from ._exceptions import IntegrityError, KregError, SchemaVersionError, UnsafeFileError
 from ._names import escape
 
 #: Record schema version this kreg reads and writes (kept in step with _spec.v1).
@@ -104,6 +104,12 @@ class GuardedFile:
             self._total = 0
             self._count = 0
             self._walk(self._file, depth=0)
+        except KregError:
+            self.close()
+            raise
+        except Exception as exc:  # h5py raises many types on a damaged file: one clear error instead
+            self.close()
+            raise UnsafeFileError(f"{self.path}: damaged or not a valid kreg file ({type(exc).__name__}: {exc}).") from None
         except BaseException:
             self.close()
             raise
@@ -285,12 +291,11 @@ class GuardedFile:
         Raises:
             IntegrityError: the values do not hash to the recorded sha256.
         """
-        ds = self._h5[entry.path]
         out = np.empty(entry.shape, entry.dtype.newbyteorder("="))
         try:
-            ds.read_direct(out)
-        except OSError as exc:
-            raise UnsafeFileError(f"{self.path}: could not read {entry.ref} ({exc}).") from None
+            self._h5[entry.path].read_direct(out)
+        except Exception as exc:  # a damaged chunk, a failing filter, a short read
+            raise UnsafeFileError(f"{self.path}: could not read {escape(entry.ref)} ({type(exc).__name__}: {exc}).") from None
         if verify:
             digest = content_hash(out)
             if digest != entry.record.get("sha256"):
@@ -305,7 +310,10 @@ class GuardedFile:
         """The bytes of a top-level uint8 dataset of an index container (checked at open)."""
         if name not in INDEX_BLOBS or name not in self._h5:
             raise self._fail(f"no {name!r} dataset in this index")
-        return self._h5[name][()].tobytes()
+        try:
+            return self._h5[name][()].tobytes()
+        except Exception as exc:
+            raise UnsafeFileError(f"{self.path}: could not read {name} ({type(exc).__name__}: {exc}).") from None
 
     @property
     def _h5(self) -> h5py.File:

@@ -34,7 +34,9 @@ from ._exceptions import (
     InvalidKernelError,
     KernelNotFoundError,
     LockTimeoutError,
+    KregError,
     ReadOnlyError,
+    StoreWriteError,
     UnsafeFileError,
 )
 from ._guard import GuardedFile
@@ -544,29 +546,40 @@ class Registry:
 
     @contextmanager
     def _writing(self) -> Iterator[_Txn]:
-        """Hold the writers' lock around one transaction and commit its index once."""
+        """Hold the writers' lock around one transaction and commit its index once.
+
+        On any failure the transaction's new files and directories are removed again, so
+        the registry is left as it was; an OSError becomes a :class:`StoreWriteError`.
+        """
         if self._txn is not None:  # inside batch(): join it
             yield self._txn
             return
-        self._prepare_directory()
+        try:
+            self._prepare_directory()
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
         with self._locked():
             self._sweep()
             txn = self._txn = _Txn(self._read_index_fresh())
             marker = self.path / "tmp" / f"txn-{os.getpid()}-{uuid.uuid4().hex}"
-            marker.touch()
             try:
+                marker.touch()
                 yield txn
                 if txn.dirty:
                     self._commit(txn.index)
-                for path in txn.unlink:
-                    path.unlink(missing_ok=True)
-            except BaseException:
+            except BaseException as exc:
+                txn.abort()
                 self._index_cache = None
                 self._kernels.clear()
                 self._cached_bytes = 0
+                marker.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and not isinstance(exc, KregError):
+                    raise _write_error(self.path, exc) from None
                 raise
             finally:
                 self._txn = None
+            for path in txn.unlink:
+                path.unlink(missing_ok=True)
             marker.unlink()
 
     @contextmanager
@@ -609,17 +622,24 @@ class Registry:
         return self._index().copy()
 
     def _write_object(self, record: dict[str, Any], array: np.ndarray) -> None:
+        assert self._txn is not None
         tmp = self.path / "tmp" / f"obj-{uuid.uuid4().hex}.h5"
+        self._txn.created.append(tmp)
         write_container(tmp, "object", [(record, array)])
         target = self._object_path(record["name"], record["version"])
-        _makedirs_durably(target.parent, stop=self.path)
+        self._txn.created += _makedirs_durably(target.parent)
+        self._txn.created.append(target)
         replace_durably(tmp, target)
 
     def _commit(self, index: Index) -> None:
+        assert self._txn is not None
         tmp = self.path / "tmp" / f"index-{uuid.uuid4().hex}.h5"
+        self._txn.created.append(tmp)
         listing, records = index.to_json()
         write_container(tmp, "index", [], blobs={"listing": listing, "records": records})
-        replace_durably(tmp, self.path / _INDEX)
+        os.replace(tmp, self.path / _INDEX)
+        self._txn.committed = True  # from here on the new objects are referenced: never abort them
+        fsync_path(self.path)
         self._index_cache = None
 
     def _sweep(self) -> None:
@@ -662,7 +682,19 @@ class _Txn:
     def __init__(self, index: Index) -> None:
         self.index = index
         self.dirty = False
-        self.unlink: list[Path] = []
+        self.unlink: list[Path] = []  # objects of removed versions, deleted after the commit
+        self.created: list[Path] = []  # files and directories this transaction made
+        self.committed = False
+
+    def abort(self) -> None:
+        """Remove what this transaction created, newest first (best effort: the sweep is the backstop)."""
+        if self.committed:
+            return
+        for path in reversed(self.created):
+            try:
+                path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def _validated(fields: dict[str, Any]) -> dict[str, Any]:
@@ -686,11 +718,22 @@ def _family_names() -> list[str]:
     return list(FAMILIES)
 
 
-def _makedirs_durably(path: Path, *, stop: Path) -> None:
+def _makedirs_durably(path: Path) -> list[Path]:
+    """Create ``path`` and missing parents, fsyncing each parent; return those created."""
     missing = []
     while not path.is_dir():
         missing.append(path)
         path = path.parent
+    created = []
     for directory in reversed(missing):
-        directory.mkdir(exist_ok=True)
+        directory.mkdir()
+        created.append(directory)
         fsync_path(directory.parent)
+    return created
+
+
+def _write_error(path: Path, exc: OSError) -> StoreWriteError:
+    return StoreWriteError(
+        f"Could not write to the registry at {path}: {exc.strerror or exc}. Nothing was added or "
+        "removed; free space or fix the disk, then try again."
+    )
