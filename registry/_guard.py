@@ -46,8 +46,8 @@ class Limits:
     max_attribute_bytes: int = 64 * 2**10
     max_attributes: int = 16
     max_name_length: int = 128
-    # gzip tops out near 1000:1; anything claiming more is a bomb.
-    max_compression_ratio: int = 1100
+    # Kernel values (mostly floats) compress a few times at best; 100:1 and up is a bomb.
+    max_compression_ratio: int = 100
 
 
 @dataclass(frozen=True)

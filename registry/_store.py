@@ -574,7 +574,7 @@ class Registry:
                 self._cached_bytes = 0
                 marker.unlink(missing_ok=True)
                 if isinstance(exc, OSError) and not isinstance(exc, KregError):
-                    raise _write_error(self.path, exc) from None
+                    raise _write_error(self.path, exc, committed=txn.committed) from None
                 raise
             finally:
                 self._txn = None
@@ -732,7 +732,12 @@ def _makedirs_durably(path: Path) -> list[Path]:
     return created
 
 
-def _write_error(path: Path, exc: OSError) -> StoreWriteError:
+def _write_error(path: Path, exc: OSError, *, committed: bool = False) -> StoreWriteError:
+    if committed:
+        return StoreWriteError(
+            f"The change to the registry at {path} was committed, but flushing it to disk failed: "
+            f"{exc.strerror or exc}. It may not survive a power loss; run 'kreg verify' once the disk is fixed."
+        )
     return StoreWriteError(
         f"Could not write to the registry at {path}: {exc.strerror or exc}. Nothing was added or "
         "removed; free space or fix the disk, then try again."

@@ -1,0 +1,372 @@
+"""Builders of hostile packs: each takes a valid pack and returns a file kreg must refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from registry import _exceptions as E
+from registry._content import content_hash
+from registry._pack import _canonical, _digest, _record_hash
+
+Builder = Callable[[Path, Path], Path]  # (valid pack, scratch dir) -> hostile file
+KINDS: dict[str, tuple[Builder, type[Exception], str]] = {}
+
+
+def kind(error: type[Exception], reason: str) -> Callable[[Builder], Builder]:
+    def register(fn: Builder) -> Builder:
+        KINDS[fn.__name__] = (fn, error, reason)
+        return fn
+    return register
+
+
+def edit(pack: Path, change: Callable[[h5py.File], None]) -> Path:
+    with h5py.File(pack, "r+") as f:
+        change(f)
+    return pack
+
+
+def first_dataset(f: h5py.File) -> h5py.Dataset:
+    found: list[h5py.Dataset] = []
+    f["kernels"].visititems(lambda n, o: found.append(o) if isinstance(o, h5py.Dataset) else None)
+    return sorted(found, key=lambda d: d.name)[0]
+
+
+def rewrite_manifest(f: h5py.File, change: Callable[[dict], None] | None = None) -> None:
+    """Recompute the manifest after an edit, as a careful forger would."""
+    manifest = json.loads(f.attrs["manifest"])
+    entries = []
+    found: list[h5py.Dataset] = []
+    f["kernels"].visititems(lambda n, o: found.append(o) if isinstance(o, h5py.Dataset) else None)
+    for ds in found:
+        record = json.loads(ds.attrs["record"])
+        entries.append({"ref": f"{record['name']}@{record['version']}", "sha256": record["sha256"],
+                        "record_sha256": _record_hash(record)})
+    manifest["kernels"] = entries
+    if change:
+        change(manifest)
+    manifest["digest"] = _digest(manifest)
+    f.attrs["manifest"] = _canonical(manifest).decode()
+
+
+def set_record(ds: h5py.Dataset, **changes: object) -> None:
+    record = json.loads(ds.attrs["record"])
+    record.update(changes)
+    ds.attrs["record"] = json.dumps(record)
+
+
+def flip(path: Path, offset: int, mask: int = 0x01) -> Path:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+    return path
+
+
+# -- damaged bytes --------------------------------------------------------------------------
+
+@kind(E.UnsafeFileError, "")
+def truncated_half(pack: Path, tmp: Path) -> Path:
+    pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    return pack
+
+
+@kind(E.UnsafeFileError, "")
+def truncated_tail(pack: Path, tmp: Path) -> Path:
+    pack.write_bytes(pack.read_bytes()[:-64])
+    return pack
+
+
+@kind(E.UnsafeFileError, "")
+def superblock_bit_flip(pack: Path, tmp: Path) -> Path:
+    return flip(pack, 12, 0xFF)
+
+
+@kind(E.UnsafeFileError, "")
+def zeroed_page(pack: Path, tmp: Path) -> Path:
+    data = bytearray(pack.read_bytes())
+    data[0:4096] = bytes(4096)
+    pack.write_bytes(bytes(data))
+    return pack
+
+
+@kind(E.IntegrityError, "do not match their sha256")
+def kernel_data_bit_flip(pack: Path, tmp: Path) -> Path:
+    with h5py.File(pack, "r") as f:
+        offset = first_dataset(f).id.get_offset()
+    return flip(pack, offset + 3, 0x40)
+
+
+# -- sizes ----------------------------------------------------------------------------------
+
+@kind(E.UnsafeFileError, "declares 10000000000 bytes")
+def shape_bomb(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/bomb/@1", shape=(50_000, 50_000), dtype="f4"))
+
+
+@kind(E.UnsafeFileError, "a compression bomb")
+def gzip_bomb(pack: Path, tmp: Path) -> Path:
+    def bomb(f: h5py.File) -> None:
+        ds = f.create_dataset("kernels/bomb/@1", shape=(4096, 4096), dtype="f4", chunks=(4096, 4096),
+                              compression="gzip", compression_opts=9)
+        ds[...] = 0.0
+    return edit(pack, bomb)
+
+
+@kind(E.UnsafeFileError, "larger than 65536 bytes")
+def huge_attribute(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: first_dataset(f).attrs.__setitem__("record", "x" * 1_000_000))
+
+
+@kind(E.UnsafeFileError, "nesting deeper than 16 levels")
+def deep_nesting(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_group("kernels/" + "/".join(f"g{i}" for i in range(40))))
+
+
+# -- reading other files ----------------------------------------------------------------------
+
+@kind(E.UnsafeFileError, "an external link")
+def external_link_absolute(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.__setitem__("kernels/passwd", h5py.ExternalLink("/etc/passwd", "/")))
+
+
+@kind(E.UnsafeFileError, "an external link")
+def external_link_to_sibling(pack: Path, tmp: Path) -> Path:
+    secret = pack.parent / "secret.h5"
+    if not secret.exists():
+        os.mkfifo(secret)  # opening it would block: a reader that follows the link hangs, visibly
+    return edit(pack, lambda f: f.__setitem__("kernels/leak", h5py.ExternalLink("secret.h5", "/kernels")))
+
+
+@kind(E.UnsafeFileError, "a soft link")
+def soft_link(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.__setitem__("kernels/alias", h5py.SoftLink(first_dataset(f).name)))
+
+
+@kind(E.UnsafeFileError, "external raw storage")
+def external_storage(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/leak/@1", shape=(4,), dtype="u1",
+                                                 external=[("/etc/passwd", 0, 4)]))
+
+
+@kind(E.UnsafeFileError, "a virtual dataset")
+def virtual_dataset(pack: Path, tmp: Path) -> Path:
+    layout = h5py.VirtualLayout(shape=(4,), dtype="u1")
+    layout[:] = h5py.VirtualSource("/etc/passwd", "data", shape=(4,))
+    return edit(pack, lambda f: f.create_virtual_dataset("kernels/leak/@1", layout))
+
+
+@kind(E.UnsafeFileError, "compression filter id 32999 is not allowed")
+def plugin_filter(pack: Path, tmp: Path) -> Path:
+    """A mandatory filter no one registered: libhdf5 would dlopen every library in its plugin path."""
+    edit(pack, lambda f: f.create_dataset("kernels/plug/@1", data=np.ones((4, 4), np.float32), chunks=(4, 4),
+                                          compression="lzf"))
+    data = bytearray(pack.read_bytes())
+    name = data.find(b"lzf\x00")  # filter pipeline message: id(2) name length(2) flags(2) count(2) name
+    data[name - 8:name - 6] = (32999).to_bytes(2, "little")
+    pack.write_bytes(bytes(data))
+    return pack
+
+
+# -- types --------------------------------------------------------------------------------------
+
+@kind(E.UnsafeFileError, "not a plain number type")
+def string_dtype(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/s/@1", data=np.array([b"abc"], dtype="S3")))
+
+
+@kind(E.UnsafeFileError, "not a plain number type")
+def object_dtype(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/o/@1", data=["a", "b"], dtype=h5py.string_dtype()))
+
+
+@kind(E.UnsafeFileError, "not a plain number type")
+def compound_dtype(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/c/@1", shape=(2,), dtype=np.dtype([("a", "f4"), ("b", "i4")])))
+
+
+@kind(E.UnsafeFileError, "not a plain number type")
+def reference_dtype(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/r/@1", data=[f["kernels"].ref], dtype=h5py.ref_dtype))
+
+
+@kind(E.UnsafeFileError, "dtype int64 is not one of")
+def int64_dtype(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/i/@1", data=np.ones((2, 2), np.int64)))
+
+
+@kind(E.UnsafeFileError, "an object that is neither group nor dataset")
+def named_datatype(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.__setitem__("kernels/t", np.dtype("f4")))
+
+
+@kind(E.UnsafeFileError, "has a type kreg does not read")
+def float_root_attribute(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.attrs.__setitem__("extra", 1.5))
+
+
+@kind(E.UnsafeFileError, "NaN or infinite")
+def non_finite_values(pack: Path, tmp: Path) -> Path:
+    def poison(f: h5py.File) -> None:
+        ds = first_dataset(f)
+        values = ds[...]
+        values.flat[0] = np.nan
+        ds[...] = values
+        set_record(ds, sha256=content_hash(values))
+        rewrite_manifest(f)
+    return edit(pack, poison)
+
+
+# -- versions -------------------------------------------------------------------------------
+
+@kind(E.SchemaVersionError, "schema version 2, but this kreg reads schema versions up to 1")
+def future_schema_version(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: set_record(first_dataset(f), schema_version=2))
+
+
+@kind(E.SchemaVersionError, "schema_version must be a whole number from 1")
+def string_schema_version(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        set_record(first_dataset(f), schema_version="1")
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
+@kind(E.SchemaVersionError, "container format version 2")
+def future_container_format(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.attrs.__setitem__("format_version", 2))
+
+
+@kind(E.UnsafeFileError, "expected a kreg pack file")
+def wrong_kind(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.attrs.__setitem__("kind", "index"))
+
+
+# -- names ------------------------------------------------------------------------------------
+
+@kind(E.UnsafeFileError, "a link name outside")
+def dotdot_name(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/a..b/@1", data=np.ones(2, np.float32)))
+
+
+@kind(E.UnsafeFileError, "a link name outside")
+def control_character_name(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.create_dataset("kernels/a\x1b[31m/@1", data=np.ones(2, np.float32)))
+
+
+@kind(E.UnsafeFileError, "sits elsewhere")
+def absolute_name_in_record(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: set_record(first_dataset(f), name="/etc/passwd"))
+
+
+# -- integrity ------------------------------------------------------------------------------
+
+@kind(E.IntegrityError, "do not match their sha256")
+def record_hash_mismatch(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        set_record(first_dataset(f), sha256="0" * 64)
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
+@kind(E.IntegrityError, "the manifest digest does not match")
+def manifest_digest_mismatch(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        manifest = json.loads(f.attrs["manifest"])
+        manifest["author"] = "someone else"
+        f.attrs["manifest"] = json.dumps(manifest)
+    return edit(pack, change)
+
+
+@kind(E.IntegrityError, "the manifest and the kernels disagree")
+def kernel_not_in_manifest(pack: Path, tmp: Path) -> Path:
+    def add(f: h5py.File) -> None:
+        values = np.ones((2, 2), np.float32)
+        template = json.loads(first_dataset(f).attrs["record"])
+        ds = f.create_dataset("kernels/extra/@1", data=values)
+        for key in ("separable", "bias", "normalization"):
+            template.pop(key, None)
+        ds.attrs["record"] = json.dumps({**template, "name": "extra", "version": 1, "shape": [2, 2],
+                                         "dtype": "float32", "layout": "HW", "sha256": content_hash(values)})
+    return edit(pack, add)
+
+
+@kind(E.IntegrityError, "does not match its manifest entry")
+def record_altered_after_export(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        ds = first_dataset(f)
+        record = json.loads(ds.attrs["record"])
+        record["provenance"]["description"] = "trust me"
+        ds.attrs["record"] = json.dumps(record)
+    return edit(pack, change)
+
+
+@kind(E.UnsafeFileError, "has no manifest")
+def missing_manifest(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.attrs.__delitem__("manifest"))
+
+
+@kind(E.InvalidKernelError, "__reduce__")
+def code_in_metadata(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        set_record(first_dataset(f), __reduce__=["os.system", ["touch /tmp/kreg-pwned"]])
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
+@kind(E.IntegrityError, "the signature does not verify")
+def forged_signature(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        rewrite_manifest(f, lambda m: m.__setitem__("public_key", "11" * 32))
+        f.attrs["signature"] = "22" * 64
+    return edit(pack, change)
+
+
+# -- not HDF5 at all ----------------------------------------------------------------------------
+
+@kind(E.UnsafeFileError, "is empty")
+def empty_file(pack: Path, tmp: Path) -> Path:
+    pack.write_bytes(b"")
+    return pack
+
+
+@kind(E.UnsafeFileError, "not HDF5")
+def zip_file(pack: Path, tmp: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(pack, "w") as z:
+        z.writestr("kernels.json", "{}")
+    return pack
+
+
+@kind(E.UnsafeFileError, "not HDF5")
+def safetensors_file(pack: Path, tmp: Path) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file({"k": np.ones((3, 3), np.float32)}, str(pack))
+    return pack
+
+
+@kind(E.UnsafeFileError, "not a regular file")
+def directory(pack: Path, tmp: Path) -> Path:
+    target = tmp / "a-directory.h5"
+    target.mkdir()
+    return target
+
+
+@kind(E.UnsafeFileError, "not a regular file")
+def fifo(pack: Path, tmp: Path) -> Path:
+    target = tmp / "a-fifo.h5"
+    os.mkfifo(target)
+    return target
+
+
+@kind(E.UnsafeFileError, "symbolic link")
+def symlink_to_the_registry(pack: Path, tmp: Path) -> Path:
+    target = tmp / "link.h5"
+    target.symlink_to(tmp / "reg" / "index.h5")
+    return target
