@@ -19,13 +19,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# The demo trains a tiny CNN and emits Keras layers, so it needs the tensorflow extra too.
+# The demo trains a tiny CNN, emits Keras layers and draws PNGs: tensorflow and plot extras.
 $(VENV)/.demo: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[tensorflow]'
+	$(PIP) install -e '.[tensorflow,plot]'
 	@touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test,tensorflow]'
+	$(PIP) install -e '.[test,tensorflow,plot]'
 	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo

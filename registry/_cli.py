@@ -175,7 +175,8 @@ def _values_text(array: np.ndarray, layout: str) -> str:
     blocks = []
     for p in range(planes.shape[2]):
         plane = planes[:, :, p]
-        title = "" if layout == "HW" else f"[:, :, {np.unravel_index(p, array.shape[2:])}]\n"
+        index = ", ".join(str(int(i)) for i in np.unravel_index(p, array.shape[2:]))
+        title = "" if layout == "HW" else f"[:, :, {index}]\n"
         texts = [[f"{v + 0.0:.4g}" for v in row] for row in plane.tolist()]
         width = max(len(t) for row in texts for t in row)
         rows = []
