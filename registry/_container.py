@@ -25,6 +25,29 @@ KINDS = ("object", "pack", "index")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
+def load_document(text: str | bytes, *, where: str, what: str, fmt: str, supported: int) -> dict[str, Any]:
+    """Parse a versioned JSON document of the format (an index listing, a pack manifest).
+
+    Raises:
+        UnsafeFileError: not JSON, not that document, or no version.
+        SchemaVersionError: written by a newer kreg.
+    """
+    from ._exceptions import UnsafeFileError, too_new
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise UnsafeFileError(f"{where}: the {what} is not valid JSON.") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise UnsafeFileError(f"{where}: the {what} is not a kreg {what}.")
+    version = data.get("version")
+    if type(version) is not int or version < 1:
+        raise UnsafeFileError(f"{where}: the {what} has no valid version.")
+    if version > supported:
+        raise too_new(where, what, version, supported)
+    return data
+
+
 def dataset_path(name: str, version: int) -> str:
     """Where kernel ``name@version`` lives inside a container."""
     return f"kernels/{name}/@{version}"

@@ -83,3 +83,11 @@ class StoreWriteError(KregError, OSError):
 
 class MissingDependencyError(KregError, ImportError):
     """An optional extra is needed and not installed."""
+
+
+def too_new(where: str, what: str, found: object, supported: int) -> SchemaVersionError:
+    """The error for a file or record written by a newer kreg, naming both versions."""
+    return SchemaVersionError(
+        f"{where} uses kreg {what} version {found}, but this kreg reads {what} versions up to "
+        f"{supported}. Upgrade kreg (pip install -U kreg) to read it."
+    )

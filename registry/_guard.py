@@ -21,7 +21,7 @@ import numpy as np
 
 from ._container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS
 from ._content import DTYPES, content_hash
-from ._exceptions import IntegrityError, KregError, SchemaVersionError, UnsafeFileError
+from ._exceptions import IntegrityError, KregError, UnsafeFileError, too_new
 from ._names import escape
 
 #: Record schema version this kreg reads and writes (kept in step with _spec.v1).
@@ -128,10 +128,7 @@ class GuardedFile:
         if not isinstance(version, int) or version < 1:
             raise self._fail(f"format_version must be a whole number from 1, got {version!r}")
         if version > FORMAT_VERSION:
-            raise SchemaVersionError(
-                f"{self.path} uses kreg container format version {version}, but this kreg reads "
-                f"format versions up to {FORMAT_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
-            )
+            raise too_new(str(self.path), "container format", version, FORMAT_VERSION)
         if attrs.get("kind") not in KINDS or (kind is not None and attrs["kind"] != kind):
             raise self._fail(f"expected a kreg {kind or ' or '.join(KINDS)} file, got kind={attrs.get('kind')!r}")
         return attrs
@@ -266,10 +263,7 @@ class GuardedFile:
             raise self._fail("the record is not a JSON object", where)
         version = record.get("schema_version")
         if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self.path}: kernel at {where} uses kreg schema version {version}, but this kreg "
-                f"reads schema versions up to {SCHEMA_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
-            )
+            raise too_new(f"{self.path}: kernel at {where}", "schema", version, SCHEMA_VERSION)
         name, ver = record.get("name"), record.get("version")
         expected = f"/kernels/{name}/@{ver}"
         if not isinstance(name, str) or type(ver) is not int or where != expected:

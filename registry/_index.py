@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._exceptions import SchemaVersionError, UnsafeFileError
+from ._container import load_document
 
 INDEX_FORMAT = "kreg-index"
 INDEX_VERSION = 1
@@ -71,17 +71,7 @@ class Index:
 
     @classmethod
     def from_json(cls, listing: bytes, records: Callable[[], bytes], *, where: str) -> Index:
-        try:
-            data = json.loads(listing)
-        except ValueError:
-            raise UnsafeFileError(f"{where}: the index listing is not valid JSON.") from None
-        if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
-            raise UnsafeFileError(f"{where}: not a kreg index.")
-        if data.get("version", 0) > INDEX_VERSION:
-            raise SchemaVersionError(
-                f"{where} uses kreg index version {data.get('version')}, but this kreg reads index "
-                f"versions up to {INDEX_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
-            )
+        data = load_document(listing, where=where, what="index", fmt=INDEX_FORMAT, supported=INDEX_VERSION)
         rows: dict[str, dict[int, KernelInfo]] = {}
         make = KernelInfo._make  # the hot loop of a fresh `kreg list`: no per-row method calls
         for name, version, shape, dtype, layout, origin, summary, tags, sha256 in data["rows"]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import _exceptions
-from ._container import write_container
+from ._container import load_document, write_container
 from ._exceptions import IntegrityError, KregError, ReadOnlyError, UnsafeFileError
 from ._guard import GuardedFile, Limits
 from ._names import check_name, escape
@@ -156,17 +156,7 @@ def parse_pack(path: str | os.PathLike[str], *, limits: Limits = Limits()) -> Pa
 def _check_manifest(path: Path, text: Any, kernels: list[tuple[dict[str, Any], np.ndarray]]) -> dict[str, Any]:
     if not isinstance(text, str):
         raise UnsafeFileError(f"{path}: the pack has no manifest; kreg exports always carry one.")
-    try:
-        manifest = json.loads(text)
-    except ValueError:
-        raise UnsafeFileError(f"{path}: the manifest is not valid JSON.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
-        raise UnsafeFileError(f"{path}: the manifest is not a kreg pack manifest.")
-    if not isinstance(manifest.get("version"), int) or manifest["version"] > PACK_VERSION:
-        raise _exceptions.SchemaVersionError(
-            f"{path} uses kreg pack manifest version {manifest.get('version')!r}, but this kreg reads versions up "
-            f"to {PACK_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
-        )
+    manifest = load_document(text, where=str(path), what="pack manifest", fmt=PACK_FORMAT, supported=PACK_VERSION)
     if manifest.get("digest") != _digest(manifest):
         raise IntegrityError(f"{path}: the manifest digest does not match its contents (altered or corrupt).")
     listed = {k.get("ref"): k for k in manifest.get("kernels", []) if isinstance(k, dict)}

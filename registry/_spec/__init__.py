@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._exceptions import InvalidKernelError, SchemaVersionError
+from .._exceptions import InvalidKernelError, SchemaVersionError, too_new
 from .v1 import (
     DTYPES,
     LAYOUT_RANKS,
@@ -64,10 +64,7 @@ def parse_record(data: Mapping[str, Any] | str | bytes, *, where: str = "record"
             f"{where}: schema_version must be a whole number from 1. Received: {version!r}."
         )
     if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{where} uses kreg schema version {version}, but this kreg reads schema "
-            f"versions up to {SCHEMA_VERSION}. Upgrade kreg (pip install -U kreg) to read it."
-        )
+        raise too_new(where, "schema", version, SCHEMA_VERSION)
     record = dict(data)
     while version < SCHEMA_VERSION:
         record = MIGRATIONS[version](record)
