@@ -349,12 +349,13 @@ def info(ctx: click.Context) -> None:
     import h5py
 
     reg = _registry(ctx)
-    builtins = reg._builtins.path if reg._builtins is not None else None
+    rows = reg.list_kernels(all_versions=True)
+    builtin = sum(row.builtin for row in rows)
     lines = [
         ("kreg", md.version("kreg")),
         ("registry", str(reg.path)),
-        ("kernel versions", str(len(reg._index()))),
-        ("built-ins", f"{builtins} ({len(reg._builtins.records) if reg._builtins else 0} names)"),
+        ("kernel versions", str(len(rows) - builtin)),
+        ("built-ins", f"{reg.builtin_path} ({builtin} kernels)"),
         ("python", sys.version.split()[0]),
         ("numpy", np.__version__),
         ("h5py", h5py.version.version),
@@ -419,26 +420,10 @@ def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | N
     """
     from ._plot import plot_kernels
 
-    kernels = _resolve(_registry(ctx), refs)
+    kernels = _registry(ctx).resolve(refs)
     width, height = plot_kernels(kernels, output, image=image)
     click.echo(str(output))
     _info(f"Wrote {output} ({width}x{height} px, {len(kernels)} kernels).")
-
-
-def _resolve(reg: Registry, refs: Sequence[str]) -> list[Any]:
-    """Kernels for refs and glob patterns, in the order given, each once."""
-    chosen: dict[str, Any] = {}
-    for ref in refs:
-        if any(ch in ref for ch in "*?["):
-            matches = reg.list_kernels(ref)
-            if not matches:
-                fail(f"No kernel matches {ref!r}. See 'kreg list'.", 2)
-            for info in matches:
-                chosen.setdefault(info.ref, None)
-        else:
-            kernel = reg.load(ref)
-            chosen.setdefault(kernel.ref, kernel)
-    return [kernel if kernel is not None else reg.load(ref) for ref, kernel in chosen.items()]
 
 
 def main() -> None:

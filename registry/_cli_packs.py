@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._cli import _info, _registry, _resolve, cli, fail
+from ._cli import _info, _registry, cli, fail
 
 
 def _progress(items: list, label: str):  # type: ignore[no-untyped-def]
@@ -51,7 +51,7 @@ def export(ctx: click.Context, refs: tuple[str, ...], output: Path, fmt: str, na
       kreg export team/edge --format npy -o edge.npy
     """
     reg = _registry(ctx)
-    kernels = _resolve(reg, refs)
+    kernels = reg.resolve(refs)
     if fmt != "pack":
         if len(kernels) != 1:
             fail(f"--format {fmt} writes one kernel; {len(kernels)} matched. Use a pack for several.", 2)

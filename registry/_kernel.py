@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._content import as_layout
+from ._content import as_layout, content_hash
+from ._exceptions import InvalidKernelError, KernelNotFoundError
 
 if TYPE_CHECKING:
     from ._spec import KernelRecord
@@ -136,3 +139,35 @@ class Kernel:
     def __repr__(self) -> str:
         shape = "x".join(map(str, self.shape))
         return f"<Kernel {self.ref} {shape} {self.dtype} {self.layout}>"
+
+
+def stack(kernels: Sequence[Kernel]) -> Kernel:
+    """A bank: kernels of one height, width and input depth as the output channels of one
+    ``HWIO`` kernel, in the order given (not stored: version 0)."""
+    if not kernels:
+        raise KernelNotFoundError("A bank needs at least one kernel.")
+    planes = [k.as_layout("HWIO") for k in kernels]
+    if len({p.shape[:3] for p in planes}) != 1:
+        shapes = ", ".join(f"{k.ref} {k.shape} {k.layout}" for k in kernels)
+        raise InvalidKernelError(f"A bank needs kernels of one height, width and input depth. Received: {shapes}.")
+    dtype = np.result_type(*[p.dtype for p in planes])
+    values = np.concatenate([p.astype(dtype) for p in planes], axis=3)
+    members = ", ".join(k.ref for k in kernels)
+    record = {
+        "schema_version": 1,
+        "name": "bank",
+        "version": 0,
+        "shape": list(values.shape),
+        "dtype": values.dtype.name,
+        "layout": "HWIO",
+        "operation": "correlation",
+        "tags": ["bank"],
+        "provenance": {
+            "origin": "generated",
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "description": f"Bank of {len(kernels)} kernels; output channel i is kernel i of: {members}.",
+            "references": [],
+        },
+        "sha256": content_hash(values),
+    }
+    return Kernel(record, values, label=f"bank({members})")

@@ -17,7 +17,6 @@ command removes; a crash after it leaves a complete kernel.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,32 +24,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ._builtins import BuiltinLayer
-from ._container import fsync_path, replace_durably, write_container
 from ._content import check_values, content_hash, to_stored_layout
 from ._exceptions import (
     InvalidKernelError,
     KernelNotFoundError,
-    LockTimeoutError,
-    KregError,
     ReadOnlyError,
-    StoreWriteError,
     UnsafeFileError,
 )
 from ._guard import GuardedFile
 from ._index import Index, KernelInfo
-from ._kernel import Kernel
+from ._kernel import Kernel, stack
 from ._names import Ref, check_name, did_you_mean, escape, match, parse_ref
 from ._paths import builtin_db_path
+from ._transactions import INDEX_FILE, Transactions
 
 #: Kernels at most this large (bytes, all together) stay cached in memory.
 CACHE_BYTES = 64 * 2**20
-_INDEX = "index.h5"
 
 
-class Registry:
+class Registry(Transactions):
     """A kernel registry on disk, with the built-in kernels as a read-only layer under it.
 
     Args:
@@ -83,7 +77,7 @@ class Registry:
         self._index_cache: tuple[tuple[int, int, int], Index] | None = None
         self._kernels: OrderedDict[tuple[str, int], Kernel] = OrderedDict()
         self._cached_bytes = 0
-        self._txn: _Txn | None = None
+        self._txn = None
         self._holding_lock = False
         self._closed = False
 
@@ -174,11 +168,37 @@ class Registry:
         refs = list(refs) or [info.ref for info in self.list_kernels()]
         return [self._record(parse_ref(r)) for r in refs]
 
+    @property
+    def builtin_path(self) -> Path | None:
+        """The read-only built-in pack under this registry, or None."""
+        return self._builtins.path if self._builtins is not None else None
+
+    def resolve(self, refs: str | Sequence[str]) -> list[Kernel]:
+        """Load refs and glob patterns (a pattern brings its matches in natural order), each once.
+
+        Example:
+            >>> import tempfile
+            >>> [k.ref for k in Registry(tempfile.mkdtemp()).resolve(["sobel_?", "sobel_x"])]
+            ['sobel_x@1', 'sobel_y@1']
+        """
+        chosen: dict[str, Kernel | None] = {}
+        for ref in [refs] if isinstance(refs, str) else refs:
+            if any(ch in ref for ch in "*?["):
+                matches = self.list_kernels(ref)
+                if not matches:
+                    raise KernelNotFoundError(f"No kernel matches {ref!r}. See 'kreg list'.")
+                for info in matches:
+                    chosen.setdefault(info.ref, None)
+            else:
+                kernel = self.load(ref)
+                chosen.setdefault(kernel.ref, kernel)
+        return [kernel if kernel is not None else self.load(ref) for ref, kernel in chosen.items()]
+
     def bank(self, refs: str | Sequence[str]) -> Kernel:
         """Stack compatible kernels into one ``HWIO`` kernel, one output channel each, in order.
 
         Args:
-            refs: refs or glob patterns (a pattern adds its matches in natural order).
+            refs: refs or glob patterns, as for :meth:`resolve`.
 
         Returns:
             A kernel that is not stored (version 0) whose description records the order;
@@ -190,39 +210,7 @@ class Registry:
             >>> b.ref, b.shape
             ('bank(sobel_x@1, sobel_y@1)', (3, 3, 1, 2))
         """
-        chosen: list[Kernel] = []
-        for ref in [refs] if isinstance(refs, str) else refs:
-            if any(ch in ref for ch in "*?["):
-                chosen += [self.load(info.ref) for info in self.list_kernels(ref)]
-            else:
-                chosen.append(self.load(ref))
-        if not chosen:
-            raise KernelNotFoundError(f"No kernels match {refs!r}; a bank needs at least one.")
-        planes = [k.as_layout("HWIO") for k in chosen]
-        if len({p.shape[:3] for p in planes}) != 1:
-            shapes = ", ".join(f"{k.ref} {k.shape} {k.layout}" for k in chosen)
-            raise InvalidKernelError(f"A bank needs kernels of one height, width and input depth. Received: {shapes}.")
-        dtype = np.result_type(*[p.dtype for p in planes])
-        values = np.concatenate([p.astype(dtype) for p in planes], axis=3)
-        members = ", ".join(k.ref for k in chosen)
-        record = {
-            "schema_version": 1,
-            "name": "bank",
-            "version": 0,
-            "shape": list(values.shape),
-            "dtype": values.dtype.name,
-            "layout": "HWIO",
-            "operation": "correlation",
-            "tags": ["bank"],
-            "provenance": {
-                "origin": "generated",
-                "created_at": datetime.now(timezone.utc).isoformat(),
-                "description": f"Bank of {len(chosen)} kernels; output channel i is kernel i of: {members}.",
-                "references": [],
-            },
-            "sha256": content_hash(values),
-        }
-        return Kernel(record, values, label=f"bank({members})")
+        return stack(self.resolve(refs))
 
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""
@@ -488,7 +476,7 @@ class Registry:
 
     def _index(self) -> Index:
         """The committed index, re-read only when the file changed."""
-        path = self.path / _INDEX
+        path = self.path / INDEX_FILE
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -544,159 +532,6 @@ class Registry:
 
     # -- the write path ---------------------------------------------------
 
-    @contextmanager
-    def _writing(self) -> Iterator[_Txn]:
-        """Hold the writers' lock around one transaction and commit its index once.
-
-        On any failure the transaction's new files and directories are removed again, so
-        the registry is left as it was; an OSError becomes a :class:`StoreWriteError`.
-        """
-        if self._txn is not None:  # inside batch(): join it
-            yield self._txn
-            return
-        try:
-            self._prepare_directory()
-        except OSError as exc:
-            raise _write_error(self.path, exc) from None
-        with self._locked():
-            self._sweep()
-            txn = self._txn = _Txn(self._read_index_fresh())
-            marker = self.path / "tmp" / f"txn-{os.getpid()}-{uuid.uuid4().hex}"
-            try:
-                marker.touch()
-                yield txn
-                if txn.dirty:
-                    self._commit(txn.index)
-            except BaseException as exc:
-                txn.abort()
-                self._index_cache = None
-                self._kernels.clear()
-                self._cached_bytes = 0
-                marker.unlink(missing_ok=True)
-                if isinstance(exc, OSError) and not isinstance(exc, KregError):
-                    raise _write_error(self.path, exc, committed=txn.committed) from None
-                raise
-            finally:
-                self._txn = None
-            for path in txn.unlink:
-                path.unlink(missing_ok=True)
-            marker.unlink()
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        import filelock  # writers only: reads never pay for the import
-
-        lock = filelock.FileLock(self.path / ".lock", timeout=self.lock_timeout)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise LockTimeoutError(
-                f"Another kreg process has held the lock on {self.path} for over "
-                f"{self.lock_timeout:g} s. Wait for it to finish, or raise lock_timeout."
-            ) from None
-        self._holding_lock = True
-        try:
-            yield
-        finally:
-            self._holding_lock = False
-            lock.release()
-
-    def _prepare_directory(self) -> None:
-        root = self.path
-        if root.exists() and not root.is_dir():
-            raise InvalidKernelError(f"The registry path {root} is a file; a registry is a directory.")
-        if root.is_dir() and not (root / _INDEX).exists():
-            stray = {p.name for p in root.iterdir()} - {"kernels", "tmp", ".lock"}
-            if stray:
-                raise InvalidKernelError(
-                    f"{root} is not a kreg registry (no {_INDEX}) and is not empty "
-                    f"(found {sorted(stray)[:3]}). Pass a new or empty directory."
-                )
-        for sub in (root, root / "kernels", root / "tmp"):
-            if not sub.is_dir():
-                sub.mkdir(parents=True, exist_ok=True)
-                fsync_path(sub.parent)
-
-    def _read_index_fresh(self) -> Index:
-        self._index_cache = None
-        return self._index().copy()
-
-    def _write_object(self, record: dict[str, Any], array: np.ndarray) -> None:
-        assert self._txn is not None
-        tmp = self.path / "tmp" / f"obj-{uuid.uuid4().hex}.h5"
-        self._txn.created.append(tmp)
-        write_container(tmp, "object", [(record, array)])
-        target = self._object_path(record["name"], record["version"])
-        self._txn.created += _makedirs_durably(target.parent)
-        self._txn.created.append(target)
-        replace_durably(tmp, target)
-
-    def _commit(self, index: Index) -> None:
-        assert self._txn is not None
-        tmp = self.path / "tmp" / f"index-{uuid.uuid4().hex}.h5"
-        self._txn.created.append(tmp)
-        listing, records = index.to_json()
-        write_container(tmp, "index", [], blobs={"listing": listing, "records": records})
-        os.replace(tmp, self.path / _INDEX)
-        self._txn.committed = True  # from here on the new objects are referenced: never abort them
-        fsync_path(self.path)
-        self._index_cache = None
-
-    def _sweep(self) -> None:
-        """Under the lock: undo what a crashed writer left (tmp files, unreferenced objects)."""
-        tmp = self.path / "tmp"
-        leftovers = list(tmp.iterdir()) if tmp.is_dir() else []
-        if not leftovers:
-            return
-        if any(p.name.startswith("txn-") for p in leftovers):
-            index = self._read_index_fresh()
-            kernels = self.path / "kernels"
-            for obj in kernels.rglob("@*.h5"):
-                name = obj.parent.relative_to(kernels).as_posix()
-                if index.get(name, int(obj.stem[1:])) is None:
-                    obj.unlink()
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-
-    def _sweep_if_idle(self) -> None:
-        """Readers sweep leftovers too, but only when no writer is at work."""
-        tmp = self.path / "tmp"
-        if self._holding_lock or not tmp.is_dir() or not any(os.scandir(tmp)):
-            return
-        import filelock
-
-        lock = filelock.FileLock(self.path / ".lock", timeout=0)
-        try:
-            lock.acquire()
-        except (filelock.Timeout, OSError):
-            return
-        try:
-            self._sweep()
-        finally:
-            lock.release()
-
-
-class _Txn:
-    """The state of one write transaction: the index being edited, files to delete after commit."""
-
-    def __init__(self, index: Index) -> None:
-        self.index = index
-        self.dirty = False
-        self.unlink: list[Path] = []  # objects of removed versions, deleted after the commit
-        self.created: list[Path] = []  # files and directories this transaction made
-        self.committed = False
-
-    def abort(self) -> None:
-        """Remove what this transaction created, newest first (best effort: the sweep is the backstop)."""
-        if self.committed:
-            return
-        for path in reversed(self.created):
-            try:
-                path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
-            except OSError:
-                pass
-
-
 def _validated(fields: dict[str, Any]) -> dict[str, Any]:
     from ._spec import KernelRecord
     from pydantic import ValidationError
@@ -716,29 +551,3 @@ def _family_names() -> list[str]:
     from ._families import FAMILIES
 
     return list(FAMILIES)
-
-
-def _makedirs_durably(path: Path) -> list[Path]:
-    """Create ``path`` and missing parents, fsyncing each parent; return those created."""
-    missing = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    created = []
-    for directory in reversed(missing):
-        directory.mkdir()
-        created.append(directory)
-        fsync_path(directory.parent)
-    return created
-
-
-def _write_error(path: Path, exc: OSError, *, committed: bool = False) -> StoreWriteError:
-    if committed:
-        return StoreWriteError(
-            f"The change to the registry at {path} was committed, but flushing it to disk failed: "
-            f"{exc.strerror or exc}. It may not survive a power loss; run 'kreg verify' once the disk is fixed."
-        )
-    return StoreWriteError(
-        f"Could not write to the registry at {path}: {exc.strerror or exc}. Nothing was added or "
-        "removed; free space or fix the disk, then try again."
-    )
