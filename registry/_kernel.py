@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +149,8 @@ def stack(kernels: Sequence[Kernel]) -> Kernel:
     if len({p.shape[:3] for p in planes}) != 1:
         shapes = ", ".join(f"{k.ref} {k.shape} {k.layout}" for k in kernels)
         raise InvalidKernelError(f"A bank needs kernels of one height, width and input depth. Received: {shapes}.")
+    from datetime import datetime, timezone
+
     dtype = np.result_type(*[p.dtype for p in planes])
     values = np.concatenate([p.astype(dtype) for p in planes], axis=3)
     members = ", ".join(k.ref for k in kernels)

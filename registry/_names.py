@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
@@ -136,6 +135,8 @@ def match(
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """A " Did you mean ...?" sentence for ``name``, or "" when nothing is close."""
+    import difflib  # only on the error path
+
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
     if not close:
         return ""

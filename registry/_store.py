@@ -20,7 +20,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +98,15 @@ class Registry(Transactions):
         """
         self._check_open()
         parsed = parse_ref(ref)
-        if params or (parsed.version is None and parsed.name in _family_names() and parsed not in self):
-            if parsed.version is not None:
-                raise InvalidKernelError(f"A family takes parameters, not a version. Received: {ref!r}.")
-            from ._families import generate_kernel
-
-            dtype = params.pop("dtype", "float32")
-            return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
+        if params:
+            return self._generate(parsed, params)
         if self._builtins is not None and parsed.name in self._builtins:
             return self._builtins.load(parsed, verify=verify)
         index = self._index()
         info = index.get(*parsed)
         if info is None:
+            if parsed.version is None and parsed.name in _family_names():
+                return self._generate(parsed, {})
             raise self._not_found(parsed, index)
         key = (info.name, info.version)
         cached = self._kernels.get(key)
@@ -128,6 +124,15 @@ class Registry(Transactions):
         if verify:
             self._remember(key, kernel)
         return kernel
+
+    def _generate(self, parsed: Ref, params: dict[str, Any]) -> Kernel:
+        """A kernel made on the fly by the family ``parsed.name``."""
+        if parsed.version is not None:
+            raise InvalidKernelError(f"A family takes parameters, not a version. Received: {parsed}.")
+        from ._families import generate_kernel
+
+        dtype = params.pop("dtype", "float32")
+        return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
 
     def list_kernels(
         self,
@@ -312,6 +317,8 @@ class Registry(Transactions):
                 )
             layout = "HW"
         array, stored_layout, source_layout = to_stored_layout(array, layout, convolution=convolution)
+        from datetime import datetime, timezone
+
         prov: dict[str, Any] = {
             **inherited,
             "origin": origin or "handmade",
