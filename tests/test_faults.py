@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import registry._store as store
+import registry._transactions as store
 from registry import Registry, StoreWriteError
 
 STEPS = ("write_container", "fsync", "replace", "mkdir")
