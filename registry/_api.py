@@ -68,9 +68,9 @@ def remove(ref: str, *, all_versions: bool = False) -> list[str]:
     return default_registry().remove(ref, all_versions=all_versions)
 
 
-def verify(refs: Sequence[str] = ()) -> list[tuple[str, str]]:
+def verify(refs: Sequence[str] = (), **options: Any) -> list[tuple[str, str]]:
     """Check the default registry's kernels; see :meth:`Registry.verify`."""
-    return default_registry().verify(refs)
+    return default_registry().verify(refs, **options)
 
 
 def bank(refs: str | Sequence[str]) -> Kernel:

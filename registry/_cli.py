@@ -56,6 +56,11 @@ def _registry(ctx: click.Context) -> Registry:
     return obj["registry"]
 
 
+def _show_progress() -> bool:
+    """Progress bars are for a person at a terminal: never with --quiet or when piped."""
+    return not click.get_current_context().find_root().obj.get("quiet") and sys.stderr.isatty()
+
+
 def _info(message: str) -> None:
     """A message for people: stderr, silent with --quiet."""
     if not click.get_current_context().find_root().obj.get("quiet"):
@@ -313,7 +318,12 @@ def verify(ctx: click.Context, refs: tuple[str, ...]) -> None:
       kreg verify team/edge sobel_x@1
     """
     reg = _registry(ctx)
-    problems = reg.verify(refs)
+    if _show_progress():
+        total = sum(len(reg.versions(r.name)) for r in reg.list_kernels(list(refs) or "*"))
+        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+            problems = reg.verify(refs, progress=lambda _ref: bar.update(1))
+    else:
+        problems = reg.verify(refs)
     for ref, problem in problems:
         click.echo(f"{ref}: {problem}", err=True)
     if problems:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import click
 
-from ._cli import _info, _registry, cli, fail
+from ._cli import _info, _registry, _show_progress, cli, fail
 
 
 def _progress(items: list, label: str):  # type: ignore[no-untyped-def]
     """A progress bar on stderr for a person at a terminal; silent otherwise or with --quiet."""
-    quiet = click.get_current_context().find_root().obj.get("quiet")
-    if quiet or not sys.stderr.isatty() or len(items) < 20:
+    if not _show_progress() or len(items) < 20:
         return _Silent(items)
     return click.progressbar(items, label=label, file=sys.stderr)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -414,7 +414,9 @@ class Registry(Transactions):
 
     # -- integrity --------------------------------------------------------
 
-    def verify(self, refs: Sequence[str] = ()) -> list[tuple[str, str]]:
+    def verify(
+        self, refs: Sequence[str] = (), *, progress: Callable[[str], object] | None = None
+    ) -> list[tuple[str, str]]:
         """Re-read kernels and check them against their records, hashes and generators.
 
         Generated kernels (built-ins among them) are rebuilt from their recorded
@@ -422,6 +424,7 @@ class Registry(Transactions):
 
         Args:
             refs: refs or names to check (every version of a bare name); all when empty.
+            progress: called with each ref as it is checked (the CLI's progress bar).
 
         Returns:
             ``(ref, problem)`` pairs; empty when everything is intact.
@@ -437,6 +440,8 @@ class Registry(Transactions):
 
         problems: list[tuple[str, str]] = []
         for ref in targets:
+            if progress is not None:
+                progress(ref)
             name, version = ref.rsplit("@", 1)
             self._forget((name, int(version)))
             try:

@@ -127,3 +127,17 @@ def test_builtins_cannot_be_shadowed_or_removed(reg_path) -> None:
         reg.add("gaussian", [[1.0]])
     with pytest.raises(registry.ReadOnlyError):
         reg.remove("sobel_x")
+
+
+def test_the_builtin_database_is_read_through_the_guard(tmp_path) -> None:
+    import shutil
+
+    import h5py
+
+    tampered = tmp_path / "builtin.h5"
+    shutil.copy(builtin_db_path(), tampered)
+    with h5py.File(tampered, "r+") as f:
+        f["kernels/sneaky"] = h5py.ExternalLink("/etc/passwd", "/")
+    reg = Registry(tmp_path / "reg", builtins=tampered)
+    with pytest.raises(registry.UnsafeFileError, match="an external link"):
+        reg.load("sobel_x")

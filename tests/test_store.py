@@ -262,3 +262,24 @@ def test_builtin_names_cannot_be_shadowed(tmp_path: Path) -> None:
     with pytest.raises(registry.ReadOnlyError):
         reg.remove("step")
     assert [i.builtin for i in reg.list_kernels()] == [True]
+
+
+def test_default_registry_lives_in_the_user_data_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platformdirs
+
+    from registry._paths import default_registry_path
+
+    monkeypatch.delenv("KREG_DB", raising=False)
+    assert default_registry_path() == platformdirs.user_data_path("kreg", appauthor=False) / "registry"
+    monkeypatch.setenv("KREG_DB", "~/somewhere")
+    assert default_registry_path() == Path("~/somewhere").expanduser()
+    explicit = registry.default_registry("/tmp/kreg-explicit-path")
+    assert explicit.path == Path("/tmp/kreg-explicit-path")
+
+
+def test_verify_reports_progress(reg: Registry) -> None:
+    reg.add("a", [[1.0]])
+    reg.add("b", [[2.0]])
+    seen: list[str] = []
+    assert reg.verify(progress=seen.append) == []
+    assert seen == ["a@1", "b@1"]

@@ -314,3 +314,21 @@ def test_without_tensorflow_the_error_names_the_extra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'kreg[tensorflow]'" in result.stdout
+
+
+def test_kreg_add_from_keras_on_the_command_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from registry._cli import cli
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv1")], name="m")
+    model.save(tmp_path / "m.keras")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", str(tmp_path / "db"), "add", "team/c1", "--from-keras",
+                                 str(tmp_path / "m.keras"), "--layer", "conv1"])
+    assert (result.exit_code, result.stdout) == (0, "team/c1@1\n")
+    record = Registry(tmp_path / "db").load("team/c1").spec
+    assert (record.provenance.origin, record.provenance.source.layer, record.shape) == ("learned", "conv1", (3, 3, 3, 2))
+    missing = runner.invoke(cli, ["--db", str(tmp_path / "db"), "add", "x", "--from-keras", str(tmp_path / "m.keras"),
+                                  "--layer", "nope"])
+    assert missing.exit_code == 2 and "Convolution layers: conv1" in missing.stderr
