@@ -286,8 +286,9 @@ class Registry(Transactions):
         """
         self._check_open()
         check_name(name)
-        if (self._builtins is not None and name in self._builtins) or name in _family_names():
-            what = "a built-in kernel" if name not in _family_names() else "a built-in kernel family"
+        family = name in _family_names()
+        if family or (self._builtins is not None and name in self._builtins):
+            what = "a built-in kernel family" if family else "a built-in kernel"
             raise ReadOnlyError(
                 f"{name!r} is {what} and cannot be shadowed. Choose another name, e.g. 'my/{name}'."
             )
