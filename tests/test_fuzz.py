@@ -155,4 +155,6 @@ def test_a_libhdf5_hang_found_by_fuzzing_is_a_clean_refusal(base_pack: bytes, tm
 
 @pytest.mark.slow
 def test_fuzz_long(base_pack: bytes, sandbox: Sandbox) -> None:
+    OUTCOMES.clear()
     run_fuzz(base_pack, sandbox, 20_000)
+    print(f"\nfuzz outcomes over {sum(OUTCOMES.values())} cases: {dict(OUTCOMES)}")
