@@ -31,7 +31,7 @@ SCHEMA_VERSION = 1
 # read, so libhdf5 never goes looking for a plugin.
 ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
 #: The top-level uint8 datasets of an index container.
-INDEX_BLOBS = ("listing", "records")
+INDEX_BLOBS = ("listing", "rows", "records")
 _SEGMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 

@@ -487,8 +487,9 @@ class Registry(Transactions):
     def _object_path(self, name: str, version: int) -> Path:
         return self.path / "kernels" / name / f"@{version}.h5"
 
-    def _index(self) -> Index:
-        """The committed index, re-read only when the file changed."""
+    def _index(self, *, fresh: bool = False) -> Index:
+        """The committed index. Re-read only when the file changed (or ``fresh``), and rebuilt
+        only when its generation token differs from the one in memory."""
         path = self.path / INDEX_FILE
         try:
             st = os.stat(path)
@@ -496,13 +497,19 @@ class Registry(Transactions):
             self._sweep_if_idle()  # a first add may have died before its commit
             return Index()
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._index_cache is None or self._index_cache[0] != key:
-            self._sweep_if_idle()
-            with GuardedFile(path, kind="index") as f:
-                listing, records = f.read_blob("listing"), f.read_blob("records")
-            index = Index.from_json(listing, lambda: records, where=str(path))
-            self._index_cache = (key, index)
-        return self._index_cache[1]
+        cached = self._index_cache
+        if cached is not None and cached[0] == key and not fresh:
+            return cached[1]
+        self._sweep_if_idle()
+        with GuardedFile(path, kind="index") as f:
+            listing = f.read_blob("listing")
+            generation = Index.generation_of(listing, where=str(path))
+            if cached is not None and generation and cached[1].generation == generation:
+                index = cached[1]
+            else:
+                index = Index.from_blobs(listing, f.read_blob("rows"), f.read_blob("records"), where=str(path))
+        self._index_cache = (key, index)
+        return index
 
     def _record(self, ref: Ref) -> dict[str, Any]:
         if self._builtins is not None and ref.name in self._builtins:

@@ -38,7 +38,7 @@ class Transactions:
     _kernels: Any
     _cached_bytes: int
 
-    def _index(self) -> Index:  # provided by Registry
+    def _index(self, *, fresh: bool = False) -> Index:  # provided by Registry
         raise NotImplementedError
 
     def _object_path(self, name: str, version: int) -> Path:  # provided by Registry
@@ -118,8 +118,7 @@ class Transactions:
                 fsync_path(sub.parent)
 
     def _read_index_fresh(self) -> Index:
-        self._index_cache = None
-        return self._index().copy()
+        return self._index(fresh=True).copy()
 
     def _write_object(self, record: dict[str, Any], array: np.ndarray) -> None:
         assert self._txn is not None
@@ -135,12 +134,12 @@ class Transactions:
         assert self._txn is not None
         tmp = self.path / "tmp" / f"index-{uuid.uuid4().hex}.h5"
         self._txn.created.append(tmp)
-        listing, records = index.to_json()
-        write_container(tmp, "index", [], blobs={"listing": listing, "records": records})
+        write_container(tmp, "index", [], blobs=index.to_blobs())
         os.replace(tmp, self.path / INDEX_FILE)
         self._txn.committed = True  # from here on the new objects are referenced: never abort them
+        st = os.stat(self.path / INDEX_FILE)
+        self._index_cache = ((st.st_ino, st.st_mtime_ns, st.st_size), index.copy())
         fsync_path(self.path)
-        self._index_cache = None
 
     def _sweep(self) -> None:
         """Under the lock: undo what a crashed writer left (tmp files, unreferenced objects)."""
