@@ -118,17 +118,12 @@ def _table(rows: Sequence[KernelInfo]) -> str:
     header = ("NAME", "VER", "SHAPE", "DTYPE", "LAYOUT", "ORIGIN", "DESCRIPTION")
     cells = [
         (r.name, str(r.version), "x".join(map(str, r.shape)), r.dtype, r.layout, r.origin,
-         _first_line(r.summary, 60))
+         r.summary if len(r.summary) <= 60 else r.summary[:57] + "...")
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header[:-1])]
+    widths = [max(len(h), *map(len, column)) for h, column in zip(header[:-1], zip(*cells))]
     line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
     return "\n".join(line.format(*row).rstrip() for row in [header, *cells])
-
-
-def _first_line(text: str, width: int) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 @cli.command()

@@ -123,13 +123,15 @@ def match(
         >>> match(["gauss_11", "gauss_3", "sobel_x"], ["gauss*"])
         ['gauss_3', 'gauss_11']
     """
-    patterns = patterns or ("*",)
-    kept = {
-        n
-        for n in names
-        if any(fnmatch.fnmatchcase(n, p) for p in patterns)
-        and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
-    }
+    patterns = [p for p in patterns or ("*",)]
+    if "*" in patterns:
+        kept = set(names)  # the common `kreg list`: no pattern work at all
+    else:
+        wanted = re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+        kept = {n for n in names if wanted(n)}
+    if exclude:
+        unwanted = re.compile("|".join(fnmatch.translate(p) for p in exclude)).match
+        kept = {n for n in kept if not unwanted(n)}
     return sorted(kept, key=natural_key)
 
 
