@@ -20,6 +20,8 @@ import numpy as np
 FORMAT_NAME = "kreg"
 #: Version of the container layout (independent of the record schema version).
 FORMAT_VERSION = 1
+#: The newest kernel-record schema version this kreg reads and writes (registry/_spec/v<N>.py).
+SCHEMA_VERSION = 1
 #: Kinds of container.
 KINDS = ("object", "pack", "index")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

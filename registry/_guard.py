@@ -19,13 +19,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ._container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS
+from ._container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS, SCHEMA_VERSION
 from ._content import DTYPES, content_hash
 from ._exceptions import IntegrityError, KregError, UnsafeFileError, too_new
 from ._names import escape
 
-#: Record schema version this kreg reads and writes (kept in step with _spec.v1).
-SCHEMA_VERSION = 1
 
 # HDF5 filter ids that may appear in a pack; any other id is refused before a
 # read, so libhdf5 never goes looking for a plugin.
@@ -89,7 +87,7 @@ class GuardedFile:
     ) -> None:
         self.path = Path(path)
         self.limits = limits
-        self.size = _check_plain_file(self.path)
+        self.size = check_plain_file(self.path)
         try:
             self._file: h5py.File | None = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
@@ -338,7 +336,7 @@ def _valid_link_name(name: str, depth: int) -> bool:
     return bool(name) and name[0] not in "._-" and set(name) <= _SEGMENT_CHARS and ".." not in name
 
 
-def _check_plain_file(path: Path) -> int:
+def check_plain_file(path: Path) -> int:
     """Refuse what is not a regular HDF5 file before libhdf5 sees it; return its size."""
     try:
         info = os.lstat(path)

@@ -23,7 +23,7 @@ import numpy as np
 from . import _exceptions
 from ._container import load_document, write_container
 from ._exceptions import IntegrityError, KregError, ReadOnlyError, UnsafeFileError
-from ._guard import GuardedFile, Limits
+from ._guard import GuardedFile, Limits, check_plain_file
 from ._names import check_name, escape
 
 PACK_FORMAT = "kreg-pack"
@@ -214,11 +214,7 @@ def _child(path: str, conn: Any) -> None:
 def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -> Pack:
     """Parse a pack in a child process (no HDF5 plugins, a time limit); see :func:`parse_pack`."""
     path = Path(path)
-    if path.is_symlink() or not path.exists():
-        # Refused here too, before any process starts, with the guard's own words.
-        from ._guard import _check_plain_file
-
-        _check_plain_file(path)
+    check_plain_file(path)  # the guard's first step, here too: no process starts for a non-HDF5 file
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     env = {"HDF5_PLUGIN_PRELOAD": "::", "HDF5_PLUGIN_PATH": tempfile.gettempdir() + "/kreg-no-plugins"}

@@ -169,7 +169,8 @@ class Registry(Transactions):
         return rows
 
     def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """The stored records (plain dicts, latest versions) of ``refs``, or of every kernel."""
+        """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
+        or of the latest version of every kernel."""
         refs = list(refs) or [info.ref for info in self.list_kernels()]
         return [self._record(parse_ref(r)) for r in refs]
 

@@ -9,10 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._exceptions import InvalidKernelError, SchemaVersionError, too_new
+from .._container import SCHEMA_VERSION
 from .v1 import (
     DTYPES,
     LAYOUT_RANKS,
-    SCHEMA_VERSION,
     Generator,
     KernelRecord,
     PackOrigin,

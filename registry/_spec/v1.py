@@ -7,18 +7,15 @@ these models (``make schema``) and a test fails when the two drift.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from .._content import DTYPES, STORED_LAYOUTS
 from .._names import MAX_NAME_LENGTH, NAME_PATTERN
 
 SCHEMA_VERSION: Literal[1] = 1
-
-#: The dtypes a stored kernel may have; nothing else is ever read or written.
-DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "uint8")
-#: The layouts kept in a store, and the rank each implies.
-LAYOUT_RANKS = {"HW": 2, "HWIO": 4, "HWIM": 4}
+LAYOUT_RANKS = STORED_LAYOUTS
 
 DType = Literal["float16", "float32", "float64", "int8", "int16", "int32", "uint8"]
 Layout = Literal["HW", "HWIO", "HWIM"]
@@ -41,6 +38,10 @@ License = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9.+() -]+$", max_length=256)
 ]
 ParamValue = Union[bool, int, float, str]
+
+# The Literal types spell the values out for the JSON Schema; they must say what _content enforces.
+if get_args(DType) != DTYPES or get_args(Layout) != tuple(STORED_LAYOUTS):
+    raise ImportError("registry._spec.v1 and registry._content disagree on dtypes or layouts")
 
 
 class _Frozen(BaseModel):
