@@ -47,6 +47,7 @@ class Entry:
     shape: tuple[int, ...]
     dtype: np.dtype
     contiguous: bool
+    text: str = ""  # the record attribute exactly as stored (a pack's record_sha256 covers it)
 
     @property
     def ref(self) -> str:
@@ -90,6 +91,7 @@ class GuardedFile:
             self.attrs = self._check_root(kind)
             self.kind: str = self.attrs["kind"]
             self.entries: dict[str, Entry] = {}
+            self.blobs: set[str] = set()
             self._total = 0
             self._count = 0
             self._walk(self._file, depth=0)
@@ -203,6 +205,7 @@ class GuardedFile:
                     if name not in BLOBS[self.kind]:
                         raise self._fail("an unknown top-level dataset", where)
                     self._check_dataset(obj, where, blob=True)
+                    self.blobs.add(name)
                 elif not name.startswith("@"):
                     raise self._fail("a dataset not named '@<version>'", where)
                 else:
@@ -321,7 +324,7 @@ class GuardedFile:
                 f"the dataset holds {list(ds.shape)} {ds.dtype.newbyteorder('=').name}",
                 where,
             )
-        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous)
+        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous, attrs["record"])
         self.entries[entry.ref] = entry
 
     # -- reading ----------------------------------------------------------
