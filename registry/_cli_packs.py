@@ -78,8 +78,11 @@ def export(ctx: click.Context, refs: tuple[str, ...], output: Path, fmt: str, na
 @click.option("--prefix", default="", help="Namespace put before every name, e.g. team/.")
 @click.option("--trust", "trusted", multiple=True, metavar="PUBKEY",
               help="Require a signature by this public key (hex or .pub file; repeatable).")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Import a signed pack older than one already imported from the same key and pack name.")
 @click.pass_context
-def import_(ctx: click.Context, pack: Path, dry_run: bool, prefix: str, trusted: tuple[str, ...]) -> None:
+def import_(ctx: click.Context, pack: Path, dry_run: bool, prefix: str, trusted: tuple[str, ...],
+            allow_downgrade: bool) -> None:
     """Import a pack all or nothing: every kernel checked before anything is added.
 
     Identical content is skipped, other content under a known name becomes a new version,
@@ -94,7 +97,8 @@ def import_(ctx: click.Context, pack: Path, dry_run: bool, prefix: str, trusted:
     from ._signing import read_key
 
     keys = [read_key(t, what="--trust").hex() for t in trusted]
-    report = import_pack(_registry(ctx), pack, prefix=prefix, dry_run=dry_run, trusted_keys=keys)
+    report = import_pack(_registry(ctx), pack, prefix=prefix, dry_run=dry_run, trusted_keys=keys,
+                         allow_downgrade=allow_downgrade)
     if report.pack.signer is None:
         _info(f"Notice: {pack} is unsigned; its origin is not verified.")
     elif not keys:

@@ -451,9 +451,14 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
             provenance = dict(record["provenance"], pack=pack_origin)
             if provenance["origin"] == "builtin":
                 provenance["origin"] = "imported"
-            registry.add(
+            added = registry.add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),
                 provenance=provenance,
             )
+            if added.ref != step.result:  # the store deduped differently: say so, import nothing
+                raise IntegrityError(
+                    f"{pack.path}: {escape(step.source)} was planned as {step.result} but the registry "
+                    f"returned {added.ref} (its add() treats them as the same kernel); nothing was imported."
+                )
     return report
