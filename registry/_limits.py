@@ -25,9 +25,9 @@ class Limits:
     #: format in the object header, which holds at most 64 KiB.
     max_record_bytes: int = 64 * 2**10
     #: Room a record keeps for what import adds (``provenance.pack``: a 256-character
-    #: name and author, escaped as ``\\uXXXX``, and a hash): a writer refuses records
-    #: larger than ``max_record_bytes - import_reserve`` so that an exported record can
-    #: always be imported.
+    #: name and author, escaped as ``\\uXXXX``, a hash, a key and a time): a writer refuses
+    #: records whose JSON without ``provenance.pack`` is larger than ``max_record_bytes -
+    #: import_reserve``, so that an exported record can always be imported.
     import_reserve: int = 4 * 2**10
     #: Bytes of any other attribute.
     max_attribute_bytes: int = 64 * 2**10
