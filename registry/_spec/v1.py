@@ -218,7 +218,8 @@ class KernelRecord(_Frozen):
                 f"layout {self.layout} needs a shape of rank {rank}, got {self.shape}"
             )
         if self.bias is not None:
-            outputs = {"HW": 1, "HWIO": self.shape[-1], "HWIM": self.shape[2] * self.shape[3]}[self.layout]
+            # HWIM output k is input channel k // M, multiplier k % M (the (H, W, 1, C*M) view).
+            outputs = 1 if self.layout == "HW" else self.shape[3] * (self.shape[2] if self.layout == "HWIM" else 1)
             if len(self.bias) != outputs:
                 raise ValueError(f"bias needs {outputs} values (one per output channel), got {len(self.bias)}")
         if self.separable is not None:
