@@ -23,6 +23,7 @@ from ._exceptions import (
     UnsafeFileError,
 )
 from ._index import KernelInfo
+from ._names import escape
 from ._store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
@@ -118,7 +119,7 @@ def _table(rows: Sequence[KernelInfo]) -> str:
     header = ("NAME", "VER", "SHAPE", "DTYPE", "LAYOUT", "ORIGIN", "DESCRIPTION")
     cells = [
         (r.name, str(r.version), "x".join(map(str, r.shape)), r.dtype, r.layout, r.origin,
-         r.summary if len(r.summary) <= 60 else r.summary[:57] + "...")
+         escape(r.summary if len(r.summary) <= 60 else r.summary[:57] + "...", quote=False))
         for r in rows
     ]
     widths = [max(len(h), *map(len, column)) for h, column in zip(header[:-1], zip(*cells))]
@@ -159,7 +160,8 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         if isinstance(value, dict) and value:
             out += _flatten(value, f"{prefix}{key}.")
         elif value not in (None, "", [], {}):
-            out.append((prefix + key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            out.append((prefix + key, escape(text, quote=False)))  # metadata may come from a pack
     return out
 
 

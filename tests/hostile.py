@@ -405,6 +405,18 @@ def code_in_metadata(pack: Path, tmp: Path) -> Path:
     return edit(pack, change)
 
 
+@kind(E.InvalidKernelError, "provenance.description: Value error, must not contain control characters")
+def terminal_escapes_in_metadata(pack: Path, tmp: Path) -> Path:
+    """An OSC window title, an OSC 52 clipboard write and a screen clear in the description."""
+    def change(f: h5py.File) -> None:
+        ds = first_dataset(f)
+        record = json.loads(ds.attrs["record"])
+        record["provenance"]["description"] = "ok\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J"
+        ds.attrs["record"] = json.dumps(record)
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
 @kind(E.IntegrityError, "the signature does not verify")
 def forged_signature(pack: Path, tmp: Path) -> Path:
     def change(f: h5py.File) -> None:

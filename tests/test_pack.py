@@ -214,3 +214,17 @@ def test_true_separable_factors_are_kept(reg: Registry) -> None:
     k = reg.add("sep", np.outer([1, 2, 1], [-1, 0, 1]).astype(np.float32),
                 separable={"column": [1, 2, 1], "row": [-1, 0, 1]})
     assert k.spec.separable.column == (1.0, 2.0, 1.0)
+
+
+def test_metadata_printed_by_the_cli_is_sanitized() -> None:
+    """Records that predate the schema's text rule (or a damaged index) still never reach the
+    terminal raw: the CLI prints metadata through registry._names.escape."""
+    from registry._cli import _flatten
+    from registry._names import escape
+
+    hostile = "ok\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\u202eevil\x9b2J"
+    shown = dict(_flatten({"provenance": {"description": hostile, "references": [hostile]}}))
+    for text in shown.values():
+        assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), text
+        assert "\\x1b]0;pwned\\x07" in text
+    assert escape("caf\u00e9 \u2603", quote=False) == "caf\u00e9 \u2603"  # printable text is kept
