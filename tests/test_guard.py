@@ -249,3 +249,16 @@ def test_the_registry_reads_its_objects_through_the_guard(tmp_path: Path) -> Non
     edit(obj, lambda f: f.__setitem__("kernels/x", h5py.ExternalLink("/etc/passwd", "/")))
     with pytest.raises(UnsafeFileError, match="an external link"):
         Registry(tmp_path / "reg", builtins=False).load("k")
+
+
+def test_a_record_whose_factors_are_another_kernel_is_refused_on_read(tmp_path: Path) -> None:
+    """So a separable layer (built from the factors) never computes other than the hashed values."""
+    values = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0]).astype(np.float32)
+    path = tmp_path / "pack.h5"
+    write_container(path, "pack", [(record_for("sep", values), values)])
+    lie = {**record_for("sep", values), "separable": {"column": [1.0, 2.0, 1.0], "row": [1.0, 0.0, -1.0]}}
+    edit(path, lambda f: f["kernels/sep/@1"].attrs.__setitem__("record", json.dumps(lie)))
+    with GuardedFile(path) as f, pytest.raises(IntegrityError, match="the record of 'sep@1' lies: outer"):
+        f.read(f.entries["sep@1"])
+    with pytest.raises(Exception, match="outer"):  # and no writer stores it
+        write_container(tmp_path / "again.h5", "pack", [(lie, values)])

@@ -228,3 +228,34 @@ def test_metadata_printed_by_the_cli_is_sanitized() -> None:
         assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), text
         assert "\\x1b]0;pwned\\x07" in text
     assert escape("caf\u00e9 \u2603", quote=False) == "caf\u00e9 \u2603"  # printable text is kept
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"origin": "builtin"}, "origin 'builtin' is reserved"),
+        ({"provenance": {"pack": {"name": "official", "sha256": "ab" * 32}}}, "provenance.pack is recorded by kreg import only"),
+        ({"provenance": {"generator": {"family": "gaussian", "parameters": {"sigma": 1.0, "ksize": 3}}}},
+         "the generator 'gaussian' does not make these values"),
+    ],
+)
+def test_claims_a_writer_cannot_make(options: dict, reason: str) -> None:
+    """The pure check the store's add() calls (registry._claims); see the xfail below for add()."""
+    from registry._claims import claim_problems
+
+    provenance = {"origin": options.get("origin", "handmade"), **options.get("provenance", {})}
+    problems = claim_problems({"provenance": provenance}, np.ones((3, 3), np.float32))
+    assert any(reason in p for p in problems), problems
+    assert claim_problems({"provenance": {"origin": "handmade"}}, np.ones((3, 3), np.float32)) == []
+
+
+@pytest.mark.xfail(strict=True, reason="Registry.add() must call registry._claims.claim_problems "
+                                       "(store rewrite, issue 9); until then it records forged claims")
+@pytest.mark.parametrize("options", [
+    {"origin": "builtin"},
+    {"provenance": {"pack": {"name": "official", "sha256": "ab" * 32}}},
+    {"provenance": {"generator": {"family": "gaussian", "parameters": {"sigma": 1.0, "ksize": 3}}}},
+])
+def test_add_refuses_forged_claims(reg: Registry, options: dict) -> None:
+    with pytest.raises(InvalidKernelError):
+        reg.add("forged", np.ones((3, 3), np.float32), **options)
