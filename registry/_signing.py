@@ -48,7 +48,7 @@ def _write_new(target: Path, text: str, mode: int) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
     try:
-        os.fchmod(fd, mode)  # the umask may have narrowed it; never widened for a secret
+        os.fchmod(fd, mode)  # the umask may have narrowed it: a public key is meant to be readable
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
