@@ -19,6 +19,8 @@ from ._exceptions import InvalidKernelError
 from ._names import did_you_mean
 
 ParamValue = bool | int | float
+#: Most planes a Gabor bank makes (64 planes of 511x511 float32 is 64 MB).
+MAX_ORIENTATIONS = 64
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,10 @@ def _convert(family: str, key: str, value: Any, default: ParamValue) -> ParamVal
 
 
 def _gabor_bank(*, ksize: int, sigma: float, lambd: float, gamma: float, psi: float, orientations: int) -> np.ndarray:
-    if orientations < 1:
-        raise InvalidKernelError(f"orientations must be >= 1. Received: orientations={orientations}.")
+    if not 1 <= orientations <= MAX_ORIENTATIONS:
+        raise InvalidKernelError(
+            f"orientations must be from 1 to {MAX_ORIENTATIONS}. Received: orientations={orientations}."
+        )
     planes = [
         f.get_gabor_kernel2d(ksize=ksize, sigma=sigma, theta=math.pi * i / orientations, lambd=lambd,
                              gamma=gamma, psi=psi)

@@ -33,9 +33,15 @@ FARID_SMOOTH = np.array([0.0376593171958126, 0.249153396177344, 0.42637457325368
 FARID_EDGE = np.array([-0.109603762960254, -0.276690988455557, 0.0, 0.276690988455557, 0.109603762960254])
 
 
+#: Largest kernel side a family makes: a parameter must never cost gigabytes (511x511 float64 is 2 MB).
+MAX_KSIZE = 511
+
+
 def _odd(name: str, value: int, *, minimum: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or value < minimum or value % 2 == 0:
-        raise InvalidKernelError(f"{name} must be an odd whole number >= {minimum}. Received: {name}={value!r}.")
+    if not isinstance(value, (int, np.integer)) or not minimum <= value <= MAX_KSIZE or value % 2 == 0:
+        raise InvalidKernelError(
+            f"{name} must be an odd whole number from {minimum} to {MAX_KSIZE}. Received: {name}={value!r}."
+        )
     return int(value)
 
 
@@ -217,6 +223,11 @@ def gaussian_ksize(sigma: float) -> int:
     """
     if sigma <= 0:
         raise InvalidKernelError(f"Give ksize or a sigma > 0. Received: sigma={sigma!r}.")
+    if sigma * 8 + 1 > MAX_KSIZE:
+        raise InvalidKernelError(
+            f"sigma={sigma!r} needs a kernel wider than {MAX_KSIZE}; sigma is at most {(MAX_KSIZE - 1) / 8:g} "
+            "(or give a smaller ksize)."
+        )
     return int(round(sigma * 4 * 2 + 1)) | 1
 
 
@@ -361,6 +372,12 @@ def get_gabor_kernel2d(
     else:
         xmax = round(max(abs(3 * sigma_x * c), abs(3 * sigma_y * s)))
         ymax = round(max(abs(3 * sigma_x * s), abs(3 * sigma_y * c)))
+    if 2 * max(xmax, ymax) + 1 > MAX_KSIZE:  # ksize > 0 is even-sized by OpenCV's rule: check the result
+        raise InvalidKernelError(
+            f"This Gabor kernel would be {2 * ymax + 1}x{2 * xmax + 1}; at most {MAX_KSIZE} a side. "
+            f"Give a smaller ksize, or a smaller sigma / larger gamma. Received: ksize={ksize}, sigma={sigma}, "
+            f"gamma={gamma}."
+        )
     y, x = np.mgrid[ymax:-ymax - 1:-1, xmax:-xmax - 1:-1].astype(np.float64)
     xr, yr = x * c + y * s, -x * s + y * c
     exponent = -0.5 / sigma_x**2 * xr * xr - 0.5 / sigma_y**2 * yr * yr

@@ -321,9 +321,8 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
             if step.action == "skip":
                 continue
             record, values = records[step.source]
-            provenance = dict(record["provenance"], pack=pack_origin)
-            if provenance["origin"] == "builtin":
-                provenance["origin"] = "imported"
+            # Arrived in a pack: `--origin imported` finds it; generator/source still say how it was made.
+            provenance = dict(record["provenance"], pack=pack_origin, origin="imported")
             registry.add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),

@@ -39,7 +39,12 @@ def sample_image(spec: str) -> np.ndarray:
     path = Path(spec)
     if path.is_file():
         plt = require("matplotlib.pyplot", feature="kreg plot")
-        image = np.asarray(plt.imread(path), dtype=np.float64)
+        try:
+            image = np.asarray(plt.imread(path), dtype=np.float64)
+        except Exception as exc:  # Pillow and matplotlib each raise their own types for a non-image
+            raise InvalidKernelError(
+                f"--image {path} is not an image matplotlib can read (PNG, JPEG, ...): {type(exc).__name__}: {exc}"
+            ) from None
         if image.max() > 1.0:
             image = image / 255.0
     else:
