@@ -324,3 +324,59 @@ def test_pack_import_marks_kernels_imported(kreg, tmp_path: Path) -> None:
     assert other.exit_code == 0
     rows = CliRunner().invoke(cli, ["--db", str(tmp_path / "db2"), "list", "--origin", "imported", "--json"])
     assert [r["name"] for r in json.loads(rows.stdout)] == ["team/a"]
+
+
+# -- defects that live in the store (being rewritten): pinned here for the new store -------------
+
+_ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.mark.xfail(reason="store v2", strict=False)
+def test_rm_of_an_unknown_name_says_so_in_flags(kreg) -> None:
+    line = one_error(kreg("rm", "team/nope"))
+    assert line.startswith("Error: No kernel named 'team/nope'"), line
+    assert "all_versions" not in line and "0 versions" not in line
+
+
+@pytest.mark.xfail(reason="store v2", strict=False)
+def test_registry_on_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    from registry import KregError
+
+    afile = tmp_path / "afile"
+    afile.write_text("notes\n")
+    for action in (lambda r: r.list_kernels("team/*"), lambda r: r.add("team/a", [[1.0]])):
+        with pytest.raises(KregError, match="not a (registry )?folder|is a file"):
+            action(Registry(afile))
+    assert afile.read_text() == "notes\n"
+
+
+@pytest.mark.skipif(_ROOT_USER, reason="root ignores file permissions")
+@pytest.mark.xfail(reason="store v2", strict=False)
+def test_registry_of_another_user_is_one_error_line(kreg) -> None:
+    kreg("add", "team/a", "--values", "[[1]]")
+    os.chmod(kreg.db, 0o555)
+    try:
+        assert kreg("list", "team/*").exit_code == 0
+        line = one_error(kreg("add", "team/b", "--values", "[[1]]"), code=1)
+        assert "permission" in line.lower()
+    finally:
+        os.chmod(kreg.db, 0o755)
+
+
+@pytest.mark.skipif(_ROOT_USER, reason="root ignores file permissions")
+@pytest.mark.xfail(reason="store v2", strict=False)
+def test_read_only_registry_with_leftovers_still_reads(kreg) -> None:
+    kreg("add", "team/a", "--values", "[[1]]")
+    (kreg.db / "tmp").mkdir(exist_ok=True)
+    (kreg.db / "tmp" / "leftover.h5").write_bytes(b"half written")
+    modes = {}
+    for path in [kreg.db, *kreg.db.rglob("*")]:
+        modes[path] = path.stat().st_mode
+        os.chmod(path, modes[path] & ~0o222)
+    try:
+        listed = kreg("list", "team/*")
+        assert listed.exit_code == 0 and "team/a" in listed.stdout, listed.output
+        assert kreg("show", "team/a").exit_code == 0
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
