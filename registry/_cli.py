@@ -533,23 +533,27 @@ def diff(ctx: click.Context, first: str, second: str) -> None:
 @cli.command()
 @click.argument("refs", nargs=-1, required=True, shell_complete=complete_ref)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
-@click.option("--image", help="Also show each kernel's response on this image: a file or a scikit-image "
-                              "sample name (camera, astronaut, coins, ...).")
+@click.option("--image", help="Also show each output channel's response on this image, as its layer computes "
+                              "it: a file or a scikit-image sample name (camera, astronaut, coins, ...).")
+@click.option("--shared-scale", is_flag=True,
+              help="One colour scale for all kernels (and one for all responses), so that scale differences show.")
 @click.pass_context
-def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | None) -> None:
-    """Draw kernels as a PNG grid (diverging colours centred on zero, values on small kernels).
+def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | None, shared_scale: bool) -> None:
+    """Draw kernels as a PNG grid with colour bars (diverging colours centred on zero, values where they fit).
 
-    REFS are refs or glob patterns. Needs matplotlib: pip install 'kreg[plot]'.
+    REFS are refs or glob patterns. A multi-channel kernel gets one column per output
+    channel. Needs matplotlib: pip install 'kreg[plot]'.
 
     \b
     Example:
       kreg plot 'sobel*' scharr_x -o edges.png
+      kreg plot sobel_x sobel_x_unit --shared-scale -o scale.png
       kreg plot gabor_bank8 -o gabor.png --image camera
     """
     from ._plot import plot_kernels
 
     kernels = _registry(ctx).resolve(refs)
-    width, height = plot_kernels(kernels, output, image=image)
+    width, height = plot_kernels(kernels, output, image=image, shared_scale=shared_scale)
     click.echo(str(output))
     _info(f"Wrote {output} ({width}x{height} px, {len(kernels)} kernels).")
 
