@@ -168,12 +168,13 @@ def _smoothed_difference(smooth: np.ndarray, dx: int, unit: bool) -> np.ndarray:
     return kernel if dx else kernel.T
 
 
-def get_laplacian_kernel2d(*, ksize: int = 1, neighbours: int = 4) -> np.ndarray:
+def get_laplacian_kernel2d(*, ksize: int = 1, neighbours: int = 4, scale: float = 1.0) -> np.ndarray:
     """The Laplacian as ``cv2.Laplacian(src, ddepth, ksize=ksize)``, or the 8-neighbour stencil.
 
     Args:
         ksize: 1 gives the 4-neighbour stencil; 3, 5, 7 give OpenCV's Sobel-based sums.
         neighbours: 8 for the 3x3 stencil with diagonals (``ksize`` must then be 1).
+        scale: multiplies the weights (``-1`` gives scikit-image's ``laplace``).
 
     Example:
         >>> get_laplacian_kernel2d(ksize=3)
@@ -187,12 +188,12 @@ def get_laplacian_kernel2d(*, ksize: int = 1, neighbours: int = 4) -> np.ndarray
             raise InvalidKernelError("The 8-neighbour Laplacian is 3x3: use ksize=1 with neighbours=8.")
         kernel = np.ones((3, 3))
         kernel[1, 1] = -8.0
-        return kernel
+        return kernel * scale + 0.0  # + 0.0: no -0.0 entries (they hash differently)
     if neighbours != 4:
         raise InvalidKernelError(f"neighbours is 4 or 8. Received: neighbours={neighbours!r}.")
     if ksize == 1:
-        return np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-    return get_sobel_kernel2d(ksize=ksize, dx=2, dy=0) + get_sobel_kernel2d(ksize=ksize, dx=0, dy=2)
+        return np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]) * scale + 0.0
+    return (get_sobel_kernel2d(ksize=ksize, dx=2, dy=0) + get_sobel_kernel2d(ksize=ksize, dx=0, dy=2)) * scale + 0.0
 
 
 def gaussian_1d(ksize: int, sigma: float) -> np.ndarray:
@@ -408,15 +409,17 @@ def get_emboss_kernel2d() -> np.ndarray:
     return np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
 
-def get_roberts_kernel2d(*, negative: bool = False) -> np.ndarray:
+def get_roberts_kernel2d(*, negative: bool = False, scale: float = 1.0) -> np.ndarray:
     """Roberts cross as a correlation: ``f(y, x) - f(y+1, x+1)`` (or the other diagonal).
 
     A 2x2 kernel has no centre: TensorFlow's ``same`` padding anchors it at the top-left
     pixel, OpenCV's ``filter2D`` at the bottom-right one, so outputs differ by one pixel.
+    ``scale=-1`` gives scikit-image's ``roberts_pos_diag`` / ``roberts_neg_diag``, which
+    compute ``f(y+1, x+1) - f(y, x)`` anchored at the top-left pixel.
 
     Example:
         >>> get_roberts_kernel2d()
         array([[ 1.,  0.],
                [ 0., -1.]])
     """
-    return np.array([[0.0, 1.0], [-1.0, 0.0]]) if negative else np.array([[1.0, 0.0], [0.0, -1.0]])
+    return (np.array([[0.0, 1.0], [-1.0, 0.0]]) if negative else np.array([[1.0, 0.0], [0.0, -1.0]])) * scale + 0.0
