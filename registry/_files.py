@@ -159,8 +159,14 @@ def _from_json(data: Any) -> FileKernel:
         raise InvalidKernelError(f"dtype must be one of {', '.join(DTYPES)}. Received: \"dtype\": {dtype!r}.")
     values = np.asarray(data["values"], dtype=np.float64)
     bias = data.get("bias")
+    if bias is not None and (not isinstance(bias, list) or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) for b in bias)):
+        raise InvalidKernelError(f"\"bias\" is a list of numbers, one per output channel. Received: {bias!r:.80}.")
+    layout = data.get("layout")
+    if layout is not None and not isinstance(layout, str):
+        raise InvalidKernelError(f"\"layout\" is a string such as \"HWIO\". Received: {layout!r:.80}.")
     record = data.get("record") if isinstance(data.get("record"), dict) else {}
-    return FileKernel(_cast(values, dtype), data.get("layout"), None if bias is None else list(bias), record)
+    return FileKernel(_cast(values, dtype), layout, bias, record)
 
 
 def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -226,29 +232,32 @@ def write_kernels(kernels: Sequence[Any], fmt: str, *, layout: str | None = None
         raise InvalidKernelError(
             f"--format {fmt} writes one kernel; {len(kernels)} matched. Use .npz, .safetensors or a pack for several."
         )
-    arrays = {k.name: k.as_layout(layout) if layout else np.array(k.array) for k in kernels}
-    biases = {k.name: k._record.get("bias") for k in kernels if bias and k._record.get("bias") is not None}
+    # Each kernel under its name; under NAME@VERSION when several versions of a name are written.
+    names = [k.name for k in kernels]
+    keys = [k.name if names.count(k.name) == 1 else k.ref for k in kernels]
+    arrays = {key: k.as_layout(layout) if layout else np.array(k.array) for key, k in zip(keys, kernels)}
+    biases = {key: k._record.get("bias") for key, k in zip(keys, kernels) if bias and k._record.get("bias") is not None}
     if fmt == "npy":
-        (kernel,) = kernels
-        if kernel.name in biases:
+        (kernel,), (key,) = kernels, keys
+        if key in biases:
             raise InvalidKernelError(
-                f"{kernel.ref} has a bias of {len(biases[kernel.name])} values and a .npy file holds one array: "
+                f"{kernel.ref} has a bias of {len(biases[key])} values and a .npy file holds one array: "
                 "export to .npz, .safetensors or .json (which carry it), or leave it out with --no-bias."
             )
         buffer = io.BytesIO()
-        np.save(buffer, arrays[kernel.name], allow_pickle=False)
+        np.save(buffer, arrays[key], allow_pickle=False)
         return buffer.getvalue()
     if fmt == "json":
-        (kernel,) = kernels
+        (kernel,), (key,) = kernels, keys
         document = {
             "format": JSON_FORMAT,
             "version": 1,
             "ref": kernel.ref,
             "layout": layout or kernel.layout,
             "dtype": kernel.dtype.name,
-            "shape": list(arrays[kernel.name].shape),
-            "values": arrays[kernel.name].tolist(),
-            **({"bias": biases[kernel.name]} if kernel.name in biases else {}),
+            "shape": list(arrays[key].shape),
+            "values": arrays[key].tolist(),
+            **({"bias": biases[key]} if key in biases else {}),
             "record": kernel.to_dict(),
         }
         return (json.dumps(document, indent=1) + "\n").encode("utf-8")
@@ -263,7 +272,7 @@ def write_kernels(kernels: Sequence[Any], fmt: str, *, layout: str | None = None
         raise MissingDependencyError(
             "Writing .safetensors needs the safetensors package: pip install safetensors"
         ) from None
-    layouts = {name: layout or k.layout for name, k in zip(arrays, kernels)}
+    layouts = {key: layout or k.layout for key, k in zip(keys, kernels)}
     return bytes(save({k: np.ascontiguousarray(v) for k, v in named.items()},
                       metadata={"format": "kreg", "layouts": json.dumps(layouts, sort_keys=True)}))
 

@@ -380,3 +380,19 @@ def test_read_only_registry_with_leftovers_still_reads(kreg) -> None:
     finally:
         for path, mode in modes.items():
             os.chmod(path, mode)
+
+
+def test_several_versions_of_one_name_export_to_one_npz_without_loss(kreg, tmp_path: Path) -> None:
+    kreg("add", "team/a", "--values", "[[1, 2]]")
+    kreg("add", "team/a", "--values", "[[3, 4]]")
+    out = tmp_path / "a.npz"
+    assert kreg("export", "team/a@1", "team/a@2", "-o", str(out)).exit_code == 0
+    with np.load(out) as archive:
+        assert {k: archive[k].tolist() for k in archive} == {"team/a@1": [[1, 2]], "team/a@2": [[3, 4]]}
+
+
+@pytest.mark.parametrize("bad", ['"bias": "abc"', '"bias": [true]', '"layout": 3'])
+def test_a_json_kernel_with_bad_fields_is_one_error(kreg, tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "k.json"
+    path.write_text('{"format": "kreg-kernel", "values": [[1, 2]], "dtype": "float32", %s}' % bad)
+    one_error(kreg("add", "k", "--from", str(path)))
