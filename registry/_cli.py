@@ -23,7 +23,7 @@ from ._exceptions import (
     UnsafeFileError,
 )
 from ._index import KernelInfo
-from ._store import Registry
+from .store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
 BAD_INPUT = (InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError, UnsafeFileError)
