@@ -436,4 +436,4 @@ def main() -> None:
     cli(prog_name="kreg")
 
 
-from . import _cli_packs  # noqa: E402,F401  (registers export, import, keygen)
+from . import _cli_packs, _cli_store  # noqa: E402,F401  (register export, import, keygen, fsck)

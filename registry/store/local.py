@@ -426,7 +426,7 @@ def _flock(fd: int, timeout: float, url: str) -> None:
                     "Wait for it to finish, or raise lock_timeout."
                 ) from None
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.01)
+            delay = min(delay * 2, 0.002)
 
 
 def _unlink_quietly(dir_fd: int, name: str) -> None:
