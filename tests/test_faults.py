@@ -145,3 +145,33 @@ def test_a_failure_at_each_write_step_leaves_the_registry_as_it_was(
         assert fresh.fsck().problems == [] or all(k.startswith("tmp/") for k, _ in fresh.fsck().problems)
         assert fresh.add("new/ns/k", np.full((3, 3), 2.0, np.float32)).ref.startswith("new/ns/k@")
         assert fresh.verify() == []
+
+
+def test_a_batch_makes_everything_durable_once_before_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import registry.store.local as local
+
+    events: list[str] = []
+    real_syncfs, real_rename = local._syncfs, os.rename
+    monkeypatch.setattr(local, "_syncfs", lambda fd: events.append("syncfs") or real_syncfs(fd))
+    monkeypatch.setattr(os, "rename", lambda *a, **k: events.append("rename") or real_rename(*a, **k))
+    reg = Registry(tmp_path / "reg", builtins=False)
+    with reg.batch():
+        for i in range(20):
+            reg.add(f"team/k{i}", [[float(i)]])
+    assert events == ["syncfs", "rename"], events
+    # Where syncfs is missing, every deferred file and directory is fsynced instead.
+    events.clear()
+    monkeypatch.setattr(local, "_syncfs", lambda fd: False)
+    with monkeypatch.context() as m:
+        recorder = Recorder(m)
+        with reg.batch():
+            for i in range(3):
+                reg.add(f"other/k{i}", [[float(i)]])
+    names = [c for c, _ in recorder.calls]
+    commit = names.index("rename")
+    last_link = max(i for i, c in enumerate(names[:commit]) if c == "link")
+    links = names[:commit].count("link")
+    # After the last name is given and before the commit: an fsync for each file and its directory.
+    assert names[last_link:commit].count("fsync") >= 2 * links, recorder.calls

@@ -8,6 +8,7 @@ document. Everything a registry does is built from these verbs:
 ``read(key)``          the bytes of an object (``ObjectMissing`` when absent)
 ``read_range(...)``    part of an object (values read at their offset)
 ``put(key, data)``     create an object; ``ObjectExists`` if the key is taken
+``flush()``            make puts done with ``durable=False`` durable (before a commit)
 ``delete(key)``        remove an object (missing is fine)
 ``commit(root, tok)``  replace the root if its token is still ``tok``; else ``CommitConflict``
 ``keys(prefix)``       every key under a prefix (for ``fsck``, never on the hot path)
@@ -59,8 +60,12 @@ class Backend(Protocol):
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         """``size`` bytes of the object at ``key`` from ``offset``. Raises :class:`ObjectMissing`."""
 
-    def put(self, key: str, data: bytes) -> None:
-        """Create ``key`` durably with ``data``, or raise :class:`ObjectExists`; never overwrite."""
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Create ``key`` with ``data``, or raise :class:`ObjectExists`; never overwrite.
+        With ``durable=False`` it may only be durable after :meth:`flush` (a batch's many puts)."""
+
+    def flush(self) -> None:
+        """Make every earlier ``put(..., durable=False)`` durable."""
 
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import stat
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -56,6 +57,8 @@ class LocalBackend:
         self.path = Path(path).expanduser().absolute()
         self.url = str(self.path)
         self.lock_timeout = lock_timeout
+        self._pending: list[str] = []  # puts made with durable=False, made durable by flush()
+        self._pending_dirs: list[str] = []  # directories they created, whose parents need an fsync
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.url!r})"
@@ -142,10 +145,10 @@ class LocalBackend:
         finally:
             os.close(fd)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         parts = _split(key)
-        with self._dir([TMP], create=True) as tmp, self._dir(parts[:-1], create=True) as parent:
-            name = self._write_tmp(tmp, "put", data)
+        with self._dir([TMP], create=True) as tmp, self._dir(parts[:-1], create=True, sync=durable) as parent:
+            name = self._write_tmp(tmp, "put", data, sync=durable)
             try:
                 os.link(name, parts[-1], src_dir_fd=tmp, dst_dir_fd=parent, follow_symlinks=False)
             except FileExistsError:
@@ -154,11 +157,37 @@ class LocalBackend:
                 raise _write_error(self.url, exc) from None
             finally:
                 _unlink_quietly(tmp, name)
+            if not durable:
+                self._pending.append(key)
+                return
             try:
                 os.fsync(parent)
             except OSError as exc:  # the name is ours but not durable: take it back
                 _unlink_quietly(parent, parts[-1])
                 raise _write_error(self.url, exc) from None
+
+    def flush(self) -> None:
+        """Make every put with ``durable=False`` durable: one ``syncfs`` of the registry's
+        filesystem where Linux offers it, else an fsync of each file and its directory."""
+        pending, self._pending = self._pending, []
+        dirs, self._pending_dirs = self._pending_dirs, []
+        if not pending:
+            return
+        with self._root_dir() as root:
+            if self._os(lambda: _syncfs(root), ROOT):
+                return
+        for key in pending:
+            parts = _split(key)
+            with self._dir(parts[:-1], create=False) as parent:
+                fd = self._os(lambda: os.open(parts[-1], _RDONLY, dir_fd=parent), key)
+                try:
+                    self._os(lambda: os.fsync(fd), key)
+                finally:
+                    os.close(fd)
+                self._os(lambda: os.fsync(parent), key)
+        for where in dirs:
+            with self._dir(_split(where) if where else [], create=False) as fd:
+                self._os(lambda: os.fsync(fd), where)
 
     def delete(self, key: str) -> None:
         parts = _split(key)
@@ -249,7 +278,7 @@ class LocalBackend:
             os.close(fd)
 
     @contextmanager
-    def _dir(self, parts: list[str], *, create: bool) -> Iterator[int]:
+    def _dir(self, parts: list[str], *, create: bool, sync: bool = True) -> Iterator[int]:
         """A descriptor of the directory ``parts`` below the root, walked without following
         links; missing directories are made (and their parents fsynced) when ``create``."""
         with self._root_dir() as root:
@@ -268,7 +297,10 @@ class LocalBackend:
                         pass
                     except OSError as exc:
                         raise _write_error(self.url, exc) from None
-                    self._os(lambda: os.fsync(fd), where)
+                    if sync:
+                        self._os(lambda: os.fsync(fd), where)
+                    else:
+                        self._pending_dirs.append(where.rpartition("/")[0])
                     child = self._open_dir_at(fd, part, where)
                 except OSError as exc:
                     raise self._unsafe(where, exc) from None
@@ -304,8 +336,9 @@ class LocalBackend:
         finally:
             os.close(fd)
 
-    def _write_tmp(self, tmp: int, kind: str, data: bytes) -> str:
-        """Write ``data`` to a new file in ``tmp/``, fsync it and read it back; return its name."""
+    def _write_tmp(self, tmp: int, kind: str, data: bytes, *, sync: bool = True) -> str:
+        """Write ``data`` to a new file in ``tmp/``, fsync it (unless deferred to :meth:`flush`)
+        and read it back; return its name."""
         name = f"{kind}-{uuid.uuid4().hex}.tmp"
         try:
             fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
@@ -317,7 +350,8 @@ class LocalBackend:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
                 # Known good before it is named: what the disk gives back is what was meant.
                 if hashlib.sha256(_read_exactly(fd, 0, len(data), name)).digest() != hashlib.sha256(data).digest():
                     raise OSError(errno.EIO, "the file read back differs from what was written")
@@ -427,6 +461,23 @@ def _flock(fd: int, timeout: float, url: str) -> None:
                 ) from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.002)
+
+
+def _syncfs(fd: int) -> bool:
+    """``syncfs(2)`` on the filesystem of ``fd``; False where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        result = libc.syncfs(fd)
+    except (OSError, AttributeError):
+        return False
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return True
 
 
 def _unlink_quietly(dir_fd: int, name: str) -> None:

@@ -382,7 +382,7 @@ class Registry:
             >>> [info.ref for info in reg.list_kernels()]
             ['k0@1', 'k1@1', 'k2@1']
         """
-        with self._writing():
+        with self._writing(deferred=True):
             yield self
 
     def remove(self, ref: str, *, all_versions: bool = False) -> list[str]:
@@ -418,7 +418,7 @@ class Registry:
         return [f"{parsed.name}@{v}" for v in chosen]
 
     @contextmanager
-    def _writing(self) -> Iterator[Transaction]:
+    def _writing(self, *, deferred: bool = False) -> Iterator[Transaction]:
         """One transaction around the backend's writer context; joined by nested calls (batch)."""
         if self._txn is not None:
             yield self._txn
@@ -426,7 +426,7 @@ class Registry:
         with self.backend.writer():
             if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
                 put_marker(MARKER_DOCUMENT)
-            txn = self._txn = Transaction(self.backend, self._fresh_state, self._segments)
+            txn = self._txn = Transaction(self.backend, self._fresh_state, self._segments, deferred=deferred)
             try:
                 yield txn
                 view = txn.commit()

@@ -61,8 +61,9 @@ class Transaction:
     """The operations of one commit (see the module docs)."""
 
     def __init__(self, backend: Backend, read_view: Callable[[], tuple[View, object]],
-                 cache: dict[str, Segment]) -> None:
+                 cache: dict[str, Segment], *, deferred: bool = False) -> None:
         self.backend = backend
+        self.deferred = deferred  # a batch: make every put durable once, before the commit
         self._read_view = read_view
         self._cache = cache
         self.view, self.token = read_view()
@@ -82,7 +83,7 @@ class Transaction:
             stored = {**record, "version": version}
             image, offset = object_image(stored, array)
             try:
-                self.backend.put(object_key(name, version), image)
+                self.backend.put(object_key(name, version), image, durable=not self.deferred)
             except ObjectExists:  # an orphan of a crashed writer, or a racing writer: that number is taken
                 self.edit.reserve(name, version)
                 version += 1
@@ -109,12 +110,14 @@ class Transaction:
             written: list[str] = []
 
             def put(key: str, data: bytes) -> None:
-                self.backend.put(key, data)
+                self.backend.put(key, data, durable=not self.deferred)
                 written.append(key)
                 self._cache[key] = Segment.parse(key, data, where=self.backend.url)
 
             try:
                 root, replaced = self.edit.write(put)
+                if self.deferred:
+                    self.backend.flush()
                 self.token = self.backend.commit(root, self.token)
             except CommitConflict:
                 self._delete_quietly(written)
