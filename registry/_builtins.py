@@ -57,17 +57,17 @@ class BuiltinLayer:
             return versions[max(versions)] if versions else None
         return versions.get(ref.version)
 
-    def load(self, ref: Ref, *, verify: bool = True) -> Kernel:
+    def load(self, ref: Ref, *, verify: bool = True, cached: bool = True) -> Kernel:
         record = self.get(ref)
         if record is None:
             have = ", ".join(map(str, sorted(self.records.get(ref.name, ()))))
             raise KernelNotFoundError(f"Built-in kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
         key = f"{record['name']}@{record['version']}"
-        kernel = self._kernels.get(key)
+        kernel = self._kernels.get(key) if cached else None
         if kernel is None:
             assert self._file is not None
             kernel = Kernel(record, self._file.read(self._file.entries[key], verify=verify))
-            if verify:
+            if verify and cached:
                 self._kernels[key] = kernel
         return kernel
 

@@ -338,7 +338,6 @@ def test_rm_of_an_unknown_name_says_so_in_flags(kreg) -> None:
     assert "all_versions" not in line and "0 versions" not in line
 
 
-@pytest.mark.xfail(reason="store v2", strict=False)
 def test_registry_on_a_file_is_a_clear_error(tmp_path: Path) -> None:
     from registry import KregError
 

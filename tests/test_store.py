@@ -234,12 +234,12 @@ def test_module_functions_use_kreg_db(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [i.ref for i in registry.list_kernels("team/*")] == ["team/k@1"]
     assert registry.verify() == []
     assert registry.remove("team/k") == ["team/k@1"]
-    assert (tmp_path / "env-reg" / "index.h5").exists()
+    assert (tmp_path / "env-reg" / "index.json").exists()
 
 
 def test_builtin_names_cannot_be_shadowed(tmp_path: Path) -> None:
     from registry._container import write_container
-    from registry._store import _validated
+    from registry._records import validated as _validated
 
     values = np.array([[1.0, -1.0]], np.float32)
     record = _validated(

@@ -1,21 +1,13 @@
-"""The Registry: a directory of immutable per-version HDF5 objects and one atomic index.
+"""The Registry: names, versions, the built-in layer and caches, on top of a storage backend.
 
-Layout (see ``schema/FORMAT.md``)::
-
-    REGISTRY/
-      index.h5                  every committed record; replaced atomically
-      kernels/<name>/@<v>.h5    one immutable container per kernel version
-      tmp/                      files of writes in flight; swept by the next command
-      .lock                     the writers' lock (readers never take it)
-
-An add writes and fsyncs the object, renames it into place, then writes and
-fsyncs a new index and renames it over the old one: the index rename is the
-commit. A crash before it leaves only unreferenced files, which the next
-command removes; a crash after it leaves a complete kernel.
+``Registry`` holds a :class:`~registry.store.backend.Backend` and never sees a path, a lock
+or a rename: reads go through the committed root and its segments (``index.py``), writes
+through one :class:`~registry.store.writer.Transaction` per commit (``writer.py``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,31 +15,46 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-from ._builtins import BuiltinLayer
-from ._content import check_values, content_hash, to_stored_layout
-from ._exceptions import (
-    InvalidKernelError,
-    KernelNotFoundError,
-    ReadOnlyError,
-    UnsafeFileError,
-)
-from ._guard import GuardedFile
-from ._index import Index, KernelInfo
-from ._kernel import Kernel, stack
-from ._names import Ref, check_name, did_you_mean, escape, match, parse_ref
-from ._paths import builtin_db_path
-from ._transactions import INDEX_FILE, Transactions
+from .._builtins import BuiltinLayer
+from .._content import content_hash
+from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, ReadOnlyError, UnsafeFileError
+from .._index import KernelInfo
+from .._kernel import Kernel, stack
+from .._names import Ref, check_name, did_you_mean, escape, match, parse_ref
+from .._paths import builtin_db_path
+from .._records import build_record, same_content
+from .backend import Backend, ObjectMissing
+from .index import ROOT_FORMAT, Segment, View, object_key
+from .writer import Transaction
 
 #: Kernels at most this large (bytes, all together) stay cached in memory.
 CACHE_BYTES = 64 * 2**20
+#: The format marker a registry directory gets on its first write.
+MARKER_DOCUMENT = b'{"format":"kreg-registry","version":2}\n'
+#: Times a reader re-reads the root when a concurrent writer moved what it was reading.
+READ_ATTEMPTS = 8
 
 
-class Registry(Transactions):
-    """A kernel registry on disk, with the built-in kernels as a read-only layer under it.
+def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> Backend:
+    """The backend for a path (or ``file://`` URL)."""
+    text = os.fspath(location)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise InvalidKernelError(f"Registries at {scheme}:// URLs are not supported by this kreg. Received: {text!r}.")
+    from .local import LocalBackend
+
+    return LocalBackend(text, lock_timeout=lock_timeout)
+
+
+class Registry:
+    """A kernel registry, with the built-in kernels as a read-only layer under it.
 
     Args:
-        path: the registry directory; created on the first add.
+        path: the registry directory (created on the first add), or a backend.
         builtins: include the built-in database (``True``), a path to another
             read-only pack, or ``False`` for none.
         lock_timeout: seconds a writer waits for another writer before
@@ -63,21 +70,26 @@ class Registry(Transactions):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Backend,
         *,
         builtins: bool | str | os.PathLike[str] = True,
         lock_timeout: float = 60.0,
     ) -> None:
-        self.path = Path(path).expanduser().absolute()
+        self.backend: Backend = (
+            path if isinstance(path, Backend) and not isinstance(path, (str, os.PathLike))
+            else open_backend(path, lock_timeout=lock_timeout)
+        )
+        self.url = self.backend.url
+        self.path = Path(getattr(self.backend, "path", self.url))
         self.lock_timeout = lock_timeout
         if builtins is True:
             builtins = builtin_db_path()
         self._builtins = BuiltinLayer(Path(builtins)) if builtins else None
-        self._index_cache: tuple[tuple[int, int, int], Index] | None = None
+        self._segments: dict[str, Segment] = {}  # parsed segments by key: keys never change meaning
+        self._view_cache: tuple[object, View] | None = None
         self._kernels: OrderedDict[tuple[str, int], Kernel] = OrderedDict()
         self._cached_bytes = 0
-        self._txn = None
-        self._holding_lock = False
+        self._txn: Transaction | None = None
         self._closed = False
 
     # -- reading ----------------------------------------------------------
@@ -102,34 +114,71 @@ class Registry(Transactions):
             return self._generate(parsed, params)
         if self._builtins is not None and parsed.name in self._builtins:
             return self._builtins.load(parsed, verify=verify)
-        index = self._index()
-        info = index.get(*parsed)
-        if info is None:
+        return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
+
+    def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
+        row = view.row(*parsed)
+        if row is None:
             if parsed.version is None and parsed.name in _family_names():
                 return self._generate(parsed, {})
-            raise self._not_found(parsed, index)
-        key = (info.name, info.version)
-        cached = self._kernels.get(key)
-        if cached is not None and cached.sha256 == info.sha256:
+            raise self._not_found(parsed, view)
+        key = (row[0], row[1])
+        kernel = self._kernels.get(key) if cached else None
+        if kernel is not None and kernel.sha256 == row[8]:
             self._kernels.move_to_end(key)
-            return cached
-        with GuardedFile(self._object_path(*key), kind="object") as obj:
-            entry = obj.entries.get(info.ref)
-            if entry is None or entry.record.get("sha256") != info.sha256:
-                raise UnsafeFileError(
-                    f"{obj.path}: the object does not hold what the index lists for {info.ref}. "
-                    "Run 'kreg verify' to see what else is damaged."
-                )
-            kernel = Kernel(entry.record, obj.read(entry, verify=verify))
-        if verify:
+            return kernel
+        record = view.record(*key)
+        if record.get("sha256") != row[8]:
+            raise UnsafeFileError(f"{self.url}: the index row and record of {row[0]}@{row[1]} disagree. Run 'kreg fsck'.")
+        kernel = Kernel(record, self._read_values(record, row[9] if len(row) > 9 else None, verify))
+        if verify and cached:
             self._remember(key, kernel)
         return kernel
+
+    def _read_values(self, record: dict[str, Any], offset: int | None, verify: bool) -> np.ndarray:
+        """The values of a stored version: read at their offset (no HDF5 parsing), else through
+        the guarded reader; their sha256 checked unless ``verify`` is off."""
+        name, version = record["name"], record["version"]
+        key = object_key(name, version)
+        dtype = np.dtype(record["dtype"]).newbyteorder("<")
+        if offset is None:
+            from .._guard import GuardedFile
+
+            with GuardedFile(self.backend.read(key), kind="object", where=f"{self.url}/{key}") as obj:
+                entry = obj.entries.get(f"{name}@{version}")
+                if entry is None or entry.record.get("sha256") != record["sha256"]:
+                    raise UnsafeFileError(f"{self.url}/{key}: the object does not hold what the index lists. "
+                                          "Run 'kreg fsck'.")
+                return obj.read(entry, verify=verify)
+        shape = tuple(record["shape"])
+        data = self.backend.read_range(key, offset, math.prod(shape) * dtype.itemsize)
+        array = np.frombuffer(data, dtype).reshape(shape)
+        if not dtype.isnative:
+            array = array.astype(dtype.newbyteorder("="))
+        if verify and content_hash(array) != record["sha256"]:
+            raise IntegrityError(
+                f"{self.url}/{key}: the values of {name}@{version} do not match their sha256. The object is "
+                "corrupt or was altered; run 'kreg fsck' and restore it or remove that version."
+            )
+        return array
+
+    def _read(self, action: Callable[[View], Any]) -> Any:
+        """Run ``action`` on the committed state; if a writer moved something it was reading
+        (a segment replaced, a removed object), read the root again and retry."""
+        for attempt in range(READ_ATTEMPTS):
+            view = self._view(fresh=attempt > 0)
+            try:
+                return action(view)
+            except (ObjectMissing, UnsafeFileError, IntegrityError):
+                if attempt == READ_ATTEMPTS - 1 or self._view(fresh=True).generation == view.generation:
+                    raise
+        raise AssertionError("unreachable")
 
     def _generate(self, parsed: Ref, params: dict[str, Any]) -> Kernel:
         """A kernel made on the fly by the family ``parsed.name``."""
         if parsed.version is not None:
             raise InvalidKernelError(f"A family takes parameters, not a version. Received: {parsed}.")
-        from ._families import generate_kernel
+        from .._families import generate_kernel
 
         dtype = params.pop("dtype", "float32")
         return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
@@ -155,7 +204,7 @@ class Registry(Transactions):
         self._check_open()
         patterns = [pattern] if isinstance(pattern, str) else list(pattern)
         excludes = [exclude] if isinstance(exclude, str) else list(exclude)
-        by_name = dict(self._index().rows)
+        by_name = self._read(lambda view: view.infos())
         if self._builtins is not None:
             by_name.update(self._builtins.rows)
         wanted = set(tags)
@@ -223,7 +272,12 @@ class Registry(Transactions):
         check_name(name)
         if self._builtins is not None and name in self._builtins:
             return sorted(self._builtins.rows[name])
-        return sorted(self._index().rows.get(name, ()))
+        return sorted(self._read(lambda view: view.versions(name)))
+
+    def next_version(self, name: str) -> int:
+        """The version the next add of ``name`` would get if no other writer comes first."""
+        check_name(name)
+        return self._read(lambda view: view.next_version(name))
 
     def __contains__(self, ref: object) -> bool:
         try:
@@ -264,6 +318,8 @@ class Registry(Transactions):
     ) -> Kernel:
         """Add a new version of ``name``; identical to the latest version, return that one.
 
+        Identical means equal values, dtype, shape, layout and bias; anything else is a new version.
+
         Args:
             name: lowercase name, ``team/`` namespaces allowed.
             values: array-like; nested lists become float32 unless ``dtype`` is given.
@@ -293,73 +349,22 @@ class Registry(Transactions):
             raise ReadOnlyError(
                 f"{name!r} is {what} and cannot be shadowed. Choose another name, e.g. 'my/{name}'."
             )
-        inherited: dict[str, Any] = {}
-        if isinstance(values, Kernel):
-            source, values = values, values.array
-            src, src_prov = source._record, source._record["provenance"]
-            layout = layout or src["layout"]
-            description = description or src_prov.get("description", "")
-            normalization = normalization or src.get("normalization")
-            separable = separable or src.get("separable")
-            bias = bias if bias is not None else src.get("bias")
-            tags = tags or tuple(src.get("tags", ()))
-            references = references or tuple(src_prov.get("references", ()))
-            license = license or src_prov.get("license")
-            if src_prov.get("generator"):
-                inherited["generator"] = src_prov["generator"]
-                origin = origin or "generated"
-            if src["version"] >= 1:
-                inherited["parent"] = source.ref
-        array = check_values(values, dtype=dtype)
-        if layout is None:
-            if array.ndim == 4:
-                raise InvalidKernelError(
-                    "Values of rank 4 need an explicit layout: 'HWIO' (Keras), 'OIHW' "
-                    f"(PyTorch) or 'HWIM' (depthwise). Received: shape={array.shape}."
-                )
-            layout = "HW"
-        array, stored_layout, source_layout = to_stored_layout(array, layout, convolution=convolution)
-        from datetime import datetime, timezone
-
-        prov: dict[str, Any] = {
-            **inherited,
-            "origin": origin or "handmade",
-            "created_at": datetime.now(timezone.utc),
-            "author": author,
-            "description": description,
-            "references": tuple(references),
-            "license": license,
-            "source_layout": source_layout,
-            "source_operation": "convolution" if convolution else "correlation",
-            **(provenance or {}),
-        }
         # Validated before taking the lock, so bad metadata fails the same way every time.
-        draft = _validated(
-            {
-                "name": name,
-                "version": 1,
-                "shape": array.shape,
-                "dtype": array.dtype.name,
-                "layout": stored_layout,
-                "normalization": normalization,
-                "separable": separable,
-                "bias": None if bias is None else [float(b) for b in bias],
-                "tags": tuple(tags),
-                "sha256": content_hash(array),
-                "provenance": prov,
-            }
+        draft, array = build_record(
+            name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
+            tags=tags, license=license, author=author, references=references, origin=origin,
+            normalization=normalization, provenance=provenance, separable=separable, bias=bias,
         )
         with self._writing() as txn:
-            latest = txn.index.latest(name)
-            if latest is not None and (latest.sha256, latest.layout) == (draft["sha256"], stored_layout):
-                return Kernel(txn.index.record(name, latest.version), array)
-            version = txn.index.next_version.get(name, 1)
-            record = {**draft, "version": version}
-            self._write_object(record, array)
-            txn.index.put(record)
-            txn.dirty = True
+            versions = txn.edit.versions(name)
+            if versions:
+                line = versions[max(versions)][1]
+                record = _json(line) if line else txn.view.record(name, max(versions))
+                if same_content(record, draft):
+                    return Kernel(record, array)
+            record = txn.add(draft, array)
         kernel = Kernel(record, array)
-        self._remember((name, version), kernel)
+        self._remember((name, record["version"]), kernel)
         return kernel
 
     @contextmanager
@@ -377,7 +382,7 @@ class Registry(Transactions):
             >>> [info.ref for info in reg.list_kernels()]
             ['k0@1', 'k1@1', 'k2@1']
         """
-        with self._writing():
+        with self._writing(deferred=True):
             yield self
 
     def remove(self, ref: str, *, all_versions: bool = False) -> list[str]:
@@ -394,7 +399,7 @@ class Registry(Transactions):
         if self._builtins is not None and parsed.name in self._builtins:
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
-            versions = txn.index.rows.get(parsed.name, {})
+            versions = txn.edit.versions(parsed.name)
             if parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
             elif all_versions or len(versions) == 1:
@@ -406,20 +411,47 @@ class Registry(Transactions):
                     "or remove them all with all_versions=True (kreg rm --all)."
                 )
             if not chosen:
-                raise self._not_found(parsed, txn.index)
+                raise self._not_found(parsed, txn.view)
             for version in chosen:
-                txn.index.drop(parsed.name, version)
-                txn.dirty = True
-                txn.unlink.append(self._object_path(parsed.name, version))
+                txn.remove(parsed.name, version)
                 self._forget((parsed.name, version))
         return [f"{parsed.name}@{v}" for v in chosen]
+
+    @contextmanager
+    def _writing(self, *, deferred: bool = False) -> Iterator[Transaction]:
+        """One transaction around the backend's writer context; joined by nested calls (batch)."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.backend.writer():
+            if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
+                put_marker(MARKER_DOCUMENT)
+            txn = self._txn = Transaction(self.backend, self._fresh_state, self._segments, deferred=deferred)
+            try:
+                yield txn
+                view = txn.commit()
+            except BaseException:
+                txn.abort()
+                self._kernels.clear()
+                self._cached_bytes = 0
+                raise
+            finally:
+                self._txn = None
+            if view is not None:
+                self._view_cache = (self._stamp(), view)
+                self._finish_migration()
+
+    def _fresh_state(self) -> tuple[View, object]:
+        data, token = self.backend.read_root()
+        return self._parse_root(data), token
 
     # -- integrity --------------------------------------------------------
 
     def verify(
         self, refs: Sequence[str] = (), *, progress: Callable[[str], object] | None = None
     ) -> list[tuple[str, str]]:
-        """Re-read kernels and check them against their records, hashes and generators.
+        """Re-read kernels from the store (never from memory) and check them against their
+        records, hashes and generators.
 
         Generated kernels (built-ins among them) are rebuilt from their recorded
         family and parameters and compared with the stored values.
@@ -438,23 +470,51 @@ class Registry(Transactions):
             self._record(parsed)  # unknown names raise here, with suggestions
             versions = [parsed.version] if parsed.version else self.versions(parsed.name)
             targets += [f"{parsed.name}@{v}" for v in versions]
-        from ._families import regenerate_problems
+        from .._families import regenerate_problems
+        from .fsck import check_object
 
         problems: list[tuple[str, str]] = []
+        view = self._view(fresh=True)
         for ref in targets:
             if progress is not None:
                 progress(ref)
-            name, version = ref.rsplit("@", 1)
-            self._forget((name, int(version)))
+            parsed = parse_ref(ref)
             try:
-                kernel = self.load(ref)
+                if self._builtins is not None and parsed.name in self._builtins:
+                    kernel = self._builtins.load(parsed, verify=True, cached=False)
+                    record, array = kernel._record, kernel.array
+                else:
+                    row = view.row(*parsed)
+                    record = view.record(*parsed)
+                    record_problems, array = check_object(self.backend, row, record)
+                    problems.extend((ref, p) for p in record_problems)
+                    if array is None:
+                        continue
+                    kernel = Kernel(record, array)
                 kernel.spec  # noqa: B018 - validates the record against the schema
-                if kernel._record != self._record(parse_ref(ref)):
-                    problems.append((ref, "the object's record differs from the index's record"))
-                problems.extend((ref, p) for p in regenerate_problems(kernel._record, kernel.array))
+                problems.extend((ref, p) for p in regenerate_problems(record, array))
             except Exception as exc:  # every failure is reported; none stops the run
                 problems.append((ref, str(exc)))
         return problems
+
+    def fsck(self, *, repair: bool = False) -> Any:
+        """Check the whole store (index against objects, hashes, orphans, leftovers, links);
+        with ``repair``, rebuild the index from the objects' own records.
+
+        Returns:
+            A :class:`registry.store.fsck.Report`.
+        """
+        self._check_open()
+        from .fsck import check, rebuild
+
+        if repair:
+            with self.backend.writer():
+                report = rebuild(self.backend, self._segments)
+            self._view_cache = None
+            self._kernels.clear()
+            self._cached_bytes = 0
+            return report
+        return check(self.backend, self._segments)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -463,7 +523,8 @@ class Registry(Transactions):
         if self._builtins is not None:
             self._builtins.close()
         self._kernels.clear()
-        self._index_cache = None
+        self._segments.clear()
+        self._view_cache = None
         self._closed = True
 
     def __enter__(self) -> Registry:
@@ -474,64 +535,82 @@ class Registry(Transactions):
 
     def __repr__(self) -> str:
         if self._closed:
-            return f"<kreg Registry {str(self.path)!r} (closed)>"
-        user = len(self._index())
+            return f"<kreg Registry {self.url!r} (closed)>"
+        try:
+            user = f"{len(self._view())} kernel versions"
+        except KregError:
+            user = "unreadable index"
         builtin = len(self._builtins.rows) if self._builtins is not None else 0
-        return f"<kreg Registry {str(self.path)!r} ({user} kernel versions, {builtin} built-in names)>"
+        return f"<kreg Registry {self.url!r} ({user}, {builtin} built-in names)>"
 
     # -- internals --------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ValueError(f"The registry at {self.path} is closed.")
+            raise ValueError(f"The registry at {self.url} is closed.")
 
-    def _object_path(self, name: str, version: int) -> Path:
-        return self.path / "kernels" / name / f"@{version}.h5"
+    def _stamp(self) -> object:
+        stamp = getattr(self.backend, "root_stamp", None)
+        return stamp() if stamp is not None else None
 
-    def _index(self, *, fresh: bool = False) -> Index:
-        """The committed index. Re-read only when the file changed (or ``fresh``), and rebuilt
-        only when its generation token differs from the one in memory."""
-        path = self.path / INDEX_FILE
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self._sweep_if_idle()  # a first add may have died before its commit
-            return Index()
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._index_cache
-        if cached is not None and cached[0] == key and not fresh:
+    def _view(self, *, fresh: bool = False) -> View:
+        """The committed state; re-read only when the root changed (or ``fresh``)."""
+        stamp = self._stamp()
+        cached = self._view_cache
+        if cached is not None and not fresh and stamp is not None and cached[0] == stamp:
             return cached[1]
-        self._sweep_if_idle()
-        with GuardedFile(path, kind="index") as f:
-            listing = f.read_blob("listing")
-            generation = Index.generation_of(listing, where=str(path))
-            if cached is not None and generation and cached[1].generation == generation:
-                index = cached[1]
-            else:
-                index = Index.from_blobs(listing, f.read_blob("rows"), f.read_blob("records"), where=str(path))
-        self._index_cache = (key, index)
-        return index
+        data, _ = self.backend.read_root()
+        view = self._parse_root(data)
+        self._view_cache = (stamp, view)
+        return view
+
+    def _parse_root(self, data: bytes | None) -> View:
+        if data is not None:
+            return View.parse(data, self.backend.read, self._segments, where=self.url)
+        legacy = getattr(self.backend, "legacy_index", lambda: None)()
+        if legacy is not None:
+            from .v1 import LEGACY_KEY, legacy_segment
+
+            self._segments[LEGACY_KEY] = legacy_segment(legacy, where=f"{self.url}/index.h5")
+            return View({"format": ROOT_FORMAT, "version": 1, "generation": "legacy",
+                         "segments": {"": LEGACY_KEY}}, self.backend.read, self._segments, where=self.url)
+        if self.backend.exists():
+            raise UnsafeFileError(
+                f"The index of the registry at {self.url} is missing or was lost, but kernels are there. "
+                "Run 'kreg fsck --repair' to rebuild it from the kernels' own records."
+            )
+        return View.empty(self.backend.read, self._segments, where=self.url)
+
+    def _finish_migration(self) -> None:
+        """After the first format-2 commit of a format-1 registry: drop its index.h5."""
+        if getattr(self.backend, "legacy_index", lambda: None)() is not None:
+            self.backend.remove_legacy_index()  # type: ignore[attr-defined]
 
     def _record(self, ref: Ref) -> dict[str, Any]:
         if self._builtins is not None and ref.name in self._builtins:
             record = self._builtins.get(ref)
             if record is not None:
                 return record
-        else:
-            index = self._index()
-            info = index.get(*ref)
-            if info is not None:
-                return index.record(info.name, info.version)
-        raise self._not_found(ref, self._index())
+            raise self._not_found(ref, None)
 
-    def _not_found(self, ref: Ref, index: Index) -> KernelNotFoundError:
-        versions = index.rows.get(ref.name) or (self._builtins.rows.get(ref.name) if self._builtins else None)
+        def find(view: View) -> dict[str, Any]:
+            row = view.row(*ref)
+            if row is None:
+                raise self._not_found(ref, view)
+            return view.record(row[0], row[1])
+
+        return self._read(find)
+
+    def _not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
+        versions = (view.versions(ref.name) if view is not None else None) or (
+            self._builtins.rows.get(ref.name) if self._builtins else None)
         if versions:
             have = ", ".join(str(v) for v in sorted(versions))
             return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
-        known = list(index.rows) + (list(self._builtins.rows) if self._builtins else []) + _family_names()
+        known = (view.names() if view is not None else []) + (list(self._builtins.rows) if self._builtins else [])
+        known += _family_names()
         return KernelNotFoundError(
-            f"No kernel named {escape(ref.name)} in {self.path}.{did_you_mean(ref.name, known)}"
+            f"No kernel named {escape(ref.name)} in {self.url}.{did_you_mean(ref.name, known)}"
             " See 'kreg list'."
         )
 
@@ -551,24 +630,14 @@ class Registry(Transactions):
         if old is not None:
             self._cached_bytes -= old.array.nbytes
 
-    # -- the write path ---------------------------------------------------
 
-def _validated(fields: dict[str, Any]) -> dict[str, Any]:
-    from ._spec import KernelRecord
-    from pydantic import ValidationError
+def _json(text: str) -> dict[str, Any]:
+    import json
 
-    try:
-        record = KernelRecord.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']} (received {e.get('input')!r:.60})"
-            for e in exc.errors()[:3]
-        )
-        raise InvalidKernelError(f"The kernel record is not valid: {problems}.") from None
-    return record.model_dump(mode="json", exclude_none=True)
+    return json.loads(text)
 
 
 def _family_names() -> list[str]:
-    from ._families import FAMILIES
+    from .._families import FAMILIES
 
     return list(FAMILIES)
