@@ -307,7 +307,7 @@ def familiar_factors(column: np.ndarray, row: np.ndarray, kernel: np.ndarray) ->
 
     Example:
         >>> col, row = separable_factors(f.get_sobel_kernel2d(ksize=3, dx=1, dy=0))
-        >>> [list(v) for v in familiar_factors(col, row, f.get_sobel_kernel2d(ksize=3, dx=1, dy=0))]
+        >>> [v.tolist() for v in familiar_factors(col, row, f.get_sobel_kernel2d(ksize=3, dx=1, dy=0))]
         [[1.0, 2.0, 1.0], [-1.0, 0.0, 1.0]]
     """
     k = np.asarray(kernel, dtype=np.float64)
