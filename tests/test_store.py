@@ -283,3 +283,16 @@ def test_verify_reports_progress(reg: Registry) -> None:
     seen: list[str] = []
     assert reg.verify(progress=seen.append) == []
     assert seen == ["a@1", "b@1"]
+
+
+def test_loading_a_stored_kernel_in_a_fresh_process_needs_neither_hdf5_nor_pydantic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    reg = Registry(tmp_path / "reg")
+    reg.add("team/k", [[1.0, 2.0]])
+    code = ("import sys, registry; k = registry.load('team/k'); assert k.array.tolist() == [[1.0, 2.0]]; "
+            "print(sorted(m for m in ('h5py', 'pydantic', 'tensorflow', 'torch', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "KREG_DB": str(tmp_path / "reg")}).stdout
+    assert out.strip() == "[]"

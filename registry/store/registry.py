@@ -112,13 +112,15 @@ class Registry:
         parsed = parse_ref(ref)
         if params:
             return self._generate(parsed, params)
-        if self._builtins is not None and parsed.name in self._builtins:
-            return self._builtins.load(parsed, verify=verify)
+        # The user's index first: a fresh process loading its own kernel never opens the built-ins
+        # (built-in names cannot be added, so the order changes no answer).
         return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
 
     def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
         row = view.row(*parsed)
         if row is None:
+            if self._builtins is not None and parsed.name in self._builtins:
+                return self._builtins.load(parsed, verify=verify)
             if parsed.version is None and parsed.name in _family_names():
                 return self._generate(parsed, {})
             raise self._not_found(parsed, view)
