@@ -404,13 +404,13 @@ class Registry:
             versions = txn.edit.versions(parsed.name)
             if parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
-            elif all_versions or len(versions) == 1:
+            elif all_versions or len(versions) <= 1:
                 chosen = sorted(versions)
             else:
                 pinned = ", ".join(f"{parsed.name}@{v}" for v in sorted(versions))
                 raise InvalidKernelError(
-                    f"{parsed.name!r} has {len(versions)} versions; name one ({pinned}) "
-                    "or remove them all with all_versions=True (kreg rm --all)."
+                    f"{parsed.name!r} has {len(versions)} versions; name one ({pinned}) or remove "
+                    "them all ('kreg rm --all', or all_versions=True in Python)."
                 )
             if not chosen:
                 raise self._not_found(parsed, txn.view)
