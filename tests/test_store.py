@@ -328,3 +328,21 @@ def test_loading_a_stored_kernel_in_a_fresh_process_needs_neither_hdf5_nor_pydan
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "KREG_DB": str(tmp_path / "reg")}).stdout
     assert out.strip() == "[]"
+
+
+def test_packs_have_a_public_api_on_the_registry(tmp_path: Path) -> None:
+    from registry._signing import keygen
+
+    src = Registry(tmp_path / "src", builtins=False)
+    src.add("team/edge", [[1.0, -1.0]], description="step")
+    src.add("team/blur", np.full((3, 3), 1 / 9, np.float32))
+    private, public, _ = keygen(tmp_path / "key")
+    pack = src.export("team/*", tmp_path / "team.h5", sign=private, author="vision")
+    dst = Registry(tmp_path / "dst", builtins=False)
+    plan = dst.import_pack(pack, prefix="them/", trust=[str(public)], dry_run=True)
+    assert [step.result for step in plan.steps] == ["them/team/blur@1", "them/team/edge@1"]
+    assert dst.list_kernels() == []
+    dst.import_pack(pack, prefix="them/", trust=[str(public)])
+    edge = dst.load("them/team/edge")
+    assert edge.array.tolist() == [[1.0, -1.0]]
+    assert edge._record["provenance"]["pack"]["name"] == "team"
