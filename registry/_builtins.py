@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import KernelNotFoundError
-from ._guard import GuardedFile
 from ._index import KernelInfo
 from ._kernel import Kernel
 from ._names import Ref
+
+
+if TYPE_CHECKING:
+    from ._guard import GuardedFile
 
 
 class BuiltinLayer:
@@ -32,6 +35,8 @@ class BuiltinLayer:
         if self._records is None:
             self._records = {}
             if self.path.exists():
+                from ._guard import GuardedFile
+
                 self._file = GuardedFile(self.path, kind="pack")
                 for entry in self._file.entries.values():
                     record = entry.record

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import h5py
 import numpy as np
 
 #: Magic value of the root ``kreg_format`` attribute.
@@ -73,6 +72,8 @@ def write_container(
         attrs: extra root attributes (JSON-able values are stored as JSON text).
         blobs: for ``kind="index"``, top-level uint8 datasets (the index's JSON).
     """
+    import h5py  # here, not at the top: reading a store never needs libhdf5 on its fast path
+
     in_memory = not isinstance(path, (str, os.PathLike))
     with h5py.File(path, "w" if in_memory else "x", libver="earliest", track_order=False) as f:
         f.attrs["kreg_format"] = FORMAT_NAME

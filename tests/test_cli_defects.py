@@ -326,12 +326,11 @@ def test_pack_import_marks_kernels_imported(kreg, tmp_path: Path) -> None:
     assert [r["name"] for r in json.loads(rows.stdout)] == ["team/a"]
 
 
-# -- defects that live in the store (being rewritten): pinned here for the new store -------------
+# -- defects that lived in the store (fixed by store v2): pinned here through the CLI ------------
 
 _ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-@pytest.mark.xfail(reason="store v2", strict=False)
 def test_rm_of_an_unknown_name_says_so_in_flags(kreg) -> None:
     line = one_error(kreg("rm", "team/nope"))
     assert line.startswith("Error: No kernel named 'team/nope'"), line

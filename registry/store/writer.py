@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._content import content_hash
 from .._exceptions import KregError, StoreWriteError, UnsafeFileError
 from .backend import Backend, CommitConflict, ObjectExists, ObjectMissing
 from .index import Edit, Segment, View, canonical, object_key
@@ -41,20 +42,29 @@ def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]
     """The bytes of a one-kernel container and where its values start, checked before use.
 
     The container is built in memory, so a full disk can never leave libhdf5 half way
-    through a file; it is then re-read through the guarded reader and its values compared.
+    through a file. Before it is used, the values found at the offset HDF5 reports must hash
+    to the record's sha256 (so a load that reads them there without HDF5 reads the right bytes)
+    and the record attribute must read back as written.
     """
-    from .._container import write_container
-    from .._guard import GuardedFile
+    import h5py
+
+    from .._container import dataset_path, write_container
 
     buffer = io.BytesIO()
     write_container(buffer, "object", [(record, array)])
     image = buffer.getvalue()
-    with GuardedFile(image, kind="object", where=object_key(record["name"], record["version"])) as obj:
-        entry = obj.entries.get(f"{record['name']}@{record['version']}")
-        if entry is None or entry.offset is None or entry.record != json.loads(canonical(record)):
-            raise StoreWriteError("kreg built an object it cannot read back; nothing was written. Please report this.")
-        obj.read(entry, verify=True)
-        return image, entry.offset
+    with h5py.File(io.BytesIO(image), "r") as f:
+        ds = f[dataset_path(record["name"], record["version"])]
+        offset, stored = ds.id.get_offset(), ds.attrs["record"]
+    if isinstance(stored, bytes):
+        stored = stored.decode("utf-8")
+    dtype = np.dtype(record["dtype"]).newbyteorder("<")
+    nbytes = array.size * dtype.itemsize
+    if offset is None or offset + nbytes > len(image) or stored != canonical(record) or content_hash(
+        np.frombuffer(image, dtype, count=array.size, offset=offset).reshape(array.shape)
+    ) != record["sha256"]:
+        raise StoreWriteError("kreg built an object it cannot read back; nothing was written. Please report this.")
+    return image, offset
 
 
 class Transaction:
