@@ -187,16 +187,7 @@ def _load(reg: Registry, ref: str, params: Sequence[str]) -> Any:
     if params and family is None:
         fail(f"-p sets the parameters of a family; {ref!r} is not one. Families: kreg families.", 2)
     if family is None:
-        try:
-            return reg.load(ref)
-        except KernelNotFoundError as exc:
-            import difflib
-
-            close = difflib.get_close_matches(ref.partition("@")[0], list(FAMILIES), n=1, cutoff=0.6)
-            if not close:
-                raise
-            fail(f"{exc} {close[0]!r} is a family: show one with kreg show {close[0]} -p KEY=VALUE "
-                 f"(kreg families {close[0]} lists its parameters).", 2)
+        return reg.load(ref)
     try:
         return reg.load(ref, **_parse_params(params))
     except InvalidKernelError as exc:

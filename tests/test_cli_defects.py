@@ -400,9 +400,3 @@ def test_registry_of_another_user_reads_and_refuses_writes_in_one_line(foreign_r
         lines = refused.stderr.splitlines()
         assert refused.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), refused.stderr
         assert "permission denied" in lines[0].lower()
-
-
-def test_a_misspelt_family_suggestion_says_how_to_give_parameters(kreg) -> None:
-    line = one_error(kreg("show", "gausian5"))
-    assert "Did you mean" in line and "'gaussian' is a family: show one with kreg show gaussian -p KEY=VALUE" in line
-    assert "is a family" not in one_error(kreg("show", "zzzqqq"))
