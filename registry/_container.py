@@ -11,9 +11,8 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import h5py
 import numpy as np
 
 from ._limits import LIMITS
@@ -130,7 +129,7 @@ def dataset_path(name: str, version: int) -> str:
 
 
 def write_container(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     kind: str,
     kernels: Iterable[tuple[Mapping[str, Any], np.ndarray]],
     *,
@@ -140,7 +139,7 @@ def write_container(
     """Write a container to ``path`` (a new file) and fsync it.
 
     Args:
-        path: file to create; it must not exist.
+        path: file to create (it must not exist), or a binary buffer to write the image into.
         kind: ``object``, ``pack`` or ``index``.
         kernels: ``(record, values)`` pairs; values are written little-endian,
             C order, contiguous and unfiltered so they can be read at their offset.
@@ -151,9 +150,12 @@ def write_container(
         InvalidKernelError: a kernel breaks a limit of :mod:`registry._limits` or its
             record does not hold for its values; nothing is written.
     """
+    import h5py  # here, not at the top: reading a store never needs libhdf5 on its fast path
+
     kernels = list(kernels)
     texts = check_writable(kernels, blobs=blobs)
-    with h5py.File(path, "x", libver="earliest", track_order=False) as f:
+    in_memory = not isinstance(path, (str, os.PathLike))
+    with h5py.File(path, "w" if in_memory else "x", libver="earliest", track_order=False) as f:
         f.attrs["kreg_format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["kind"] = kind
@@ -169,7 +171,8 @@ def write_container(
                 track_times=False,
             )
             ds.attrs["record"] = text
-    fsync_path(path)
+    if not in_memory:
+        fsync_path(path)
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:

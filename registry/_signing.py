@@ -64,15 +64,16 @@ def read_key(value: str | os.PathLike[str], *, what: str, secret: bool | None = 
 
     Args:
         value: a key file, or for a public key its 64 hex digits.
-        what: the option it came from, for messages (``--sign`` means a private key).
-        secret: a private key to sign with (default: ``what == "--sign"``). It must be a file
+        what: the option or argument it came from, for messages (``--sign`` or ``sign``
+            means a private key).
+        secret: a private key to sign with (default: ``what`` is ``--sign`` or ``sign``). It must be a file
             readable by its owner only and not a ``.pub`` file: signing with a public key
             makes a "signature" anyone holding that public key can forge.
 
     Raises:
         InvalidKernelError: naming what was wrong and what to pass instead.
     """
-    secret = what == "--sign" if secret is None else secret
+    secret = what.lstrip("-") == "sign" if secret is None else secret
     text = str(value)
     path = Path(text)
     if path.is_file():

@@ -111,15 +111,19 @@ def test_a_plugin_filter_never_loads_a_library(pack: Path, reg: Registry, tmp_pa
     assert not marker.exists(), "opening the pack loaded an HDF5 plugin"
 
 
-SITECUSTOMIZE = textwrap.dedent(
+OPEN_ALLOW_LIST = textwrap.dedent(
     """
-    # Test only: make the guard let filter 32999 through in every Python process started with
-    # this directory on PYTHONPATH, so that only the reader child's own plugin switch stands
-    # between a hostile filter and libhdf5's plugin loader.
-    import os
-    if os.environ.get("KREG_TEST_ALLOW_FILTER"):
-        import registry._guard as guard
-        guard.ALLOWED_FILTERS[int(os.environ["KREG_TEST_ALLOW_FILTER"])] = "test"
+    # Test only: stands in for the Python interpreter read_pack starts. It runs the reader
+    # child's own program unchanged, in the environment read_pack gave it, after letting
+    # filter 32999 through the guard's allow-list: only the child's plugin switch remains.
+    import json, sys
+    args = sys.argv[1:]
+    code = args[args.index("-c") + 1]
+    sys.argv = ["-c", *args[args.index("-c") + 2:]]
+    sys.path[:] = json.loads(sys.argv[2])
+    import registry._guard as guard
+    guard.ALLOWED_FILTERS[32999] = "test"
+    exec(compile(code, "<child>", "exec"))
     """
 )
 
@@ -149,29 +153,30 @@ def planted_filter_with_a_record(pack: Path) -> Path:
 def test_the_reader_child_disables_hdf5_plugins_on_its_own(pack: Path, reg: Registry, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Defence in depth, tested apart from the guard's filter allow-list (issue 13): with the
-    allow-list opened, a pack whose filter is a planted plugin must still not load it."""
+    allow-list opened in the child, a pack whose filter is a planted plugin must still not load it."""
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler to build the marker plugin")
-    plugins, site = tmp_path / "plugins", tmp_path / "site"
+    plugins = tmp_path / "plugins"
     plugins.mkdir()
-    site.mkdir()
     (tmp_path / "marker.c").write_text(PLUGIN)
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(plugins / "libmarker.so"), str(tmp_path / "marker.c")],
                    check=True)
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    interpreter = tmp_path / "python-open-allow-list"
+    interpreter.write_text(f"#!{sys.executable}\n{OPEN_ALLOW_LIST}")
+    interpreter.chmod(0o755)
     hostile = planted_filter_with_a_record(pack)
     marker = tmp_path / "marker"
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {"HDF5_PLUGIN_PATH": str(plugins), "KREG_MARKER": str(marker), "KREG_TEST_ALLOW_FILTER": "32999",
-           "PYTHONPATH": os.pathsep.join([str(site), root, os.environ.get("PYTHONPATH", "")])}
+    env = {"HDF5_PLUGIN_PATH": str(plugins), "KREG_MARKER": str(marker)}
     # Control: parsing in a process without the switch does reach the plugin loader.
-    control = f"from registry._pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(e)"
+    control = ("import registry._guard as g; g.ALLOWED_FILTERS[32999] = 'test'\n"
+               f"from registry._pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(e)")
     out = subprocess.run([sys.executable, "-c", control], env={**os.environ, **env}, capture_output=True, text=True)
     if not marker.exists():
         pytest.skip(f"this libhdf5 does not load filter plugins at all ({out.stdout.strip()[-200:]})")
     marker.unlink()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
     with pytest.raises(UnsafeFileError) as info:
         import_pack(reg, hostile, timeout=60)
     # The allow-list was open in the child, so the refusal came from the read, not the guard.
