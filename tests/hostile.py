@@ -135,11 +135,18 @@ def gzip_bomb(pack: Path, tmp: Path) -> Path:
 def gzip_chunk_bomb_of_a_small_dataset(pack: Path, tmp: Path) -> Path:
     """Issue 9: a 2x2 dataset whose one chunk is 32767x32767: reading 16 bytes makes libhdf5
     allocate 4 GB; the dataset-level ratio check (16 bytes from ~4 MB) let it through."""
-    def bomb(f: h5py.File) -> None:
-        ds = f.create_dataset("kernels/bomb/@1", shape=(2, 2), maxshape=(None, None), dtype="f4",
-                              chunks=(32767, 32767), compression="gzip", compression_opts=9)
-        ds[...] = 1.0
-    return edit(pack, bomb)
+    return edit(pack, lambda f: plant_chunk_bomb(f, "kernels/bomb/@1"))
+
+
+def plant_chunk_bomb(f: h5py.File, where: str) -> h5py.Dataset:
+    """A 2x2 gzip dataset whose one chunk is 32767x32767, written as raw compressed bytes:
+    building it with ``ds[...] = 1`` would make the *test* allocate the 4 GB chunk."""
+    import zlib
+
+    ds = f.create_dataset(where, shape=(2, 2), maxshape=(None, None), dtype="f4", chunks=(32767, 32767),
+                          compression="gzip")
+    ds.id.write_direct_chunk((0, 0), zlib.compress(b"\0" * 65536, 9))
+    return ds
 
 
 @kind(E.UnsafeFileError, "bytes follow the end of the HDF5 file")

@@ -148,10 +148,10 @@ def test_data_after_the_end_of_the_hdf5_file_is_refused(pack: Path) -> None:
 def test_a_chunk_larger_than_its_dataset_is_refused_before_any_read(pack: Path) -> None:
     """Issue 9's chunk bomb: 16 bytes of data in one 32767x32767 chunk; reading them made
     libhdf5 allocate 4 GB. The check is structural: GuardedFile refuses at open."""
+    from hostile import plant_chunk_bomb
+
     def bomb(f: h5py.File) -> None:
-        ds = f.create_dataset("kernels/bomb/@1", shape=(2, 2), maxshape=(None, None), dtype="f4",
-                              chunks=(32767, 32767), compression="gzip")
-        ds[...] = 1.0
+        ds = plant_chunk_bomb(f, "kernels/bomb/@1")
         ds.attrs["record"] = json.dumps(record_for("bomb", np.ones((2, 2), np.float32)))
 
     edit(pack, bomb)
