@@ -444,10 +444,10 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
             record, values = records[step.source]
             # Arrived in a pack: `--origin imported` finds it; generator/source still say how it was made.
             provenance = dict(record["provenance"], pack=pack_origin, origin="imported")
-            added = registry.add(
+            added = registry._add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),
-                provenance=provenance,
+                provenance=provenance, via_import=True,
             )
             if added.ref != step.result:  # the store deduped differently: say so, import nothing
                 raise IntegrityError(

@@ -1,4 +1,7 @@
-"""The one record builder: values and metadata in, a validated record and its stored array out."""
+"""The one record builder: values and metadata in, a validated record and its stored array out.
+
+The one identity test for dedupe is ``registry._content.same_content``.
+"""
 
 from __future__ import annotations
 
@@ -29,14 +32,19 @@ def build_record(
     provenance: Mapping[str, Any] | None = None,
     separable: Mapping[str, Sequence[float]] | None = None,
     bias: Sequence[float] | None = None,
+    via_import: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """A validated record (version 1, the store assigns the real one) and the array to store.
 
     A :class:`Kernel` as ``values`` brings its layout, generator, normalization, factors,
     bias, tags and description along, and is recorded as the parent when it is stored.
 
+    ``via_import`` is for pack import alone: it may record ``provenance.pack``.
+
     Raises:
-        InvalidKernelError: values or metadata the schema refuses, naming the field.
+        InvalidKernelError: values or metadata the schema refuses, naming the field, or a claim
+            the writer may not make (``origin: builtin``, a ``pack`` entry, a generator that
+            does not make these values).
     """
     inherited: dict[str, Any] = {}
     if isinstance(values, Kernel):
@@ -93,13 +101,12 @@ def build_record(
             "provenance": prov,
         }
     )
+    from ._claims import claim_problems
+
+    problems = claim_problems(record, array, via_import=via_import)
+    if problems:
+        raise InvalidKernelError(f"The kernel record claims what is not so: {'; '.join(problems)}.")
     return record, array
-
-
-def same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Two records hold the same kernel: equal values (dtype and shape are in the hash),
-    layout and bias. Anything else is a new version, never silently the old one."""
-    return (a["sha256"], a["layout"], a.get("bias")) == (b["sha256"], b["layout"], b.get("bias"))
 
 
 def validated(fields: dict[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,18 @@ def test_verify_catches_a_stored_kernel_that_no_longer_matches_its_generator(reg
     gauss = registry.load("gaussian", ksize=5)
     values = gauss.array.copy()
     values[2, 2] += 0.01
-    reg.add("my/odd", values, provenance={"generator": {"family": "gaussian", "parameters": {"ksize": 5}}})
+    generator = {"generator": {"family": "gaussian", "parameters": {"ksize": 5}}}
+    with pytest.raises(registry.InvalidKernelError, match="does not make these values"):
+        reg.add("my/odd", values, provenance=generator)  # add() refuses the lie...
+    # ...so plant it below add(), as a damaged or hand-edited store would hold it.
+    from registry._content import content_hash
+    from registry._records import validated
+
+    record = validated({"name": "my/odd", "version": 1, "shape": values.shape, "dtype": "float32",
+                        "layout": "HW", "sha256": content_hash(values),
+                        "provenance": {"origin": "generated", **generator}})
+    with reg._writing() as txn:
+        txn.add(record, values)
     (problem,) = reg.verify()
     assert problem[0] == "my/odd@1" and "regenerated values differ" in problem[1]
 

@@ -237,7 +237,7 @@ def test_metadata_printed_by_the_cli_is_sanitized() -> None:
     ],
 )
 def test_claims_a_writer_cannot_make(options: dict, reason: str) -> None:
-    """The pure check the store's add() calls (registry._claims); see the xfail below for add()."""
+    """The pure check the store's add() calls (registry._claims); add() itself is tested below."""
     from registry._claims import claim_problems
 
     provenance = {"origin": options.get("origin", "handmade"), **options.get("provenance", {})}
@@ -246,8 +246,6 @@ def test_claims_a_writer_cannot_make(options: dict, reason: str) -> None:
     assert claim_problems({"provenance": {"origin": "handmade"}}, np.ones((3, 3), np.float32)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="Registry.add() must call registry._claims.claim_problems "
-                                       "(store rewrite, issue 9); until then it records forged claims")
 @pytest.mark.parametrize("options", [
     {"origin": "builtin"},
     {"provenance": {"pack": {"name": "official", "sha256": "ab" * 32}}},

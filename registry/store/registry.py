@@ -24,7 +24,8 @@ from .._index import KernelInfo
 from .._kernel import Kernel, stack
 from .._names import Ref, check_name, did_you_mean, escape, match, parse_ref
 from .._paths import builtin_db_path
-from .._records import build_record, same_content
+from .._content import same_content
+from .._records import build_record
 from .backend import Backend, ObjectMissing
 from .index import ROOT_FORMAT, Segment, View, object_key
 from .writer import Transaction
@@ -343,6 +344,14 @@ class Registry:
         Returns:
             The stored :class:`Kernel`.
         """
+        return self._add(
+            name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
+            tags=tags, license=license, author=author, references=references, origin=origin,
+            normalization=normalization, provenance=provenance, separable=separable, bias=bias,
+        )
+
+    def _add(self, name: str, values: object, **metadata: Any) -> Kernel:
+        """:meth:`add`, plus ``via_import=True`` for pack import (which alone records ``provenance.pack``)."""
         self._check_open()
         check_name(name)
         family = name in _family_names()
@@ -352,11 +361,7 @@ class Registry:
                 f"{name!r} is {what} and cannot be shadowed. Choose another name, e.g. 'my/{name}'."
             )
         # Validated before taking the lock, so bad metadata fails the same way every time.
-        draft, array = build_record(
-            name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
-            tags=tags, license=license, author=author, references=references, origin=origin,
-            normalization=normalization, provenance=provenance, separable=separable, bias=bias,
-        )
+        draft, array = build_record(name, values, **metadata)
         with self._writing() as txn:
             versions = txn.edit.versions(name)
             if versions:
@@ -490,6 +495,7 @@ class Registry:
         prefix: str = "",
         trust: Sequence[str] = (),
         dry_run: bool = False,
+        allow_downgrade: bool = False,
     ) -> Any:
         """Import a pack all or nothing (parsed as hostile input in a child process).
 
@@ -498,6 +504,8 @@ class Registry:
             prefix: a namespace put before every name, e.g. ``"team/"``.
             trust: public keys (hex, or ``.pub`` files); when given, the pack must be signed by one.
             dry_run: only plan.
+            allow_downgrade: accept a signed pack older than one already imported from the same
+                key and pack name (refused by default: a rollback).
 
         Returns:
             The import report: ``report.steps`` says what was added, versioned or skipped.
@@ -506,7 +514,8 @@ class Registry:
         from .._signing import read_key
 
         keys = [read_key(t, what="trust").hex() for t in trust]
-        return import_pack(self, path, prefix=prefix, dry_run=dry_run, trusted_keys=keys)
+        return import_pack(self, path, prefix=prefix, dry_run=dry_run, trusted_keys=keys,
+                           allow_downgrade=allow_downgrade)
 
     # -- integrity --------------------------------------------------------
 
