@@ -123,7 +123,8 @@ def test_verify_catches_a_stored_kernel_that_no_longer_matches_its_generator(reg
 
     record = validated({"name": "my/odd", "version": 1, "shape": values.shape, "dtype": "float32",
                         "layout": "HW", "sha256": content_hash(values),
-                        "provenance": {"origin": "generated", **generator}})
+                        "provenance": {"origin": "generated", "created_at": "2026-01-01T00:00:00Z",
+                                       **generator}})
     with reg._writing() as txn:
         txn.add(record, values)
     (problem,) = reg.verify()
