@@ -66,6 +66,7 @@ class ObjectBackend:
         self._retries, self._timeout = retries, timeout
         self._store: Any = None
         self._root: tuple[bytes, str, float] | None = None  # bytes, ETag, when the server last confirmed it
+        self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
 
     def __repr__(self) -> str:
         return f"ObjectBackend({self.url!r})"
@@ -109,7 +110,8 @@ class ObjectBackend:
         import obstore.exceptions as oe
 
         held = self._root or self._disk_root()
-        if held is not None and time.time() - held[2] < self.freshness:
+        just_checked, self._root_checked_now = self._root_checked_now, False
+        if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
         options = {"if_none_match": held[1]} if held is not None else None
         try:
@@ -217,6 +219,30 @@ class ObjectBackend:
         if self.cache is not None and key.startswith(_IMMUTABLE):
             self.cache.put(self.url, key, bytes(data))
 
+    def put_marker(self, data: bytes) -> None:
+        """Before the first write: make sure a root exists. Without a lock, a root missing while
+        kernel objects exist would be ambiguous (a first commit under way, or a lost index), so
+        a new registry gets an empty root (naming one empty segment) before any object is put.
+        No request when this machine has seen the root before."""
+        import json
+        import uuid
+
+        from .index import ROOT_FORMAT, ROOT_VERSION, Segment
+
+        if self.cached_root() is not None:
+            return
+        if self.read_root()[0] is not None or self.exists():
+            self._root_checked_now = True
+            return
+        key = f"index/{uuid.uuid4().hex}.json"
+        self.put(key, Segment(None, {}, {}).dump())
+        root = json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
+                           "segments": {"": key}}, separators=(",", ":"), sort_keys=True).encode()
+        try:
+            self.commit(root, None)
+        except CommitConflict:  # another writer created it first
+            self.delete(key)
+
     def flush(self) -> None:
         """Nothing to do: an object store acknowledges a PUT once it is durable."""
 
@@ -236,18 +262,30 @@ class ObjectBackend:
 
         mode: Any = {"e_tag": token} if token is not None else "create"
         try:
-            result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
-                                   ROOT, writing=True)
-        except (oe.AlreadyExistsError, oe.PreconditionError):
-            self._stale()
             try:
-                current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
-                if bytes(current.bytes()) == bytes(root):
-                    self._remember_root(bytes(root), current.meta["e_tag"])
-                    return current.meta["e_tag"]
-            except ObjectMissing:
-                pass
-            raise CommitConflict(f"{self.url}: another writer committed first.") from None
+                result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
+                                       ROOT, writing=True)
+            except (oe.AlreadyExistsError, oe.PreconditionError):
+                self._stale()
+                try:
+                    current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
+                    if bytes(current.bytes()) == bytes(root):
+                        self._remember_root(bytes(root), current.meta["e_tag"])
+                        return current.meta["e_tag"]
+                except ObjectMissing:
+                    pass
+                raise CommitConflict(f"{self.url}: another writer committed first.") from None
+        except CommitConflict:
+            raise
+        except Exception as exc:
+            # The PUT may have landed before the connection broke: the writer must not delete what
+            # the new root may name. Uncommitted, it is only orphans, which fsck lists.
+            self._stale()
+            error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
+            error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
+                          "adding again.",)
+            error.committed = True  # type: ignore[attr-defined]
+            raise error from None
         self.stats["bytes_out"] += len(root)
         self._remember_root(bytes(root), result["e_tag"])
         return result["e_tag"]

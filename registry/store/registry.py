@@ -382,10 +382,10 @@ class Registry:
             normalization=normalization, provenance=provenance, separable=separable, bias=bias,
         )
         with self._writing() as txn:
-            versions = txn.edit.versions(name)
+            versions = txn.versions(name)
             if versions:
                 line = versions[max(versions)][1]
-                record = _json(line) if line else txn.view.record(name, max(versions))
+                record = _json(line) if line else txn.record(name, max(versions))
                 if same_content(record, draft):
                     return Kernel(record, array)
             record = txn.add(draft, array)
@@ -425,7 +425,7 @@ class Registry:
         if self._builtins is not None and parsed.name in self._builtins:
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
-            versions = txn.edit.versions(parsed.name)
+            versions = txn.versions(parsed.name)
             if parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
             elif all_versions or len(versions) == 1:
