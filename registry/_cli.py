@@ -449,4 +449,4 @@ def main() -> None:
     cli(prog_name="kreg")
 
 
-from . import _cli_packs, _cli_store  # noqa: E402,F401  (register export, import, keygen, fsck)
+from . import _cli_packs, _cli_remote, _cli_store  # noqa: E402,F401  (export, import, keygen, copy, fsck)

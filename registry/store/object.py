@@ -118,13 +118,13 @@ class ObjectBackend:
             result = self._request("get", lambda: obs.get(self.store, ROOT, options=options), ROOT)
             data = bytes(result.bytes())
             etag = result.meta["e_tag"]
+            self.stats["bytes_in"] += len(data)
         except oe.NotModifiedError:
             assert held is not None
             data, etag = held[0], held[1]
         except ObjectMissing:
             self._root = None
             return None, None
-        self.stats["bytes_in"] += len(data)
         self._remember_root(data, etag)
         return data, etag
 

@@ -1,0 +1,134 @@
+"""Remote registries from the command line and the cache: kreg --db s3://, KREG_DB, kreg copy, errors, requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import registry
+from registry._cli import cli
+from registry.store.object import ObjectBackend
+from s3server import BUCKET, READER, WRITER
+
+
+def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_on_s3_with_db_and_env(s3_url: str, tmp_path: Path) -> None:
+    result = run("--db", s3_url, "add", "team/edge", "--values", "[[1, -1]]", "--description", "step")
+    assert result.exit_code == 0, result.output
+    result = run("list", "team/*", env={"KREG_DB": s3_url})
+    assert "team/edge" in result.output and result.exit_code == 0
+    assert run("--db", s3_url, "fsck").exit_code == 0
+
+
+def test_copy_keeps_records_notes_source_and_is_idempotent(s3_url: str, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    with registry.Registry(local, builtins=False) as reg:
+        reg.add("edge/a", np.array([[1, -1]], "f4"), description="a step", tags=["edge"])
+        reg.add("edge/b", np.array([[2, -2]], "f4"))
+    result = run("copy", str(local), s3_url, "edge/*")
+    assert result.exit_code == 0, result.output
+    assert "edge/a@1 -> edge/a@1" in result.output
+    remote = registry.Registry(s3_url, builtins=False)
+    record = remote.records(["edge/a"])[0]
+    assert record["tags"] == ["edge"] and record["provenance"]["description"] == "a step"
+    assert f"copied from {local}" in record["provenance"]["references"][-1]
+    assert "skip (identical)" in run("copy", str(local), s3_url).output  # nothing new the second time
+    back = tmp_path / "back"
+    assert run("copy", s3_url, str(back), "edge/b@1").exit_code == 0
+    np.testing.assert_array_equal(registry.Registry(back, builtins=False).load("edge/b@1").array, [[2, -2]])
+
+
+def test_copy_refuses_values_that_do_not_match_their_hash(s3_url: str, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    with registry.Registry(local, builtins=False) as reg:
+        k = reg.add("bad", np.arange(16, dtype="f4").reshape(4, 4))
+    obj = local / "kernels" / "bad" / "@1.h5"
+    data = bytearray(obj.read_bytes())
+    offset = reg.backend.read(f"kernels/bad/@1.h5").find(np.arange(16, dtype="<f4").tobytes())
+    data[offset] ^= 0x40
+    obj.chmod(0o644)
+    obj.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["copy", str(local), s3_url])
+    assert result.exit_code != 0 and "sha256" in result.output
+    assert registry.Registry(s3_url, builtins=False).list_kernels() == []
+
+
+@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-bucket", "read-only"])
+def test_errors_are_one_line_naming_the_url_without_secrets(case: str, s3_server, s3_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.Registry(s3_url, builtins=False).add("there", [[1.0]])
+    url = s3_url
+    if case == "unreachable":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    elif case == "wrong-key":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
+    elif case == "missing-bucket":
+        url = f"s3://no-such-bucket-kreg/{s3_url.rsplit('/', 1)[1]}"
+    else:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER[0])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER[1])
+    monkeypatch.setenv("KREG_CACHE_BYTES", "0")
+    result = CliRunner().invoke(cli, ["--db", url, "add", "new", "--values", "[[2.0]]"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert url in lines[0]
+    for secret in (WRITER[1], READER[1], "not-the-secret-at-all"):
+        assert secret not in result.output
+    expected = {"unreachable": "Cannot reach", "wrong-key": "refused the credentials",
+                "missing-bucket": "does not exist", "read-only": "read-only"}[case]
+    assert expected in lines[0]
+
+
+def test_cache_pinned_loads_need_no_request_even_offline(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("c/k", np.eye(3, dtype="f4"))
+    reg.add("c/k", np.eye(3, dtype="f4") * 2)
+    cold = registry.Registry(s3_url, builtins=False)
+    monkeypatch.setattr(cold.backend, "cache", None)  # nothing cached: what a new machine pays
+    cold.load("c/k")
+    assert sum(cold.backend.stats[v] for v in ("get", "put", "list")) == 3  # root, segment, object
+
+    warm = registry.Registry(s3_url, builtins=False)
+    np.testing.assert_array_equal(warm.load("c/k@1").array, np.eye(3))
+    assert sum(warm.backend.stats.values()) == 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # offline
+    offline = registry.Registry(s3_url, builtins=False)
+    np.testing.assert_array_equal(offline.load("c/k@2").array, np.eye(3) * 2)
+    assert sum(offline.backend.stats.values()) == 0
+
+
+def test_latest_costs_one_small_request_or_none_within_the_freshness_window(
+        s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.Registry(s3_url, builtins=False).add("f/k", [[1.0]])
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.load("f/k")
+    assert reg.backend.stats["get"] == 1 and reg.backend.stats["bytes_in"] == 0  # a 304: no body
+    monkeypatch.setenv("KREG_FRESHNESS", "3600")
+    fresh = registry.Registry(s3_url, builtins=False)
+    fresh.load("f/k")
+    assert sum(fresh.backend.stats.values()) == 0
+
+
+def test_a_damaged_cache_entry_is_refetched_never_used(s3_url: str, tmp_path: Path) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    values = np.arange(9, dtype="f4").reshape(3, 3)
+    reg.add("d/k", values)
+    blobs = list((tmp_path / "kreg-cache" / "blobs").rglob("*"))
+    damaged = 0
+    for blob in blobs:
+        if blob.is_file():
+            data = bytearray(blob.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            blob.write_bytes(bytes(data))
+            damaged += 1
+    assert damaged
+    again = registry.Registry(s3_url, builtins=False)
+    np.testing.assert_array_equal(again.load("d/k@1").array, values)
+    assert again.backend.stats["get"] >= 2  # the segment and the object came from the server again
