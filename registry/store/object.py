@@ -34,6 +34,8 @@ ROOT = "index.json"
 SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
 #: Keys whose bytes never change once written: cached locally forever (by content).
 _IMMUTABLE = ("kernels/", "index/")
+#: A writer builds on a root confirmed this recently without re-reading it (the CAS checks it).
+OPTIMISTIC_SECONDS = 300.0
 #: Environment variable: seconds a validated root is trusted without asking the server.
 FRESHNESS_ENV = "KREG_FRESHNESS"
 
@@ -229,7 +231,11 @@ class ObjectBackend:
 
         from .index import ROOT_FORMAT, ROOT_VERSION, Segment
 
-        if self.cached_root() is not None:
+        held = self._root or self._disk_root()
+        if held is not None:
+            # Optimistic: a writer may build on a root confirmed lately without asking again; the
+            # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
+            self._root_checked_now = time.time() - held[2] < OPTIMISTIC_SECONDS
             return
         if self.read_root()[0] is not None or self.exists():
             self._root_checked_now = True
