@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 import registry
 from registry._cli import cli
+from registry.store.cache import DiskCache
 from registry.store.object import ObjectBackend
 from s3server import BUCKET, READER, WRITER
 
@@ -132,3 +133,42 @@ def test_a_damaged_cache_entry_is_refetched_never_used(s3_url: str, tmp_path: Pa
     again = registry.Registry(s3_url, builtins=False)
     np.testing.assert_array_equal(again.load("d/k@1").array, values)
     assert again.backend.stats["get"] >= 2  # the segment and the object came from the server again
+
+
+def test_import_registry_and_local_use_never_import_the_s3_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, registry; r = registry.Registry(sys.argv[1], builtins=False); r.add('a', [[1.0]]); "
+            "r.load('a'); print('obstore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_transfer_damaged_once_is_fetched_again(s3_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that do not hash to the ETag (an MD5 here) are never cached or used as they came."""
+    import obstore as obs
+
+    registry.Registry(s3_url, builtins=False).add("t/k", np.arange(4, dtype="f4").reshape(2, 2))
+    real_get = obs.get
+    calls = []
+
+    class Damaged:
+        def __init__(self, result):  # type: ignore[no-untyped-def]
+            self.meta, self._data = result.meta, bytearray(bytes(result.bytes()))
+            self._data[len(self._data) // 2] ^= 1
+
+        def bytes(self) -> bytes:
+            return bytes(self._data)
+
+    def flaky_get(store, key, **kw):  # type: ignore[no-untyped-def]
+        result = real_get(store, key, **kw)
+        calls.append(key)
+        return Damaged(result) if key.startswith("kernels/") and calls.count(key) == 1 else result
+
+    monkeypatch.setattr(obs, "get", flaky_get)
+    reg = registry.Registry(ObjectBackend(s3_url, cache=DiskCache(tmp_path / "new-machine")), builtins=False)
+    np.testing.assert_array_equal(reg.load("t/k@1").array, np.arange(4).reshape(2, 2))
+    assert calls.count("kernels/t/k/@1.h5") == 2

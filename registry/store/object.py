@@ -150,7 +150,15 @@ class ObjectBackend:
             raise
         data = bytes(result.bytes())
         self.stats["bytes_in"] += len(data)
-        _check_etag(data, result.meta.get("e_tag"), f"{self.url}/{key}")
+        if not _etag_matches(data, result.meta.get("e_tag")):
+            # Damaged on the way, or an ETag that is no MD5 (SSE-KMS): fetch again; the same
+            # bytes twice are what the server holds, a damaged transfer does not repeat itself.
+            again = bytes(self._request("get", lambda: obs.get(self.store, key), key).bytes())
+            self.stats["bytes_in"] += len(again)
+            if again != data and not _etag_matches(again, result.meta.get("e_tag")):
+                raise RemoteError(f"{self.url}/{key}: two downloads differ and neither matches the server's "
+                                  "checksum (ETag); the network damages transfers. Try again.")
+            data = again
         if immutable:
             self.cache.put(self.url, key, data)  # type: ignore[union-attr]
         return data
@@ -368,13 +376,12 @@ def _profile_credentials() -> Any:
     return Boto3CredentialProvider(boto3.Session(profile_name=os.environ["AWS_PROFILE"]))
 
 
-def _check_etag(data: bytes, etag: str | None, where: str) -> None:
-    """Bytes received must hash to the ETag when the ETag is their MD5 (single-part S3 uploads)."""
+def _etag_matches(data: bytes, etag: str | None) -> bool:
+    """False when the ETag looks like an MD5 (single-part S3 uploads) and the bytes do not hash to it."""
     tag = (etag or "").strip('"')
     if len(tag) == 32 and all(c in "0123456789abcdef" for c in tag):
-        if hashlib.md5(data, usedforsecurity=False).hexdigest() != tag:
-            raise RemoteError(f"{where}: the bytes received do not match the server's checksum (ETag); "
-                              "the transfer was damaged. Try again.")
+        return hashlib.md5(data, usedforsecurity=False).hexdigest() == tag
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
