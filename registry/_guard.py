@@ -362,8 +362,11 @@ def check_plain_file(path: Path) -> int:
         raise UnsafeFileError(f"{path} is a symbolic link; kreg opens only regular files. Pass the real path.")
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeFileError(f"{path} is not a regular file (a directory, FIFO or device).")
-    with open(path, "rb") as f:
-        head = f.read(len(HDF5_SIGNATURE))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+    except OSError as exc:  # e.g. /proc/self/mem: a "regular file" whose read fails
+        raise UnsafeFileError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     if head != HDF5_SIGNATURE:
         kind = "empty" if not head else "not HDF5 (no HDF5 signature at byte 0)"
         raise UnsafeFileError(f"{path} is {kind}; a kreg file is an HDF5 container written by kreg.")

@@ -239,3 +239,43 @@ def test_a_format_1_registry_is_read_then_migrated(tmp_path: Path) -> None:
         "gone@2", "team/edge@1", "team/edge@2", "team/edge@4"]
     assert all(p.read_bytes() == data for p, data in objects.items())
     assert fresh.verify() == [] and fresh.fsck().problems == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to bind-mount a registry read-only (CI runs as root)")
+def test_a_read_only_registry_with_leftovers_reads_and_refuses_writes_cleanly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path, mount = tmp_path / "reg", tmp_path / "ro"
+    populated(path)
+    (path / "tmp" / f"put-{'1' * 32}.tmp").write_bytes(b"a crashed writer's leftover")
+    mount.mkdir()
+    subprocess.run(["mount", "--bind", str(path), str(mount)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], check=True)
+
+        def kreg(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "registry", "--db", str(mount), *args],
+                                  capture_output=True, text=True)
+
+        listed = kreg("list", "team/*")
+        assert listed.returncode == 0 and "team/a" in listed.stdout, listed
+        assert kreg("show", "solo").returncode == 0
+        for args in (["add", "team/b", "--values", "[[1.0]]"], ["rm", "solo"], ["fsck", "--repair"]):
+            done = kreg(*args)
+            assert done.returncode == 1, done
+            assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+            assert "read-only" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+    assert [i.ref for i in Registry(path, builtins=False).list_kernels()] == ["solo@1", "team/a@2"]
+
+
+def test_a_file_where_the_registry_should_be_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-dir"
+    path.write_bytes(b"notes")
+    for operation in (lambda: Registry(path).load("team/a"), lambda: Registry(path).add("team/a", [[1.0]]),
+                      lambda: Registry(path).list_kernels()):
+        with pytest.raises(UnsafeFileError, match="is a file; a registry is a directory"):
+            operation()
+    assert path.read_bytes() == b"notes"

@@ -54,34 +54,61 @@ def object_key(name: str, version: int) -> str:
 
 
 class Segment:
-    """One immutable segment, parsed: name -> version -> (row, record line), and next versions."""
+    """One immutable segment, parsed: name -> version -> (row, record line), and next versions.
 
-    __slots__ = ("key", "names", "next")
+    Only the header line is parsed up front (all a listing needs); the record lines are split
+    out of the raw bytes the first time one is asked for.
+    """
 
-    def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]],
-                 next_version: dict[str, int]) -> None:
+    __slots__ = ("_body", "_names", "_rows", "_where", "key", "next")
+
+    def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
+                 next_version: dict[str, int], *, rows: list[list[Any]] | None = None, body: bytes = b"") -> None:
         self.key = key
-        self.names = names
+        self._names = names
         self.next = next_version
+        self._rows, self._body = rows, body
+        self._where = "?"
 
     @classmethod
     def parse(cls, key: str, data: bytes, *, where: str) -> Segment:
         try:
-            text = bytes(data).decode("utf-8")
-            head, _, body = text.partition("\n")
-            header = json.loads(head)
+            data = bytes(data)
+            end = data.find(b"\n")
+            header = json.loads(data[: end if end >= 0 else len(data)])
             rows, next_version = header["rows"], header["next"]
-            lines = body.split("\n") if body else []
+            if not isinstance(rows, list) or not isinstance(next_version, dict):
+                raise ValueError("not a segment header")
+            next_version = {str(k): int(v) for k, v in next_version.items()}
+        except (ValueError, KeyError, TypeError):
+            raise _damaged(where, key) from None
+        segment = cls(key, None, next_version, rows=rows, body=data[end + 1:] if end >= 0 else b"")
+        segment._where = where
+        return segment
+
+    @property
+    def names(self) -> dict[str, dict[int, tuple[list[Any], str | None]]]:
+        if self._names is None:
+            rows = self._rows or []
+            lines = self._body.decode("utf-8", "replace").split("\n")
             if lines and lines[-1] == "":
                 lines.pop()
-            if not isinstance(rows, list) or not isinstance(next_version, dict) or len(lines) != len(rows):
-                raise ValueError("rows and records disagree")
+            if len(lines) != len(rows):
+                raise _damaged(self._where, self.key or "?")
             names: dict[str, dict[int, tuple[list[Any], str | None]]] = {}
-            for row, line in zip(rows, lines):
-                names.setdefault(row[0], {})[row[1]] = (row, line)
-        except (ValueError, KeyError, TypeError, IndexError):
-            raise UnsafeFileError(f"{where}: the index segment {key} is damaged. Run 'kreg fsck --repair'.") from None
-        return cls(key, names, {str(k): int(v) for k, v in next_version.items()})
+            try:
+                for row, line in zip(rows, lines):
+                    names.setdefault(row[0], {})[row[1]] = (row, line)
+            except (TypeError, IndexError):
+                raise _damaged(self._where, self.key or "?") from None
+            self._names, self._rows, self._body = names, None, b""
+        return self._names
+
+    def rows(self) -> list[list[Any]]:
+        """Every row, without splitting out the records (the listing's path)."""
+        if self._names is None:
+            return self._rows or []
+        return [row for versions in self._names.values() for row, _ in versions.values()]
 
     def dump(self) -> bytes:
         rows, lines = [], []
@@ -97,7 +124,11 @@ class Segment:
         return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next))
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.names.values())
+        return len(self.rows())
+
+
+def _damaged(where: str, key: str) -> UnsafeFileError:
+    return UnsafeFileError(f"{where}: the index segment {key} is damaged. Run 'kreg fsck --repair'.")
 
 
 class View:
@@ -182,15 +213,14 @@ class View:
         make = KernelInfo._make
         out: dict[str, dict[int, KernelInfo]] = {}
         for segment in self.all_segments():
-            for name, versions in segment.names.items():
-                out[name] = {
-                    v: make((f"{name}@{v}", name, v, tuple(r[2]), r[3], r[4], r[5], r[6], tuple(r[7]), r[8], False))
-                    for v, (r, _) in versions.items()
-                }
+            for r in segment.rows():
+                name, v = r[0], r[1]
+                out.setdefault(name, {})[v] = make(
+                    (f"{name}@{v}", name, v, tuple(r[2]), r[3], r[4], r[5], r[6], tuple(r[7]), r[8], False))
         return out
 
     def names(self) -> list[str]:
-        return [name for segment in self.all_segments() for name in segment.names]
+        return list(dict.fromkeys(row[0] for segment in self.all_segments() for row in segment.rows()))
 
     def __len__(self) -> int:
         return sum(len(segment) for segment in self.all_segments())

@@ -431,7 +431,19 @@ def _lexists(fd: int, name: str) -> bool:
 
 
 def _read_exactly(fd: int, offset: int, size: int, where: str) -> bytes:
-    buffer = bytearray(size)
+    """``size`` bytes from ``offset``: small reads as ``bytes``, large ones straight into an
+    uninitialised NumPy buffer (no zero-fill, no copy; it supports the buffer protocol)."""
+    if size < 1 << 20:
+        data = os.pread(fd, size, offset)
+        while len(data) < size:
+            more = os.pread(fd, size - len(data), offset + len(data))
+            if not more:
+                raise UnsafeFileError(f"{where}: the file ended early (it shrank while being read).")
+            data += more
+        return data
+    import numpy as np
+
+    buffer = np.empty(size, np.uint8)
     view = memoryview(buffer)
     done = 0
     while done < size:
@@ -439,7 +451,7 @@ def _read_exactly(fd: int, offset: int, size: int, where: str) -> bytes:
         if n == 0:
             raise UnsafeFileError(f"{where}: the file ended early (it shrank while being read).")
         done += n
-    return bytes(buffer) if size < 1 << 20 else buffer  # type: ignore[return-value]
+    return buffer  # type: ignore[return-value]
 
 
 def _flock(fd: int, timeout: float, url: str) -> None:

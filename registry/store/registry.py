@@ -428,13 +428,13 @@ class Registry:
             versions = txn.versions(parsed.name)
             if parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
-            elif all_versions or len(versions) == 1:
+            elif all_versions or len(versions) <= 1:
                 chosen = sorted(versions)
             else:
                 pinned = ", ".join(f"{parsed.name}@{v}" for v in sorted(versions))
                 raise InvalidKernelError(
-                    f"{parsed.name!r} has {len(versions)} versions; name one ({pinned}) "
-                    "or remove them all with all_versions=True (kreg rm --all)."
+                    f"{parsed.name!r} has {len(versions)} versions; name one ({pinned}) or remove "
+                    "them all ('kreg rm --all', or all_versions=True in Python)."
                 )
             if not chosen:
                 raise self._not_found(parsed, txn.view)
@@ -470,6 +470,67 @@ class Registry:
     def _fresh_state(self) -> tuple[View, object]:
         data, token = self.backend.read_root()
         return self._parse_root(data), token
+
+    # -- packs ------------------------------------------------------------
+
+    def export(
+        self,
+        refs: str | Sequence[str],
+        path: str | os.PathLike[str],
+        *,
+        sign: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        author: str | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write kernels (refs or glob patterns) to a pack file for another team.
+
+        Args:
+            refs: refs or patterns, as for :meth:`resolve`.
+            path: the pack to write (atomically).
+            sign: a private key file (``kreg keygen``) to sign the manifest with.
+            name, author: recorded in the manifest (``name`` defaults to the file name).
+            overwrite: replace ``path`` if it exists.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> out = pathlib.Path(tempfile.mkdtemp()) / "edges.h5"
+            >>> Registry(tempfile.mkdtemp()).export(["sobel_x", "sobel_y"], out).name
+            'edges.h5'
+        """
+        from .._pack import write_pack
+        from .._signing import read_key
+
+        kernels = self.resolve(refs)
+        key = read_key(os.fspath(sign), what="sign") if sign is not None else None
+        target = Path(path)
+        return write_pack(target, [(k._record, k.array) for k in kernels], name=name or target.stem,
+                          author=author, signing_key=key, overwrite=overwrite)
+
+    def import_pack(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        prefix: str = "",
+        trust: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> Any:
+        """Import a pack all or nothing (parsed as hostile input in a child process).
+
+        Args:
+            path: the pack file.
+            prefix: a namespace put before every name, e.g. ``"team/"``.
+            trust: public keys (hex, or ``.pub`` files); when given, the pack must be signed by one.
+            dry_run: only plan.
+
+        Returns:
+            The import report: ``report.steps`` says what was added, versioned or skipped.
+        """
+        from .._pack import import_pack
+        from .._signing import read_key
+
+        keys = [read_key(t, what="trust").hex() for t in trust]
+        return import_pack(self, path, prefix=prefix, dry_run=dry_run, trusted_keys=keys)
 
     # -- integrity --------------------------------------------------------
 
