@@ -172,3 +172,55 @@ def test_a_transfer_damaged_once_is_fetched_again(s3_url: str, tmp_path: Path,
     reg = registry.Registry(ObjectBackend(s3_url, cache=DiskCache(tmp_path / "new-machine")), builtins=False)
     np.testing.assert_array_equal(reg.load("t/k@1").array, np.arange(4).reshape(2, 2))
     assert calls.count("kernels/t/k/@1.h5") == 2
+
+
+def test_throttling_is_retried_with_backoff(s3_server, s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in front of SeaweedFS answers the first PUTs '503 SlowDown', as S3 does under load."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    throttled = []
+    target = s3_server.ports["s3.port"]
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "PUT" and len(throttled) < 3:
+                throttled.append(self.path)
+                payload = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", target, timeout=30)
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers))  # Host kept: it is signed
+            reply = conn.getresponse()
+            data = reply.read()
+            self.send_response(reply.status)
+            for key, value in reply.getheaders():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        reg = registry.Registry(s3_url, builtins=False)
+        assert reg.add("slow/k", [[1.0]]).ref == "slow/k@1"
+        assert len(throttled) == 3  # each refused PUT was sent again, and the add went through
+        np.testing.assert_array_equal(registry.Registry(s3_url, builtins=False).load("slow/k@1").array, [[1.0]])
+    finally:
+        server.shutdown()
+        server.server_close()
