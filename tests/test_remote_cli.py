@@ -224,3 +224,14 @@ def test_throttling_is_retried_with_backoff(s3_server, s3_url: str, monkeypatch:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_without_the_s3_extra_the_error_names_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['obstore'] = None\n"
+            "from click.testing import CliRunner\nfrom registry._cli import cli\n"
+            "r = CliRunner().invoke(cli, ['--db', 's3://b/p', 'list'])\nprint(r.exit_code, r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("1 Error: ") and "pip install 'kreg[s3]'" in out and out.strip().count("\n") == 0

@@ -60,6 +60,9 @@ class ObjectBackend:
         if scheme not in SCHEMES or not bucket:
             raise UnsafeFileError(f"Not an object-store URL: {url!r}. Expected s3://BUCKET/PREFIX (or gs://, az://).")
         self.url = f"{scheme}://{bucket}/{prefix.strip('/')}".rstrip("/")
+        from .._lazy import require
+
+        require("obstore", feature=f"The registry at {self.url}")  # names the extra: pip install 'kreg[s3]'
         self._scheme, self._bucket, self._prefix = scheme, bucket, prefix.strip("/")
         env = os.environ.get(FRESHNESS_ENV, "")
         self.freshness = float(freshness if freshness is not None else (env or 0))
@@ -329,9 +332,6 @@ class ObjectBackend:
 
 def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
     """The obstore client for ``url``, configured from the cloud's standard environment."""
-    from .._lazy import require
-
-    require("obstore", feature=f"The registry at {url}")
     from obstore.store import from_url
 
     client: dict[str, Any] = {"connect_timeout": timedelta(seconds=timeout),
