@@ -237,10 +237,7 @@ class ObjectBackend:
         kernel objects exist would be ambiguous (a first commit under way, or a lost index), so
         a new registry gets an empty root (naming one empty segment) before any object is put.
         No request when this machine has seen the root before."""
-        import json
-        import uuid
-
-        from .index import ROOT_FORMAT, ROOT_VERSION, Segment
+        from .index import empty_root
 
         held = self._root or self._disk_root()
         if held is not None:
@@ -251,10 +248,8 @@ class ObjectBackend:
         if self.read_root()[0] is not None or self.exists():
             self._root_checked_now = True
             return
-        key = f"index/{uuid.uuid4().hex}.json"
-        self.put(key, Segment(None, {}, {}).dump())
-        root = json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
-                           "segments": {"": key}}, separators=(",", ":"), sort_keys=True).encode()
+        key, segment, root = empty_root()
+        self.put(key, segment)
         try:
             self.commit(root, None)
         except CommitConflict:  # another writer created it first
