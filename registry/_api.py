@@ -12,7 +12,7 @@ from ._kernel import Kernel
 from ._paths import default_registry_path
 from .store import Registry
 
-_default: dict[Path, Registry] = {}
+_default: dict[Path | str, Registry] = {}
 
 
 def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
@@ -22,7 +22,12 @@ def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     else the platform's user data directory (``platformdirs``). One
     :class:`Registry` is kept per resolved path, so its caches are shared.
     """
-    resolved = Path(path).expanduser().absolute() if path else default_registry_path().absolute()
+    location = os.fspath(path) if path else os.environ.get("KREG_DB", "")
+    resolved: Path | str
+    if "://" in location and not location.startswith("file://"):
+        resolved = location  # an object-store URL (issue 10): no path to resolve
+    else:
+        resolved = Path(path).expanduser().absolute() if path else default_registry_path().absolute()
     reg = _default.get(resolved)
     if reg is None or reg._closed:
         reg = _default[resolved] = Registry(resolved)

@@ -91,13 +91,26 @@ def _info(message: str) -> None:
         click.echo(message, err=True)
 
 
+class _Location(click.ParamType):
+    """--db: a registry directory, or an object-store URL kept as it is (issue 10)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        text = str(value)
+        if "://" in text and not text.startswith("file://"):
+            return text
+        return click.Path(file_okay=False, path_type=Path).convert(text.removeprefix("file://"), param, ctx)
+
+
 @click.group(cls=KregGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", type=click.Path(file_okay=False, path_type=Path), envvar="KREG_DB",
-              help="Registry directory (default: $KREG_DB, else the user data directory).")
+@click.option("--db", type=_Location(), envvar="KREG_DB",
+              help="Registry directory or URL (s3://BUCKET/PREFIX, gs://, az://; default: $KREG_DB, "
+                   "else the user data directory).")
 @click.option("-q", "--quiet", is_flag=True, help="No messages on stderr, only data on stdout.")
 @click.version_option(package_name="kreg", prog_name="kreg")
 @click.pass_context
-def cli(ctx: click.Context, db: Path | None, quiet: bool) -> None:
+def cli(ctx: click.Context, db: Path | str | None, quiet: bool) -> None:
     """kreg: a registry of convolution kernels you can trust.
 
     \b
@@ -474,4 +487,4 @@ def main() -> None:
     cli(prog_name="kreg")
 
 
-from . import _cli_about, _cli_packs, _cli_store  # noqa: E402,F401  (schema, families, info; packs; fsck)
+from . import _cli_about, _cli_packs, _cli_remote, _cli_store  # noqa: E402,F401  (schema, families, info; packs; copy; fsck)

@@ -14,6 +14,7 @@ working for callers who do not know kreg::
     ├── ReadOnlyError            (PermissionError)  write to the built-ins
     ├── LockTimeoutError         (TimeoutError) another writer held the lock too long
     ├── StoreWriteError          (OSError)      the disk refused a write; nothing was committed
+    ├── RemoteError              (ConnectionError)  object storage unreachable, refused or missing
     └── MissingDependencyError   (ImportError)  an optional extra is not installed
 
 Messages say what happened, what was expected and how to fix it; the CLI
@@ -31,6 +32,7 @@ __all__ = [
     "LockTimeoutError",
     "MissingDependencyError",
     "ReadOnlyError",
+    "RemoteError",
     "SchemaVersionError",
     "StoreWriteError",
     "UnsafeFileError",
@@ -79,6 +81,10 @@ class LockTimeoutError(KregError, TimeoutError):
 
 class StoreWriteError(KregError, OSError):
     """A write to the registry failed (disk full, I/O error); nothing was committed."""
+
+
+class RemoteError(KregError, ConnectionError):
+    """Object storage could not be used: unreachable, credentials refused, bucket missing, throttled."""
 
 
 class MissingDependencyError(KregError, ImportError):

@@ -39,13 +39,19 @@ READ_ATTEMPTS = 8
 
 
 def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> Backend:
-    """The backend for a path (or ``file://`` URL)."""
+    """The backend for a path, a ``file://`` URL, or an object-store URL (``s3://``, ``gs://``, ``az://``)."""
     text = os.fspath(location)
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
+        # -- issue 10: object storage (store/object.py), imported only for such URLs --
+        from .object import SCHEMES, ObjectBackend
+
         scheme = text.split("://", 1)[0]
-        raise InvalidKernelError(f"Registries at {scheme}:// URLs are not supported by this kreg. Received: {text!r}.")
+        if scheme in SCHEMES:
+            return ObjectBackend(text)
+        raise InvalidKernelError(f"Registries at {scheme}:// URLs are not supported by this kreg "
+                                 f"(s3://, gs://, az://, file:// are). Received: {text!r}.")
     from .local import LocalBackend
 
     return LocalBackend(text, lock_timeout=lock_timeout)
@@ -113,9 +119,27 @@ class Registry:
         parsed = parse_ref(ref)
         if params:
             return self._generate(parsed, params)
+        # -- issue 10: a pinned version the last root this machine saw lists is immutable, so it
+        # loads from the local cache with no request (and offline); anything missing falls through.
+        if parsed.version is not None and (kernel := self._load_pinned(parsed, verify)) is not None:
+            return kernel
         # The user's index first: a fresh process loading its own kernel never opens the built-ins
         # (built-in names cannot be added, so the order changes no answer).
         return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
+
+    def _load_pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
+        """``name@v`` through the backend's last known root, or None (issue 10: remote registries)."""
+        cached_root = getattr(self.backend, "cached_root", None)
+        data = cached_root() if cached_root is not None else None
+        if data is None:
+            return None
+        try:
+            view = View.parse(data, self.backend.read, self._segments, where=self.url)
+            if view.row(*parsed) is None:
+                return None
+            return self._load_from(view, parsed, verify, cached=True)
+        except KregError:
+            return None
 
     def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
         row = view.row(*parsed)
@@ -363,10 +387,10 @@ class Registry:
         # Validated before taking the lock, so bad metadata fails the same way every time.
         draft, array = build_record(name, values, **metadata)
         with self._writing() as txn:
-            versions = txn.edit.versions(name)
+            versions = txn.versions(name)
             if versions:
                 line = versions[max(versions)][1]
-                record = _json(line) if line else txn.view.record(name, max(versions))
+                record = _json(line) if line else txn.record(name, max(versions))
                 if same_content(record, draft):
                     return Kernel(record, array)
             record = txn.add(draft, array)
@@ -406,7 +430,7 @@ class Registry:
         if self._builtins is not None and parsed.name in self._builtins:
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
-            versions = txn.edit.versions(parsed.name)
+            versions = txn.versions(parsed.name)
             if parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
             elif all_versions or len(versions) <= 1:

@@ -28,8 +28,11 @@ from .index import Edit, Segment, View, canonical, object_key
 
 #: Create-only attempts at successive version numbers before giving up (orphans are rare).
 MAX_VERSION_PROBES = 64
-#: Commit attempts on an object store before giving up (each after a jittered backoff).
-MAX_COMMIT_ATTEMPTS = 12
+#: Commit attempts on an object store before giving up (each after a jittered backoff). Measured
+#: against SeaweedFS (issue 10): with 8 processes adding at once a writer can lose a dozen CAS
+#: rounds in a row, so the backoff is capped low (a slow writer must still try often) and long.
+MAX_COMMIT_ATTEMPTS = 40
+MAX_BACKOFF = 0.25
 TOMBSTONE = b'{"format":"kreg-tombstone","version":1}\n'
 
 
@@ -85,28 +88,50 @@ class Transaction:
 
     # -- operations -------------------------------------------------------
 
+    # -- reads inside a transaction (issue 10) ------------------------------
+    # Without a lock (an object store), a writer that committed meanwhile may already have
+    # deleted a segment the root read here names: read the root again, replay, retry.
+
+    def _retrying(self, action: Callable[[], Any]) -> Any:
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
+            try:
+                return action()
+            except ObjectMissing:
+                if attempt == MAX_COMMIT_ATTEMPTS - 1:
+                    raise
+                self._replay()
+        raise AssertionError("unreachable")
+
+    def versions(self, name: str) -> dict[int, tuple[list[Any], str | None]]:
+        """The versions of ``name`` as this transaction sees them."""
+        return self._retrying(lambda: self.edit.versions(name))
+
+    def record(self, name: str, version: int) -> dict[str, Any]:
+        """The committed record of ``name@version`` in the state this transaction builds on."""
+        return self._retrying(lambda: self.view.record(name, version))
+
     def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
         """Place ``record`` (any version) as the next free version of its name; return the record stored."""
         name = record["name"]
-        version = self.edit.next_version(name)
+        version = self._retrying(lambda: self.edit.next_version(name))
         for _ in range(MAX_VERSION_PROBES):
             stored = {**record, "version": version}
             image, offset = object_image(stored, array)
             try:
                 self.backend.put(object_key(name, version), image, durable=not self.deferred)
             except ObjectExists:  # an orphan of a crashed writer, or a racing writer: that number is taken
-                self.edit.reserve(name, version)
+                self._retrying(lambda: self.edit.reserve(name, version))
                 version += 1
                 continue
             self._placed.append(object_key(name, version))
-            self.edit.put(stored, offset)
+            self._retrying(lambda: self.edit.put(stored, offset))
             self._ops.append(("put", stored, offset))
             return stored
         raise StoreWriteError(f"{self.backend.url}: versions {version - MAX_VERSION_PROBES}..{version} of "
                               f"{name!r} are all taken by objects the index does not list. Run 'kreg fsck'.")
 
     def remove(self, name: str, version: int) -> None:
-        self.edit.drop(name, version)
+        self._retrying(lambda: self.edit.drop(name, version))
         self._ops.append(("drop", name, version))
         self.removed.append((name, version))
 
@@ -131,7 +156,7 @@ class Transaction:
                 self.token = self.backend.commit(root, self.token)
             except CommitConflict:
                 self._delete_quietly(written)
-                time.sleep(min(2.0, 0.02 * 2**attempt) * random.random())
+                time.sleep(min(MAX_BACKOFF, 0.01 * 2**attempt) * random.random())
                 self._replay()
                 continue
             except BaseException as exc:
@@ -153,13 +178,19 @@ class Transaction:
             self._delete_quietly(self._placed)
 
     def _replay(self) -> None:
-        self.view, self.token = self._read_view()
-        self.edit = Edit(self.view)
-        for op, a, b in self._ops:
-            if op == "put":
-                self.edit.put(a, b)
-            else:
-                self.edit.drop(a, b)
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
+            self.view, self.token = self._read_view()
+            self.edit = Edit(self.view)
+            try:
+                for op, a, b in self._ops:
+                    if op == "put":
+                        self.edit.put(a, b)
+                    else:
+                        self.edit.drop(a, b)
+                return
+            except ObjectMissing:  # a segment of that root was replaced meanwhile (no lock): read again
+                if attempt == MAX_COMMIT_ATTEMPTS - 1:
+                    raise
 
     def _after_commit(self, replaced: list[str]) -> None:
         # Readers holding the old root retry when a segment or object they named is gone.

@@ -1,0 +1,105 @@
+"""Remote-registry benchmark: HTTP requests and bytes per operation, counted, against a local S3 server.
+
+SeaweedFS (``weed mini`` from the test extra) runs on 127.0.0.1; every request the object
+backend makes is counted (``ObjectBackend.stats``: one count per GET, PUT, DELETE and listing
+page; bytes received and sent). Each operation is measured on a new ``Registry`` (a new
+process would see the same), "cold" with the local cache off (a new machine), "warm" with
+the cache filled by an earlier use. The same operations on a local directory are timed beside.
+
+Targets (shared/DESIGN.md, issue 10): cold ``load("name@v")`` <= 2 requests, warm 0; cold
+``load("name")`` <= 3; one add <= 4 whatever the registry size; list of 10,000 < 20 requests.
+
+Run: ``python benchmarks/bench_remote.py`` (``--sizes 10 1000`` for a quicker run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from s3server import BUCKET, SeaweedServer  # noqa: E402
+
+import registry  # noqa: E402
+from registry.store.cache import DiskCache  # noqa: E402
+from registry.store.object import ObjectBackend  # noqa: E402
+
+
+def build(where: str, n: int) -> None:
+    reg = registry.Registry(where, builtins=False)
+    rng = np.random.default_rng(0)
+    with reg.batch():
+        for i in range(n):
+            reg.add(f"team/k{i}", rng.normal(size=(3, 3)).astype("f4"))
+
+
+def measure(where: str, action, *, cache: DiskCache | None | bool) -> tuple[dict[str, int], float]:  # type: ignore[no-untyped-def]
+    """Requests, bytes and seconds of ``action`` on a new Registry (remote: counted per request)."""
+    if "://" in where:
+        backend = ObjectBackend(where, cache=cache)
+        reg = registry.Registry(backend, builtins=False)
+    else:
+        reg = registry.Registry(where, builtins=False)
+    start = time.perf_counter()
+    action(reg)
+    elapsed = time.perf_counter() - start
+    stats = dict(getattr(reg.backend, "stats", {}))
+    return stats, elapsed
+
+
+def row(label: str, stats: dict[str, int], remote_s: float, local_s: float, target: str) -> str:
+    requests = sum(stats.get(v, 0) for v in ("get", "put", "delete", "list"))
+    return (f"  {label:<26} {requests:>4} req  {stats.get('bytes_in', 0):>9,} B in  {stats.get('bytes_out', 0):>7,} B out"
+            f"   remote {remote_s * 1e3:8.1f} ms   local {local_s * 1e3:7.1f} ms   target {target}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kreg-bench-remote-"))
+    server = SeaweedServer(work / "seaweedfs")
+    server.start()
+    os.environ.update(server.env())
+    try:
+        for n in args.sizes:
+            url = f"s3://{BUCKET}/bench-{uuid.uuid4().hex[:8]}"
+            local = str(work / f"local-{n}")
+            t0 = time.perf_counter()
+            build(url, n)
+            build_s = time.perf_counter() - t0
+            build(local, n)
+            name, pinned = f"team/k{n // 2}", f"team/k{n // 2}@1"
+            warm = DiskCache(work / f"cache-{n}")
+            print(f"{n:,} kernels (remote build in one batch: {build_s:.1f} s)")
+
+            def run(label: str, action, cache, target: str) -> None:  # type: ignore[no-untyped-def]
+                stats, remote_s = measure(url, action, cache=cache)
+                _, local_s = measure(local, action, cache=None)
+                print(row(label, stats, remote_s, local_s, target))
+
+            run("cold load(name@v)", lambda r: r.load(pinned), False, "<= 2")
+            measure(url, lambda r: r.load(pinned), cache=warm)  # fills the cache
+            run("warm load(name@v)", lambda r: r.load(pinned), warm, "0")
+            run("cold load(name)", lambda r: r.load(name), False, "<= 3")
+            run("warm load(name)", lambda r: r.load(name), warm, "1 (0 within KREG_FRESHNESS)")
+            run("cold add (new machine)", lambda r: r.add(f"team/new{uuid.uuid4().hex[:6]}", [[1.0]]), False, "<= 4")
+            measure(url, lambda r: r.load(name), cache=warm)  # this machine has seen the current root
+            run("warm add (root seen lately)", lambda r: r.add(name, np.full((3, 3), time.time(), "f4")), warm, "<= 4")
+            big = np.zeros((1024, 1024), "f4")
+            run("warm add of 4 MB", lambda r: r.add(f"team/big{uuid.uuid4().hex[:6]}", big), warm, "<= 4")
+            run("cold list", lambda r: r.list_kernels(), False, "< 20 at 10,000")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The local read-through cache of remote registries: content-addressed, hash-checked, size-capped.
+
+Only what never changes is cached by key: kernel objects and index segments (a key is
+written once and never rewritten; a removed version's number is never reissued). Bytes are
+stored once under the SHA-256 of their content (``blobs/AB/ABCD...``); a key maps to that
+digest (``keys/URLHASH/KEYHASH``). Every hit is re-hashed before it is returned, so a damaged
+or altered entry is dropped and fetched again, never used. The last root seen per registry
+is kept too (``roots/URLHASH``) with its ETag and when the server last confirmed it, so a
+pinned ``name@v`` resolves offline and ``name`` costs one conditional request (or none
+within the freshness window). Writes are a temporary file renamed into place, so racing
+processes and a kill at any instant leave either no entry or a whole one. When the cache
+grows past its cap, the least recently used blobs go first.
+
+Where: ``$KREG_CACHE_DIR``, else the platform's user cache directory; the cap is
+``$KREG_CACHE_BYTES`` (default 2 GiB; ``0`` disables the cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+CACHE_DIR_ENV = "KREG_CACHE_DIR"
+CACHE_BYTES_ENV = "KREG_CACHE_BYTES"
+DEFAULT_BYTES = 2 * 2**30
+
+
+class DiskCache:
+    """A cache directory (see the module docs).
+
+    Args:
+        path: the directory (created on first use).
+        max_bytes: the size cap of the blobs; past it the least recently used are deleted.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_BYTES) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._size: int | None = None  # bytes of blobs, measured once per process, then kept up to date
+
+    def __repr__(self) -> str:
+        return f"DiskCache({str(self.path)!r}, max_bytes={self.max_bytes})"
+
+    # -- immutable objects ------------------------------------------------
+
+    def get(self, url: str, key: str) -> bytes | None:
+        """The bytes cached for ``key`` of the registry ``url``, checked against their digest; else None."""
+        ref = self._ref(url, key)
+        try:
+            digest = ref.read_text("ascii").strip()
+            blob = self._blob(digest)
+            data = blob.read_bytes()
+        except (OSError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != digest:
+            # Damaged on disk (or altered): never used; the caller fetches it again.
+            _unlink(blob)
+            _unlink(ref)
+            return None
+        try:
+            os.utime(blob)  # recently used: evicted last
+        except OSError:
+            pass
+        return data
+
+    def put(self, url: str, key: str, data: bytes) -> None:
+        """Keep ``data`` as the bytes of ``key``; a cache that cannot be written is simply skipped."""
+        digest = hashlib.sha256(data).hexdigest()
+        blob = self._blob(digest)
+        try:
+            if not blob.exists():
+                _write(blob, data)
+                self._grow(len(data))
+            _write(self._ref(url, key), digest.encode("ascii"))
+        except OSError:
+            pass
+
+    def forget(self, url: str, key: str) -> None:
+        """Drop the key's mapping (its blob stays until evicted: another key may share it)."""
+        _unlink(self._ref(url, key))
+
+    # -- the last root seen -----------------------------------------------
+
+    def get_root(self, url: str) -> tuple[bytes, str, float] | None:
+        """``(root bytes, ETag, time the server confirmed it)`` last seen for ``url``, or None."""
+        try:
+            head, _, body = self._root_path(url).read_bytes().partition(b"\n")
+            meta = json.loads(head)
+            if hashlib.sha256(body).hexdigest() != meta["sha256"]:
+                return None
+            return body, str(meta["etag"]), float(meta["checked"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put_root(self, url: str, data: bytes, etag: str, *, checked: float | None = None) -> None:
+        meta = {"etag": etag, "checked": time.time() if checked is None else checked,
+                "sha256": hashlib.sha256(data).hexdigest()}
+        try:
+            _write(self._root_path(url), json.dumps(meta).encode() + b"\n" + data)
+        except OSError:
+            pass
+
+    def expire_root(self, url: str) -> None:
+        """Keep the root but mark it unconfirmed: the next unpinned read asks the server."""
+        held = self.get_root(url)
+        if held is not None:
+            self.put_root(url, held[0], held[1], checked=0.0)
+
+    # -- internals --------------------------------------------------------
+
+    def _space(self, url: str) -> str:
+        return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+
+    def _ref(self, url: str, key: str) -> Path:
+        return self.path / "keys" / self._space(url) / hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    def _root_path(self, url: str) -> Path:
+        return self.path / "roots" / self._space(url)
+
+    def _blob(self, digest: str) -> Path:
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError("not a sha256 digest")
+        return self.path / "blobs" / digest[:2] / digest
+
+    def _grow(self, size: int) -> None:
+        if self._size is None:
+            self._size = sum(f.stat().st_size for f in self._blobs())
+        else:
+            self._size += size
+        if self._size > self.max_bytes:
+            self._evict()
+
+    def _blobs(self) -> list[Path]:
+        root = self.path / "blobs"
+        return [f for d in root.iterdir() if d.is_dir() for f in d.iterdir()] if root.is_dir() else []
+
+    def _evict(self) -> None:
+        """Delete least recently used blobs until the cache is under 80% of its cap."""
+        entries = []
+        for blob in self._blobs():
+            try:
+                st = blob.stat()
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, blob))
+        entries.sort()
+        total = sum(size for _, size, _ in entries)
+        for _, size, blob in entries:
+            if total <= self.max_bytes * 0.8:
+                break
+            _unlink(blob)
+            total -= size
+        self._size = total
+
+
+def open_cache() -> DiskCache | None:
+    """The cache named by the environment, or the platform's; None when ``KREG_CACHE_BYTES=0``."""
+    cap = int(os.environ.get(CACHE_BYTES_ENV) or DEFAULT_BYTES)
+    if cap <= 0:
+        return None
+    where = os.environ.get(CACHE_DIR_ENV)
+    if not where:
+        import platformdirs
+
+        where = str(platformdirs.user_cache_path("kreg", appauthor=False) / "remote")
+    return DiskCache(where, max_bytes=cap)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+__all__ = ["DiskCache", "open_cache"]

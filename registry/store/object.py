@@ -1,0 +1,422 @@
+"""A registry on object storage (S3-compatible, GCS, Azure): create-only puts and compare-and-swap commits.
+
+No lock and no server of kreg's own: every kernel object and index segment is written once
+with ``If-None-Match: *`` (a taken key answers 412 and the writer moves on), and the root
+``index.json`` is replaced with ``If-Match: <ETag it read>`` (412 means another writer
+committed first: re-read, replay, retry). The client is `obstore` (the Rust ``object_store``
+crate), which speaks both conditions on S3, GCS and Azure and reads each cloud's standard
+environment; it is an optional extra (``pip install 'kreg[s3]'``) imported only here.
+
+Immutable keys (``kernels/**``, ``index/**``) are read through a local cache
+(:mod:`registry.store.cache`); the root is re-validated with a conditional GET (a 304 carries
+no body), or not at all within the user's freshness window. Credentials come from the
+environment and never appear in a message: errors name the registry's URL only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import Any
+
+from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
+from .backend import CommitConflict, ObjectExists, ObjectMissing
+from .cache import DiskCache, open_cache
+
+#: The root document (the commit point), as in a local registry.
+ROOT = "index.json"
+#: URL schemes this backend serves.
+SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
+#: Keys whose bytes never change once written: cached locally forever (by content).
+_IMMUTABLE = ("kernels/", "index/")
+#: A writer builds on a root confirmed this recently without re-reading it (the CAS checks it).
+OPTIMISTIC_SECONDS = 300.0
+#: Environment variable: seconds a validated root is trusted without asking the server.
+FRESHNESS_ENV = "KREG_FRESHNESS"
+
+
+class ObjectBackend:
+    """A registry under ``scheme://bucket/prefix`` (see the module docs for the protocol).
+
+    Args:
+        url: ``s3://bucket/prefix`` (also ``gs://``, ``az://``).
+        freshness: seconds a root checked with the server is used again without asking
+            (default: ``$KREG_FRESHNESS``, else 0: every unpinned read asks once).
+        cache: the local read-through cache; ``None`` uses the platform cache directory,
+            ``False`` disables it.
+        retries: attempts on 5xx, throttling (429/503 SlowDown) and dropped connections.
+        timeout: seconds for one request to connect (and 20x that to finish).
+    """
+
+    def __init__(self, url: str, *, freshness: float | None = None, cache: DiskCache | bool | None = None,
+                 retries: int = 4, timeout: float = 5.0) -> None:
+        scheme, _, rest = url.partition("://")
+        bucket, _, prefix = rest.partition("/")
+        if scheme not in SCHEMES or not bucket:
+            raise UnsafeFileError(f"Not an object-store URL: {url!r}. Expected s3://BUCKET/PREFIX (or gs://, az://).")
+        self.url = f"{scheme}://{bucket}/{prefix.strip('/')}".rstrip("/")
+        from .._lazy import require
+
+        require("obstore", feature=f"The registry at {self.url}")  # names the extra: pip install 'kreg[s3]'
+        self._scheme, self._bucket, self._prefix = scheme, bucket, prefix.strip("/")
+        env = os.environ.get(FRESHNESS_ENV, "")
+        self.freshness = float(freshness if freshness is not None else (env or 0))
+        self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
+        self.stats: Counter[str] = Counter()  # requests by verb, bytes_in, bytes_out (the benchmark reads it)
+        self._retries, self._timeout = retries, timeout
+        self._store: Any = None
+        self._root: tuple[bytes, str, float] | None = None  # bytes, ETag, when the server last confirmed it
+        self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
+
+    def __repr__(self) -> str:
+        return f"ObjectBackend({self.url!r})"
+
+    # -- the client -------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = _make_store(self._scheme, self._bucket, self._prefix, self._retries, self._timeout, self.url)
+        return self._store
+
+    def _request(self, verb: str, call: Any, key: str, *, writing: bool = False) -> Any:
+        """One HTTP request, counted; the client's errors become kreg's (never with secrets)."""
+        import obstore.exceptions as oe
+
+        self.stats[verb] += 1
+        try:
+            return call()
+        except (oe.NotFoundError, FileNotFoundError) as exc:
+            if "NoSuchBucket" in str(exc):
+                raise RemoteError(f"The bucket of {self.url} does not exist. Create it (e.g. 'aws s3 mb "
+                                  f"s3://{self._bucket}'), or fix the URL.") from None
+            raise ObjectMissing(f"{self.url}/{key} does not exist.") from None
+        except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
+            raise _translate(exc, self.url, writing=writing) from None
+
+    # -- reading ----------------------------------------------------------
+
+    def exists(self) -> bool:
+        if self.read_root()[0] is not None:
+            return True
+        return next(iter(self._pages("kernels/", 1)), None) is not None
+
+    def read_root(self) -> tuple[bytes | None, object]:
+        """The root and its ETag: from memory within the freshness window, else a conditional
+        GET (304: the copy held is current)."""
+        import obstore as obs
+        import obstore.exceptions as oe
+
+        held = self._root or self._disk_root()
+        just_checked, self._root_checked_now = self._root_checked_now, False
+        if held is not None and (just_checked or time.time() - held[2] < self.freshness):
+            return held[0], held[1]
+        options = {"if_none_match": held[1]} if held is not None else None
+        try:
+            result = self._request("get", lambda: obs.get(self.store, ROOT, options=options), ROOT)
+            data = bytes(result.bytes())
+            etag = result.meta["e_tag"]
+            self.stats["bytes_in"] += len(data)
+        except oe.NotModifiedError:
+            assert held is not None
+            data, etag = held[0], held[1]
+        except ObjectMissing:
+            self._root = None
+            return None, None
+        self._remember_root(data, etag)
+        return data, etag
+
+    def cached_root(self) -> bytes | None:
+        """The last root this machine saw, without any request (pinned versions resolve through it)."""
+        held = self._root or self._disk_root()
+        return held[0] if held is not None else None
+
+    def read(self, key: str) -> bytes:
+        import obstore as obs
+
+        immutable = key.startswith(_IMMUTABLE) and self.cache is not None
+        if immutable:
+            data = self.cache.get(self.url, key)  # type: ignore[union-attr]
+            if data is not None:
+                return data
+        try:
+            result = self._request("get", lambda: obs.get(self.store, key), key)
+        except ObjectMissing:
+            self._stale()  # a writer moved it: the next root read must ask the server
+            raise
+        data = bytes(result.bytes())
+        self.stats["bytes_in"] += len(data)
+        if not _etag_matches(data, result.meta.get("e_tag")):
+            # Damaged on the way, or an ETag that is no MD5 (SSE-KMS): fetch again; the same
+            # bytes twice are what the server holds, a damaged transfer does not repeat itself.
+            again = bytes(self._request("get", lambda: obs.get(self.store, key), key).bytes())
+            self.stats["bytes_in"] += len(again)
+            if again != data and not _etag_matches(again, result.meta.get("e_tag")):
+                raise RemoteError(f"{self.url}/{key}: two downloads differ and neither matches the server's "
+                                  "checksum (ETag); the network damages transfers. Try again.")
+            data = again
+        if immutable:
+            self.cache.put(self.url, key, data)  # type: ignore[union-attr]
+        return data
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        import obstore as obs
+
+        if self.cache is not None and key.startswith(_IMMUTABLE):
+            data = self.read(key)  # the whole object, once: then pinned loads need no request
+            if offset < 0 or offset + size > len(data):
+                raise UnsafeFileError(f"{self.url}/{key} is shorter than its index entry says; run 'kreg fsck'.")
+            return data[offset:offset + size]
+        if size == 0:
+            return b""
+        data = bytes(self._request("get", lambda: obs.get_range(self.store, key, start=offset, length=size), key))
+        self.stats["bytes_in"] += len(data)
+        if len(data) != size:
+            raise UnsafeFileError(f"{self.url}/{key} is shorter than its index entry says; run 'kreg fsck'.")
+        return data
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for chunk in self._pages(prefix, 1000):
+            for meta in chunk:
+                if meta["path"] != ROOT:
+                    yield meta["path"]
+
+    def _pages(self, prefix: str, size: int) -> Iterator[list[dict[str, Any]]]:
+        """Pages of a listing, each one request."""
+        import obstore as obs
+
+        stream = obs.list(self.store, prefix=prefix or None, chunk_size=size)
+        while True:
+            self.stats["list"] += 1
+            try:
+                chunk = next(stream, None)
+            except Exception as exc:  # noqa: BLE001
+                if "NoSuchBucket" in str(exc):
+                    raise RemoteError(f"The bucket of {self.url} does not exist. Create it, or fix the URL.") from None
+                raise _translate(exc, self.url, writing=False) from None
+            if not chunk:
+                return
+            yield chunk
+
+    # -- writing ----------------------------------------------------------
+
+    def writer(self) -> Any:
+        """No lock on an object store: commits are compare-and-swap."""
+        return nullcontext()
+
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Create ``key`` (``If-None-Match: *``); an acknowledged PUT is durable, so ``durable`` is moot."""
+        import obstore as obs
+        import obstore.exceptions as oe
+
+        try:
+            self._request("put", lambda: obs.put(self.store, key, data, mode="create", use_multipart=False),
+                          key, writing=True)
+        except (oe.AlreadyExistsError, oe.PreconditionError):
+            # A retried PUT whose first attempt landed also answers 412: if the bytes there are
+            # ours, the put succeeded (segment keys are random; an object holds its own record).
+            try:
+                if self._request("get", lambda: bytes(obs.get(self.store, key).bytes()), key) == bytes(data):
+                    return
+            except ObjectMissing:
+                pass
+            raise ObjectExists(f"{self.url}/{key} already exists.") from None
+        self.stats["bytes_out"] += len(data)
+        if self.cache is not None and key.startswith(_IMMUTABLE):
+            self.cache.put(self.url, key, bytes(data))
+
+    def put_marker(self, data: bytes) -> None:
+        """Before the first write: make sure a root exists. Without a lock, a root missing while
+        kernel objects exist would be ambiguous (a first commit under way, or a lost index), so
+        a new registry gets an empty root (naming one empty segment) before any object is put.
+        No request when this machine has seen the root before."""
+        from .index import empty_root
+
+        held = self._root or self._disk_root()
+        if held is not None:
+            # Optimistic: a writer may build on a root confirmed lately without asking again; the
+            # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
+            self._root_checked_now = time.time() - held[2] < OPTIMISTIC_SECONDS
+            return
+        if self.read_root()[0] is not None or self.exists():
+            self._root_checked_now = True
+            return
+        key, segment, root = empty_root()
+        self.put(key, segment)
+        try:
+            self.commit(root, None)
+        except CommitConflict:  # another writer created it first
+            self.delete(key)
+
+    def flush(self) -> None:
+        """Nothing to do: an object store acknowledges a PUT once it is durable."""
+
+    def delete(self, key: str) -> None:
+        import obstore as obs
+
+        self._request("delete", lambda: obs.delete(self.store, key), key, writing=True)
+        if self.cache is not None:
+            self.cache.forget(self.url, key)
+
+    def commit(self, root: bytes, token: object) -> object:
+        """Replace the root if its ETag is still ``token`` (``If-Match``), or create it if there was
+        none (``If-None-Match: *``). A 412 is a :class:`CommitConflict` unless the root there is
+        byte for byte the one sent (a retried PUT whose first attempt landed: each root is unique)."""
+        import obstore as obs
+        import obstore.exceptions as oe
+
+        mode: Any = {"e_tag": token} if token is not None else "create"
+        try:
+            try:
+                result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
+                                       ROOT, writing=True)
+            except (oe.AlreadyExistsError, oe.PreconditionError):
+                self._stale()
+                try:
+                    current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
+                    if bytes(current.bytes()) == bytes(root):
+                        self._remember_root(bytes(root), current.meta["e_tag"])
+                        return current.meta["e_tag"]
+                except ObjectMissing:
+                    pass
+                raise CommitConflict(f"{self.url}: another writer committed first.") from None
+        except CommitConflict:
+            raise
+        except Exception as exc:
+            # The PUT may have landed before the connection broke: the writer must not delete what
+            # the new root may name. Uncommitted, it is only orphans, which fsck lists.
+            self._stale()
+            error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
+            error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
+                          "adding again.",)
+            error.committed = True  # type: ignore[attr-defined]
+            raise error from None
+        self.stats["bytes_out"] += len(root)
+        self._remember_root(bytes(root), result["e_tag"])
+        return result["e_tag"]
+
+    # -- the root in memory and on disk -----------------------------------
+
+    def _remember_root(self, data: bytes, etag: str) -> None:
+        self._root = (data, etag, time.time())
+        if self.cache is not None:
+            self.cache.put_root(self.url, data, etag)
+
+    def _disk_root(self) -> tuple[bytes, str, float] | None:
+        if self.cache is None:
+            return None
+        held = self.cache.get_root(self.url)
+        if held is not None:
+            self._root = held
+        return held
+
+    def _stale(self) -> None:
+        """Forget when the root was last confirmed: the next read asks the server."""
+        if self._root is not None:
+            self._root = (self._root[0], self._root[1], 0.0)
+        if self.cache is not None:
+            self.cache.expire_root(self.url)
+
+
+def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
+    """The obstore client for ``url``, configured from the cloud's standard environment."""
+    from obstore.store import from_url
+
+    client: dict[str, Any] = {"connect_timeout": timedelta(seconds=timeout),
+                              "timeout": timedelta(seconds=max(60.0, 20 * timeout))}
+    retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=max(10.0, 4 * timeout)),
+             "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=3),
+                         "base": 2}}
+    kwargs: dict[str, Any] = {}
+    if scheme in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            # A local server (SeaweedFS, MinIO) is plain HTTP and addressed by path, not by
+            # virtual host; AWS_ENDPOINT_URL alone must be enough to reach it.
+            client["allow_http"] = endpoint.startswith("http://")
+            kwargs["endpoint"] = endpoint
+            kwargs.setdefault("virtual_hosted_style_request", False)
+            if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+                kwargs["region"] = "us-east-1"
+        provider = _profile_credentials()
+        if provider is not None:
+            kwargs["credential_provider"] = provider
+    try:
+        return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
+                        client_options=client, retry_config=retry, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
+        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc)}") from None
+
+
+def _profile_credentials() -> Any:
+    """Credentials from an AWS profile (``AWS_PROFILE``, ``~/.aws/config``) through boto3, when the
+    environment holds no keys of its own; ``None`` lets the client read the environment."""
+    if os.environ.get("AWS_ACCESS_KEY_ID") or not os.environ.get("AWS_PROFILE"):
+        return None
+    try:
+        import boto3
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        from .._exceptions import MissingDependencyError
+
+        raise MissingDependencyError("AWS_PROFILE is set: reading AWS profiles needs boto3 (pip install boto3), "
+                                     "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead.") from None
+    return Boto3CredentialProvider(boto3.Session(profile_name=os.environ["AWS_PROFILE"]))
+
+
+def _etag_matches(data: bytes, etag: str | None) -> bool:
+    """False when the ETag looks like an MD5 (single-part S3 uploads) and the bytes do not hash to it."""
+    tag = (etag or "").strip('"')
+    if len(tag) == 32 and all(c in "0123456789abcdef" for c in tag):
+        return hashlib.md5(data, usedforsecurity=False).hexdigest() == tag
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
+    """One actionable error for a failed request, naming the registry, never a credential."""
+    import obstore.exceptions as oe
+
+    text = str(exc)
+    if "NoSuchBucket" in text:
+        return RemoteError(f"The bucket of {url} does not exist. Create it, or fix the URL.")
+    if any(code in text for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                                     "InvalidToken")) or isinstance(exc, oe.UnauthenticatedError):
+        return RemoteError(f"{url} refused the credentials (wrong or expired access key or secret). Check "
+                           "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your profile.")
+    if isinstance(exc, oe.PermissionDeniedError) or "AccessDenied" in text or "403 Forbidden" in text:
+        if writing:
+            return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
+                                   "Nothing was committed; use credentials allowed to write, or only read.")
+        return RemoteError(f"{url} denied access to these credentials. Check the bucket policy or your keys.")
+    if "SlowDown" in text or "429" in text or "503" in text:
+        return RemoteError(f"{url} kept throttling requests (SlowDown) after the retries; nothing was "
+                           "committed. Try again later.")
+    if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
+                                     "operation timed out", "onnection reset", "tcp connect")):
+        return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
+                           "(AWS_ENDPOINT_URL) and the network; nothing was committed.")
+    return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
+
+
+def _status(text: str) -> str:
+    """The HTTP status and error code of a failed request, without the rest of the client's report."""
+    import re
+
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    code = re.search(r"<Code>([A-Za-z]+)</Code>", text)
+    parts = [p for p in (status and status.group(1).strip(), code and code.group(1)) if p]
+    return ", ".join(parts) or "an unexpected error"
+
+
+__all__ = ["ObjectBackend", "SCHEMES"]

@@ -1,0 +1,237 @@
+"""Remote registries from the command line and the cache: kreg --db s3://, KREG_DB, kreg copy, errors, requests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import registry
+from registry._cli import cli
+from registry.store.cache import DiskCache
+from registry.store.object import ObjectBackend
+from s3server import BUCKET, READER, WRITER
+
+
+def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_on_s3_with_db_and_env(s3_url: str, tmp_path: Path) -> None:
+    result = run("--db", s3_url, "add", "team/edge", "--values", "[[1, -1]]", "--description", "step")
+    assert result.exit_code == 0, result.output
+    result = run("list", "team/*", env={"KREG_DB": s3_url})
+    assert "team/edge" in result.output and result.exit_code == 0
+    assert run("--db", s3_url, "fsck").exit_code == 0
+
+
+def test_copy_keeps_records_notes_source_and_is_idempotent(s3_url: str, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    with registry.Registry(local, builtins=False) as reg:
+        reg.add("edge/a", np.array([[1, -1]], "f4"), description="a step", tags=["edge"])
+        reg.add("edge/b", np.array([[2, -2]], "f4"))
+    result = run("copy", str(local), s3_url, "edge/*")
+    assert result.exit_code == 0, result.output
+    assert "edge/a@1 -> edge/a@1" in result.output
+    remote = registry.Registry(s3_url, builtins=False)
+    record = remote.records(["edge/a"])[0]
+    assert record["tags"] == ["edge"] and record["provenance"]["description"] == "a step"
+    assert f"copied from {local}" in record["provenance"]["references"][-1]
+    assert "skip (identical)" in run("copy", str(local), s3_url).output  # nothing new the second time
+    back = tmp_path / "back"
+    assert run("copy", s3_url, str(back), "edge/b@1").exit_code == 0
+    np.testing.assert_array_equal(registry.Registry(back, builtins=False).load("edge/b@1").array, [[2, -2]])
+
+
+def test_copy_refuses_values_that_do_not_match_their_hash(s3_url: str, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    with registry.Registry(local, builtins=False) as reg:
+        k = reg.add("bad", np.arange(16, dtype="f4").reshape(4, 4))
+    obj = local / "kernels" / "bad" / "@1.h5"
+    data = bytearray(obj.read_bytes())
+    offset = reg.backend.read(f"kernels/bad/@1.h5").find(np.arange(16, dtype="<f4").tobytes())
+    data[offset] ^= 0x40
+    obj.chmod(0o644)
+    obj.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["copy", str(local), s3_url])
+    assert result.exit_code != 0 and "sha256" in result.output
+    assert registry.Registry(s3_url, builtins=False).list_kernels() == []
+
+
+@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-bucket", "read-only"])
+def test_errors_are_one_line_naming_the_url_without_secrets(case: str, s3_server, s3_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.Registry(s3_url, builtins=False).add("there", [[1.0]])
+    url = s3_url
+    if case == "unreachable":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    elif case == "wrong-key":
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
+    elif case == "missing-bucket":
+        url = f"s3://no-such-bucket-kreg/{s3_url.rsplit('/', 1)[1]}"
+    else:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER[0])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER[1])
+    monkeypatch.setenv("KREG_CACHE_BYTES", "0")
+    result = CliRunner().invoke(cli, ["--db", url, "add", "new", "--values", "[[2.0]]"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert url in lines[0]
+    for secret in (WRITER[1], READER[1], "not-the-secret-at-all"):
+        assert secret not in result.output
+    expected = {"unreachable": "Cannot reach", "wrong-key": "refused the credentials",
+                "missing-bucket": "does not exist", "read-only": "read-only"}[case]
+    assert expected in lines[0]
+
+
+def test_cache_pinned_loads_need_no_request_even_offline(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("c/k", np.eye(3, dtype="f4"))
+    reg.add("c/k", np.eye(3, dtype="f4") * 2)
+    cold = registry.Registry(s3_url, builtins=False)
+    monkeypatch.setattr(cold.backend, "cache", None)  # nothing cached: what a new machine pays
+    cold.load("c/k")
+    assert sum(cold.backend.stats[v] for v in ("get", "put", "list")) == 3  # root, segment, object
+
+    warm = registry.Registry(s3_url, builtins=False)
+    np.testing.assert_array_equal(warm.load("c/k@1").array, np.eye(3))
+    assert sum(warm.backend.stats.values()) == 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # offline
+    offline = registry.Registry(s3_url, builtins=False)
+    np.testing.assert_array_equal(offline.load("c/k@2").array, np.eye(3) * 2)
+    assert sum(offline.backend.stats.values()) == 0
+
+
+def test_latest_costs_one_small_request_or_none_within_the_freshness_window(
+        s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.Registry(s3_url, builtins=False).add("f/k", [[1.0]])
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.load("f/k")
+    assert reg.backend.stats["get"] == 1 and reg.backend.stats["bytes_in"] == 0  # a 304: no body
+    monkeypatch.setenv("KREG_FRESHNESS", "3600")
+    fresh = registry.Registry(s3_url, builtins=False)
+    fresh.load("f/k")
+    assert sum(fresh.backend.stats.values()) == 0
+
+
+def test_a_damaged_cache_entry_is_refetched_never_used(s3_url: str, tmp_path: Path) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    values = np.arange(9, dtype="f4").reshape(3, 3)
+    reg.add("d/k", values)
+    blobs = list((tmp_path / "kreg-cache" / "blobs").rglob("*"))
+    damaged = 0
+    for blob in blobs:
+        if blob.is_file():
+            data = bytearray(blob.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            blob.write_bytes(bytes(data))
+            damaged += 1
+    assert damaged
+    again = registry.Registry(s3_url, builtins=False)
+    np.testing.assert_array_equal(again.load("d/k@1").array, values)
+    assert again.backend.stats["get"] >= 2  # the segment and the object came from the server again
+
+
+def test_import_registry_and_local_use_never_import_the_s3_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, registry; r = registry.Registry(sys.argv[1], builtins=False); r.add('a', [[1.0]]); "
+            "r.load('a'); print('obstore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_transfer_damaged_once_is_fetched_again(s3_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that do not hash to the ETag (an MD5 here) are never cached or used as they came."""
+    import obstore as obs
+
+    registry.Registry(s3_url, builtins=False).add("t/k", np.arange(4, dtype="f4").reshape(2, 2))
+    real_get = obs.get
+    calls = []
+
+    class Damaged:
+        def __init__(self, result):  # type: ignore[no-untyped-def]
+            self.meta, self._data = result.meta, bytearray(bytes(result.bytes()))
+            self._data[len(self._data) // 2] ^= 1
+
+        def bytes(self) -> bytes:
+            return bytes(self._data)
+
+    def flaky_get(store, key, **kw):  # type: ignore[no-untyped-def]
+        result = real_get(store, key, **kw)
+        calls.append(key)
+        return Damaged(result) if key.startswith("kernels/") and calls.count(key) == 1 else result
+
+    monkeypatch.setattr(obs, "get", flaky_get)
+    reg = registry.Registry(ObjectBackend(s3_url, cache=DiskCache(tmp_path / "new-machine")), builtins=False)
+    np.testing.assert_array_equal(reg.load("t/k@1").array, np.arange(4).reshape(2, 2))
+    assert calls.count("kernels/t/k/@1.h5") == 2
+
+
+def test_throttling_is_retried_with_backoff(s3_server, s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy in front of SeaweedFS answers the first PUTs '503 SlowDown', as S3 does under load."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    throttled = []
+    target = s3_server.ports["s3.port"]
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "PUT" and len(throttled) < 3:
+                throttled.append(self.path)
+                payload = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", target, timeout=30)
+            conn.request(self.command, self.path, body=body, headers=dict(self.headers))  # Host kept: it is signed
+            reply = conn.getresponse()
+            data = reply.read()
+            self.send_response(reply.status)
+            for key, value in reply.getheaders():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        reg = registry.Registry(s3_url, builtins=False)
+        assert reg.add("slow/k", [[1.0]]).ref == "slow/k@1"
+        assert len(throttled) == 3  # each refused PUT was sent again, and the add went through
+        np.testing.assert_array_equal(registry.Registry(s3_url, builtins=False).load("slow/k@1").array, [[1.0]])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_without_the_s3_extra_the_error_names_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['obstore'] = None\n"
+            "from click.testing import CliRunner\nfrom registry._cli import cli\n"
+            "r = CliRunner().invoke(cli, ['--db', 's3://b/p', 'list'])\nprint(r.exit_code, r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("1 Error: ") and "pip install 'kreg[s3]'" in out and out.strip().count("\n") == 0
