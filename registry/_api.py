@@ -78,11 +78,28 @@ def bank(refs: str | Sequence[str]) -> Kernel:
     return default_registry().bank(refs)
 
 
-def add_from_keras(source: Any, layer: str | None = None, *, name: str, **options: Any) -> Kernel:
-    """Register a trained Keras layer's kernel; see :func:`registry.tensorflow.add_from_keras`.
+def add_from_keras(source: Any, layer: str | None = None, *, name: str, registry: Registry | None = None,
+                   **options: Any) -> Kernel:
+    """Register a trained Keras ``Conv2D`` / ``DepthwiseConv2D`` kernel with its provenance.
 
-    Needs the ``tensorflow`` extra (``pip install 'kreg[tensorflow]'``).
+    The adapter converts (:func:`registry.keras.from_layer`); this adds. ``options`` are
+    those of :meth:`Registry.add` (description, tags, license, author, references, origin).
+    Needs ``keras`` and a backend (``pip install 'kreg[tensorflow]'``, or ``keras`` with jax or torch).
+
+    Example:
+        >>> registry.add_from_keras("model.keras", "conv1", name="team/conv1")   # doctest: +SKIP
     """
-    from . import tensorflow
+    from . import keras
 
-    return tensorflow.add_from_keras(source, layer, name=name, **options)
+    reg = default_registry() if registry is None else registry
+    return add_converted(reg, name, keras.from_layer(source, layer), **options)
+
+
+def add_converted(reg: Registry, name: str, kernel: Kernel, **options: Any) -> Kernel:
+    """Store a kernel an adapter converted (``from_layer``), keeping its origin, source and source layout."""
+    prov = kernel._record.get("provenance", {})
+    kept = {key: prov[key] for key in ("source", "source_layout") if prov.get(key)}
+    if options.get("origin") is None:
+        options["origin"] = prov.get("origin")
+    return reg.add(name, kernel.array, layout=kernel.layout, bias=None if kernel.bias is None else kernel.bias.tolist(),
+                   provenance={**kept, **options.pop("provenance", {})}, **options)

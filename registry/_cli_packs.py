@@ -56,9 +56,12 @@ def export(ctx: click.Context, refs: tuple[str, ...], output: Path, fmt: str, na
             fail(f"--format {fmt} writes one kernel; {len(kernels)} matched. Use a pack for several.", 2)
         if output.exists() and not force:
             fail(f"{output} exists; pass --force to replace it.", 2)
-        from ._files import write_values
+        from ._files import write_safetensors, write_values
 
-        write_values(kernels[0].array, output, fmt)
+        if fmt == "safetensors":  # PyTorch's keys (weight, bias) and the record as metadata
+            write_safetensors(kernels[0], output)
+        else:
+            write_values(kernels[0].array, output, fmt)
         click.echo(str(output))
         return
     from ._pack import write_pack

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._exceptions import InvalidKernelError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from ._kernel import Kernel
 
 #: File suffixes ``read_values`` understands, and whether they hold several arrays.
 READERS = {".npy": False, ".npz": True, ".safetensors": True, ".json": False, ".csv": False}
@@ -98,3 +102,60 @@ def write_values(array: np.ndarray, path: Path, fmt: str, *, key: str = "kernel"
         path.write_text(json.dumps({"values": array.tolist()}) + "\n", encoding="utf-8")
     else:
         raise InvalidKernelError(f"format must be one of {', '.join(WRITERS)}. Received: {fmt!r}.")
+
+
+def read_checkpoint(path: Path, key: str) -> tuple[dict[str, np.ndarray], str, dict[str, str]]:
+    """The weight ``key`` (``conv1.weight`` or ``conv1``) and its ``.bias`` from a .safetensors
+    checkpoint, read one tensor at a time, the file's sha256 and its metadata.
+
+    Raises:
+        InvalidKernelError: a missing file, not a safetensors file, or no such tensor (the weights there named).
+    """
+    import hashlib
+
+    if path.suffix.lower() != ".safetensors":
+        raise InvalidKernelError(f"--tensor reads .safetensors checkpoints. Received: {path.name}.")
+    if not path.is_file():
+        raise InvalidKernelError(f"No such file: {path}.")
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise MissingDependencyError("Reading .safetensors needs the safetensors package: pip install safetensors") from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    layer = key.removesuffix(".weight")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            keys = set(f.keys())
+            weight = key if key in keys else f"{layer}.weight"
+            if weight not in keys:
+                names = ", ".join(sorted(k for k in keys if k.endswith("weight"))[:12]) or "none"
+                raise InvalidKernelError(f"{path.name} has no tensor {key!r}. Weights there: {names}.")
+            bias = f"{layer}.bias" if weight.endswith(".weight") else None
+            tensors = {k: f.get_tensor(k) for k in (weight, bias) if k in keys}
+            return tensors, digest.hexdigest(), dict(f.metadata() or {})
+    except InvalidKernelError:
+        raise
+    except Exception as exc:  # safetensors raises its own types for a bad header or dtype
+        raise InvalidKernelError(f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc}).") from None
+
+
+def write_safetensors(kernel: Kernel, path: Path) -> None:
+    """One kernel as PyTorch's ``weight`` (``OIHW``) and ``bias``, the record as metadata.
+
+    ``nn.Conv2d.load_state_dict(safetensors.torch.load_file(path))`` takes it as it is
+    (with ``groups`` = the metadata's ``groups``); ``kreg.record`` holds the record's JSON.
+    """
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise MissingDependencyError("Writing .safetensors needs the safetensors package: pip install safetensors") from None
+    tensors = {"weight": np.ascontiguousarray(kernel.as_layout("OIHW"))}
+    if kernel.bias is not None:
+        tensors["bias"] = np.array(kernel.bias, dtype=kernel.dtype if kernel.dtype.kind == "f" else np.float32)
+    groups = kernel.shape[2] if kernel.layout == "HWIM" else 1
+    metadata = {"format": "pt", "kreg.layout": "OIHW", "kreg.groups": str(groups), "kreg.ref": kernel.ref,
+                "kreg.record": json.dumps(kernel.to_dict(), sort_keys=True)}
+    save_file(tensors, str(path), metadata=metadata)

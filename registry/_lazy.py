@@ -8,7 +8,7 @@ from types import ModuleType
 from ._exceptions import MissingDependencyError
 
 #: Which extra brings which module.
-EXTRAS = {"tensorflow": "tensorflow", "keras": "tensorflow", "matplotlib": "plot"}
+EXTRAS = {"tensorflow": "tensorflow", "keras": "keras", "torch": "torch", "jax": "jax", "matplotlib": "plot"}
 
 
 def require(module: str, *, feature: str) -> ModuleType:
