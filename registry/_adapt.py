@@ -385,7 +385,7 @@ def tolerance(dtype: Any) -> float:
 
 
 def check_probe(kernel: Kernel, got: Any, x: np.ndarray, options: Mapping[str, Any], *, what: str,
-                channels_first: bool = False) -> None:
+                channels_first: bool = False, itemsize: int | None = None) -> None:
     """Raise :class:`ProbeMismatchError` unless ``got`` (the emitted thing's output on ``x``) matches.
 
     Args:
@@ -395,10 +395,11 @@ def check_probe(kernel: Kernel, got: Any, x: np.ndarray, options: Mapping[str, A
         options: the ``mode``/``padding``/``border``/``strides``/``dilation_rate``/``use_bias`` used.
         what: the emitted object, for the message.
         channels_first: whether ``got`` is NCHW.
+        itemsize: bytes per value of the computation (default: ``got``'s), which sets the tolerance.
     """
     keys = ("mode", "padding", "border", "strides", "dilation_rate", "use_bias")
     expected = reference(kernel, x, **{k: options[k] for k in keys if options.get(k) is not None})
-    dtype = getattr(got, "dtype", np.float32)
+    dtype = itemsize or getattr(got, "dtype", np.float32)
     out = np.asarray(got).astype(np.float64)
     if channels_first:
         out = out.transpose(0, 2, 3, 1)

@@ -131,7 +131,7 @@ def _build(p: Plan, dtype: Any) -> nn.Module:
     padding: Any = 0
     if p.border is None and p.padding == "same":
         size = tuple((s - 1) * d + 1 for s, d in zip(p.weight.shape[:2], p.dilation))
-        if p.strides == (1, 1):
+        if p.strides == (1, 1) and all(n % 2 for n in size):  # torch's own 'same' copies the input otherwise
             padding = "same"
         else:
             layers["same"] = SamePad2d(size, p.strides)  # type: ignore[arg-type]
@@ -201,8 +201,8 @@ def check_module(kernel: Kernel, module: nn.Module, options: Mapping[str, Any], 
     param = next(module.parameters())
     with torch.no_grad():
         got = module(torch.tensor(x.transpose(0, 3, 1, 2), dtype=param.dtype, device=param.device))
-    _adapt.check_probe(kernel, got.float().cpu().numpy() if got.dtype == torch.bfloat16 else got.cpu().numpy(),
-                       x, options, what=f"the torch module for {kernel.ref}", channels_first=True)
+    _adapt.check_probe(kernel, got.double().cpu().numpy(), x, options, what=f"the torch module for {kernel.ref}",
+                       channels_first=True, itemsize=got.element_size())
 
 
 def to_tensor(
@@ -235,8 +235,9 @@ def to_tensor(
         w = weight.expand(c, 1, *weight.shape[2:]) if p.kind == "plane" else weight
         with torch.no_grad():
             got = F.conv2d(xt, w, groups=c if p.kind == "plane" else groups)
-        _adapt.check_probe(kernel, got.float().numpy(), x, {**options, "use_bias": False},
-                           what=f"the torch weight for {kernel.ref}", channels_first=True)
+        _adapt.check_probe(kernel, got.double().numpy(), x, {**options, "use_bias": False},
+                           what=f"the torch weight for {kernel.ref}", channels_first=True,
+                           itemsize=got.element_size())
     return weight
 
 
@@ -280,8 +281,11 @@ def from_layer(source: Any, layer: str | None = None, *, groups: int | None = No
     if isinstance(source, Mapping):
         if layer is None:
             raise InvalidKernelError("A state_dict holds many tensors: name the weight with layer='conv1.weight'.")
-        arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-                  for k, v in source.items() if k.startswith(layer.removesuffix(".weight"))}
+        base = layer.removesuffix(".weight")
+        wanted = {layer, f"{base}.weight", f"{base}.bias"}
+        # Only the weight and its bias are converted; the other keys are named in a not-found error.
+        arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) if k in wanted
+                  else None for k, v in source.items()}
         return _adapt.from_tensors(arrays, layer, groups=groups or 1, source=info)
     raise InvalidKernelError(
         f"from_layer takes an nn.Module, a state_dict or a .safetensors path. Received: {type(source).__name__}."

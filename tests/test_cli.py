@@ -225,7 +225,8 @@ def test_export_single_kernel_formats(kreg, tmp_path: Path) -> None:
     for fmt in ("npy", "safetensors", "json"):
         out = tmp_path / f"s.{fmt}"
         assert kreg("export", "sobel_x", "--format", fmt, "-o", str(out)).exit_code == 0
-        back = kreg("add", f"back/{fmt}", "--from", str(out) + (":kernel" if fmt == "safetensors" else ""))
+        # safetensors holds PyTorch's weight (OIHW) and the record: --tensor brings the HW plane back
+        back = kreg("add", f"back/{fmt}", "--from", str(out), *(["--tensor", "weight"] if fmt == "safetensors" else []))
         assert back.exit_code == 0, back.stderr
         assert kreg("diff", "sobel_x", f"back/{fmt}").stdout.splitlines()[-1].startswith("values: identical")
 
