@@ -52,8 +52,8 @@ def _channel_axis(data_format: str) -> int:
 
 
 def _check_images(layer: Any, x: Any, channels: int | None, data_format: str) -> None:
-    """kreg's own errors for an input the layer cannot take (Keras' would not name the option)."""
-    shape = tuple(x.shape)
+    """kreg's own errors for an input (or input shape) the layer cannot take (Keras' would not name the option)."""
+    shape = tuple(x.shape) if hasattr(x, "shape") else tuple(x)
     if len(shape) != 4:
         layout = "(N, H, W, C)" if data_format == "channels_last" else "(N, C, H, W)"
         raise InvalidKernelError(
@@ -132,6 +132,8 @@ class BorderPadding2D(keras.layers.Layer):
         return ops.mod(i, n)  # wrap
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
+        # Keras builds a Sequential from shapes alone: the check must happen here too.
+        _check_images(self, input_shape, self.channels, self.data_format)
         shape = list(input_shape)
         for axis, pair in zip(self._axes(), self.padding):
             if shape[axis] is not None:
@@ -184,6 +186,7 @@ class PlaneConv2D(keras.layers.Layer):
         return out + self.bias if self.bias is not None else out
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
+        _check_images(self, input_shape, None, self.data_format)
         shape = list(input_shape)
         axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
         for axis, k, s, d in zip(axes, self.kernel_size, self.strides, self.dilation_rate):
