@@ -232,3 +232,35 @@ def test_the_adapters_import_neither_the_api_nor_the_store() -> None:
         assert not imports & {"._api", "._store", "._index", "._transactions", "._pack"}, (module, imports)
     assert not top_level_imports("_adapt.py") & {"tensorflow", "keras", "torch", "jax"}
     assert not top_level_imports("_kernel.py") & {".keras", ".tensorflow", ".torch", "."}
+
+
+@pytest.mark.parametrize("border", [None, "zero", "constant(0.5)", "reflect101", "symmetric", "replicate", "wrap"])
+@pytest.mark.parametrize(("strides", "dilation"), [(1, 1), (2, 1), (1, 2), ((2, 3), (3, 2))])
+def test_the_probe_reference_is_scipy_correlate(border: str | None, strides, dilation) -> None:
+    """The NumPy (FFT) reference the probe compares with, against scipy.ndimage on a sample image."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    modes = {None: ("constant", 0.0), "zero": ("constant", 0.0), "constant(0.5)": ("constant", 0.5),
+             "reflect101": ("mirror", 0.0), "symmetric": ("reflect", 0.0), "replicate": ("nearest", 0.0),
+             "wrap": ("wrap", 0.0)}
+    rng = np.random.default_rng(5)
+    hwio = registry.Kernel({"name": "k", "version": 1, "layout": "HWIO", "bias": [0.5, -0.25]},
+                           rng.standard_normal((4, 3, 3, 2)))
+    image = RGB[:20, :23].astype(np.float64)
+    sh, sw = _adapt.pair(strides, "s")
+    dh, dw = _adapt.pair(dilation, "d")
+    dilated = np.zeros(((4 - 1) * dh + 1, (3 - 1) * dw + 1, 3, 2))
+    dilated[::dh, ::dw] = hwio.array
+    mode, cval = modes[border]
+    # scipy centres the (dilated) kernel at size // 2, OpenCV's anchor; 'valid' crops the borders away
+    full = np.stack([sum(ndimage.correlate(image[..., c], dilated[:, :, c, o], mode=mode, cval=cval)
+                         for c in range(3)) for o in range(2)], axis=-1) + np.array([0.5, -0.25])
+    if border is None:
+        top, left = dilated.shape[0] // 2, dilated.shape[1] // 2
+        full = full[top: top + image.shape[0] - dilated.shape[0] + 1, left: left + image.shape[1] - dilated.shape[1] + 1]
+    expected = full[::sh, ::sw]
+    ours = _adapt.reference(hwio, image[None], border=border, strides=strides, dilation_rate=dilation)[0]
+    np.testing.assert_allclose(ours, expected, atol=1e-10)
+    plane = registry.Kernel({"name": "p", "version": 1, "layout": "HW"}, hwio.array[:, :, 0, 0].copy())
+    summed = _adapt.reference(plane, image[None], mode="mean", border=border, strides=strides, dilation_rate=dilation)
+    each = _adapt.reference(plane, image[None], border=border, strides=strides, dilation_rate=dilation)
+    np.testing.assert_allclose(summed[..., 0], each.mean(axis=3), atol=1e-12)
