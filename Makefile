@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
-# PyTorch's CPU wheels: `make test` installs torch from here (pinned in .ci/cpu-wheels.txt),
-# never PyPI's CUDA build (several GB).
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# `make test` installs the CPU build of PyTorch pinned in .ci/cpu-wheels.txt, never PyPI's CUDA
+# build (several GB). pip finds it in a local wheel directory (pip's find-links, as on the CI
+# machines) or, with TORCH_INDEX=https://download.pytorch.org/whl/cpu, on PyTorch's CPU index.
+TORCH_INDEX ?=
 
 .PHONY: demo test bench schema kernels clean help
 
@@ -29,7 +30,8 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 
 # The tests run every adapter: Keras on tensorflow, jax and torch, and native torch.
 $(VENV)/.test: pyproject.toml .ci/cpu-wheels.txt | $(BIN)/python
-	$(PIP) install --extra-index-url $(TORCH_INDEX) -c .ci/cpu-wheels.txt -e '.[test,tensorflow,plot,torch,jax]'
+	$(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c .ci/cpu-wheels.txt \
+		-e '.[test,tensorflow,plot,torch,jax]'
 	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo
