@@ -48,6 +48,8 @@ NUMPY_PAD = {"zero": "constant", "constant": "constant", "reflect101": "reflect"
 MODES = ("depthwise", "sum", "mean")
 #: Set ``KREG_PROBE=0`` to skip the probe check everywhere (``probe=False`` skips it per call).
 PROBE_ENV = "KREG_PROBE"
+#: Most values in one probe image: beyond it (a huge dilation) the check refuses rather than stall.
+MAX_PROBE = 1 << 22
 _CONSTANT = re.compile(r"^constant\(\s*([-+0-9.eE]+)\s*\)$")
 _NAMES: dict[str, itertools.count] = {}
 
@@ -328,6 +330,12 @@ def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
     else:
         h, w = (max(k // 2 + s + 2, 4) for k, s in zip(sizes, p.strides))
     w += 1  # never square, so that a transposition shows in the shape
+    if h * w * c > MAX_PROBE:
+        raise InvalidKernelError(
+            f"The probe check of {p.ref} with dilation_rate={p.dilation} and strides={p.strides} needs a "
+            f"{h}x{w}x{c} image, more than kreg probes ({MAX_PROBE} values). Expected a kernel span that fits; "
+            f"pass probe=False to emit it unchecked."
+        )
     scale = np.arange(1, c + 1, dtype=np.float32)
     impulse = np.zeros((h, w, c), np.float32)
     impulse[h // 2, w // 2] = scale

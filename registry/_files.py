@@ -114,7 +114,10 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict[str, np.ndarray], str, d
     import hashlib
 
     if path.suffix.lower() != ".safetensors":
-        raise InvalidKernelError(f"--tensor reads .safetensors checkpoints. Received: {path.name}.")
+        raise InvalidKernelError(
+            f"Checkpoint tensors are read from .safetensors files (never a pickle such as .pt). Received: {path.name}. "
+            f"Convert it with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
+        )
     if not path.is_file():
         raise InvalidKernelError(f"No such file: {path}.")
     try:

@@ -315,12 +315,35 @@ def check_layer(kernel: Kernel, layer: Any, options: dict[str, Any], *, data_for
                        channels_first=first)
 
 
-def to_tensor(kernel: Kernel, *, dtype: str = "float32") -> Any:
-    """The ``HWIO`` weight as a tensor of the active Keras backend, for ``keras.ops.conv``.
+def to_tensor(
+    kernel: Kernel,
+    *,
+    in_channels: int | None = None,
+    mode: str | None = None,
+    dtype: str = "float32",
+    probe: bool | None = None,
+) -> Any:
+    """The weight as a tensor of the active Keras backend, checked on the probe.
 
-    An ``HW`` plane becomes ``(H, W, 1, 1)``; an ``HWIM`` kernel its ``(H, W, 1, C*M)`` grouped form.
+    ``keras.ops.conv`` takes the ``HWIO`` weight of a full kernel or of an ``HW`` plane in
+    ``sum``/``mean`` mode; ``keras.ops.depthwise_conv`` the ``(H, W, C, M)`` weight of an
+    ``HWIM`` kernel or of a plane with ``in_channels``; a plane alone is ``(H, W, 1, 1)``.
     """
-    return keras.ops.convert_to_tensor(np.array(kernel.as_layout("HWIO"), dtype=dtype))
+    options = dict(in_channels=in_channels, mode=mode)
+    p = _adapt.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
+    ops = keras.ops
+    weight = ops.convert_to_tensor(p.weight, dtype=dtype)
+    if _adapt.probe_enabled(probe):
+        x = _adapt.probe_input(p)
+        xt = ops.convert_to_tensor(x, dtype=dtype)
+        if p.kind == "conv":
+            got = ops.conv(xt, weight)
+        else:
+            filt = ops.tile(weight, (1, 1, x.shape[3], 1)) if p.kind == "plane" else weight
+            got = ops.depthwise_conv(xt, filt)
+        _adapt.check_probe(kernel, ops.convert_to_numpy(got), x, {**options, "use_bias": False},
+                           what=f"the Keras weight for {kernel.ref}")
+    return weight
 
 
 # -- from trained layers --------------------------------------------------------------------
@@ -363,13 +386,14 @@ def from_layer(source: Any, layer: str | None = None) -> Kernel:
         raise InvalidKernelError(
             f"Layer {target.name!r} is a {type(target).__name__}; kreg takes Conv2D and DepthwiseConv2D kernels."
         )
-    if groups != 1:
-        values = _adapt.ungroup_hwio(values, groups)
+    if groups != 1:  # one input per group: depthwise (HWIM); otherwise the full kernel, zeros across groups
+        values, layout = _adapt.oihw_to_stored(values.transpose(3, 2, 0, 1), groups)
     bias = keras.ops.convert_to_numpy(target.bias).ravel() if getattr(target, "use_bias", False) else None
     source_info = {"framework": "keras", "framework_version": keras.__version__,
                    "model": model.name if model is not None else None, "layer": target.name,
                    "checkpoint_sha256": checkpoint}
-    return _adapt.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=layout)
+    source_layout = "HWIM" if isinstance(target, keras.layers.DepthwiseConv2D) else "HWIO"
+    return _adapt.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=source_layout)
 
 
 def _sha256(path: Path) -> str:

@@ -264,3 +264,32 @@ def test_the_probe_reference_is_scipy_correlate(border: str | None, strides, dil
     summed = _adapt.reference(plane, image[None], mode="mean", border=border, strides=strides, dilation_rate=dilation)
     each = _adapt.reference(plane, image[None], border=border, strides=strides, dilation_rate=dilation)
     np.testing.assert_allclose(summed[..., 0], each.mean(axis=3), atol=1e-12)
+
+
+def test_keras_to_tensor_works_with_keras_ops() -> None:
+    keras = _keras()
+    import registry.keras as rk
+
+    kernel = registry.load("sobel_x")
+    weight = rk.to_tensor(kernel, in_channels=3)
+    assert tuple(weight.shape) == (3, 3, 3, 1)
+    out = keras.ops.convert_to_numpy(keras.ops.depthwise_conv(RGB[None], weight))[0]
+    expected = _adapt.reference(kernel, RGB[None])[0]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    summed = rk.to_tensor(kernel, in_channels=3, mode="sum")
+    assert tuple(summed.shape) == (3, 3, 3, 1)
+
+
+def test_a_kernel_span_too_large_to_probe_is_refused_unless_probe_is_off(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    kernel = registry.load("sobel_x")
+    with pytest.raises(registry.InvalidKernelError, match="pass probe=False"):
+        kernel.to_torch(dilation_rate=5000)
+    module = kernel.to_torch(dilation_rate=5000, probe=False)
+    assert module.dilation == (5000, 5000)
+    (tmp_path / "model.pt").write_bytes(b"not a pickle we would ever load")
+    import registry.torch as rt
+
+    with pytest.raises(registry.InvalidKernelError, match=r"never a pickle such as \.pt"):
+        rt.from_layer(tmp_path / "model.pt", "conv1.weight")
+    assert torch is not None

@@ -90,26 +90,30 @@ def test_a_learned_torch_conv2d_gives_the_same_outputs_as_a_keras_layer(reg: Reg
     assert type(layer) is (keras.layers.DepthwiseConv2D if record.layout == "HWIM" else keras.layers.Conv2D)
 
 
-@pytest.mark.parametrize("depthwise", [False, True])
-def test_a_keras_conv2d_gives_the_same_outputs_as_a_torch_module(reg: Registry, depthwise: bool) -> None:
+@pytest.mark.parametrize(("kind", "channels", "groups", "layout"), [
+    ("conv", 3, 1, "HWIO"), ("conv", 4, 2, "HWIO"), ("conv", 3, 3, "HWIM"), ("depthwise", 3, 3, "HWIM")])
+def test_a_keras_conv2d_gives_the_same_outputs_as_a_torch_module(reg: Registry, kind: str, channels: int,
+                                                                 groups: int, layout: str) -> None:
     """The reverse: Keras Conv2D (bias, groups, dilation) or DepthwiseConv2D -> kreg -> torch."""
     keras = pytest.importorskip("keras")
     import registry.keras as rk
 
     keras.utils.set_random_seed(1)
-    if depthwise:
+    if kind == "depthwise":
         layer = keras.layers.DepthwiseConv2D(5, depth_multiplier=2, dilation_rate=2, use_bias=True,
                                              bias_initializer="glorot_uniform", name="dw")
     else:
-        layer = keras.layers.Conv2D(6, 3, groups=3, dilation_rate=2, use_bias=True,
+        layer = keras.layers.Conv2D(6, 3, groups=groups, dilation_rate=2, use_bias=True,
                                     bias_initializer="glorot_uniform", name="conv")
-    expected = np.asarray(layer(RGB[None]))[0]
+    image = np.concatenate([RGB, RGB[..., :1] * 0.5], axis=2)[..., :channels]
+    expected = np.asarray(layer(image[None]))[0]
     kernel = add_converted(reg, "keras/layer", rk.from_layer(layer))
-    assert kernel.layout == ("HWIM" if depthwise else "HWIO")
+    assert kernel.layout == layout
+    assert kernel.spec.provenance.source_layout == ("HWIM" if kind == "depthwise" else "HWIO")
     module = kernel.to_torch(dilation_rate=2)
-    assert isinstance(module, nn.Conv2d) and module.groups == (3 if depthwise else 1)
+    assert isinstance(module, nn.Conv2d) and module.groups == (3 if layout == "HWIM" else 1)
     with torch.no_grad():
-        np.testing.assert_allclose(to_hwc(module(nchw(RGB))), expected, atol=1e-5)
+        np.testing.assert_allclose(to_hwc(module(nchw(image))), expected, atol=1e-5)
 
 
 # -- torch and Keras agree on every option ------------------------------------------------------
