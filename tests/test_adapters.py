@@ -165,21 +165,6 @@ def test_torch_functional_with_the_tensor(name: str) -> None:
     check_everything(name, apply)
 
 
-# -- native JAX -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", BUILTINS)
-def test_jax_function(name: str) -> None:
-    jax = pytest.importorskip("jax")
-    import registry.jax as rj
-
-    def apply(kernel: registry.Kernel, image: np.ndarray, border: str) -> np.ndarray:
-        batch = image[None, :, :, None] if image.ndim == 2 else image[None]
-        return np.asarray(jax.jit(rj.to_layer(kernel, border=border))(batch))[0]
-
-    check_everything(name, apply)
-
-
 # -- Keras on JAX and on PyTorch, without TensorFlow ----------------------------------------------
 
 BLOCKER = '''
