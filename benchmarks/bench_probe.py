@@ -35,15 +35,27 @@ def timings(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def cases() -> list[tuple[str, registry.Kernel, dict]]:
-    dw = registry.Kernel({"name": "dw", "version": 1, "layout": "HWIM"},
-                         registry.load("gabor_bank8").array[:, :, 0, :6].reshape(21, 21, 3, 2).copy())
+    dw = registry.Kernel(
+        {"name": "dw", "version": 1, "layout": "HWIM"},
+        registry.load("gabor_bank8").array[:, :, 0, :6].reshape(21, 21, 3, 2).copy(),
+    )
     return [
         ("sobel_x 3x3, any channels, reflect101", registry.load("sobel_x"), {"border": "reflect101"}),
-        ("gaussian5 over RGB, symmetric", registry.load("gaussian5"), {"in_channels": 3, "border": "symmetric"}),
-        ("gaussian 31x31 RGB, separable", registry.load("gaussian", ksize=31, sigma=5.0),
-         {"in_channels": 3, "border": "reflect101", "separable": True}),
-        ("gaussian 31x31 RGB, full", registry.load("gaussian", ksize=31, sigma=5.0),
-         {"in_channels": 3, "border": "reflect101"}),
+        (
+            "gaussian5 over RGB, symmetric",
+            registry.load("gaussian5"),
+            {"in_channels": 3, "border": "symmetric"},
+        ),
+        (
+            "gaussian 31x31 RGB, separable",
+            registry.load("gaussian", ksize=31, sigma=5.0),
+            {"in_channels": 3, "border": "reflect101", "separable": True},
+        ),
+        (
+            "gaussian 31x31 RGB, full",
+            registry.load("gaussian", ksize=31, sigma=5.0),
+            {"in_channels": 3, "border": "reflect101"},
+        ),
         ("gabor_bank8 21x21x1x8 HWIO", registry.load("gabor_bank8"), {"padding": "same"}),
         ("21x21x3x2 HWIM, stride 2", dw, {"strides": 2, "border": "wrap"}),
     ]
@@ -65,22 +77,33 @@ def adapters() -> dict[str, Callable[..., object]]:
         import registry.tensorflow as rtf
 
         found["tf.nn tensor"] = lambda k, probe, **o: rtf.to_tensor(
-            k, probe=probe, **{key: o[key] for key in ("in_channels", "mode") if key in o})
+            k, probe=probe, **{key: o[key] for key in ("in_channels", "mode") if key in o}
+        )
     return found
 
 
 def main() -> None:
-    print(f"probe check cost per emission, best of {REPEAT} (median), {os.cpu_count()} CPUs; target < {TARGET_MS} ms")
+    print(
+        f"probe check cost per emission, best of {REPEAT} (median), {os.cpu_count()} CPUs; "
+        f"target < {TARGET_MS} ms"
+    )
     worst = 0.0
     for adapter, emit in adapters().items():
         print(f"\n{adapter}")
         for label, kernel, options in cases():
-            (on, on_med), (off, off_med) = (timings(lambda p=p: emit(kernel, probe=p, **options)) for p in (True, False))
+            (on, on_med), (off, off_med) = (
+                timings(lambda p=p: emit(kernel, probe=p, **options)) for p in (True, False)
+            )
             cost = (on - off) * 1e3
             worst = max(worst, cost)
-            print(f"  {label:<40} with {on * 1e3:7.2f} ms ({on_med * 1e3:6.2f})   without {off * 1e3:7.2f} ms "
-                  f"({off_med * 1e3:6.2f})   check {cost:5.2f} ms  {'ok' if cost < TARGET_MS else 'OVER'}")
-    kernel, options = registry.load("gaussian", ksize=31, sigma=5.0), {"in_channels": 3, "border": "reflect101"}
+            print(
+                f"  {label:<40} with {on * 1e3:7.2f} ms ({on_med * 1e3:6.2f})   without {off * 1e3:7.2f} ms "
+                f"({off_med * 1e3:6.2f})   check {cost:5.2f} ms  {'ok' if cost < TARGET_MS else 'OVER'}"
+            )
+    kernel, options = (
+        registry.load("gaussian", ksize=31, sigma=5.0),
+        {"in_channels": 3, "border": "reflect101"},
+    )
     plan = _adapt.plan(kernel, **options)
     x = _adapt.probe_input(plan)
     best, _ = timings(lambda: _adapt.reference(kernel, x, border="reflect101"))

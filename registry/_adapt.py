@@ -42,8 +42,14 @@ from ._kernel import Kernel
 #: Border modes; ``constant`` takes a value: ``"constant(0.5)"`` or ``("constant", 0.5)``.
 BORDERS = ("zero", "constant", "reflect101", "symmetric", "replicate", "wrap")
 #: ``np.pad`` mode for each border mode.
-NUMPY_PAD = {"zero": "constant", "constant": "constant", "reflect101": "reflect", "symmetric": "symmetric",
-             "replicate": "edge", "wrap": "wrap"}
+NUMPY_PAD = {
+    "zero": "constant",
+    "constant": "constant",
+    "reflect101": "reflect",
+    "symmetric": "symmetric",
+    "replicate": "edge",
+    "wrap": "wrap",
+}
 #: What ``mode`` means for an ``HW`` plane over several channels.
 MODES = ("depthwise", "sum", "mean")
 #: Set ``KREG_PROBE=0`` to skip the probe check everywhere (``probe=False`` skips it per call).
@@ -55,7 +61,7 @@ _NAMES: dict[str, itertools.count] = {}
 
 
 def parse_border(border: str | tuple[str, float]) -> tuple[str, float]:
-    """``"reflect101"`` -> ``("reflect101", 0.0)``; ``"constant(2)"`` or ``("constant", 2)`` -> ``("constant", 2.0)``.
+    """A border as ``(mode, fill)``: ``"constant(2)"`` or ``("constant", 2)`` -> ``("constant", 2.0)``.
 
     Example:
         >>> parse_border("constant(0.5)")
@@ -118,7 +124,9 @@ def pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
     """``2`` -> ``(2, 2)``; checks both are positive integers."""
     values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
-        raise InvalidKernelError(f"{what} must be a positive int or a pair of them. Received: {what}={value!r}.")
+        raise InvalidKernelError(
+            f"{what} must be a positive int or a pair of them. Received: {what}={value!r}."
+        )
     return int(values[0]), int(values[1])
 
 
@@ -126,7 +134,11 @@ def unique_name(kernel: Kernel, name: str | None) -> str:
     """The caller's name, else ``kreg_<name>_v<version>``, numbered from the second use on in a process."""
     if name:
         return name
-    base = "kreg_" + re.sub(r"[^A-Za-z0-9_]", "_", kernel.name) + (f"_v{kernel.version}" if kernel.version else "")
+    base = (
+        "kreg_"
+        + re.sub(r"[^A-Za-z0-9_]", "_", kernel.name)
+        + (f"_v{kernel.version}" if kernel.version else "")
+    )
     count = next(_NAMES.setdefault(base, itertools.count(1)))
     return base if count == 1 else f"{base}_{count}"
 
@@ -201,7 +213,9 @@ def to_oihw(kind: str, weight: np.ndarray) -> tuple[np.ndarray, int]:
     h, w, c, m = weight.shape
     if kind == "conv":
         return np.ascontiguousarray(weight.transpose(3, 2, 0, 1)), 1
-    return np.ascontiguousarray(weight.reshape(h, w, 1, c * m).transpose(3, 2, 0, 1)), (1 if kind == "plane" else c)
+    return np.ascontiguousarray(weight.reshape(h, w, 1, c * m).transpose(3, 2, 0, 1)), (
+        1 if kind == "plane" else c
+    )
 
 
 def emit_dtype(kernel: Kernel) -> np.dtype:
@@ -239,7 +253,9 @@ def plan(
     if border is not None and padding != "valid":
         raise InvalidKernelError("Give padding='same' or a border, not both: a border keeps the size itself.")
     if in_channels is not None and (not isinstance(in_channels, (int, np.integer)) or in_channels < 1):
-        raise InvalidKernelError(f"in_channels must be a positive int. Received: in_channels={in_channels!r}.")
+        raise InvalidKernelError(
+            f"in_channels must be a positive int. Received: in_channels={in_channels!r}."
+        )
     if mode is not None and mode not in MODES:
         raise InvalidKernelError(f"mode must be depthwise, sum or mean. Received: mode={mode!r}.")
     strides_, dilation = pair(strides, "strides"), pair(dilation_rate, "dilation_rate")
@@ -259,8 +275,9 @@ def plan(
         natural = "depthwise" if kernel.layout == "HWIM" else None
         if mode is not None and mode != natural:
             raise InvalidKernelError(
-                f"mode applies to HW planes; {kernel.ref} is {kernel.layout} {kernel.shape}, which already says "
-                f"how its {kernel.shape[2]} input channels combine. Leave mode unset. Received: mode={mode!r}."
+                f"mode applies to HW planes; {kernel.ref} is {kernel.layout} {kernel.shape}, which already "
+                f"says how its {kernel.shape[2]} input channels combine. Leave mode unset. "
+                f"Received: mode={mode!r}."
             )
         if in_channels not in (None, array.shape[2]):
             raise InvalidKernelError(
@@ -284,13 +301,25 @@ def plan(
         border_ = parse_border(border)
         sizes = ((s - 1) * d + 1 for s, d in zip(kernel.shape[:2], dilation))
         pads = tuple(anchor_pads(size) for size in sizes)
-    return Plan(ref=kernel.ref, kind=kind, weight=np.ascontiguousarray(weight), bias=bias,
-                in_channels=None if kind == "plane" else int(weight.shape[2]), padding=padding, border=border_,
-                pads=pads, strides=strides_, dilation=dilation, factors=factors,  # type: ignore[arg-type]
-                name=unique_name(kernel, name))
+    return Plan(
+        ref=kernel.ref,
+        kind=kind,
+        weight=np.ascontiguousarray(weight),
+        bias=bias,
+        in_channels=None if kind == "plane" else int(weight.shape[2]),
+        padding=padding,
+        border=border_,
+        pads=pads,
+        strides=strides_,
+        dilation=dilation,
+        factors=factors,  # type: ignore[arg-type]
+        name=unique_name(kernel, name),
+    )
 
 
-def _bias(kernel: Kernel, kind: str, weight: np.ndarray, use_bias: bool | None, dtype: np.dtype) -> np.ndarray | None:
+def _bias(
+    kernel: Kernel, kind: str, weight: np.ndarray, use_bias: bool | None, dtype: np.dtype
+) -> np.ndarray | None:
     recorded = kernel.bias
     if use_bias is False or (use_bias is None and recorded is None):
         return None
@@ -333,7 +362,8 @@ def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
     if h * w * c > MAX_PROBE:
         raise InvalidKernelError(
             f"The probe check of {p.ref} with dilation_rate={p.dilation} and strides={p.strides} needs a "
-            f"{h}x{w}x{c} image, more than kreg probes ({MAX_PROBE} values). Expected a kernel span that fits; "
+            f"{h}x{w}x{c} image, more than kreg probes ({MAX_PROBE} values). Expected a kernel span "
+            f"that fits; "
             f"pass probe=False to emit it unchecked."
         )
     scale = np.arange(1, c + 1, dtype=np.float32)
@@ -403,8 +433,16 @@ def tolerance(dtype: Any) -> float:
     return {2: 3e-2, 4: 1e-4}.get(itemsize, 1e-9)
 
 
-def check_probe(kernel: Kernel, got: Any, x: np.ndarray, options: Mapping[str, Any], *, what: str,
-                channels_first: bool = False, itemsize: int | None = None) -> None:
+def check_probe(
+    kernel: Kernel,
+    got: Any,
+    x: np.ndarray,
+    options: Mapping[str, Any],
+    *,
+    what: str,
+    channels_first: bool = False,
+    itemsize: int | None = None,
+) -> None:
     """Raise :class:`ProbeMismatchError` unless ``got`` (the emitted thing's output on ``x``) matches.
 
     Args:
@@ -435,134 +473,3 @@ def check_probe(kernel: Kernel, got: Any, x: np.ndarray, options: Mapping[str, A
         f"{detail}. Expected the registered values as a correlation with OpenCV's anchor; a transposed, "
         f"flipped, shifted or wrongly grouped kernel gives this. (probe=False skips the check.)"
     )
-
-
-# -- from trained layers and checkpoints -------------------------------------------------------
-
-
-def ungroup_hwio(values: np.ndarray, groups: int) -> np.ndarray:
-    """A grouped ``(H, W, C/g, O)`` weight as the full ``(H, W, C, O)`` one: zeros across groups.
-
-    Output channel ``o`` belongs to group ``o // (O / g)`` and reads that group's inputs.
-
-    Example:
-        >>> ungroup_hwio(np.ones((1, 1, 1, 2)), 2)[0, 0].tolist()
-        [[1.0, 0.0], [0.0, 1.0]]
-    """
-    h, w, per_group, out = values.shape
-    if groups < 1 or out % groups:
-        raise InvalidKernelError(f"{out} output channels do not split into groups={groups}.")
-    full = np.zeros((h, w, per_group * groups, out), values.dtype)
-    step = out // groups
-    for g in range(groups):
-        full[:, :, g * per_group:(g + 1) * per_group, g * step:(g + 1) * step] = values[:, :, :, g * step:(g + 1) * step]
-    return full
-
-
-def oihw_to_stored(weight: np.ndarray, groups: int = 1) -> tuple[np.ndarray, str]:
-    """A PyTorch ``(O, I/g, H, W)`` weight as kreg stores it: ``HWIM`` when depthwise, else ``HWIO``.
-
-    ``groups`` equal to the input channels with one input per group is a depthwise layer
-    (output ``c * M + m``, as TensorFlow orders it); other groups are expanded to a full kernel.
-    """
-    if weight.ndim != 4:
-        raise InvalidKernelError(f"A PyTorch conv weight is (out, in/groups, H, W). Received: shape={weight.shape}.")
-    out, per_group, h, w = weight.shape
-    if groups > 1 and per_group == 1:
-        if out % groups:
-            raise InvalidKernelError(f"{out} output channels do not split into groups={groups}.")
-        return np.ascontiguousarray(weight.reshape(groups, out // groups, h, w).transpose(2, 3, 0, 1)), "HWIM"
-    hwio = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-    return (ungroup_hwio(hwio, groups) if groups > 1 else hwio), "HWIO"
-
-
-def learned_kernel(values: np.ndarray, layout: str, *, bias: np.ndarray | None, source: Mapping[str, Any],
-                   source_layout: str | None) -> Kernel:
-    """A version-0 :class:`Kernel` (not stored) carrying where learned values came from.
-
-    ``registry.add(name, kernel)`` or :func:`registry._api.add_converted` stores it.
-    """
-    from datetime import datetime, timezone
-
-    from ._content import check_values, content_hash
-
-    array = check_values(np.asarray(values))
-    expected = {"HW": 2, "HWIO": 4, "HWIM": 4}[layout]
-    if array.ndim != expected:
-        raise InvalidKernelError(f"Layout {layout} needs values of rank {expected}. Received: shape={array.shape}.")
-    clean = {k: v for k, v in source.items() if v is not None}
-    label = f"{clean.get('framework', 'learned')}:{clean.get('layer', 'kernel')}"
-    record = {
-        "schema_version": 1,
-        "name": "learned",
-        "version": 0,
-        "shape": list(array.shape),
-        "dtype": array.dtype.name,
-        "layout": layout,
-        "operation": "correlation",
-        "bias": None if bias is None else [float(b) for b in np.asarray(bias).ravel()],
-        "separable": None,
-        "tags": [],
-        "provenance": {"origin": "learned", "created_at": datetime.now(timezone.utc).isoformat(),
-                       "description": "", "references": [], "source": clean, "source_layout": source_layout},
-        "sha256": content_hash(array),
-    }
-    return Kernel(record, array, label=label)
-
-
-def from_tensors(tensors: Mapping[str, Any], key: str, *, layout: str = "OIHW", groups: int = 1,
-                 source: Mapping[str, Any] | None = None) -> Kernel:
-    """The kernel named ``key`` in a ``state_dict``-like mapping of NumPy arrays, its bias beside it.
-
-    Args:
-        tensors: name -> array (a ``state_dict`` converted to NumPy, or a safetensors file's).
-        key: ``conv1.weight``, or ``conv1`` (``.weight`` is added); the bias is ``conv1.bias``.
-        layout: how the values are laid out: ``OIHW`` (PyTorch, the default), ``HWIO``, ``HWIM``, ``HW``.
-        groups: the layer's ``groups`` for ``OIHW`` (``in_channels`` for depthwise).
-        source: provenance ``source`` fields (framework, model, checkpoint_sha256).
-
-    Example:
-        >>> k = from_tensors({"c.weight": np.ones((2, 1, 3, 3), "f4"), "c.bias": np.zeros(2, "f4")}, "c")
-        >>> k.layout, k.shape, k.bias.tolist()
-        ('HWIO', (3, 3, 1, 2), [0.0, 0.0])
-    """
-    name = key if key in tensors else f"{key}.weight"
-    if name not in tensors:
-        keys = ", ".join(sorted(k for k in tensors if k.endswith("weight"))[:12])
-        raise InvalidKernelError(f"No tensor {key!r} in the checkpoint. Weights there: {keys or 'none'}.")
-    layer = name[: -len(".weight")] if name.endswith(".weight") else name
-    weight = np.asarray(tensors[name])
-    bias_key = f"{layer}.bias" if name.endswith(".weight") else None
-    bias = np.asarray(tensors[bias_key]) if bias_key in tensors else None
-    if layout == "OIHW":
-        values, stored = oihw_to_stored(weight, groups)
-    elif layout in ("HW", "HWIO", "HWIM"):
-        values, stored = (ungroup_hwio(weight, groups) if groups > 1 else weight), layout
-    else:
-        raise InvalidKernelError(f"layout must be OIHW, HWIO, HWIM or HW. Received: layout={layout!r}.")
-    return learned_kernel(values, stored, bias=bias, source={**(source or {}), "layer": layer},
-                          source_layout=layout)
-
-
-def from_checkpoint(tensors: Mapping[str, Any], key: str, metadata: Mapping[str, str], *, layout: str | None = None,
-                    groups: int | None = None, source: Mapping[str, Any] | None = None) -> Kernel:
-    """:func:`from_tensors` for a safetensors file: a file kreg exported says its groups and layout.
-
-    A kreg export (metadata ``kreg.record``) comes back in its recorded layout (``HW``,
-    ``HWIM`` or ``HWIO``); any other checkpoint is read as ``layout`` (default ``OIHW``).
-    """
-    record = None
-    if "kreg.record" in metadata:
-        import json
-
-        try:
-            record = json.loads(metadata["kreg.record"])
-        except ValueError:
-            record = None
-    if record is not None and layout is None and metadata.get("kreg.layout") == "OIHW":
-        groups = groups or int(metadata.get("kreg.groups", "1") or 1)
-    kernel = from_tensors(tensors, key, layout=layout or "OIHW", groups=groups or 1, source=source)
-    if isinstance(record, dict) and record.get("layout") == "HW" and kernel.shape[2:] == (1, 1) and layout is None:
-        return learned_kernel(kernel.array[:, :, 0, 0], "HW", bias=kernel.bias, source=kernel._record["provenance"]["source"],
-                              source_layout="OIHW")
-    return kernel

@@ -101,5 +101,6 @@ def add_converted(reg: Registry, name: str, kernel: Kernel, **options: Any) -> K
     kept = {key: prov[key] for key in ("source", "source_layout") if prov.get(key)}
     if options.get("origin") is None:
         options["origin"] = prov.get("origin")
-    return reg.add(name, kernel.array, layout=kernel.layout, bias=None if kernel.bias is None else kernel.bias.tolist(),
+    bias = None if kernel.bias is None else kernel.bias.tolist()
+    return reg.add(name, kernel.array, layout=kernel.layout, bias=bias,
                    provenance={**kept, **options.pop("provenance", {})}, **options)

@@ -275,7 +275,7 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
 def _add_tensor(reg: Registry, name: str, source: str | None, tensor: str, layout: str | None,
                 origin: str | None, meta: dict[str, Any]) -> Any:
     """``--from CKPT.safetensors --tensor KEY``: the weight (OIHW by default), its bias, the checkpoint's hash."""
-    from ._adapt import from_checkpoint
+    from ._learned import from_checkpoint
     from ._api import add_converted
     from ._files import read_checkpoint
 

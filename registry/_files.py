@@ -109,13 +109,15 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict[str, np.ndarray], str, d
     checkpoint, read one tensor at a time, the file's sha256 and its metadata.
 
     Raises:
-        InvalidKernelError: a missing file, not a safetensors file, or no such tensor (the weights there named).
+        InvalidKernelError: a missing file, not a safetensors file, or no such tensor (naming the
+            weights there).
     """
     import hashlib
 
     if path.suffix.lower() != ".safetensors":
         raise InvalidKernelError(
-            f"Checkpoint tensors are read from .safetensors files (never a pickle such as .pt). Received: {path.name}. "
+            f"Checkpoint tensors are read from .safetensors files (never a pickle such as .pt). "
+            f"Received: {path.name}. "
             f"Convert it with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
         )
     if not path.is_file():
@@ -123,7 +125,9 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict[str, np.ndarray], str, d
     try:
         from safetensors import safe_open
     except ImportError:
-        raise MissingDependencyError("Reading .safetensors needs the safetensors package: pip install safetensors") from None
+        raise MissingDependencyError(
+            "Reading .safetensors needs the safetensors package: pip install safetensors"
+        ) from None
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -142,7 +146,9 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict[str, np.ndarray], str, d
     except InvalidKernelError:
         raise
     except Exception as exc:  # safetensors raises its own types for a bad header or dtype
-        raise InvalidKernelError(f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc}).") from None
+        raise InvalidKernelError(
+            f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc})."
+        ) from None
 
 
 def write_safetensors(kernel: Kernel, path: Path) -> None:
@@ -154,10 +160,13 @@ def write_safetensors(kernel: Kernel, path: Path) -> None:
     try:
         from safetensors.numpy import save_file
     except ImportError:
-        raise MissingDependencyError("Writing .safetensors needs the safetensors package: pip install safetensors") from None
+        raise MissingDependencyError(
+            "Writing .safetensors needs the safetensors package: pip install safetensors"
+        ) from None
     tensors = {"weight": np.ascontiguousarray(kernel.as_layout("OIHW"))}
     if kernel.bias is not None:
-        tensors["bias"] = np.array(kernel.bias, dtype=kernel.dtype if kernel.dtype.kind == "f" else np.float32)
+        dtype = kernel.dtype if kernel.dtype.kind == "f" else np.float32
+        tensors["bias"] = np.array(kernel.bias, dtype=dtype)
     groups = kernel.shape[2] if kernel.layout == "HWIM" else 1
     metadata = {"format": "pt", "kreg.layout": "OIHW", "kreg.groups": str(groups), "kreg.ref": kernel.ref,
                 "kreg.record": json.dumps(kernel.to_dict(), sort_keys=True)}

@@ -132,7 +132,9 @@ class Kernel:
     # Thin aliases: the adapters decide (registry._adapt) and convert (one module per framework).
 
     def to_keras(self, **options: Any) -> Any:
-        """A ready Keras layer with exactly these weights, on any Keras 3 backend; see :func:`registry.keras.to_layer`.
+        """A ready Keras layer with exactly these weights, on any Keras 3 backend.
+
+        See :func:`registry.keras.to_layer` for the options.
 
         Needs ``keras`` and one backend: ``pip install 'kreg[keras]'`` (or the ``tensorflow``,
         ``jax`` or ``torch`` extra).

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt
+from . import _adapt, _learned
 from ._adapt import BORDERS, Plan, parse_border
 from ._exceptions import InvalidKernelError
 from ._kernel import Kernel
@@ -37,7 +37,9 @@ def _pad(x: Any, plan: Plan) -> Any:
     return x
 
 
-def _conv(x: Any, weight: Any, kind: str, strides: tuple[int, int], dilation: tuple[int, int], padding: str) -> Any:
+def _conv(
+    x: Any, weight: Any, kind: str, strides: tuple[int, int], dilation: tuple[int, int], padding: str
+) -> Any:
     c = x.shape[3]
     if kind == "plane":
         weight = jnp.tile(weight, (1, 1, 1, c))
@@ -45,8 +47,15 @@ def _conv(x: Any, weight: Any, kind: str, strides: tuple[int, int], dilation: tu
     if kind != "conv":  # depthwise: (H, W, C, M) -> the grouped (H, W, 1, C*M), output c*M + m
         weight = weight.reshape(h, w, 1, i * o) if kind == "depthwise" else weight
     groups = 1 if kind == "conv" else c
-    return lax.conv_general_dilated(x, weight, strides, padding.upper(), rhs_dilation=dilation,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    return lax.conv_general_dilated(
+        x,
+        weight,
+        strides,
+        padding.upper(),
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity, as jax.jit needs
@@ -67,7 +76,8 @@ class Conv:
         if p.in_channels is not None and x.shape[3] != p.in_channels:
             raise InvalidKernelError(
                 f"{p.name} was emitted for in_channels={p.in_channels} and received {x.shape[3]} channels. "
-                f"Emit it with in_channels={x.shape[3]} (an HW plane with mode='depthwise' and no in_channels takes any)."
+                f"Emit it with in_channels={x.shape[3]} "
+                "(an HW plane with mode='depthwise' and no in_channels takes any)."
             )
         x = x.astype(self.params["kernel"].dtype)
         if p.border is not None:
@@ -107,8 +117,15 @@ def to_layer(
         >>> import registry, registry.jax as rj                                  # doctest: +SKIP
         >>> y = jax.jit(rj.to_layer(registry.load("sobel_x"), border="wrap"))(x)  # doctest: +SKIP
     """
-    options = dict(in_channels=in_channels, mode=mode, padding=padding, border=border, strides=strides,
-                   dilation_rate=dilation_rate, use_bias=use_bias)
+    options = dict(
+        in_channels=in_channels,
+        mode=mode,
+        padding=padding,
+        border=border,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+    )
     p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
     dt = dtype or p.weight.dtype.name
     params: dict[str, Any] = {"kernel": jnp.asarray(p.weight, dtype=dt)}
@@ -121,8 +138,14 @@ def to_layer(
     if _adapt.probe_enabled(probe):
         x = _adapt.probe_input(p)
         got = layer(jnp.asarray(x, dtype=dt))
-        _adapt.check_probe(kernel, np.asarray(got.astype("float32")), x, options, what=f"the JAX layer {p.name}",
-                           itemsize=got.dtype.itemsize)
+        _adapt.check_probe(
+            kernel,
+            np.asarray(got.astype("float32")),
+            x,
+            options,
+            what=f"the JAX layer {p.name}",
+            itemsize=got.dtype.itemsize,
+        )
     return layer
 
 
@@ -152,14 +175,20 @@ def from_layer(params: Mapping[str, Any], layer: str | None = None, *, groups: i
                 raise InvalidKernelError(f"No {part!r} in the params at {layer!r}. Keys there: {keys}.")
             node = node[part]
     if not isinstance(node, Mapping) or "kernel" not in node:
-        raise InvalidKernelError(f"{layer or 'params'} holds no 'kernel'; name the convolution's mapping with layer=.")
+        raise InvalidKernelError(
+            f"{layer or 'params'} holds no 'kernel'; name the convolution's mapping with layer=."
+        )
     weight = np.asarray(node["kernel"])
     if weight.ndim != 4:
-        raise InvalidKernelError(f"A 2-D convolution kernel is HWIO (rank 4). Received: shape={weight.shape}.")
+        raise InvalidKernelError(
+            f"A 2-D convolution kernel is HWIO (rank 4). Received: shape={weight.shape}."
+        )
     tensors = {"w.weight": weight.transpose(3, 2, 0, 1)}
     if "bias" in node:
         tensors["w.bias"] = np.asarray(node["bias"])
     info = {"framework": "jax", "framework_version": jax.__version__}
-    kernel = _adapt.from_tensors(tensors, "w.weight", groups=groups, source=info)
+    kernel = _learned.from_tensors(tensors, "w.weight", groups=groups, source=info)
     source = {**kernel._record["provenance"]["source"], "layer": layer or None}
-    return _adapt.learned_kernel(kernel.array, kernel.layout, bias=kernel.bias, source=source, source_layout="HWIO")
+    return _learned.learned_kernel(
+        kernel.array, kernel.layout, bias=kernel.bias, source=source, source_layout="HWIO"
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt
+from . import _adapt, _learned
 from ._adapt import BORDERS, Plan, parse_border
 from ._exceptions import InvalidKernelError, MissingDependencyError
 from ._kernel import Kernel
@@ -34,9 +34,10 @@ def _import_keras() -> Any:
         import keras as module
     except ImportError as exc:
         backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        extra = backend if backend in ("jax", "torch") else "tensorflow"
         raise MissingDependencyError(
             f"The Keras adapter (registry.keras) needs a Keras backend: KERAS_BACKEND={backend} could not be "
-            f"imported ({exc}). Install it (pip install 'kreg[{backend if backend in ('jax', 'torch') else 'tensorflow'}]'), "
+            f"imported ({exc}). Install it (pip install 'kreg[{extra}]'), "
             f"or set KERAS_BACKEND to jax or torch where that is installed."
         ) from None
     return module
@@ -52,7 +53,10 @@ def _channel_axis(data_format: str) -> int:
 
 
 def _check_images(layer: Any, x: Any, channels: int | None, data_format: str) -> None:
-    """kreg's own errors for an input (or input shape) the layer cannot take (Keras' would not name the option)."""
+    """kreg's own errors for an input (or input shape) the layer cannot take.
+
+    Keras' own errors would not name the option to change.
+    """
     shape = tuple(x.shape) if hasattr(x, "shape") else tuple(x)
     if len(shape) != 4:
         layout = "(N, H, W, C)" if data_format == "channels_last" else "(N, C, H, W)"
@@ -64,7 +68,8 @@ def _check_images(layer: Any, x: Any, channels: int | None, data_format: str) ->
     if channels is not None and got is not None and got != channels:
         raise InvalidKernelError(
             f"Layer {layer.name!r} was emitted for in_channels={channels} and received {got} channels. "
-            f"Emit it with in_channels={got} (an HW plane with mode='depthwise' and no in_channels takes any)."
+            f"Emit it with in_channels={got} "
+            "(an HW plane with mode='depthwise' and no in_channels takes any)."
         )
 
 
@@ -107,7 +112,9 @@ class BorderPadding2D(keras.layers.Layer):
             widths = [(0, 0)] * 4
             for axis, pair in zip(self._axes(), self.padding):
                 widths[axis] = pair
-            return ops.pad(x, widths, mode="constant", constant_values=self.value if self.mode == "constant" else 0.0)
+            return ops.pad(
+                x, widths, mode="constant", constant_values=self.value if self.mode == "constant" else 0.0
+            )
         for axis, (before, after) in zip(self._axes(), self.padding):
             if before or after:
                 x = ops.take(x, self._source_index(ops.shape(x)[axis], before, after), axis=axis)
@@ -141,8 +148,14 @@ class BorderPadding2D(keras.layers.Layer):
         return tuple(shape)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "padding": self.padding, "mode": self.mode, "value": self.value,
-                "data_format": self.data_format, "channels": self.channels}
+        return {
+            **super().get_config(),
+            "padding": self.padding,
+            "mode": self.mode,
+            "value": self.value,
+            "data_format": self.data_format,
+            "channels": self.channels,
+        }
 
 
 @keras.saving.register_keras_serializable(package="kreg")
@@ -177,12 +190,19 @@ class PlaneConv2D(keras.layers.Layer):
         channels = x.shape[_channel_axis(self.data_format)]
         if channels is None:
             raise InvalidKernelError(
-                f"Layer {self.name!r} needs the channel count of its input to be known. Received: shape={x.shape}."
+                f"Layer {self.name!r} needs the channel count of its input to be known. "
+                f"Received: shape={x.shape}."
             )
         ops = keras.ops
         kernel = ops.tile(self.kernel, (1, 1, channels, 1))
-        out = ops.depthwise_conv(x, kernel, strides=self.strides, padding=self.padding,
-                                 data_format=self.data_format, dilation_rate=self.dilation_rate)
+        out = ops.depthwise_conv(
+            x,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
         return out + self.bias if self.bias is not None else out
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
@@ -192,41 +212,58 @@ class PlaneConv2D(keras.layers.Layer):
         for axis, k, s, d in zip(axes, self.kernel_size, self.strides, self.dilation_rate):
             if shape[axis] is not None:
                 size = (k - 1) * d + 1
-                shape[axis] = -(-shape[axis] // s) if self.padding == "same" else (shape[axis] - size) // s + 1
+                shape[axis] = (
+                    -(-shape[axis] // s) if self.padding == "same" else (shape[axis] - size) // s + 1
+                )
         return tuple(shape)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "dilation_rate": self.dilation_rate, "data_format": self.data_format,
-                "use_bias": self.use_bias}
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+            "data_format": self.data_format,
+            "use_bias": self.use_bias,
+        }
 
 
-def _conv(kind: str, weight: np.ndarray, bias: np.ndarray | None, *, padding: str, options: dict[str, Any]) -> Any:
+def _conv(
+    kind: str, weight: np.ndarray, bias: np.ndarray | None, *, padding: str, options: dict[str, Any]
+) -> Any:
     h, w, c, out = weight.shape
     common = dict(kernel_size=(h, w), padding=padding, use_bias=bias is not None, **options)
     if kind == "plane":
         layer = PlaneConv2D(**common)
     elif kind == "conv":
         layer = keras.layers.Conv2D(filters=out, **common)
-        layer.build((None, None, None, c) if options["data_format"] == "channels_last" else (None, c, None, None))
+        layer.build(
+            (None, None, None, c) if options["data_format"] == "channels_last" else (None, c, None, None)
+        )
     else:
         layer = keras.layers.DepthwiseConv2D(depth_multiplier=out, **common)
-        layer.build((None, None, None, c) if options["data_format"] == "channels_last" else (None, c, None, None))
+        layer.build(
+            (None, None, None, c) if options["data_format"] == "channels_last" else (None, c, None, None)
+        )
     layer.set_weights([weight] + ([bias] if bias is not None else []))
     return layer
 
 
 def _build(p: Plan, *, data_format: str, dtype: str | None, trainable: bool) -> Any:
-    options = dict(strides=p.strides, dilation_rate=p.dilation, data_format=data_format, dtype=dtype,
-                   trainable=trainable)
+    options = dict(
+        strides=p.strides, dilation_rate=p.dilation, data_format=data_format, dtype=dtype, trainable=trainable
+    )
     padding = "valid" if p.border else p.padding
     if p.factors is not None:
         first, second, kind = p.separable_weights()
         (sy, sx), (dy, dx) = p.strides, p.dilation
         col = {**options, "strides": (sy, 1), "dilation_rate": (dy, 1), "name": p.name + "_col"}
         row = {**options, "strides": (1, sx), "dilation_rate": (1, dx), "name": p.name + "_row"}
-        convs = [_conv(kind, first, None, padding=padding, options=col),
-                 _conv(kind, second, p.bias, padding=padding, options=row)]
+        convs = [
+            _conv(kind, first, None, padding=padding, options=col),
+            _conv(kind, second, p.bias, padding=padding, options=row),
+        ]
     else:
         name = p.name if p.border is None else p.name + "_conv"
         convs = [_conv(p.kind, p.weight, p.bias, padding=padding, options={**options, "name": name})]
@@ -234,8 +271,12 @@ def _build(p: Plan, *, data_format: str, dtype: str | None, trainable: bool) -> 
         return convs[0]
     if p.border is not None:
         mode, value = p.border
-        convs.insert(0, BorderPadding2D(p.pads, mode, value, data_format, channels=p.in_channels, dtype=dtype,
-                                        name=p.name + "_border"))
+        convs.insert(
+            0,
+            BorderPadding2D(
+                p.pads, mode, value, data_format, channels=p.in_channels, dtype=dtype, name=p.name + "_border"
+            ),
+        )
     return keras.Sequential(convs, name=p.name)
 
 
@@ -291,9 +332,18 @@ def to_layer(
         >>> rk.to_layer(registry.load("sobel_x"), border="reflect101")     # doctest: +SKIP
     """
     if data_format not in ("channels_last", "channels_first"):
-        raise InvalidKernelError(f"data_format must be channels_last or channels_first. Received: {data_format!r}.")
-    options = dict(in_channels=in_channels, mode=mode, padding=padding, border=border, strides=strides,
-                   dilation_rate=dilation_rate, use_bias=use_bias)
+        raise InvalidKernelError(
+            f"data_format must be channels_last or channels_first. Received: {data_format!r}."
+        )
+    options = dict(
+        in_channels=in_channels,
+        mode=mode,
+        padding=padding,
+        border=border,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+    )
     p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
     layer = _build(p, data_format=data_format, dtype=dtype, trainable=trainable)
     if _adapt.probe_enabled(probe):
@@ -301,8 +351,14 @@ def to_layer(
     return layer
 
 
-def check_layer(kernel: Kernel, layer: Any, options: dict[str, Any], *, data_format: str = "channels_last",
-                channels: int | None = None) -> None:
+def check_layer(
+    kernel: Kernel,
+    layer: Any,
+    options: dict[str, Any],
+    *,
+    data_format: str = "channels_last",
+    channels: int | None = None,
+) -> None:
     """The probe check of an emitted (or hand-made) layer; raises ``ProbeMismatchError``."""
     p = _adapt.plan(kernel, name="probe", **options)
     x = _adapt.probe_input(p, channels)
@@ -311,8 +367,14 @@ def check_layer(kernel: Kernel, layer: Any, options: dict[str, Any], *, data_for
     # A Sequential called once would pin its input shape to the probe's: run its layers instead.
     for part in layer.layers if isinstance(layer, keras.Sequential) else [layer]:
         got = part(got)
-    _adapt.check_probe(kernel, keras.ops.convert_to_numpy(got), x, options, what=f"Keras layer {layer.name!r}",
-                       channels_first=first)
+    _adapt.check_probe(
+        kernel,
+        keras.ops.convert_to_numpy(got),
+        x,
+        options,
+        what=f"Keras layer {layer.name!r}",
+        channels_first=first,
+    )
 
 
 def to_tensor(
@@ -341,8 +403,13 @@ def to_tensor(
         else:
             filt = ops.tile(weight, (1, 1, x.shape[3], 1)) if p.kind == "plane" else weight
             got = ops.depthwise_conv(xt, filt)
-        _adapt.check_probe(kernel, ops.convert_to_numpy(got), x, {**options, "use_bias": False},
-                           what=f"the Keras weight for {kernel.ref}")
+        _adapt.check_probe(
+            kernel,
+            ops.convert_to_numpy(got),
+            x,
+            {**options, "use_bias": False},
+            what=f"the Keras weight for {kernel.ref}",
+        )
     return weight
 
 
@@ -375,7 +442,9 @@ def from_layer(source: Any, layer: str | None = None) -> Kernel:
         try:
             source = keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:  # Keras raises many types for a bad file
-            raise InvalidKernelError(f"{path} is not a loadable Keras model ({type(exc).__name__}: {exc}).") from None
+            raise InvalidKernelError(
+                f"{path} is not a loadable Keras model ({type(exc).__name__}: {exc})."
+            ) from None
     model, target = _find_layer(source, layer)
     values = keras.ops.convert_to_numpy(target.kernel)
     if isinstance(target, keras.layers.DepthwiseConv2D):
@@ -384,16 +453,21 @@ def from_layer(source: Any, layer: str | None = None) -> Kernel:
         layout, groups = "HWIO", int(getattr(target, "groups", 1))
     else:
         raise InvalidKernelError(
-            f"Layer {target.name!r} is a {type(target).__name__}; kreg takes Conv2D and DepthwiseConv2D kernels."
+            f"Layer {target.name!r} is a {type(target).__name__}; kreg takes Conv2D and DepthwiseConv2D "
+            f"kernels."
         )
     if groups != 1:  # one input per group: depthwise (HWIM); otherwise the full kernel, zeros across groups
-        values, layout = _adapt.oihw_to_stored(values.transpose(3, 2, 0, 1), groups)
+        values, layout = _learned.oihw_to_stored(values.transpose(3, 2, 0, 1), groups)
     bias = keras.ops.convert_to_numpy(target.bias).ravel() if getattr(target, "use_bias", False) else None
-    source_info = {"framework": "keras", "framework_version": keras.__version__,
-                   "model": model.name if model is not None else None, "layer": target.name,
-                   "checkpoint_sha256": checkpoint}
+    source_info = {
+        "framework": "keras",
+        "framework_version": keras.__version__,
+        "model": model.name if model is not None else None,
+        "layer": target.name,
+        "checkpoint_sha256": checkpoint,
+    }
     source_layout = "HWIM" if isinstance(target, keras.layers.DepthwiseConv2D) else "HWIO"
-    return _adapt.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=source_layout)
+    return _learned.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=source_layout)
 
 
 def _sha256(path: Path) -> str:
@@ -407,20 +481,23 @@ def _sha256(path: Path) -> str:
 def _find_layer(source: Any, layer: str | None) -> tuple[Any, Any]:
     if not isinstance(source, keras.Model):
         if layer is not None:
-            raise InvalidKernelError("layer= names a layer inside a model; pass the model, or the layer alone.")
+            raise InvalidKernelError(
+                "layer= names a layer inside a model; pass the model, or the layer alone."
+            )
         return None, source
-    convs = [l for l in _walk_layers(source) if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    convs = [each for each in _walk_layers(source) if isinstance(each, kinds)]
+    names = ", ".join(each.name for each in convs)
     if layer is not None:
         for candidate in _walk_layers(source):
             if candidate.name == layer:
                 return source, candidate
         raise InvalidKernelError(
-            f"Model {source.name!r} has no layer {layer!r}. Convolution layers: {', '.join(l.name for l in convs) or 'none'}."
+            f"Model {source.name!r} has no layer {layer!r}. Convolution layers: {names or 'none'}."
         )
     if len(convs) != 1:
         raise InvalidKernelError(
-            f"Model {source.name!r} has {len(convs)} convolution layers; name one with layer=... "
-            f"({', '.join(l.name for l in convs)})."
+            f"Model {source.name!r} has {len(convs)} convolution layers; name one with layer=... ({names})."
         )
     return source, convs[0]
 

@@ -22,8 +22,18 @@ tf = require("tensorflow", feature="The TensorFlow adapter (registry.tensorflow)
 
 from .keras import BorderPadding2D, PlaneConv2D, from_layer, to_layer  # noqa: E402
 
-__all__ = ["BORDERS", "BorderPadding2D", "PlaneConv2D", "from_layer", "parse_border", "to_keras", "to_layer",
-           "to_tensor", "to_tf", "to_tf_depthwise"]
+__all__ = [
+    "BORDERS",
+    "BorderPadding2D",
+    "PlaneConv2D",
+    "from_layer",
+    "parse_border",
+    "to_keras",
+    "to_layer",
+    "to_tensor",
+    "to_tf",
+    "to_tf_depthwise",
+]
 
 #: The old name of :func:`to_layer`.
 to_keras = to_layer
@@ -61,8 +71,9 @@ def to_tensor(
             channels = x.shape[3]
             filt = tf.tile(weight, (1, 1, channels, 1)) if p.kind == "plane" else weight
             got = tf.nn.depthwise_conv2d(xt, filt, [1, 1, 1, 1], "VALID")
-        _adapt.check_probe(kernel, got.numpy(), x, {**options, "use_bias": False},
-                           what=f"the tf.nn filter for {kernel.ref}")
+        _adapt.check_probe(
+            kernel, got.numpy(), x, {**options, "use_bias": False}, what=f"the tf.nn filter for {kernel.ref}"
+        )
     return weight
 
 
@@ -83,8 +94,9 @@ def to_tf_depthwise(kernel: Kernel, channels: int, *, dtype: str = "float32") ->
     An ``HW`` plane is repeated for each channel; an ``HWIM`` kernel must have ``channels``.
     """
     if kernel.layout == "HW" or (kernel.layout == "HWIM" and kernel.shape[2] == channels):
-        return to_tensor(kernel, in_channels=channels, mode="depthwise" if kernel.layout == "HW" else None,
-                         dtype=dtype)
+        return to_tensor(
+            kernel, in_channels=channels, mode="depthwise" if kernel.layout == "HW" else None, dtype=dtype
+        )
     raise InvalidKernelError(
         f"A depthwise filter comes from an HW plane or an HWIM kernel with {channels} channels. "
         f"Received: {kernel.ref} {kernel.layout} {kernel.shape}."

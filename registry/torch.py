@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt
+from . import _adapt, _learned
 from ._adapt import BORDERS, Plan, parse_border
 from ._exceptions import InvalidKernelError
 from ._kernel import Kernel
@@ -24,11 +24,23 @@ from ._lazy import require
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
 nn, F = torch.nn, torch.nn.functional
 
-__all__ = ["BORDERS", "BorderPad2d", "PlaneConv2d", "SamePad2d", "from_layer", "parse_border", "to_layer",
-           "to_tensor"]
+__all__ = [
+    "BORDERS",
+    "BorderPad2d",
+    "PlaneConv2d",
+    "SamePad2d",
+    "from_layer",
+    "parse_border",
+    "to_layer",
+    "to_tensor",
+]
 
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-           "float64": torch.float64}
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
 
 
 def _dtype(dtype: str | None, plan: Plan) -> Any:
@@ -41,21 +53,28 @@ def _dtype(dtype: str | None, plan: Plan) -> Any:
 def _check_images(module: nn.Module, x: Any, channels: int | None) -> None:
     if x.dim() != 4:
         raise InvalidKernelError(
-            f"{type(module).__name__} takes a batch of images (N, C, H, W). Received: shape={tuple(x.shape)}. "
+            f"{type(module).__name__} takes a batch of images (N, C, H, W). "
+            f"Received: shape={tuple(x.shape)}. "
             f"For one grayscale image use x[None, None]; for one image (C, H, W) x[None]."
         )
     if channels is not None and x.shape[1] != channels:
         raise InvalidKernelError(
             f"This layer was emitted for in_channels={channels} and received {x.shape[1]} channels. "
-            f"Emit it with in_channels={x.shape[1]} (an HW plane with mode='depthwise' and no in_channels takes any)."
+            f"Emit it with in_channels={x.shape[1]} "
+            "(an HW plane with mode='depthwise' and no in_channels takes any)."
         )
 
 
 class BorderPad2d(nn.Module):
     """Pads height and width of an NCHW batch with one of kreg's border modes (``symmetric`` too)."""
 
-    def __init__(self, padding: tuple[tuple[int, int], tuple[int, int]], mode: str = "reflect101",
-                 value: float = 0.0, channels: int | None = None) -> None:
+    def __init__(
+        self,
+        padding: tuple[tuple[int, int], tuple[int, int]],
+        mode: str = "reflect101",
+        value: float = 0.0,
+        channels: int | None = None,
+    ) -> None:
         super().__init__()
         if mode not in BORDERS:
             raise InvalidKernelError(f"mode must be one of {', '.join(BORDERS)}. Received: mode={mode!r}.")
@@ -73,27 +92,40 @@ class BorderPad2d(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"padding={self.padding}, mode={self.mode!r}" + (f", value={self.value}" if self.mode == "constant" else "")
+        return f"padding={self.padding}, mode={self.mode!r}" + (
+            f", value={self.value}" if self.mode == "constant" else ""
+        )
 
 
 class SamePad2d(nn.Module):
-    """TensorFlow's ``same`` zero padding for any stride (PyTorch's ``padding='same'`` takes stride 1 only)."""
+    """TensorFlow's ``same`` zero padding for any stride.
+
+    PyTorch's ``padding='same'`` takes stride 1 only, and copies the input for even sizes.
+    """
 
     def __init__(self, kernel_size: tuple[int, int], strides: tuple[int, int]) -> None:
         super().__init__()
         self.kernel_size, self.strides = kernel_size, strides
 
     def forward(self, x: Any) -> Any:
-        (top, bottom), (left, right) = (_adapt.same_pads(int(n), k, s) for n, k, s in
-                                        zip(x.shape[2:], self.kernel_size, self.strides))
+        (top, bottom), (left, right) = (
+            _adapt.same_pads(int(n), k, s) for n, k, s in zip(x.shape[2:], self.kernel_size, self.strides)
+        )
         return F.pad(x, (left, right, top, bottom))
 
 
 class PlaneConv2d(nn.Module):
     """One ``HW`` plane applied to every channel of any NCHW input (groups = channels)."""
 
-    def __init__(self, weight: Any, bias: Any | None, *, stride: tuple[int, int], padding: Any,
-                 dilation: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        weight: Any,
+        bias: Any | None,
+        *,
+        stride: tuple[int, int],
+        padding: Any,
+        dilation: tuple[int, int],
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias) if bias is not None else None
@@ -103,20 +135,45 @@ class PlaneConv2d(nn.Module):
         _check_images(self, x, None)
         c = x.shape[1]
         bias = self.bias.expand(c) if self.bias is not None else None
-        return F.conv2d(x, self.weight.expand(c, 1, *self.weight.shape[2:]), bias, self.stride, self.padding,
-                        self.dilation, groups=c)
+        return F.conv2d(
+            x,
+            self.weight.expand(c, 1, *self.weight.shape[2:]),
+            bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            groups=c,
+        )
 
 
-def _conv(kind: str, weight: np.ndarray, bias: np.ndarray | None, *, groups: int, padding: Any,
-          stride: tuple[int, int], dilation: tuple[int, int], dtype: Any) -> nn.Module:
+def _conv(
+    kind: str,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    groups: int,
+    padding: Any,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    dtype: Any,
+) -> nn.Module:
     """A module for one convolution; ``weight`` is OIHW (``groups`` as PyTorch means it)."""
     w = torch.tensor(weight, dtype=dtype)
     b = torch.tensor(bias, dtype=dtype) if bias is not None else None
     if kind == "plane":
         return PlaneConv2d(w, b, stride=stride, padding=padding, dilation=dilation)
     out, per_group, h, width = weight.shape
-    conv = nn.Conv2d(per_group * groups, out, (h, width), stride=stride, padding=padding, dilation=dilation,
-                     groups=groups, bias=b is not None, dtype=dtype)
+    conv = nn.Conv2d(
+        per_group * groups,
+        out,
+        (h, width),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=b is not None,
+        dtype=dtype,
+    )
     with torch.no_grad():
         conv.weight.copy_(w)
         if b is not None:
@@ -138,15 +195,33 @@ def _build(p: Plan, dtype: Any) -> nn.Module:
     if p.factors is not None:
         first, second, kind = p.separable_weights()
         (sy, sx), (dy, dx) = p.strides, p.dilation
-        for key, weight, bias, stride, dilation in (("col", first, None, (sy, 1), (dy, 1)),
-                                                    ("row", second, p.bias, (1, sx), (1, dx))):
+        for key, weight, bias, stride, dilation in (
+            ("col", first, None, (sy, 1), (dy, 1)),
+            ("row", second, p.bias, (1, sx), (1, dx)),
+        ):
             oihw, groups = _adapt.to_oihw(kind, weight)
-            layers[key] = _conv(kind, oihw, bias, groups=groups, padding=padding, stride=stride, dilation=dilation,
-                                dtype=dtype)
+            layers[key] = _conv(
+                kind,
+                oihw,
+                bias,
+                groups=groups,
+                padding=padding,
+                stride=stride,
+                dilation=dilation,
+                dtype=dtype,
+            )
     else:
         oihw, groups = _adapt.to_oihw(p.kind, p.weight)
-        layers["conv"] = _conv(p.kind, oihw, p.bias, groups=groups, padding=padding, stride=p.strides,
-                               dilation=p.dilation, dtype=dtype)
+        layers["conv"] = _conv(
+            p.kind,
+            oihw,
+            p.bias,
+            groups=groups,
+            padding=padding,
+            stride=p.strides,
+            dilation=p.dilation,
+            dtype=dtype,
+        )
     if len(layers) == 1:
         return next(iter(layers.values()))
     return nn.Sequential(layers)
@@ -182,8 +257,15 @@ def to_layer(
         >>> import registry, registry.torch as rt                                    # doctest: +SKIP
         >>> rt.to_layer(registry.load("sobel_x"), border="symmetric")(x_nchw)         # doctest: +SKIP
     """
-    options = dict(in_channels=in_channels, mode=mode, padding=padding, border=border, strides=strides,
-                   dilation_rate=dilation_rate, use_bias=use_bias)
+    options = dict(
+        in_channels=in_channels,
+        mode=mode,
+        padding=padding,
+        border=border,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+    )
     p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
     module = _build(p, _dtype(dtype, p))
     module.requires_grad_(trainable)
@@ -193,16 +275,24 @@ def to_layer(
     return module
 
 
-def check_module(kernel: Kernel, module: nn.Module, options: Mapping[str, Any], *,
-                 channels: int | None = None) -> None:
+def check_module(
+    kernel: Kernel, module: nn.Module, options: Mapping[str, Any], *, channels: int | None = None
+) -> None:
     """The probe check of an emitted (or hand-made) module; raises ``ProbeMismatchError``."""
     p = _adapt.plan(kernel, name="probe", **options)
     x = _adapt.probe_input(p, channels)
     param = next(module.parameters())
     with torch.no_grad():
         got = module(torch.tensor(x.transpose(0, 3, 1, 2), dtype=param.dtype, device=param.device))
-    _adapt.check_probe(kernel, got.double().cpu().numpy(), x, options, what=f"the torch module for {kernel.ref}",
-                       channels_first=True, itemsize=got.element_size())
+    _adapt.check_probe(
+        kernel,
+        got.double().cpu().numpy(),
+        x,
+        options,
+        what=f"the torch module for {kernel.ref}",
+        channels_first=True,
+        itemsize=got.element_size(),
+    )
 
 
 def to_tensor(
@@ -235,9 +325,15 @@ def to_tensor(
         w = weight.expand(c, 1, *weight.shape[2:]) if p.kind == "plane" else weight
         with torch.no_grad():
             got = F.conv2d(xt, w, groups=c if p.kind == "plane" else groups)
-        _adapt.check_probe(kernel, got.double().numpy(), x, {**options, "use_bias": False},
-                           what=f"the torch weight for {kernel.ref}", channels_first=True,
-                           itemsize=got.element_size())
+        _adapt.check_probe(
+            kernel,
+            got.double().numpy(),
+            x,
+            {**options, "use_bias": False},
+            what=f"the torch weight for {kernel.ref}",
+            channels_first=True,
+            itemsize=got.element_size(),
+        )
     return weight
 
 
@@ -267,28 +363,37 @@ def from_layer(source: Any, layer: str | None = None, *, groups: int | None = No
         from ._files import read_checkpoint
 
         if layer is None:
-            raise InvalidKernelError("A checkpoint holds many tensors: name the weight with layer='conv1.weight'.")
+            raise InvalidKernelError(
+                "A checkpoint holds many tensors: name the weight with layer='conv1.weight'."
+            )
         tensors, sha256, metadata = read_checkpoint(Path(source), layer)
         info["checkpoint_sha256"] = sha256
-        return _adapt.from_checkpoint(tensors, layer, metadata, groups=groups, source=info)
+        return _learned.from_checkpoint(tensors, layer, metadata, groups=groups, source=info)
     if isinstance(source, nn.Module):
         target, where = _find_conv(source, layer)
         info["model"] = type(source).__name__
         tensors = {f"{where}.weight": target.weight.detach().cpu().numpy()}
         if target.bias is not None:
             tensors[f"{where}.bias"] = target.bias.detach().cpu().numpy()
-        return _adapt.from_tensors(tensors, f"{where}.weight", groups=target.groups, source=info)
+        return _learned.from_tensors(tensors, f"{where}.weight", groups=target.groups, source=info)
     if isinstance(source, Mapping):
         if layer is None:
-            raise InvalidKernelError("A state_dict holds many tensors: name the weight with layer='conv1.weight'.")
+            raise InvalidKernelError(
+                "A state_dict holds many tensors: name the weight with layer='conv1.weight'."
+            )
         base = layer.removesuffix(".weight")
         wanted = {layer, f"{base}.weight", f"{base}.bias"}
         # Only the weight and its bias are converted; the other keys are named in a not-found error.
-        arrays = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) if k in wanted
-                  else None for k, v in source.items()}
-        return _adapt.from_tensors(arrays, layer, groups=groups or 1, source=info)
+        arrays = {
+            k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+            if k in wanted
+            else None
+            for k, v in source.items()
+        }
+        return _learned.from_tensors(arrays, layer, groups=groups or 1, source=info)
     raise InvalidKernelError(
-        f"from_layer takes an nn.Module, a state_dict or a .safetensors path. Received: {type(source).__name__}."
+        f"from_layer takes an nn.Module, a state_dict or a .safetensors path. "
+        f"Received: {type(source).__name__}."
     )
 
 
@@ -305,6 +410,7 @@ def _find_conv(model: nn.Module, layer: str | None) -> tuple[nn.Module, str]:
         )
     if len(convs) != 1:
         raise InvalidKernelError(
-            f"{type(model).__name__} has {len(convs)} Conv2d layers; name one with layer=... ({', '.join(convs)})."
+            f"{type(model).__name__} has {len(convs)} Conv2d layers; name one with layer=... "
+            f"({', '.join(convs)})."
         )
     return next(iter(convs.items()))[::-1]  # type: ignore[return-value]

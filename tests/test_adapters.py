@@ -29,10 +29,20 @@ import registry  # noqa: E402
 BUILTINS = [info.name for info in registry.list_kernels(origin="builtin")]
 BORDERS = ["zero", "constant(0.25)", "reflect101", "symmetric", "replicate", "wrap"]
 #: kreg border -> (scipy.ndimage mode, cval), (OpenCV border or None).
-SCIPY = {"zero": ("constant", 0.0), "constant(0.25)": ("constant", 0.25), "reflect101": ("mirror", 0.0),
-         "symmetric": ("reflect", 0.0), "replicate": ("nearest", 0.0), "wrap": ("wrap", 0.0)}
-OPENCV = {"zero": cv2.BORDER_CONSTANT, "reflect101": cv2.BORDER_REFLECT_101, "symmetric": cv2.BORDER_REFLECT,
-          "replicate": cv2.BORDER_REPLICATE}
+SCIPY = {
+    "zero": ("constant", 0.0),
+    "constant(0.25)": ("constant", 0.25),
+    "reflect101": ("mirror", 0.0),
+    "symmetric": ("reflect", 0.0),
+    "replicate": ("nearest", 0.0),
+    "wrap": ("wrap", 0.0),
+}
+OPENCV = {
+    "zero": cv2.BORDER_CONSTANT,
+    "reflect101": cv2.BORDER_REFLECT_101,
+    "symmetric": cv2.BORDER_REFLECT,
+    "replicate": cv2.BORDER_REPLICATE,
+}
 # Real images, cropped so that ~2,000 layers stay quick: a gray one and a colour one.
 GRAY = (skimage_data.camera()[100:164, 200:276] / 255.0).astype(np.float32)
 RGB = (skimage_data.astronaut()[40:88, 180:236] / 255.0).astype(np.float32)
@@ -45,18 +55,31 @@ def scipy_reference(kernel: registry.Kernel, image: np.ndarray, border: str) -> 
     planes = image[..., None] if image.ndim == 2 else image
     values = kernel.as_layout("HWIO").astype(np.float64)
     if kernel.layout == "HW":
-        return np.stack([ndimage.correlate(planes[..., c].astype(np.float64), values[:, :, 0, 0], mode=mode,
-                                           cval=cval) for c in range(planes.shape[2])], axis=-1)
-    return np.stack([sum(ndimage.correlate(planes[..., c].astype(np.float64), values[:, :, c, o], mode=mode,
-                                           cval=cval) for c in range(values.shape[2]))
-                     for o in range(values.shape[3])], axis=-1)
+        return np.stack(
+            [
+                ndimage.correlate(planes[..., c].astype(np.float64), values[:, :, 0, 0], mode=mode, cval=cval)
+                for c in range(planes.shape[2])
+            ],
+            axis=-1,
+        )
+    return np.stack(
+        [
+            sum(
+                ndimage.correlate(planes[..., c].astype(np.float64), values[:, :, c, o], mode=mode, cval=cval)
+                for c in range(values.shape[2])
+            )
+            for o in range(values.shape[3])
+        ],
+        axis=-1,
+    )
 
 
 def opencv_reference(kernel: registry.Kernel, image: np.ndarray, border: str) -> np.ndarray | None:
     if border not in OPENCV or kernel.layout != "HW":
         return None
-    out = cv2.filter2D(image.astype(np.float64), cv2.CV_64F, kernel.array.astype(np.float64),
-                       borderType=OPENCV[border])
+    out = cv2.filter2D(
+        image.astype(np.float64), cv2.CV_64F, kernel.array.astype(np.float64), borderType=OPENCV[border]
+    )
     return out[..., None] if out.ndim == 2 else out
 
 
@@ -74,7 +97,9 @@ def cases(name: str) -> list[tuple[str, np.ndarray]]:
     return [("gray", GRAY), ("rgb", RGB)] if kernel.layout == "HW" else [("gray", GRAY)]
 
 
-def check_everything(name: str, apply: Callable[[registry.Kernel, np.ndarray, str], np.ndarray | None]) -> None:
+def check_everything(
+    name: str, apply: Callable[[registry.Kernel, np.ndarray, str], np.ndarray | None]
+) -> None:
     kernel = registry.load(name)
     for label, image in cases(name):
         for border in BORDERS:
@@ -133,8 +158,9 @@ def test_torch_module(name: str) -> None:
 
     def apply(kernel: registry.Kernel, image: np.ndarray, border: str) -> np.ndarray:
         module = kernel.to_torch(border=border)
-        batch = torch.from_numpy(np.ascontiguousarray(image[None, None] if image.ndim == 2
-                                                      else image.transpose(2, 0, 1)[None]))
+        batch = torch.from_numpy(
+            np.ascontiguousarray(image[None, None] if image.ndim == 2 else image.transpose(2, 0, 1)[None])
+        )
         with torch.no_grad():
             return module(batch)[0].numpy().transpose(1, 2, 0)
 
@@ -149,14 +175,19 @@ def test_torch_functional_with_the_tensor(name: str) -> None:
     import registry.torch as rt
 
     def apply(kernel: registry.Kernel, image: np.ndarray, border: str) -> np.ndarray | None:
-        torch_mode = {"zero": "constant", "reflect101": "reflect", "replicate": "replicate",
-                      "wrap": "circular"}.get(border)
+        torch_mode = {
+            "zero": "constant",
+            "reflect101": "reflect",
+            "replicate": "replicate",
+            "wrap": "circular",
+        }.get(border)
         if torch_mode is None:  # F.pad has no symmetric mode: registry.torch.BorderPad2d does it
             return None
         channels = 1 if image.ndim == 2 else image.shape[2]
         h, w = kernel.shape[:2]
-        batch = torch.from_numpy(np.ascontiguousarray(image[None, None] if image.ndim == 2
-                                                      else image.transpose(2, 0, 1)[None]))
+        batch = torch.from_numpy(
+            np.ascontiguousarray(image[None, None] if image.ndim == 2 else image.transpose(2, 0, 1)[None])
+        )
         padded = F.pad(batch, (w // 2, w - 1 - w // 2, h // 2, h - 1 - h // 2), mode=torch_mode)
         groups = channels if kernel.layout == "HW" else 1
         weight = rt.to_tensor(kernel, in_channels=channels) if kernel.layout == "HW" else rt.to_tensor(kernel)
@@ -185,7 +216,7 @@ sys.meta_path[:] = [_PathFinderWithoutTensorflow if f is importlib.machinery.Pat
                     for f in sys.meta_path]
 '''
 
-BACKEND_SCRIPT = '''
+BACKEND_SCRIPT = """
 import json, sys
 import numpy as np
 import keras, registry
@@ -211,26 +242,42 @@ outputs["model|rgb"] = keras.ops.convert_to_numpy(model(rgb[None]))[0]
 np.savez(sys.argv[5] + "/out.npz", **outputs)
 print(json.dumps({"backend": keras.backend.backend(),
                   "tensorflow_imported": "tensorflow" in sys.modules}))
-'''
+"""
 
 # All built-ins with OpenCV's default border; every border on kernels of each shape kind.
 BACKEND_CASES = [(name, ["reflect101"]) for name in BUILTINS] + [
-    (name, BORDERS) for name in ("sobel_x", "roberts_pos", "gaussian5", "gabor_bank8")]
+    (name, BORDERS) for name in ("sobel_x", "roberts_pos", "gaussian5", "gabor_bank8")
+]
 
 
-def run_without_tensorflow(code: str, args: list[str], tmp: Path, backend: str) -> subprocess.CompletedProcess:
+def run_without_tensorflow(
+    code: str, args: list[str], tmp: Path, backend: str
+) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter with KERAS_BACKEND=backend and ``import tensorflow`` failing."""
     blocker = tmp / "blocker"
     blocker.mkdir(exist_ok=True)
     (blocker / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}",
-           "KREG_DB": str(tmp / "db"), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          env=env, cwd=tmp, timeout=900)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}",
+        "KREG_DB": str(tmp / "db"),
+        "JAX_PLATFORMS": "cpu",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module", params=["jax", "torch"])
-def backend_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, dict]:
+def backend_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Any, dict]:
     backend = request.param
     pytest.importorskip(backend)
     pytest.importorskip("keras")
@@ -240,10 +287,15 @@ def backend_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     names = [name for name, _ in BACKEND_CASES]
     # one process per backend: each case is (name, borders); flatten to the union per name
     borders_of = {name: borders for name, borders in BACKEND_CASES}
-    script = BACKEND_SCRIPT.replace("for border in json.loads(sys.argv[4]):",
-                                    "for border in json.loads(sys.argv[4])[name]:")
-    result = run_without_tensorflow(script, [str(tmp / "gray.npy"), str(tmp / "rgb.npy"), json.dumps(names),
-                                             json.dumps(borders_of), str(tmp)], tmp, backend)
+    script = BACKEND_SCRIPT.replace(
+        "for border in json.loads(sys.argv[4]):", "for border in json.loads(sys.argv[4])[name]:"
+    )
+    result = run_without_tensorflow(
+        script,
+        [str(tmp / "gray.npy"), str(tmp / "rgb.npy"), json.dumps(names), json.dumps(borders_of), str(tmp)],
+        tmp,
+        backend,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     return backend, np.load(tmp / "out.npz"), report
@@ -255,7 +307,9 @@ def test_keras_runs_on_the_backend_without_tensorflow(backend_run: tuple[str, An
 
 
 @pytest.mark.parametrize(("name", "borders"), BACKEND_CASES, ids=[n for n, b in BACKEND_CASES])
-def test_keras_on_jax_and_torch_backends(backend_run: tuple[str, Any, dict], name: str, borders: list[str]) -> None:
+def test_keras_on_jax_and_torch_backends(
+    backend_run: tuple[str, Any, dict], name: str, borders: list[str]
+) -> None:
     _, outputs, _ = backend_run
     kernel = registry.load(name)
     for label, image in cases(name):

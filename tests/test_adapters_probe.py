@@ -74,7 +74,9 @@ def test_keras_probe_catches_wrong_groups_and_channel_order() -> None:
     with pytest.raises(registry.ProbeMismatchError, match="gaussian5@1"):
         rk.check_layer(kernel, mixed, options)
     # a depthwise kernel with a multiplier: outputs in m*C+c order instead of c*M+m
-    dw = registry.add("t/dw", np.random.default_rng(0).standard_normal((3, 3, 3, 2)).astype("f4"), layout="HWIM")
+    dw = registry.add(
+        "t/dw", np.random.default_rng(0).standard_normal((3, 3, 3, 2)).astype("f4"), layout="HWIM"
+    )
     layer = dw.to_keras()
     weight = layer.get_weights()[0]
     wrong = weight.transpose(0, 1, 3, 2).reshape(3, 3, 3, 2)  # the classic reshape of a torch weight
@@ -115,8 +117,9 @@ def test_torch_probe_catches_each_classic_bug(bug: str) -> None:
     good = kernel.to_torch(**options)
     rt.check_module(kernel, good, options)
     pad, conv = good.border, good.conv
-    copy = torch.nn.Sequential(rt.BorderPad2d(pad.padding, pad.mode), torch.nn.Conv2d(3, 3, kernel.shape, groups=3,
-                                                                                      bias=False))
+    copy = torch.nn.Sequential(
+        rt.BorderPad2d(pad.padding, pad.mode), torch.nn.Conv2d(3, 3, kernel.shape, groups=3, bias=False)
+    )
     weight = conv.weight.detach().clone()
     if bug == "transpose":
         weight = weight.transpose(2, 3)
@@ -140,9 +143,13 @@ def test_torch_probe_catches_each_classic_bug(bug: str) -> None:
 def test_mode_is_validated_for_every_layout() -> None:
     bank = registry.load("gabor_bank8")
     for mode in ("depthwise", "sum", "mean"):
-        with pytest.raises(registry.InvalidKernelError, match="mode applies to HW planes; gabor_bank8@1 is HWIO"):
+        with pytest.raises(
+            registry.InvalidKernelError, match="mode applies to HW planes; gabor_bank8@1 is HWIO"
+        ):
             _adapt.plan(bank, mode=mode)
-    with pytest.raises(registry.InvalidKernelError, match="mode must be depthwise, sum or mean. Received: mode='max'"):
+    with pytest.raises(
+        registry.InvalidKernelError, match="mode must be depthwise, sum or mean. Received: mode='max'"
+    ):
         _adapt.plan(bank, mode="max")
     dw = registry.add("t/dw", np.ones((3, 3, 2, 1), "f4"), layout="HWIM")
     assert _adapt.plan(dw, mode="depthwise").kind == "depthwise"  # what it is anyway
@@ -166,7 +173,9 @@ def test_a_plane_without_in_channels_takes_any_channels_and_matches_opencv() -> 
 
 def test_inputs_that_cannot_work_get_kreg_errors() -> None:
     _keras()
-    with pytest.raises(registry.InvalidKernelError, match="emitted for in_channels=1 and received 3 channels"):
+    with pytest.raises(
+        registry.InvalidKernelError, match="emitted for in_channels=1 and received 3 channels"
+    ):
         registry.load("gaussian5").to_keras(in_channels=1, border="wrap")(RGB[None])
     with pytest.raises(registry.InvalidKernelError, match=r"takes a batch of images \(N, H, W, C\)"):
         registry.load("gaussian5").to_keras(border="wrap")(RGB[:, :, 0])
@@ -177,8 +186,15 @@ def test_inputs_that_cannot_work_get_kreg_errors() -> None:
 def test_the_same_kernel_twice_in_one_model() -> None:
     keras = _keras()
     sobel = registry.load("sobel_x")
-    model = keras.Sequential([keras.Input((32, 32, 1)), sobel.to_keras(padding="same"), sobel.to_keras(padding="same"),
-                              sobel.to_keras(border="wrap"), sobel.to_keras(border="wrap")])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            sobel.to_keras(padding="same"),
+            sobel.to_keras(padding="same"),
+            sobel.to_keras(border="wrap"),
+            sobel.to_keras(border="wrap"),
+        ]
+    )
     names = [layer.name for layer in model.layers]
     assert len(set(names)) == 4 and all(n.startswith("kreg_sobel_x_v1") for n in names)
     assert sobel.to_keras(name="edges").name == "edges"  # a chosen name is kept as given
@@ -227,24 +243,34 @@ def test_the_adapters_import_neither_the_api_nor_the_store() -> None:
                 found.update(alias.name for alias in node.names)
         return found
 
-    for module in ("_adapt.py", "keras.py", "torch.py", "tensorflow.py"):
+    for module in ("_adapt.py", "_learned.py", "keras.py", "torch.py", "jax.py", "tensorflow.py"):
         imports = top_level_imports(module)
         assert not imports & {"._api", "._store", "._index", "._transactions", "._pack"}, (module, imports)
-    assert not top_level_imports("_adapt.py") & {"tensorflow", "keras", "torch", "jax"}
+    for core in ("_adapt.py", "_learned.py"):
+        assert not top_level_imports(core) & {"tensorflow", "keras", "torch", "jax"}
     assert not top_level_imports("_kernel.py") & {".keras", ".tensorflow", ".torch", "."}
 
 
-@pytest.mark.parametrize("border", [None, "zero", "constant(0.5)", "reflect101", "symmetric", "replicate", "wrap"])
+@pytest.mark.parametrize(
+    "border", [None, "zero", "constant(0.5)", "reflect101", "symmetric", "replicate", "wrap"]
+)
 @pytest.mark.parametrize(("strides", "dilation"), [(1, 1), (2, 1), (1, 2), ((2, 3), (3, 2))])
 def test_the_probe_reference_is_scipy_correlate(border: str | None, strides, dilation) -> None:
     """The NumPy (FFT) reference the probe compares with, against scipy.ndimage on a sample image."""
     ndimage = pytest.importorskip("scipy.ndimage")
-    modes = {None: ("constant", 0.0), "zero": ("constant", 0.0), "constant(0.5)": ("constant", 0.5),
-             "reflect101": ("mirror", 0.0), "symmetric": ("reflect", 0.0), "replicate": ("nearest", 0.0),
-             "wrap": ("wrap", 0.0)}
+    modes = {
+        None: ("constant", 0.0),
+        "zero": ("constant", 0.0),
+        "constant(0.5)": ("constant", 0.5),
+        "reflect101": ("mirror", 0.0),
+        "symmetric": ("reflect", 0.0),
+        "replicate": ("nearest", 0.0),
+        "wrap": ("wrap", 0.0),
+    }
     rng = np.random.default_rng(5)
-    hwio = registry.Kernel({"name": "k", "version": 1, "layout": "HWIO", "bias": [0.5, -0.25]},
-                           rng.standard_normal((4, 3, 3, 2)))
+    hwio = registry.Kernel(
+        {"name": "k", "version": 1, "layout": "HWIO", "bias": [0.5, -0.25]}, rng.standard_normal((4, 3, 3, 2))
+    )
     image = RGB[:20, :23].astype(np.float64)
     sh, sw = _adapt.pair(strides, "s")
     dh, dw = _adapt.pair(dilation, "d")
@@ -252,16 +278,26 @@ def test_the_probe_reference_is_scipy_correlate(border: str | None, strides, dil
     dilated[::dh, ::dw] = hwio.array
     mode, cval = modes[border]
     # scipy centres the (dilated) kernel at size // 2, OpenCV's anchor; 'valid' crops the borders away
-    full = np.stack([sum(ndimage.correlate(image[..., c], dilated[:, :, c, o], mode=mode, cval=cval)
-                         for c in range(3)) for o in range(2)], axis=-1) + np.array([0.5, -0.25])
+    full = np.stack(
+        [
+            sum(ndimage.correlate(image[..., c], dilated[:, :, c, o], mode=mode, cval=cval) for c in range(3))
+            for o in range(2)
+        ],
+        axis=-1,
+    ) + np.array([0.5, -0.25])
     if border is None:
         top, left = dilated.shape[0] // 2, dilated.shape[1] // 2
-        full = full[top: top + image.shape[0] - dilated.shape[0] + 1, left: left + image.shape[1] - dilated.shape[1] + 1]
+        full = full[
+            top : top + image.shape[0] - dilated.shape[0] + 1,
+            left : left + image.shape[1] - dilated.shape[1] + 1,
+        ]
     expected = full[::sh, ::sw]
     ours = _adapt.reference(hwio, image[None], border=border, strides=strides, dilation_rate=dilation)[0]
     np.testing.assert_allclose(ours, expected, atol=1e-10)
     plane = registry.Kernel({"name": "p", "version": 1, "layout": "HW"}, hwio.array[:, :, 0, 0].copy())
-    summed = _adapt.reference(plane, image[None], mode="mean", border=border, strides=strides, dilation_rate=dilation)
+    summed = _adapt.reference(
+        plane, image[None], mode="mean", border=border, strides=strides, dilation_rate=dilation
+    )
     each = _adapt.reference(plane, image[None], border=border, strides=strides, dilation_rate=dilation)
     np.testing.assert_allclose(summed[..., 0], each.mean(axis=3), atol=1e-12)
 

@@ -26,7 +26,9 @@ CAMERA = (skimage_data.camera()[200:260, 100:172] / 255.0).astype(np.float32)
 
 
 def nchw(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image[None, None] if image.ndim == 2 else image.transpose(2, 0, 1)[None]))
+    return torch.from_numpy(
+        np.ascontiguousarray(image[None, None] if image.ndim == 2 else image.transpose(2, 0, 1)[None])
+    )
 
 
 def to_hwc(out: torch.Tensor) -> np.ndarray:
@@ -47,7 +49,7 @@ def learned_conv(conv: nn.Conv2d, steps: int = 5) -> nn.Sequential:
     for label, image in enumerate([skimage_data.astronaut() / 255.0, coffee]):
         for _ in range(16):
             y, x = rng.integers(0, 300, 2)
-            patches.append(image[y:y + 24, x:x + 24].transpose(2, 0, 1))
+            patches.append(image[y : y + 24, x : x + 24].transpose(2, 0, 1))
             labels.append(label)
     x = torch.tensor(np.asarray(patches, np.float32)[:, : conv.in_channels])
     if conv.in_channels > 3:
@@ -65,7 +67,9 @@ def learned_conv(conv: nn.Conv2d, steps: int = 5) -> nn.Sequential:
 
 
 @pytest.mark.parametrize(("groups", "out"), [(1, 4), (3, 6), (3, 3)])
-def test_a_learned_torch_conv2d_gives_the_same_outputs_as_a_keras_layer(reg: Registry, groups: int, out: int) -> None:
+def test_a_learned_torch_conv2d_gives_the_same_outputs_as_a_keras_layer(
+    reg: Registry, groups: int, out: int
+) -> None:
     """Conv2d with bias, groups (1, grouped, depthwise) and dilation -> kreg -> Keras: same outputs."""
     keras = pytest.importorskip("keras")
     model = learned_conv(nn.Conv2d(3, out, 3, groups=groups, dilation=2, bias=True))
@@ -90,21 +94,37 @@ def test_a_learned_torch_conv2d_gives_the_same_outputs_as_a_keras_layer(reg: Reg
     assert type(layer) is (keras.layers.DepthwiseConv2D if record.layout == "HWIM" else keras.layers.Conv2D)
 
 
-@pytest.mark.parametrize(("kind", "channels", "groups", "layout"), [
-    ("conv", 3, 1, "HWIO"), ("conv", 4, 2, "HWIO"), ("conv", 3, 3, "HWIM"), ("depthwise", 3, 3, "HWIM")])
-def test_a_keras_conv2d_gives_the_same_outputs_as_a_torch_module(reg: Registry, kind: str, channels: int,
-                                                                 groups: int, layout: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "channels", "groups", "layout"),
+    [("conv", 3, 1, "HWIO"), ("conv", 4, 2, "HWIO"), ("conv", 3, 3, "HWIM"), ("depthwise", 3, 3, "HWIM")],
+)
+def test_a_keras_conv2d_gives_the_same_outputs_as_a_torch_module(
+    reg: Registry, kind: str, channels: int, groups: int, layout: str
+) -> None:
     """The reverse: Keras Conv2D (bias, groups, dilation) or DepthwiseConv2D -> kreg -> torch."""
     keras = pytest.importorskip("keras")
     import registry.keras as rk
 
     keras.utils.set_random_seed(1)
     if kind == "depthwise":
-        layer = keras.layers.DepthwiseConv2D(5, depth_multiplier=2, dilation_rate=2, use_bias=True,
-                                             bias_initializer="glorot_uniform", name="dw")
+        layer = keras.layers.DepthwiseConv2D(
+            5,
+            depth_multiplier=2,
+            dilation_rate=2,
+            use_bias=True,
+            bias_initializer="glorot_uniform",
+            name="dw",
+        )
     else:
-        layer = keras.layers.Conv2D(6, 3, groups=groups, dilation_rate=2, use_bias=True,
-                                    bias_initializer="glorot_uniform", name="conv")
+        layer = keras.layers.Conv2D(
+            6,
+            3,
+            groups=groups,
+            dilation_rate=2,
+            use_bias=True,
+            bias_initializer="glorot_uniform",
+            name="conv",
+        )
     image = np.concatenate([RGB, RGB[..., :1] * 0.5], axis=2)[..., :channels]
     expected = np.asarray(layer(image[None]))[0]
     kernel = add_converted(reg, "keras/layer", rk.from_layer(layer))
@@ -119,12 +139,21 @@ def test_a_keras_conv2d_gives_the_same_outputs_as_a_torch_module(reg: Registry, 
 # -- torch and Keras agree on every option ------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", [
-    dict(border="symmetric"), dict(border="reflect101", separable=True), dict(border="constant(0.5)", strides=2),
-    dict(padding="same", strides=2), dict(padding="same"), dict(padding="same", dilation_rate=2),
-    dict(border="wrap", dilation_rate=(2, 1)), dict(in_channels=3, mode="mean", border="replicate"),
-    dict(in_channels=3, mode="sum", separable=True, padding="same"), dict(in_channels=3, border="symmetric"),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(border="symmetric"),
+        dict(border="reflect101", separable=True),
+        dict(border="constant(0.5)", strides=2),
+        dict(padding="same", strides=2),
+        dict(padding="same"),
+        dict(padding="same", dilation_rate=2),
+        dict(border="wrap", dilation_rate=(2, 1)),
+        dict(in_channels=3, mode="mean", border="replicate"),
+        dict(in_channels=3, mode="sum", separable=True, padding="same"),
+        dict(in_channels=3, border="symmetric"),
+    ],
+)
 @pytest.mark.parametrize("name", ["sobel_x", "roberts_pos", "gaussian7"])
 def test_torch_module_equals_the_keras_layer_on_the_same_batch(name: str, options: dict) -> None:
     pytest.importorskip("keras")
@@ -157,7 +186,9 @@ def test_a_plane_takes_any_channel_count_and_trainable_is_honoured() -> None:
     assert gray.shape[1] == 1 and rgb.shape[1] == 3
     assert all(p.requires_grad for p in module.parameters())
     assert not any(p.requires_grad for p in registry.load("gaussian5").to_torch().parameters())
-    with pytest.raises(registry.InvalidKernelError, match="emitted for in_channels=1 and received 3 channels"):
+    with pytest.raises(
+        registry.InvalidKernelError, match="emitted for in_channels=1 and received 3 channels"
+    ):
         registry.load("gaussian5").to_torch(in_channels=1, border="wrap")(nchw(RGB))
     with pytest.raises(registry.InvalidKernelError, match=r"takes a batch of images \(N, C, H, W\)"):
         registry.load("gaussian5").to_torch(border="wrap")(torch.from_numpy(CAMERA))
@@ -182,8 +213,9 @@ def test_from_a_state_dict_with_groups(reg: Registry) -> None:
         expected = to_hwc(conv(nchw(np.concatenate([RGB, RGB[..., :1]], axis=2))))
     module = kernel.to_torch()
     with torch.no_grad():
-        np.testing.assert_allclose(to_hwc(module(nchw(np.concatenate([RGB, RGB[..., :1]], axis=2)))), expected,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            to_hwc(module(nchw(np.concatenate([RGB, RGB[..., :1]], axis=2)))), expected, atol=1e-5
+        )
     with pytest.raises(registry.InvalidKernelError, match="No tensor 'head' in the checkpoint"):
         rt.from_layer(state, "head")
     with pytest.raises(registry.InvalidKernelError, match=r"has 2 Conv2d layers; name one .*\(a, b\)"):
@@ -206,8 +238,9 @@ def test_kreg_add_from_a_safetensors_checkpoint_and_export_back(tmp_path: Path) 
     safetensors_torch.save_file(model.state_dict(), str(ckpt))
     runner = CliRunner()
     db = ["--db", str(tmp_path / "db")]
-    result = runner.invoke(cli, [*db, "add", "team/conv1", "--from", str(ckpt), "--tensor", "conv1.weight",
-                                 "--tag", "learned"])
+    result = runner.invoke(
+        cli, [*db, "add", "team/conv1", "--from", str(ckpt), "--tensor", "conv1.weight", "--tag", "learned"]
+    )
     assert (result.exit_code, result.stdout) == (0, "team/conv1@1\n"), result.stderr
     kernel = Registry(tmp_path / "db").load("team/conv1")
     prov = kernel.spec.provenance
@@ -216,17 +249,24 @@ def test_kreg_add_from_a_safetensors_checkpoint_and_export_back(tmp_path: Path) 
     assert kernel.layout == "HWIO" and kernel.shape == (5, 5, 3, 4)
     np.testing.assert_array_equal(kernel.bias, model.conv1.bias.detach().numpy().astype(np.float64))
     with torch.no_grad():
-        np.testing.assert_allclose(to_hwc(kernel.to_torch()(nchw(RGB))), to_hwc(model.conv1(nchw(RGB))), atol=1e-6)
+        np.testing.assert_allclose(
+            to_hwc(kernel.to_torch()(nchw(RGB))), to_hwc(model.conv1(nchw(RGB))), atol=1e-6
+        )
 
     missing = runner.invoke(cli, [*db, "add", "x", "--from", str(ckpt), "--tensor", "conv9.weight"])
     assert missing.exit_code == 2
-    assert "Error: model.safetensors has no tensor 'conv9.weight'. Weights there: conv1.weight, head.weight" \
+    assert (
+        "Error: model.safetensors has no tensor 'conv9.weight'. Weights there: conv1.weight, head.weight"
         in missing.stderr
+    )
     alone = runner.invoke(cli, [*db, "add", "x", "--values", "[[1]]", "--tensor", "w"])
     assert alone.exit_code == 2 and "--tensor goes with --from" in alone.stderr
 
     out = tmp_path / "conv1.safetensors"
-    assert runner.invoke(cli, [*db, "export", "team/conv1", "--format", "safetensors", "-o", str(out)]).exit_code == 0
+    assert (
+        runner.invoke(cli, [*db, "export", "team/conv1", "--format", "safetensors", "-o", str(out)]).exit_code
+        == 0
+    )
     from safetensors import safe_open
 
     with safe_open(str(out), framework="pt") as f:
@@ -242,8 +282,12 @@ def test_kreg_add_from_a_safetensors_checkpoint_and_export_back(tmp_path: Path) 
 def test_a_depthwise_export_loads_into_a_grouped_conv_and_comes_back(tmp_path: Path, reg: Registry) -> None:
     from registry._files import write_safetensors
 
-    kernel = reg.add("team/dw", np.random.default_rng(2).standard_normal((3, 3, 3, 2)).astype(np.float32),
-                     layout="HWIM", bias=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    kernel = reg.add(
+        "team/dw",
+        np.random.default_rng(2).standard_normal((3, 3, 3, 2)).astype(np.float32),
+        layout="HWIM",
+        bias=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    )
     path = tmp_path / "dw.safetensors"
     write_safetensors(kernel, path)
     conv = nn.Conv2d(3, 6, 3, groups=int(_metadata(path)["kreg.groups"]))
