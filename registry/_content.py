@@ -41,8 +41,9 @@ def check_values(values: object, *, dtype: str | None = None) -> np.ndarray:
         array = values
     else:
         try:
-            array = np.asarray(values)
-        except (ValueError, TypeError) as exc:
+            with np.errstate(over="ignore"):  # 1e40 -> inf is reported below, in words
+                array = np.asarray(values)
+        except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidKernelError(
                 f"Kernel values must be a numeric array or nested lists of equal lengths. "
                 f"Received: {type(values).__name__} ({exc})."
@@ -51,33 +52,42 @@ def check_values(values: object, *, dtype: str | None = None) -> np.ndarray:
             dtype = "float32"
     if array.dtype.kind not in "biuf":
         raise InvalidKernelError(
-            f"Kernel values must be numbers. Received: dtype={array.dtype} "
+            f"Kernel values must be numbers. Received: dtype {array.dtype} "
             f"(allowed: {', '.join(DTYPES)})."
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidKernelError(
+            "Kernel values must be finite; found NaN or infinity. "
+            f"Received: {int((~np.isfinite(array)).sum())} non-finite of {array.size} values."
         )
     if dtype is not None:
         target = np.dtype(dtype)
-        cast = array.astype(target)
+        if target.kind == "f" and array.dtype.kind in "biuf" and array.size:
+            largest = float(np.abs(array).max())
+            if largest > float(np.finfo(target).max):
+                raise InvalidKernelError(
+                    f"The values do not fit in {dtype}: the largest magnitude is {largest:.6g} and {dtype} "
+                    f"holds up to {float(np.finfo(target).max):.6g}. Pick a wider dtype (float64) "
+                    "or rescale the values."
+                )
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = array.astype(target)
         if target.kind in "iu" and not np.array_equal(cast, array):
             raise InvalidKernelError(
                 f"Casting the values to {dtype} would change them (out of range or not "
-                f"whole numbers). Pick a wider dtype. Received: dtype={array.dtype}."
+                f"whole numbers). Pick a wider dtype. Received: dtype {array.dtype}."
             )
         array = cast
     elif array.dtype.name not in DTYPES:
         raise InvalidKernelError(
             f"Kernel dtype {array.dtype} is not stored by kreg; allowed: {', '.join(DTYPES)}. "
-            f"Pass dtype='float32' (or another allowed dtype) to convert."
+            f"Convert it (dtype=\"float32\" in Python, --dtype float32 on the command line)."
         )
     if array.size == 0 or 0 in array.shape:
         raise InvalidKernelError(f"A kernel needs at least one value. Received: shape={array.shape}.")
     if array.size > MAX_ELEMENTS:
         raise InvalidKernelError(
             f"A kernel holds at most {MAX_ELEMENTS} values. Received: shape={array.shape}."
-        )
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidKernelError(
-            "Kernel values must be finite; found NaN or infinity. "
-            f"Received: {int((~np.isfinite(array)).sum())} non-finite of {array.size} values."
         )
     # Always a private copy: the Kernel made from it is read-only, the caller's array is not.
     return np.array(array, dtype=array.dtype.newbyteorder("<"), order="C", copy=True)

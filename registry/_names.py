@@ -11,6 +11,8 @@ from ._exceptions import InvalidNameError
 
 #: Longest kernel name accepted, in characters.
 MAX_NAME_LENGTH = 128
+#: Most digits of a version number (``KernelRef`` in the schema allows 12 characters after the name).
+MAX_VERSION_DIGITS = 11
 
 # Segments start with a letter or digit, so "." and ".." segments, hidden
 # files and leading dashes can never appear; "/" joins namespace segments.
@@ -87,10 +89,11 @@ def parse_ref(ref: object) -> Ref:
     name, sep, version = ref.partition("@")
     if not sep:
         return Ref(check_name(name))
-    if not version.isascii() or not version.isdigit() or int(version) < 1:
+    # The length check comes first: int() of thousands of digits raises its own ValueError.
+    if not version.isascii() or not version.isdigit() or len(version) > MAX_VERSION_DIGITS or int(version) < 1:
         raise InvalidNameError(
-            "The version after '@' is a whole number from 1. "
-            f"Received: ref={escape(ref)}."
+            f"The version after '@' is a whole number from 1, at most {MAX_VERSION_DIGITS} digits. "
+            f"Received: ref={escape(ref[:80])}{'...' if len(ref) > 80 else ''}."
         )
     return Ref(check_name(name), int(version))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from . import _exceptions
 from ._container import load_document, write_container
 from ._exceptions import IntegrityError, KregError, ReadOnlyError, UnsafeFileError
 from ._guard import GuardedFile, Limits, check_plain_file
-from ._names import check_name, escape
+from ._names import Ref, check_name, escape
 
 PACK_FORMAT = "kreg-pack"
 PACK_VERSION = 1
@@ -194,64 +193,58 @@ def _file_hash(path: Path) -> str:
 # -- the child process ---------------------------------------------------------------------
 
 
-def _child(path: str, conn: Any) -> None:
-    """Parse in a fresh interpreter with HDF5 plugins disabled; send JSON + raw bytes back."""
-    try:
-        pack = parse_pack(path)
-        header = {"sha256": pack.sha256, "manifest": pack.manifest, "signer": pack.signer,
-                  "kernels": [[r, v.dtype.str, list(v.shape)] for r, v in pack.kernels]}
-        conn.send_bytes(b"ok" + _canonical(header))
-        for _, values in pack.kernels:
-            conn.send_bytes(np.ascontiguousarray(values).tobytes())
-    except KregError as exc:
-        conn.send_bytes(b"er" + json.dumps([type(exc).__name__, str(exc)]).encode())
-    except Exception as exc:  # a bug or a library error not yet mapped: still a clean refusal
-        conn.send_bytes(b"er" + json.dumps(["UnsafeFileError", f"{path}: unreadable pack ({type(exc).__name__}: {exc})."]).encode())
-    finally:
-        conn.close()
+#: The child's program: the parent's import path (not the current directory), then the reader.
+_CHILD = "import sys, json; sys.path[:] = json.loads(sys.argv[2]); from registry._packreader import main; main(sys.argv[1])"
 
 
 def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -> Pack:
-    """Parse a pack in a child process (no HDF5 plugins, a time limit); see :func:`parse_pack`."""
+    """Parse a pack in a child process (no HDF5 plugins, a time limit); see :func:`parse_pack`.
+
+    The child is a fresh ``python -I`` running :mod:`registry._packreader`, not a
+    ``multiprocessing`` spawn: that would re-import the caller's ``__main__`` (re-running a
+    script without a ``__main__`` guard) and cannot start from a daemonic pool worker.
+    """
+    import subprocess
+    import sys
+
+    from ._packreader import read_frames
+
     path = Path(path)
     check_plain_file(path)  # the guard's first step, here too: no process starts for a non-HDF5 file
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    env = {"HDF5_PLUGIN_PRELOAD": "::", "HDF5_PLUGIN_PATH": tempfile.gettempdir() + "/kreg-no-plugins"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the spawned child reads them before libhdf5 starts
+    env = dict(os.environ, HDF5_PLUGIN_PRELOAD="::", HDF5_PLUGIN_PATH=tempfile.gettempdir() + "/kreg-no-plugins")
+    search = [p for p in sys.path if p]  # "" is the current directory: never import from it
+    package_root = str(Path(__file__).resolve().parents[1])
+    if package_root not in search:
+        search.insert(0, package_root)
     try:
-        process = ctx.Process(target=_child, args=(str(path), child), daemon=True)
-        process.start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    child.close()
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-c", _CHILD, str(path), json.dumps(search)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+    except OSError as exc:
+        raise UnsafeFileError(f"{path}: cannot start the pack reader process ({exc}); nothing imported.") from None
     try:
-        if not parent.poll(timeout):
-            raise UnsafeFileError(f"{path}: reading the pack took longer than {timeout:g} s; refused.")
-        message = parent.recv_bytes()
-        if message[:2] == b"er":
-            kind, text = json.loads(message[2:])
-            raise getattr(_exceptions, kind, UnsafeFileError)(text)
-        header = json.loads(message[2:])
-        kernels = []
-        for record, dtype, shape in header["kernels"]:
-            values = np.frombuffer(parent.recv_bytes(), dtype=np.dtype(dtype)).reshape(shape).copy()
-            kernels.append((record, values))
-    except EOFError:
-        process.join(5)
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise UnsafeFileError(f"{path}: reading the pack took longer than {timeout:g} s; refused.") from None
+    frames = read_frames(out)
+    if not frames:
+        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
         raise UnsafeFileError(
-            f"{path}: the reader process died (exit code {process.exitcode}) on this file; refused."
-        ) from None
-    finally:
-        parent.close()
-        if process.is_alive():
-            process.kill()
-        process.join()
+            f"{path}: the reader process died (exit code {child.returncode}) on this file; refused. {last[0][:200]}".rstrip()
+        )
+    if frames[0][:2] == b"er":
+        kind, text = json.loads(bytes(frames[0][2:]))
+        error = getattr(_exceptions, kind, UnsafeFileError)
+        raise (error if isinstance(error, type) and issubclass(error, KregError) else UnsafeFileError)(text)
+    header = json.loads(bytes(frames[0][2:]))
+    if len(frames) != 1 + len(header["kernels"]):
+        raise UnsafeFileError(f"{path}: the reader process stopped part way (exit code {child.returncode}); refused.")
+    kernels = []
+    for (record, dtype, shape), raw in zip(header["kernels"], frames[1:]):
+        kernels.append((record, np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()))
     return Pack(path, header["sha256"], header["manifest"], kernels, header["signer"])
 
 
@@ -272,9 +265,9 @@ def plan_import(registry: Any, pack: Pack, *, prefix: str = "") -> list[Step]:
         target = check_name(prefix + record["name"])
         if target not in known:
             builtin = registry._builtins is not None and target in registry._builtins
-            rows = registry._builtins.rows.get(target, {}) if builtin else registry._index().rows.get(target, {})
-            known[target] = {info.sha256: version for version, info in rows.items()}
-            next_version[target] = max([registry._index().next_version.get(target, 1), *[v + 1 for v in rows]])
+            versions = registry.versions(target)
+            known[target] = {registry._record(Ref(target, v))["sha256"]: v for v in versions}
+            next_version[target] = max([1, *(v + 1 for v in versions)]) if builtin else registry.next_version(target)
             if builtin and record["sha256"] not in known[target]:
                 raise ReadOnlyError(
                     f"{pack.path}: {source} would replace the built-in {target!r}, which cannot be shadowed. "
@@ -321,9 +314,8 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
             if step.action == "skip":
                 continue
             record, values = records[step.source]
-            provenance = dict(record["provenance"], pack=pack_origin)
-            if provenance["origin"] == "builtin":
-                provenance["origin"] = "imported"
+            # Arrived in a pack: `--origin imported` finds it; generator/source still say how it was made.
+            provenance = dict(record["provenance"], pack=pack_origin, origin="imported")
             registry.add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),

@@ -31,6 +31,7 @@ __all__ = [
     "SamePad2d",
     "from_layer",
     "parse_border",
+    "save_file",
     "to_layer",
     "to_tensor",
 ]
@@ -335,6 +336,18 @@ def to_tensor(
             itemsize=got.element_size(),
         )
     return weight
+
+
+def save_file(kernel: Kernel, path: str | Path) -> None:
+    """Write one kernel as PyTorch's ``weight`` (``OIHW``) and ``bias``, the record as metadata.
+
+    ``nn.Conv2d(..., groups=int(metadata["kreg.groups"])).load_state_dict(safetensors.torch.load_file(path))``
+    takes it as it is; ``from_layer(path, "weight")`` and ``kreg add --tensor weight`` read it back.
+    Needs only safetensors and NumPy (this module imports torch, the writer does not).
+    """
+    from ._files import write_safetensors
+
+    write_safetensors(kernel, Path(path))
 
 
 # -- from trained layers and checkpoints ----------------------------------------------------

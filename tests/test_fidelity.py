@@ -158,3 +158,19 @@ def test_roberts_matches_skimage_up_to_the_anchor(image: str, name: str, referen
     anchors one pixel later than scipy's correlate does (origin=-1): the documented caveat."""
     img = IMAGES[image]
     assert_close(correlate(img, k(name), mode="reflect", origin=-1), -reference(img))
+
+
+@pytest.mark.parametrize("image", ["camera", "coins"])
+def test_laplace_skimage_matches_skimage_laplace(image: str) -> None:
+    img = IMAGES[image]
+    assert_close(correlate(img, k("laplace_skimage"), mode="reflect"), skimage.filters.laplace(img, ksize=3))
+    np.testing.assert_array_equal(k("laplace_skimage"), -k("laplacian4"))
+
+
+@pytest.mark.parametrize("image", ["camera", "coins"])
+@pytest.mark.parametrize(("name", "reference"), [("roberts_pos_skimage", skimage.filters.roberts_pos_diag),
+                                                 ("roberts_neg_skimage", skimage.filters.roberts_neg_diag)])
+def test_roberts_skimage_variants_match_skimage_with_the_top_left_anchor(image: str, name: str, reference) -> None:
+    """origin=-1 is scipy's way to anchor a 2x2 kernel at its top-left pixel, as TensorFlow's 'same' does."""
+    img = IMAGES[image]
+    assert_close(correlate(img, k(name), mode="reflect", origin=-1), reference(img))
