@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# `make test` installs the CPU build of PyTorch pinned in .ci/cpu-wheels.txt, never PyPI's CUDA
+# build (several GB). pip finds it in a local wheel directory (pip's find-links, as on the CI
+# machines) or, with TORCH_INDEX=https://download.pytorch.org/whl/cpu, on PyTorch's CPU index.
+TORCH_INDEX ?=
 
 .PHONY: demo test bench schema kernels clean help
 
@@ -24,8 +28,10 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[tensorflow,plot]'
 	@touch $@
 
-$(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test,tensorflow,plot]'
+# The tests run every adapter: Keras on tensorflow, jax and torch, and native torch.
+$(VENV)/.test: pyproject.toml .ci/cpu-wheels.txt | $(BIN)/python
+	$(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c .ci/cpu-wheels.txt \
+		-e '.[test,tensorflow,plot,torch,jax]'
 	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo
@@ -37,6 +43,7 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench_store.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_tf.py
+	$(BIN)/python benchmarks/bench_probe.py
 
 schema: $(VENV)/.demo
 	$(BIN)/python -m registry._spec schema

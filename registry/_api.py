@@ -152,11 +152,27 @@ def add_from_keras(
     author: str | None = None,
     references: Sequence[str] = (),
 ) -> Kernel:
-    """Register a trained Keras layer's kernel; see :func:`registry.tensorflow.add_from_keras`.
+    """Register a trained Keras ``Conv2D`` / ``DepthwiseConv2D`` kernel with its provenance.
 
-    Needs the ``tensorflow`` extra (``pip install 'kreg[tensorflow]'``).
+    The adapter converts (:func:`registry.keras.from_layer`); this adds. Needs ``keras`` and a
+    backend (``pip install 'kreg[tensorflow]'``, or ``keras`` with jax or torch).
+
+    Example:
+        >>> registry.add_from_keras("model.keras", "conv1", name="team/conv1")   # doctest: +SKIP
     """
-    from . import tensorflow
+    from . import keras
 
-    return tensorflow.add_from_keras(source, layer, name=name, registry=registry, description=description,
-                                     tags=tags, license=license, author=author, references=references)
+    reg = default_registry() if registry is None else registry
+    return add_converted(reg, name, keras.from_layer(source, layer), description=description, tags=tags,
+                         license=license, author=author, references=references)
+
+
+def add_converted(reg: Registry, name: str, kernel: Kernel, **options: Any) -> Kernel:
+    """Store a kernel an adapter converted (``from_layer``), keeping its origin, source and source layout."""
+    prov = kernel._record.get("provenance", {})
+    kept = {key: prov[key] for key in ("source", "source_layout") if prov.get(key)}
+    if options.get("origin") is None:
+        options["origin"] = prov.get("origin")
+    bias = None if kernel.bias is None else kernel.bias.tolist()
+    return reg.add(name, kernel.array, layout=kernel.layout, bias=bias,
+                   provenance={**kept, **options.pop("provenance", {})}, **options)

@@ -267,6 +267,9 @@ def _coloured(text: str, weight: float) -> str:
 @click.option("--from-keras", "keras_model", metavar="MODEL", type=click.Path(dir_okay=False),
               help="Take a trained Conv2D/DepthwiseConv2D kernel from a saved Keras model (.keras).")
 @click.option("--layer", help="With --from-keras: the layer's name.")
+@click.option("--tensor", metavar="KEY",
+              help="With --from CKPT.safetensors: the weight to take, e.g. conv1.weight (OIHW unless --layout; "
+                   "conv1.bias comes along).")
 @click.option("--family", help="Materialize a built-in family, e.g. gaussian (see --param).")
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="A family parameter (repeatable), e.g. -p sigma=2 -p ksize=9.")
@@ -285,8 +288,8 @@ def _coloured(text: str, weight: float) -> str:
 @click.option("--author", help="Who made it.")
 @click.pass_context
 def add(ctx: click.Context, name: str, source: str | None, inline: str | None, keras_model: str | None,
-        layer: str | None, family: str | None, params: tuple[str, ...], origin: str | None, layout: str | None,
-        dtype: str | None, convolution: bool, description: str, tags: tuple[str, ...],
+        layer: str | None, tensor: str | None, family: str | None, params: tuple[str, ...], origin: str | None,
+        layout: str | None, dtype: str | None, convolution: bool, description: str, tags: tuple[str, ...],
         license_: str | None, references: tuple[str, ...], author: str | None) -> None:
     """Add a new version of kernel NAME and print its NAME@VERSION.
 
@@ -297,6 +300,7 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
       kreg add team/edge --values '[[1, 0, -1], [2, 0, -2], [1, 0, -1]]' -d 'Sobel x'
       kreg add torch/conv1 --from weights.npz:conv1 --layout OIHW --tag learned
       kreg add team/conv1 --from-keras model.keras --layer conv1
+      kreg add team/conv1 --from ckpt.safetensors --tensor conv1.weight
       kreg add team/blur --family gaussian -p sigma=2 -p ksize=9
     """
     given = [opt for opt, value in (("--from", source), ("--values", inline), ("--from-keras", keras_model),
@@ -307,12 +311,17 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
         fail("--param goes with --family.", 2)
     if layer and keras_model is None:
         fail("--layer goes with --from-keras.", 2)
+    if tensor is not None and (source is None or dtype is not None or convolution):
+        fail("--tensor goes with --from CKPT.safetensors (and not with --dtype or --convolution).", 2)
     reg = _registry(ctx)
     meta = dict(description=description, tags=tags, license=license_, author=author, references=references)
     if keras_model is not None:
         from ._api import add_from_keras
 
         click.echo(add_from_keras(keras_model, layer, name=name, registry=reg, **meta).ref)
+        return
+    if tensor is not None:
+        click.echo(_add_tensor(reg, name, source, tensor, layout, origin, meta).ref)
         return
     values: Any
     extra: dict[str, Any] = {}
@@ -336,6 +345,18 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
     kernel = reg.add(name, values, layout=layout, dtype=dtype, convolution=convolution, origin=origin,
                      **{**meta, **extra})
     click.echo(kernel.ref)
+
+
+def _add_tensor(reg: Registry, name: str, source: str | None, tensor: str, layout: str | None,
+                origin: str | None, meta: dict[str, Any]) -> Any:
+    """``--from CKPT.safetensors --tensor KEY``: the weight (OIHW by default), its bias, the checkpoint's hash."""
+    from ._learned import from_checkpoint
+    from ._api import add_converted
+    from ._files import read_checkpoint
+
+    tensors, sha256, metadata = read_checkpoint(Path(str(source)), tensor)
+    kernel = from_checkpoint(tensors, tensor, metadata, layout=layout, source={"checkpoint_sha256": sha256})
+    return add_converted(reg, name, kernel, origin=origin, **meta)
 
 
 def _from_record(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ working for callers who do not know kreg::
     ├── SchemaVersionError       (ValueError)   record written by a newer kreg
     ├── IntegrityError           (ValueError)   stored bytes do not match their sha256
     ├── UnsafeFileError          (ValueError)   a file refused by the guarded reader
+    ├── ProbeMismatchError       (ValueError)   an emitted layer failed the probe check
     ├── ReadOnlyError            (PermissionError)  write to the built-ins
     ├── LockTimeoutError         (TimeoutError) another writer held the lock too long
     ├── StoreWriteError          (OSError)      the disk refused a write; nothing was committed
@@ -31,6 +32,7 @@ __all__ = [
     "KregError",
     "LockTimeoutError",
     "MissingDependencyError",
+    "ProbeMismatchError",
     "ReadOnlyError",
     "RemoteError",
     "SchemaVersionError",
@@ -69,6 +71,10 @@ class IntegrityError(KregError, ValueError):
 
 class UnsafeFileError(KregError, ValueError):
     """A file the guarded reader refused before reading any values from it."""
+
+
+class ProbeMismatchError(KregError, ValueError):
+    """An emitted layer or tensor did not compute what the registered kernel says on the probe."""
 
 
 class ReadOnlyError(KregError, PermissionError):

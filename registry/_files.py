@@ -7,11 +7,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._exceptions import InvalidKernelError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from ._kernel import Kernel
 
 #: File suffixes ``read_kernel`` understands, and whether they hold several arrays.
 READERS = {".npy": False, ".npz": True, ".safetensors": True, ".json": False, ".csv": False, ".txt": False}
@@ -274,7 +277,9 @@ def write_kernels(kernels: Sequence[Any], fmt: str, *, layout: str | None = None
         ) from None
     layouts = {key: layout or k.layout for key, k in zip(keys, kernels)}
     return bytes(save({k: np.ascontiguousarray(v) for k, v in named.items()},
-                      metadata={"format": "kreg", "layouts": json.dumps(layouts, sort_keys=True)}))
+                      metadata={"format": "kreg", "layouts": json.dumps(layouts, sort_keys=True),
+                                "records": json.dumps({key: k.to_dict() for key, k in zip(keys, kernels)},
+                                                      sort_keys=True)}))
 
 
 def write_values(array: np.ndarray, path: Path, fmt: str, *, key: str = "kernel") -> None:
@@ -300,3 +305,75 @@ def write_values(array: np.ndarray, path: Path, fmt: str, *, key: str = "kernel"
         path.write_text(json.dumps({"values": array.tolist()}) + "\n", encoding="utf-8")
     else:
         raise InvalidKernelError(f"format must be one of {', '.join(WRITERS)}. Received: {fmt!r}.")
+
+
+# -- PyTorch checkpoints ---------------------------------------------------------------------
+
+
+def read_checkpoint(path: Path, key: str) -> tuple[dict[str, np.ndarray], str, dict[str, str]]:
+    """The weight ``key`` (``conv1.weight`` or ``conv1``) and its ``.bias`` from a .safetensors
+    checkpoint, read one tensor at a time, the file's sha256 and its metadata.
+
+    Raises:
+        InvalidKernelError: a missing file, not a safetensors file, or no such tensor (naming the
+            weights there).
+    """
+    import hashlib
+
+    if path.suffix.lower() != ".safetensors":
+        raise InvalidKernelError(
+            f"Checkpoint tensors are read from .safetensors files (never a pickle such as .pt). "
+            f"Received: {path.name}. "
+            f"Convert it with safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
+        )
+    if not path.is_file():
+        raise InvalidKernelError(f"No such file: {path}.")
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise MissingDependencyError(
+            "Reading .safetensors needs the safetensors package: pip install safetensors"
+        ) from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    layer = key.removesuffix(".weight")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            keys = set(f.keys())
+            weight = key if key in keys else f"{layer}.weight"
+            if weight not in keys:
+                names = ", ".join(sorted(k for k in keys if k.endswith("weight"))[:12]) or "none"
+                raise InvalidKernelError(f"{path.name} has no tensor {key!r}. Weights there: {names}.")
+            bias = f"{layer}.bias" if weight.endswith(".weight") else None
+            tensors = {k: f.get_tensor(k) for k in (weight, bias) if k in keys}
+            return tensors, digest.hexdigest(), dict(f.metadata() or {})
+    except InvalidKernelError:
+        raise
+    except Exception as exc:  # safetensors raises its own types for a bad header or dtype
+        raise InvalidKernelError(
+            f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc})."
+        ) from None
+
+
+def write_safetensors(kernel: Kernel, path: Path) -> None:
+    """One kernel as PyTorch's ``weight`` (``OIHW``) and ``bias``, the record as metadata.
+
+    ``nn.Conv2d.load_state_dict(safetensors.torch.load_file(path))`` takes it as it is
+    (with ``groups`` = the metadata's ``groups``); ``kreg.record`` holds the record's JSON.
+    """
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise MissingDependencyError(
+            "Writing .safetensors needs the safetensors package: pip install safetensors"
+        ) from None
+    tensors = {"weight": np.ascontiguousarray(kernel.as_layout("OIHW"))}
+    if kernel.bias is not None:
+        dtype = kernel.dtype if kernel.dtype.kind == "f" else np.float32
+        tensors["bias"] = np.array(kernel.bias, dtype=dtype)
+    groups = kernel.shape[2] if kernel.layout == "HWIM" else 1
+    metadata = {"format": "pt", "kreg.layout": "OIHW", "kreg.groups": str(groups), "kreg.ref": kernel.ref,
+                "kreg.record": json.dumps(kernel.to_dict(), sort_keys=True)}
+    save_file(tensors, str(path), metadata=metadata)

@@ -100,14 +100,51 @@ class Kernel:
         """
         return np.array(as_layout(self._array, self.layout, layout), order="C", copy=True)
 
-    def to_keras(self, **options: Any) -> Any:
-        """A ready Keras layer with exactly these weights; see :func:`registry.tensorflow.to_keras`.
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The bias learned with the kernel, one value per output channel (a read-only copy), or ``None``.
 
-        Needs the ``tensorflow`` extra: ``pip install 'kreg[tensorflow]'``.
+        Example:
+            >>> Kernel({"name": "k", "version": 1, "layout": "HW", "bias": [0.5]}, np.ones((1, 1))).bias
+            array([0.5])
         """
-        from . import tensorflow
+        recorded = self._record.get("bias")
+        if recorded is None:
+            return None
+        bias = np.array(recorded, dtype=np.float64)
+        bias.flags.writeable = False
+        return bias
 
-        return tensorflow.to_keras(self, **options)
+    @property
+    def separable(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(column, row)``: the 1-D factors of a rank-1 ``HW`` kernel (``outer(column, row)``), or ``None``.
+
+        Example:
+            >>> k = Kernel({"name": "k", "version": 1, "layout": "HW",
+            ...             "separable": {"column": [1.0, 2.0], "row": [1.0, -1.0]}}, np.ones((2, 2)))
+            >>> [f.tolist() for f in k.separable]
+            [[1.0, 2.0], [1.0, -1.0]]
+        """
+        factors = self._record.get("separable")
+        if factors is None:
+            return None
+        column, row = np.array(factors["column"], np.float64), np.array(factors["row"], np.float64)
+        column.flags.writeable = row.flags.writeable = False
+        return column, row
+
+    # Thin aliases: the adapters decide (registry._adapt) and convert (one module per framework).
+
+    def to_keras(self, **options: Any) -> Any:
+        """A ready Keras layer with exactly these weights, on any Keras 3 backend.
+
+        See :func:`registry.keras.to_layer` for the options.
+
+        Needs ``keras`` and one backend: ``pip install 'kreg[keras]'`` (or the ``tensorflow``,
+        ``jax`` or ``torch`` extra).
+        """
+        from . import keras
+
+        return keras.to_layer(self, **options)
 
     def to_tf(self, **options: Any) -> Any:
         """The ``HWIO`` ``tf.Tensor`` for ``tf.nn.conv2d``; see :func:`registry.tensorflow.to_tf`."""
@@ -120,6 +157,12 @@ class Kernel:
         from . import tensorflow
 
         return tensorflow.to_tf_depthwise(self, channels, **options)
+
+    def to_torch(self, **options: Any) -> Any:
+        """A ready ``torch.nn.Module`` with exactly these weights; see :func:`registry.torch.to_layer`."""
+        from . import torch
+
+        return torch.to_layer(self, **options)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain JSON-able dict (a copy)."""

@@ -8,7 +8,8 @@ from types import ModuleType
 from ._exceptions import MissingDependencyError
 
 #: Which extra brings which module.
-EXTRAS = {"tensorflow": "tensorflow", "keras": "tensorflow", "matplotlib": "plot", "obstore": "s3"}
+EXTRAS = {"tensorflow": "tensorflow", "keras": "keras", "torch": "torch", "jax": "jax", "matplotlib": "plot",
+          "obstore": "s3"}
 
 
 def require(module: str, *, feature: str) -> ModuleType:

@@ -283,7 +283,9 @@ def _reload_in_fresh_process(path: Path, x_path: Path, y_path: Path, *, hide_kre
         + f"np.testing.assert_array_equal(np.asarray(m(np.load({str(x_path)!r}))), np.load({str(y_path)!r}))\n"
         + "print('ok')\n"
     )
-    env = {"KREG_DB": str(tmp / "no-such-registry"), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # PYTHONPATH: the kreg under test, not whichever one the interpreter has installed.
+    env = {"KREG_DB": str(tmp / "no-such-registry"), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(Path(registry.__file__).parents[1])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp)
     assert result.stdout.strip() == "ok", result.stderr[-2000:]
 

@@ -1,0 +1,194 @@
+"""JAX adapter: jittable convolution functions and ``jax.Array`` weights from kernels, kernels from params.
+
+Importing this module imports JAX; ``import registry`` never does. A layer here is a small
+callable holding its weights (NHWC in, NHWC out, the same numbers as the Keras layer); Keras
+users on the JAX backend use :mod:`registry.keras` instead. What a layer computes is decided
+by :func:`registry._adapt.plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _adapt, _learned
+from ._adapt import BORDERS, Plan, parse_border
+from ._exceptions import InvalidKernelError
+from ._kernel import Kernel
+from ._lazy import require
+
+jax = require("jax", feature="The JAX adapter (registry.jax)")
+jnp, lax = jax.numpy, jax.lax
+
+__all__ = ["BORDERS", "Conv", "from_layer", "parse_border", "to_layer", "to_tensor"]
+
+
+def _pad(x: Any, plan: Plan) -> Any:
+    """The plan's border on an NHWC batch (indices from the NumPy rule: shapes are static in JAX)."""
+    assert plan.border is not None and plan.pads is not None
+    mode, value = plan.border
+    if mode in ("zero", "constant"):
+        return jnp.pad(x, ((0, 0), *plan.pads, (0, 0)), constant_values=value)
+    for axis, (before, after) in zip((1, 2), plan.pads):
+        x = jnp.take(x, _adapt.source_index(x.shape[axis], before, after, mode), axis=axis)
+    return x
+
+
+def _conv(
+    x: Any, weight: Any, kind: str, strides: tuple[int, int], dilation: tuple[int, int], padding: str
+) -> Any:
+    c = x.shape[3]
+    if kind == "plane":
+        weight = jnp.tile(weight, (1, 1, 1, c))
+    h, w, i, o = weight.shape
+    if kind != "conv":  # depthwise: (H, W, C, M) -> the grouped (H, W, 1, C*M), output c*M + m
+        weight = weight.reshape(h, w, 1, i * o) if kind == "depthwise" else weight
+    groups = 1 if kind == "conv" else c
+    return lax.conv_general_dilated(
+        x,
+        weight,
+        strides,
+        padding.upper(),
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity, as jax.jit needs
+class Conv:
+    """A kernel as a JAX function of an NHWC batch; ``jax.jit(layer)`` works. ``params`` holds the arrays."""
+
+    plan: Plan
+    params: dict[str, Any]
+
+    def __call__(self, x: Any) -> Any:
+        x = jnp.asarray(x)
+        if x.ndim != 4:
+            raise InvalidKernelError(
+                f"{self.plan.name} takes a batch of images (N, H, W, C). Received: shape={x.shape}. "
+                f"For one grayscale image use x[None, :, :, None]."
+            )
+        p = self.plan
+        if p.in_channels is not None and x.shape[3] != p.in_channels:
+            raise InvalidKernelError(
+                f"{p.name} was emitted for in_channels={p.in_channels} and received {x.shape[3]} channels. "
+                f"Emit it with in_channels={x.shape[3]} "
+                "(an HW plane with mode='depthwise' and no in_channels takes any)."
+            )
+        x = x.astype(self.params["kernel"].dtype)
+        if p.border is not None:
+            x = _pad(x, p)
+        padding = "valid" if p.border is not None else p.padding
+        kind = "plane" if p.kind == "plane" else p.kind
+        if p.factors is not None:
+            (sy, sx), (dy, dx) = p.strides, p.dilation
+            x = _conv(x, self.params["column"], kind, (sy, 1), (dy, 1), padding)
+            x = _conv(x, self.params["row"], kind, (1, sx), (1, dx), padding)
+        else:
+            x = _conv(x, self.params["kernel"], kind, p.strides, p.dilation, padding)
+        return x + self.params["bias"] if "bias" in self.params else x
+
+
+def to_layer(
+    kernel: Kernel,
+    *,
+    in_channels: int | None = None,
+    mode: str | None = None,
+    padding: str = "valid",
+    border: str | tuple[str, float] | None = None,
+    strides: int | tuple[int, int] = 1,
+    dilation_rate: int | tuple[int, int] = 1,
+    dtype: str | None = None,
+    use_bias: bool | None = None,
+    separable: bool = False,
+    name: str | None = None,
+    probe: bool | None = None,
+) -> Conv:
+    """A :class:`Conv` computing what :func:`registry.keras.to_layer` computes, checked on the probe.
+
+    Options as for :func:`registry.keras.to_layer` (no ``trainable``: JAX arrays are values;
+    train ``layer.params`` as you would any pytree).
+
+    Example:
+        >>> import registry, registry.jax as rj                                  # doctest: +SKIP
+        >>> y = jax.jit(rj.to_layer(registry.load("sobel_x"), border="wrap"))(x)  # doctest: +SKIP
+    """
+    options = dict(
+        in_channels=in_channels,
+        mode=mode,
+        padding=padding,
+        border=border,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+    )
+    p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
+    dt = dtype or p.weight.dtype.name
+    params: dict[str, Any] = {"kernel": jnp.asarray(p.weight, dtype=dt)}
+    if p.factors is not None:
+        first, second, _ = p.separable_weights()
+        params["column"], params["row"] = jnp.asarray(first, dtype=dt), jnp.asarray(second, dtype=dt)
+    if p.bias is not None:
+        params["bias"] = jnp.asarray(p.bias, dtype=dt)
+    layer = Conv(p, params)
+    if _adapt.probe_enabled(probe):
+        x = _adapt.probe_input(p)
+        got = layer(jnp.asarray(x, dtype=dt))
+        _adapt.check_probe(
+            kernel,
+            np.asarray(got.astype("float32")),
+            x,
+            options,
+            what=f"the JAX layer {p.name}",
+            itemsize=got.dtype.itemsize,
+        )
+    return layer
+
+
+def to_tensor(kernel: Kernel, *, dtype: str = "float32") -> Any:
+    """The ``HWIO`` weight for ``lax.conv_general_dilated`` (an ``HWIM`` kernel in its grouped
+    ``(H, W, 1, C*M)`` form, for ``feature_group_count=C``)."""
+    return jnp.asarray(np.array(kernel.as_layout("HWIO")), dtype=dtype)
+
+
+def from_layer(params: Mapping[str, Any], layer: str | None = None, *, groups: int = 1) -> Kernel:
+    """A convolution's ``kernel`` (HWIO, as Flax stores it) and ``bias`` from a params tree.
+
+    Args:
+        params: a (nested) mapping such as Flax's ``{"params": {"Conv_0": {"kernel": ..., "bias": ...}}}``.
+        layer: the path to the layer's mapping, ``/``-separated (``params/Conv_0``); optional
+            when ``params`` is that mapping already.
+        groups: the layer's ``feature_group_count`` (the input channels for depthwise).
+
+    Returns:
+        A version-0 kernel (not stored: add it yourself).
+    """
+    node: Any = params
+    for part in (layer or "").split("/"):
+        if part:
+            if not isinstance(node, Mapping) or part not in node:
+                keys = ", ".join(sorted(node)) if isinstance(node, Mapping) else type(node).__name__
+                raise InvalidKernelError(f"No {part!r} in the params at {layer!r}. Keys there: {keys}.")
+            node = node[part]
+    if not isinstance(node, Mapping) or "kernel" not in node:
+        raise InvalidKernelError(
+            f"{layer or 'params'} holds no 'kernel'; name the convolution's mapping with layer=."
+        )
+    weight = np.asarray(node["kernel"])
+    if weight.ndim != 4:
+        raise InvalidKernelError(
+            f"A 2-D convolution kernel is HWIO (rank 4). Received: shape={weight.shape}."
+        )
+    tensors = {"w.weight": weight.transpose(3, 2, 0, 1)}
+    if "bias" in node:
+        tensors["w.bias"] = np.asarray(node["bias"])
+    info = {"framework": "jax", "framework_version": jax.__version__}
+    kernel = _learned.from_tensors(tensors, "w.weight", groups=groups, source=info)
+    source = {**kernel._record["provenance"]["source"], "layer": layer or None}
+    return _learned.learned_kernel(
+        kernel.array, kernel.layout, bias=kernel.bias, source=source, source_layout="HWIO"
+    )

@@ -1,0 +1,511 @@
+"""Keras 3 adapter: exact layers from kernels and kernels from trained layers, on every backend.
+
+The layers use ``keras.ops`` only, so the same model runs with ``KERAS_BACKEND`` set to
+``tensorflow``, ``jax`` or ``torch``; TensorFlow is not needed. Importing this module
+imports Keras (and its backend); ``import registry`` never does. What a layer computes is
+decided by :func:`registry._adapt.plan`; this module only builds it, then runs the probe
+check (see :func:`to_layer`). Border modes are listed in :mod:`registry._adapt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _adapt, _learned
+from ._adapt import BORDERS, Plan, parse_border
+from ._exceptions import InvalidKernelError, MissingDependencyError
+from ._kernel import Kernel
+from ._lazy import require
+
+
+def _import_keras() -> Any:
+    """Keras, or an error that says whether Keras or its backend is what is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:
+        return require("keras", feature="The Keras adapter (registry.keras)")
+    try:
+        import keras as module
+    except ImportError as exc:
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        extra = backend if backend in ("jax", "torch") else "tensorflow"
+        raise MissingDependencyError(
+            f"The Keras adapter (registry.keras) needs a Keras backend: KERAS_BACKEND={backend} could not be "
+            f"imported ({exc}). Install it (pip install 'kreg[{extra}]'), "
+            f"or set KERAS_BACKEND to jax or torch where that is installed."
+        ) from None
+    return module
+
+
+keras = _import_keras()
+
+__all__ = ["BORDERS", "BorderPadding2D", "PlaneConv2D", "from_layer", "parse_border", "to_layer", "to_tensor"]
+
+
+def _channel_axis(data_format: str) -> int:
+    return -1 if data_format == "channels_last" else 1
+
+
+def _check_images(layer: Any, x: Any, channels: int | None, data_format: str) -> None:
+    """kreg's own errors for an input (or input shape) the layer cannot take.
+
+    Keras' own errors would not name the option to change.
+    """
+    shape = tuple(x.shape) if hasattr(x, "shape") else tuple(x)
+    if len(shape) != 4:
+        layout = "(N, H, W, C)" if data_format == "channels_last" else "(N, C, H, W)"
+        raise InvalidKernelError(
+            f"Layer {layer.name!r} takes a batch of images {layout}. Received: shape={shape}. "
+            f"For one grayscale image use x[None, :, :, None]; for one colour image x[None]."
+        )
+    got = shape[_channel_axis(data_format)]
+    if channels is not None and got is not None and got != channels:
+        raise InvalidKernelError(
+            f"Layer {layer.name!r} was emitted for in_channels={channels} and received {got} channels. "
+            f"Emit it with in_channels={got} "
+            "(an HW plane with mode='depthwise' and no in_channels takes any)."
+        )
+
+
+@keras.saving.register_keras_serializable(package="kreg")
+class BorderPadding2D(keras.layers.Layer):
+    """Pads height and width with one of kreg's border modes (Keras only zero-pads).
+
+    Args:
+        padding: ``((top, bottom), (left, right))``.
+        mode: one of :data:`BORDERS`.
+        value: the fill for ``constant``.
+        data_format: ``channels_last`` or ``channels_first``.
+        channels: the channel count the next layer needs (``None``: any); checked here so a
+            wrong input gets kreg's error naming ``in_channels``.
+    """
+
+    def __init__(
+        self,
+        padding: Sequence[Sequence[int]] = ((1, 1), (1, 1)),
+        mode: str = "reflect101",
+        value: float = 0.0,
+        data_format: str = "channels_last",
+        channels: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if mode not in BORDERS:
+            raise InvalidKernelError(f"mode must be one of {', '.join(BORDERS)}. Received: mode={mode!r}.")
+        self.padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+        self.mode, self.value, self.data_format = mode, float(value), data_format
+        self.channels = None if channels is None else int(channels)
+
+    def _axes(self) -> tuple[int, int]:
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def call(self, x: Any) -> Any:
+        _check_images(self, x, self.channels, self.data_format)
+        ops = keras.ops
+        if self.mode in ("zero", "constant"):
+            widths = [(0, 0)] * 4
+            for axis, pair in zip(self._axes(), self.padding):
+                widths[axis] = pair
+            return ops.pad(
+                x, widths, mode="constant", constant_values=self.value if self.mode == "constant" else 0.0
+            )
+        for axis, (before, after) in zip(self._axes(), self.padding):
+            if before or after:
+                x = ops.take(x, self._source_index(ops.shape(x)[axis], before, after), axis=axis)
+        return x
+
+    def _source_index(self, n: Any, before: int, after: int) -> Any:
+        """For each padded position, the index of the input pixel it copies (as _adapt.source_index)."""
+        if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
+            return _adapt.source_index(n, before, after, self.mode).astype("int32")
+        ops = keras.ops
+        i = ops.arange(-before, n + after, dtype="int32")
+        n = ops.cast(n, "int32")
+        if self.mode == "reflect101":
+            period = ops.maximum(2 * n - 2, 1)
+            i = ops.mod(i, period)
+            return ops.where(i >= n, period - i, i)
+        if self.mode == "symmetric":
+            i = ops.mod(i, 2 * n)
+            return ops.where(i >= n, 2 * n - 1 - i, i)
+        if self.mode == "replicate":
+            return ops.clip(i, 0, n - 1)
+        return ops.mod(i, n)  # wrap
+
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
+        # Keras builds a Sequential from shapes alone: the check must happen here too.
+        _check_images(self, input_shape, self.channels, self.data_format)
+        shape = list(input_shape)
+        for axis, pair in zip(self._axes(), self.padding):
+            if shape[axis] is not None:
+                shape[axis] += sum(pair)
+        return tuple(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "padding": self.padding,
+            "mode": self.mode,
+            "value": self.value,
+            "data_format": self.data_format,
+            "channels": self.channels,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kreg")
+class PlaneConv2D(keras.layers.Layer):
+    """One ``HW`` plane applied to every channel of any input, channel by channel (depthwise).
+
+    The weight is ``(H, W, 1, 1)`` whatever the input; the channel count is read from the
+    input when the layer is called, so the same layer filters gray and RGB images alike.
+    """
+
+    def __init__(
+        self,
+        kernel_size: Sequence[int] = (3, 3),
+        strides: Sequence[int] = (1, 1),
+        padding: str = "valid",
+        dilation_rate: Sequence[int] = (1, 1),
+        data_format: str = "channels_last",
+        use_bias: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size = tuple(int(v) for v in kernel_size)
+        self.strides = tuple(int(v) for v in strides)
+        self.dilation_rate = tuple(int(v) for v in dilation_rate)
+        self.padding, self.data_format, self.use_bias = padding, data_format, bool(use_bias)
+        self.kernel = self.add_weight(shape=(*self.kernel_size, 1, 1), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(shape=(1,), initializer="zeros", name="bias") if self.use_bias else None
+        self.built = True
+
+    def call(self, x: Any) -> Any:
+        _check_images(self, x, None, self.data_format)
+        channels = x.shape[_channel_axis(self.data_format)]
+        if channels is None:
+            raise InvalidKernelError(
+                f"Layer {self.name!r} needs the channel count of its input to be known. "
+                f"Received: shape={x.shape}."
+            )
+        ops = keras.ops
+        kernel = ops.tile(self.kernel, (1, 1, channels, 1))
+        out = ops.depthwise_conv(
+            x,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+        return out + self.bias if self.bias is not None else out
+
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
+        _check_images(self, input_shape, None, self.data_format)
+        shape = list(input_shape)
+        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        for axis, k, s, d in zip(axes, self.kernel_size, self.strides, self.dilation_rate):
+            if shape[axis] is not None:
+                size = (k - 1) * d + 1
+                shape[axis] = (
+                    -(-shape[axis] // s) if self.padding == "same" else (shape[axis] - size) // s + 1
+                )
+        return tuple(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation_rate": self.dilation_rate,
+            "data_format": self.data_format,
+            "use_bias": self.use_bias,
+        }
+
+
+def _conv(
+    kind: str, weight: np.ndarray, bias: np.ndarray | None, *, padding: str, options: dict[str, Any]
+) -> Any:
+    h, w, c, out = weight.shape
+    common = dict(kernel_size=(h, w), padding=padding, use_bias=bias is not None, **options)
+    if kind == "plane":
+        layer = PlaneConv2D(**common)
+    elif kind == "conv":
+        layer = keras.layers.Conv2D(filters=out, **common)
+        layer.build(
+            (None, None, None, c) if options["data_format"] == "channels_last" else (None, c, None, None)
+        )
+    else:
+        layer = keras.layers.DepthwiseConv2D(depth_multiplier=out, **common)
+        layer.build(
+            (None, None, None, c) if options["data_format"] == "channels_last" else (None, c, None, None)
+        )
+    layer.set_weights([weight] + ([bias] if bias is not None else []))
+    return layer
+
+
+def _build(p: Plan, *, data_format: str, dtype: str | None, trainable: bool) -> Any:
+    options = dict(
+        strides=p.strides, dilation_rate=p.dilation, data_format=data_format, dtype=dtype, trainable=trainable
+    )
+    padding = "valid" if p.border else p.padding
+    if p.factors is not None:
+        first, second, kind = p.separable_weights()
+        (sy, sx), (dy, dx) = p.strides, p.dilation
+        col = {**options, "strides": (sy, 1), "dilation_rate": (dy, 1), "name": p.name + "_col"}
+        row = {**options, "strides": (1, sx), "dilation_rate": (1, dx), "name": p.name + "_row"}
+        convs = [
+            _conv(kind, first, None, padding=padding, options=col),
+            _conv(kind, second, p.bias, padding=padding, options=row),
+        ]
+    else:
+        name = p.name if p.border is None else p.name + "_conv"
+        convs = [_conv(p.kind, p.weight, p.bias, padding=padding, options={**options, "name": name})]
+    if p.border is None and len(convs) == 1:
+        return convs[0]
+    if p.border is not None:
+        mode, value = p.border
+        convs.insert(
+            0,
+            BorderPadding2D(
+                p.pads, mode, value, data_format, channels=p.in_channels, dtype=dtype, name=p.name + "_border"
+            ),
+        )
+    return keras.Sequential(convs, name=p.name)
+
+
+def to_layer(
+    kernel: Kernel,
+    *,
+    in_channels: int | None = None,
+    mode: str | None = None,
+    padding: str = "valid",
+    border: str | tuple[str, float] | None = None,
+    strides: int | tuple[int, int] = 1,
+    dilation_rate: int | tuple[int, int] = 1,
+    data_format: str = "channels_last",
+    dtype: str | None = None,
+    trainable: bool = False,
+    use_bias: bool | None = None,
+    separable: bool = False,
+    name: str | None = None,
+    probe: bool | None = None,
+) -> Any:
+    """A ready Keras layer holding exactly the registered weights, checked on the probe.
+
+    Args:
+        kernel: the kernel.
+        in_channels: channels of the input. An ``HW`` plane in ``depthwise`` mode without it
+            takes any number of channels (a :class:`PlaneConv2D`); with it, a ``DepthwiseConv2D``.
+        mode: for an ``HW`` plane: ``depthwise`` (each channel filtered on its own, the
+            default), ``sum`` or ``mean`` of the channels (``in_channels`` defaults to 1).
+            ``HWIO`` and ``HWIM`` kernels already say how channels combine: leave it unset.
+        padding: Keras ``valid`` or ``same`` (zero padding, Keras' anchor).
+        border: instead of ``padding``, keep the size with a border mode (see
+            :mod:`registry._adapt`); returns a ``Sequential`` of a :class:`BorderPadding2D`
+            and a ``valid`` convolution.
+        strides, dilation_rate, data_format: as for ``Conv2D``.
+        dtype: ``float16``, ``bfloat16``, ``float32``, a policy name such as
+            ``mixed_float16``, or ``None`` for the active policy.
+        trainable: whether training may change the weights (default False).
+        use_bias: add the recorded bias (default: when the record has one).
+        separable: emit a rank-1 ``HW`` kernel as two 1-D convolutions.
+        name: layer name (default ``kreg_<name>_v<version>``, numbered from the second use).
+        probe: run the layer once on kreg's probe and compare with a NumPy correlation of
+            the registered values (default on; ``False`` or ``KREG_PROBE=0`` skips it).
+
+    Returns:
+        A ``Conv2D``, ``DepthwiseConv2D``, :class:`PlaneConv2D` or ``Sequential``; weights set.
+
+    Raises:
+        InvalidKernelError: an option that does not fit the kernel.
+        ProbeMismatchError: the layer does not compute what the kernel says.
+
+    Example:
+        >>> import registry, registry.keras as rk                          # doctest: +SKIP
+        >>> rk.to_layer(registry.load("sobel_x"), border="reflect101")     # doctest: +SKIP
+    """
+    if data_format not in ("channels_last", "channels_first"):
+        raise InvalidKernelError(
+            f"data_format must be channels_last or channels_first. Received: {data_format!r}."
+        )
+    options = dict(
+        in_channels=in_channels,
+        mode=mode,
+        padding=padding,
+        border=border,
+        strides=strides,
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+    )
+    p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
+    layer = _build(p, data_format=data_format, dtype=dtype, trainable=trainable)
+    if _adapt.probe_enabled(probe):
+        check_layer(kernel, layer, options, data_format=data_format)
+    return layer
+
+
+def check_layer(
+    kernel: Kernel,
+    layer: Any,
+    options: dict[str, Any],
+    *,
+    data_format: str = "channels_last",
+    channels: int | None = None,
+) -> None:
+    """The probe check of an emitted (or hand-made) layer; raises ``ProbeMismatchError``."""
+    p = _adapt.plan(kernel, name="probe", **options)
+    x = _adapt.probe_input(p, channels)
+    first = data_format == "channels_first"
+    got = x.transpose(0, 3, 1, 2) if first else x
+    # A Sequential called once would pin its input shape to the probe's: run its layers instead.
+    for part in layer.layers if isinstance(layer, keras.Sequential) else [layer]:
+        got = part(got)
+    _adapt.check_probe(
+        kernel,
+        keras.ops.convert_to_numpy(got),
+        x,
+        options,
+        what=f"Keras layer {layer.name!r}",
+        channels_first=first,
+    )
+
+
+def to_tensor(
+    kernel: Kernel,
+    *,
+    in_channels: int | None = None,
+    mode: str | None = None,
+    dtype: str = "float32",
+    probe: bool | None = None,
+) -> Any:
+    """The weight as a tensor of the active Keras backend, checked on the probe.
+
+    ``keras.ops.conv`` takes the ``HWIO`` weight of a full kernel or of an ``HW`` plane in
+    ``sum``/``mean`` mode; ``keras.ops.depthwise_conv`` the ``(H, W, C, M)`` weight of an
+    ``HWIM`` kernel or of a plane with ``in_channels``; a plane alone is ``(H, W, 1, 1)``.
+    """
+    options = dict(in_channels=in_channels, mode=mode)
+    p = _adapt.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
+    ops = keras.ops
+    weight = ops.convert_to_tensor(p.weight, dtype=dtype)
+    if _adapt.probe_enabled(probe):
+        x = _adapt.probe_input(p)
+        xt = ops.convert_to_tensor(x, dtype=dtype)
+        if p.kind == "conv":
+            got = ops.conv(xt, weight)
+        else:
+            filt = ops.tile(weight, (1, 1, x.shape[3], 1)) if p.kind == "plane" else weight
+            got = ops.depthwise_conv(xt, filt)
+        _adapt.check_probe(
+            kernel,
+            ops.convert_to_numpy(got),
+            x,
+            {**options, "use_bias": False},
+            what=f"the Keras weight for {kernel.ref}",
+        )
+    return weight
+
+
+# -- from trained layers --------------------------------------------------------------------
+
+
+def from_layer(source: Any, layer: str | None = None) -> Kernel:
+    """A trained ``Conv2D`` / ``DepthwiseConv2D`` kernel as a :class:`Kernel` (not stored: add it yourself).
+
+    Args:
+        source: a Keras model or layer, or the path of a saved model (``.keras``);
+            a path is loaded with ``safe_mode=True`` and its sha256 recorded.
+        layer: the layer's name inside a model (optional when there is one conv layer).
+
+    Returns:
+        A version-0 kernel whose record says ``origin=learned``, the framework, model,
+        layer, source layout and checkpoint hash, with the bias when the layer has one.
+        A grouped ``Conv2D`` becomes the equivalent full ``HWIO`` kernel (zeros across groups).
+
+    Example:
+        >>> kernel = registry.keras.from_layer("model.keras", "conv1")     # doctest: +SKIP
+        >>> registry.add_from_keras("model.keras", "conv1", name="team/c1")  # doctest: +SKIP
+    """
+    checkpoint = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InvalidKernelError(f"No such model file: {path}.")
+        checkpoint = _sha256(path)
+        try:
+            source = keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:  # Keras raises many types for a bad file
+            raise InvalidKernelError(
+                f"{path} is not a loadable Keras model ({type(exc).__name__}: {exc})."
+            ) from None
+    model, target = _find_layer(source, layer)
+    values = keras.ops.convert_to_numpy(target.kernel)
+    if isinstance(target, keras.layers.DepthwiseConv2D):
+        layout, groups = "HWIM", 1
+    elif type(target) is keras.layers.Conv2D:
+        layout, groups = "HWIO", int(getattr(target, "groups", 1))
+    else:
+        raise InvalidKernelError(
+            f"Layer {target.name!r} is a {type(target).__name__}; kreg takes Conv2D and DepthwiseConv2D "
+            f"kernels."
+        )
+    if groups != 1:  # one input per group: depthwise (HWIM); otherwise the full kernel, zeros across groups
+        values, layout = _learned.oihw_to_stored(values.transpose(3, 2, 0, 1), groups)
+    bias = keras.ops.convert_to_numpy(target.bias).ravel() if getattr(target, "use_bias", False) else None
+    source_info = {
+        "framework": "keras",
+        "framework_version": keras.__version__,
+        "model": model.name if model is not None else None,
+        "layer": target.name,
+        "checkpoint_sha256": checkpoint,
+    }
+    source_layout = "HWIM" if isinstance(target, keras.layers.DepthwiseConv2D) else "HWIO"
+    return _learned.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=source_layout)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _find_layer(source: Any, layer: str | None) -> tuple[Any, Any]:
+    if not isinstance(source, keras.Model):
+        if layer is not None:
+            raise InvalidKernelError(
+                "layer= names a layer inside a model; pass the model, or the layer alone."
+            )
+        return None, source
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    convs = [each for each in _walk_layers(source) if isinstance(each, kinds)]
+    names = ", ".join(each.name for each in convs)
+    if layer is not None:
+        for candidate in _walk_layers(source):
+            if candidate.name == layer:
+                return source, candidate
+        raise InvalidKernelError(
+            f"Model {source.name!r} has no layer {layer!r}. Convolution layers: {names or 'none'}."
+        )
+    if len(convs) != 1:
+        raise InvalidKernelError(
+            f"Model {source.name!r} has {len(convs)} convolution layers; name one with layer=... ({names})."
+        )
+    return source, convs[0]
+
+
+def _walk_layers(model: Any) -> list[Any]:
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_walk_layers(layer))
+    return found
