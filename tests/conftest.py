@@ -59,6 +59,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow"):
+        # The long reliability runs take minutes by design: an hour each unless they say otherwise.
+        for item in items:
+            if "slow" in item.keywords and item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(3600))
         return
     skip = pytest.mark.skip(reason="long run: pass --runslow")
     for item in items:
