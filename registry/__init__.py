@@ -29,7 +29,7 @@ from ._exceptions import (
 )
 from ._index import KernelInfo
 from ._kernel import Kernel
-from ._store import Registry
+from .store import Registry
 
 if TYPE_CHECKING:
     from ._spec import KernelRecord, Provenance

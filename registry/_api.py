@@ -10,7 +10,7 @@ from typing import Any
 from ._index import KernelInfo
 from ._kernel import Kernel
 from ._paths import default_registry_path
-from ._store import Registry
+from .store import Registry
 
 _default: dict[Path, Registry] = {}
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import KernelNotFoundError
-from ._guard import GuardedFile
 from ._index import KernelInfo
 from ._kernel import Kernel
 from ._names import Ref
+
+
+if TYPE_CHECKING:
+    from ._guard import GuardedFile
 
 
 class BuiltinLayer:
@@ -32,6 +35,8 @@ class BuiltinLayer:
         if self._records is None:
             self._records = {}
             if self.path.exists():
+                from ._guard import GuardedFile
+
                 self._file = GuardedFile(self.path, kind="pack")
                 for entry in self._file.entries.values():
                     record = entry.record
@@ -57,17 +62,17 @@ class BuiltinLayer:
             return versions[max(versions)] if versions else None
         return versions.get(ref.version)
 
-    def load(self, ref: Ref, *, verify: bool = True) -> Kernel:
+    def load(self, ref: Ref, *, verify: bool = True, cached: bool = True) -> Kernel:
         record = self.get(ref)
         if record is None:
             have = ", ".join(map(str, sorted(self.records.get(ref.name, ()))))
             raise KernelNotFoundError(f"Built-in kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
         key = f"{record['name']}@{record['version']}"
-        kernel = self._kernels.get(key)
+        kernel = self._kernels.get(key) if cached else None
         if kernel is None:
             assert self._file is not None
             kernel = Kernel(record, self._file.read(self._file.entries[key], verify=verify))
-            if verify:
+            if verify and cached:
                 self._kernels[key] = kernel
         return kernel
 

@@ -23,7 +23,7 @@ from ._exceptions import (
     UnsafeFileError,
 )
 from ._index import KernelInfo
-from ._store import Registry
+from .store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
 BAD_INPUT = (InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError, UnsafeFileError)
@@ -436,4 +436,4 @@ def main() -> None:
     cli(prog_name="kreg")
 
 
-from . import _cli_packs  # noqa: E402,F401  (registers export, import, keygen)
+from . import _cli_packs, _cli_store  # noqa: E402,F401  (register export, import, keygen, fsck)

@@ -11,9 +11,8 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import h5py
 import numpy as np
 
 #: Magic value of the root ``kreg_format`` attribute.
@@ -56,7 +55,7 @@ def dataset_path(name: str, version: int) -> str:
 
 
 def write_container(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     kind: str,
     kernels: Iterable[tuple[Mapping[str, Any], np.ndarray]],
     *,
@@ -66,14 +65,17 @@ def write_container(
     """Write a container to ``path`` (a new file) and fsync it.
 
     Args:
-        path: file to create; it must not exist.
+        path: file to create (it must not exist), or a binary buffer to write the image into.
         kind: ``object``, ``pack`` or ``index``.
         kernels: ``(record, values)`` pairs; values are written little-endian,
             C order, contiguous and unfiltered so they can be read at their offset.
         attrs: extra root attributes (JSON-able values are stored as JSON text).
         blobs: for ``kind="index"``, top-level uint8 datasets (the index's JSON).
     """
-    with h5py.File(path, "x", libver="earliest", track_order=False) as f:
+    import h5py  # here, not at the top: reading a store never needs libhdf5 on its fast path
+
+    in_memory = not isinstance(path, (str, os.PathLike))
+    with h5py.File(path, "w" if in_memory else "x", libver="earliest", track_order=False) as f:
         f.attrs["kreg_format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["kind"] = kind
@@ -89,7 +91,8 @@ def write_container(
                 track_times=False,
             )
             ds.attrs["record"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
-    fsync_path(path)
+    if not in_memory:
+        fsync_path(path)
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:

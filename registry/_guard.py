@@ -8,6 +8,7 @@ their sha256 is checked against the record.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -57,6 +58,7 @@ class Entry:
     shape: tuple[int, ...]
     dtype: np.dtype
     contiguous: bool
+    offset: int | None = None  # where the values start in the file, when contiguous
 
     @property
     def ref(self) -> str:
@@ -67,7 +69,7 @@ class GuardedFile:
     """A kreg container opened read-only after its structure was checked.
 
     Args:
-        path: the file.
+        path: the file, or the whole file's bytes (an object fetched from a store).
         kind: the container kind expected (``object``, ``pack``, ``index``),
             or ``None`` for any.
         limits: caps on sizes and counts.
@@ -83,13 +85,26 @@ class GuardedFile:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, kind: str | None = None, limits: Limits = Limits()
+        self,
+        path: str | os.PathLike[str] | bytes,
+        *,
+        kind: str | None = None,
+        limits: Limits = Limits(),
+        where: str | None = None,
     ) -> None:
-        self.path = Path(path)
         self.limits = limits
-        self.size = check_plain_file(self.path)
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            self.path = Path(where or "<bytes>")
+            self.size = len(path)
+            if bytes(path[: len(HDF5_SIGNATURE)]) != HDF5_SIGNATURE:
+                raise UnsafeFileError(f"{self.path} is not HDF5 (no HDF5 signature at byte 0).")
+            source: Any = io.BytesIO(path)
+        else:
+            self.path = Path(path)
+            self.size = check_plain_file(self.path)
+            source = self.path
         try:
-            self._file: h5py.File | None = h5py.File(self.path, "r", locking=False)
+            self._file: h5py.File | None = h5py.File(source, "r", locking=False)
         except OSError as exc:
             raise UnsafeFileError(
                 f"{self.path} is not a readable HDF5 file ({exc}). A kreg file is an HDF5 "
@@ -272,7 +287,8 @@ class GuardedFile:
                 f"the dataset holds {list(ds.shape)} {ds.dtype.newbyteorder('=').name}",
                 where,
             )
-        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous)
+        offset = ds.id.get_offset() if contiguous and ds.id.get_create_plist().get_layout() == h5py.h5d.CONTIGUOUS else None
+        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous, offset)
         self.entries[entry.ref] = entry
 
     # -- reading ----------------------------------------------------------

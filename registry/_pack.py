@@ -24,7 +24,7 @@ from . import _exceptions
 from ._container import load_document, write_container
 from ._exceptions import IntegrityError, KregError, ReadOnlyError, UnsafeFileError
 from ._guard import GuardedFile, Limits, check_plain_file
-from ._names import check_name, escape
+from ._names import Ref, check_name, escape
 
 PACK_FORMAT = "kreg-pack"
 PACK_VERSION = 1
@@ -272,9 +272,9 @@ def plan_import(registry: Any, pack: Pack, *, prefix: str = "") -> list[Step]:
         target = check_name(prefix + record["name"])
         if target not in known:
             builtin = registry._builtins is not None and target in registry._builtins
-            rows = registry._builtins.rows.get(target, {}) if builtin else registry._index().rows.get(target, {})
-            known[target] = {info.sha256: version for version, info in rows.items()}
-            next_version[target] = max([registry._index().next_version.get(target, 1), *[v + 1 for v in rows]])
+            versions = registry.versions(target)
+            known[target] = {registry._record(Ref(target, v))["sha256"]: v for v in versions}
+            next_version[target] = max([1, *(v + 1 for v in versions)]) if builtin else registry.next_version(target)
             if builtin and record["sha256"] not in known[target]:
                 raise ReadOnlyError(
                     f"{pack.path}: {source} would replace the built-in {target!r}, which cannot be shadowed. "

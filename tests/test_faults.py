@@ -1,4 +1,12 @@
-"""Disk-full and I/O errors injected at each write step of an add: a clear error, the registry as before."""
+"""Write steps of the local store: their durable order, and a disk error injected at each one.
+
+Every system call kreg makes to write a registry is recorded (``os.write``, ``os.fsync``,
+``os.link``, ``os.rename``, ``os.mkdir``, ``os.open`` for writing). The order test checks the
+rules that make a commit durable: a file is fsynced before it is given its name, the
+directory is fsynced after a name is added to it, and a new directory's parent is fsynced.
+The fault test fails each step in turn with ENOSPC and EIO: one clear error, the registry
+exactly as before (or, only when the commit already happened, the kernel there and intact).
+"""
 
 from __future__ import annotations
 
@@ -10,38 +18,55 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import registry._transactions as store
 from registry import Registry, StoreWriteError
 
-STEPS = ("write_container", "fsync", "replace", "mkdir")
+CALLS = ("open", "write", "fsync", "link", "rename", "mkdir")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
 
-class Injector:
-    """Counts the write steps of an add and fails the n-th one with ``error``."""
+class Recorder:
+    """Records kreg's write calls as ``(call, detail)`` and fails the n-th one with ``error``."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int | None, error: int) -> None:
-        self.calls: list[str] = []
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None, error: int = 0) -> None:
+        self.calls: list[tuple[str, str]] = []
         self.fail_at, self.error = fail_at, error
-        real = {"write_container": store.write_container, "fsync": os.fsync, "replace": os.replace,
-                "mkdir": os.mkdir}
-        monkeypatch.setattr(store, "write_container", self._wrap("write_container", real["write_container"]))
-        monkeypatch.setattr(os, "fsync", self._wrap("fsync", real["fsync"]))
-        monkeypatch.setattr(os, "replace", self._wrap("replace", real["replace"]))
-        monkeypatch.setattr(os, "mkdir", self._wrap("mkdir", real["mkdir"]))
+        self._fds: dict[int, str] = {}
+        for name in CALLS:
+            monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
+
+    def _describe(self, name: str, args: tuple, kwargs: dict) -> str | None:  # type: ignore[type-arg]
+        if name == "open":
+            flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
+            if flags & os.O_DIRECTORY:
+                return None
+            if not flags & _WRITE_FLAGS:
+                return None
+            return f"file:{args[0]}"
+        if name in ("write", "fsync"):
+            return self._fds.get(args[0], "fd?")
+        return "/".join(str(a) for a in args[:2])
 
     def _wrap(self, name: str, fn):  # type: ignore[no-untyped-def]
         def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
             if not _called_by_kreg():
                 return fn(*args, **kwargs)
-            self.calls.append(name)
+            detail = self._describe(name, args, kwargs)
+            if detail is None and name == "open":
+                fd = fn(*args, **kwargs)
+                self._fds[fd] = f"dir:{args[0]}"
+                return fd
+            self.calls.append((name, detail or ""))
             if self.fail_at is not None and len(self.calls) - 1 == self.fail_at:
                 raise OSError(self.error, os.strerror(self.error))
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if name == "open":
+                self._fds[result] = detail or ""
+            return result
+
         return wrapper
 
 
 def _called_by_kreg() -> bool:
-    """Whether the nearest caller outside os/pathlib is kreg (filelock's own mkdir is not a write step)."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.endswith(("pathlib.py", "os.py")):
         frame = frame.f_back
@@ -49,49 +74,104 @@ def _called_by_kreg() -> bool:
 
 
 def snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
 
-def step_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def record_add(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     reg = Registry(tmp_path / "probe", builtins=False)
     reg.add("first", [[0.0]])
     with monkeypatch.context() as m:
-        probe = Injector(m, None, 0)
+        recorder = Recorder(m)
         reg.add("new/ns/k", np.ones((3, 3), np.float32))
-    return probe.calls
+    return recorder.calls
 
 
-def test_every_step_is_covered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = step_count(tmp_path, monkeypatch)
-    assert set(calls) == set(STEPS), calls
-    assert len(calls) >= 8
+def test_a_commit_is_durable_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record_add(tmp_path, monkeypatch)
+    names = [c for c, _ in calls]
+    assert {"write", "fsync", "link", "rename", "mkdir"} <= set(names), calls
+    # Each file is written, then fsynced, before a link or rename gives it its name.
+    written: dict[str, bool] = {}
+    for call, detail in calls:
+        if call == "open":
+            written[detail] = False
+        elif call == "fsync" and detail.startswith("file:"):
+            written[detail] = True
+        elif call in ("link", "rename"):
+            src = f"file:{detail.split('/')[0]}"
+            assert written.get(src), f"{call} of {src} before its fsync: {calls}"
+    # After each link, rename or mkdir, the directory it changed is fsynced before the next name is given.
+    pending = 0
+    for call, detail in calls:
+        if call in ("link", "rename", "mkdir"):
+            pending += 1
+        elif call == "fsync" and detail.startswith("dir:"):
+            pending = 0
+        if call == "rename":
+            assert pending == 1, f"a name was still not durable when the root was renamed: {calls}"
+    assert pending == 0, f"the last change was not fsynced: {calls}"
+    # The root rename is the commit, and it comes last.
+    assert [c for c in names if c in ("link", "rename")][-1] == "rename"
 
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
 def test_a_failure_at_each_write_step_leaves_the_registry_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int
 ) -> None:
-    steps = step_count(tmp_path, monkeypatch)
+    steps = record_add(tmp_path, monkeypatch)
+    assert len(steps) >= 15, steps
     for n, step in enumerate(steps):
         path = tmp_path / f"reg-{error}-{n}"
         reg = Registry(path, builtins=False)
         reg.add("first", [[0.0]])
         before = snapshot(path)
         with monkeypatch.context() as m:
-            injector = Injector(m, n, error)
+            recorder = Recorder(m, n, error)
             with pytest.raises(StoreWriteError) as info:
                 reg.add("new/ns/k", np.ones((3, 3), np.float32))
         message = str(info.value)
         assert os.strerror(error) in message, (n, step, message)
         committed = "was committed" in message
-        assert committed == (injector.calls[:n].count("replace") == 2), (n, step, message)
+        assert committed == ("rename" in [c for c, _ in recorder.calls[:n]]), (n, step, message)
         fresh = Registry(path, builtins=False)  # the next command
         listed = [i.ref for i in fresh.list_kernels()]
         if committed:  # only the directory fsync after the commit failed: the kernel is there, intact
             assert listed == ["first@1", "new/ns/k@1"] and fresh.verify() == []
         else:
             assert listed == ["first@1"], (n, step)
-            assert snapshot(path) == before, f"step {n} ({step}) left files behind"
-        assert not list((path / "tmp").iterdir())
+            after = snapshot(path)
+            assert after == before, f"step {n} ({step}) changed {set(after) ^ set(before)}"
+        assert fresh.fsck().problems == [] or all(k.startswith("tmp/") for k, _ in fresh.fsck().problems)
         assert fresh.add("new/ns/k", np.full((3, 3), 2.0, np.float32)).ref.startswith("new/ns/k@")
         assert fresh.verify() == []
+
+
+def test_a_batch_makes_everything_durable_once_before_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import registry.store.local as local
+
+    events: list[str] = []
+    real_syncfs, real_rename = local._syncfs, os.rename
+    monkeypatch.setattr(local, "_syncfs", lambda fd: events.append("syncfs") or real_syncfs(fd))
+    monkeypatch.setattr(os, "rename", lambda *a, **k: events.append("rename") or real_rename(*a, **k))
+    reg = Registry(tmp_path / "reg", builtins=False)
+    with reg.batch():
+        for i in range(20):
+            reg.add(f"team/k{i}", [[float(i)]])
+    assert events == ["syncfs", "rename"], events
+    # Where syncfs is missing, every deferred file and directory is fsynced instead.
+    events.clear()
+    monkeypatch.setattr(local, "_syncfs", lambda fd: False)
+    with monkeypatch.context() as m:
+        recorder = Recorder(m)
+        with reg.batch():
+            for i in range(3):
+                reg.add(f"other/k{i}", [[float(i)]])
+    names = [c for c, _ in recorder.calls]
+    commit = names.index("rename")
+    last_link = max(i for i, c in enumerate(names[:commit]) if c == "link")
+    links = names[:commit].count("link")
+    # After the last name is given and before the commit: an fsync for each file and its directory.
+    assert names[last_link:commit].count("fsync") >= 2 * links, recorder.calls

@@ -136,13 +136,45 @@ def test_bad_values_say_what_was_received(reg: Registry, values, options, messag
     assert reg.list_kernels() == []
 
 
-def test_failed_add_leaves_nothing_behind(reg: Registry) -> None:
+def test_invalid_metadata_is_refused_before_anything_is_written(reg: Registry) -> None:
     reg.add("k", [[1.0]])
     before = tree(reg.path)
     with pytest.raises(InvalidKernelError):
         reg.add("k", [[1.0]], license="not/spdx")
-    after = tree(reg.path)
-    assert before == after
+    assert tree(reg.path) == before
+
+
+def test_an_add_failing_after_its_object_was_written_leaves_nothing_behind(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.add("k", [[1.0]])
+    before = tree(reg.path)
+    real_commit = type(reg.backend).commit
+    written = []
+
+    def failing_commit(self, root, token):  # type: ignore[no-untyped-def]
+        written.extend(p.name for p in (reg.path / "kernels" / "k").iterdir())
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(type(reg.backend), "commit", failing_commit)
+    with pytest.raises(OSError):
+        reg.add("k", [[2.0]])
+    monkeypatch.setattr(type(reg.backend), "commit", real_commit)
+    assert "@2.h5" in written, "the failure came before the object was written: nothing was tested"
+    assert tree(reg.path) == before
+    assert reg.add("k", [[3.0]]).ref == "k@2"
+
+
+def test_verify_rereads_from_the_store_even_with_a_warm_cache(reg: Registry) -> None:
+    kernel = reg.add("k", np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert reg.load("k").sha256 == kernel.sha256  # the values are now cached in memory
+    obj = reg.path / "kernels" / "k" / "@1.h5"
+    data = bytearray(obj.read_bytes())
+    offset = data.find(np.arange(6, dtype="<f4").tobytes())
+    data[offset] ^= 0xFF
+    obj.write_bytes(bytes(data))
+    problems = reg.verify()
+    assert problems and "sha256" in problems[0][1], problems
 
 
 def test_oihw_is_converted_to_hwio_and_back(reg: Registry) -> None:
@@ -234,12 +266,12 @@ def test_module_functions_use_kreg_db(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [i.ref for i in registry.list_kernels("team/*")] == ["team/k@1"]
     assert registry.verify() == []
     assert registry.remove("team/k") == ["team/k@1"]
-    assert (tmp_path / "env-reg" / "index.h5").exists()
+    assert (tmp_path / "env-reg" / "index.json").exists()
 
 
 def test_builtin_names_cannot_be_shadowed(tmp_path: Path) -> None:
     from registry._container import write_container
-    from registry._store import _validated
+    from registry._records import validated as _validated
 
     values = np.array([[1.0, -1.0]], np.float32)
     record = _validated(
@@ -283,3 +315,34 @@ def test_verify_reports_progress(reg: Registry) -> None:
     seen: list[str] = []
     assert reg.verify(progress=seen.append) == []
     assert seen == ["a@1", "b@1"]
+
+
+def test_loading_a_stored_kernel_in_a_fresh_process_needs_neither_hdf5_nor_pydantic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    reg = Registry(tmp_path / "reg")
+    reg.add("team/k", [[1.0, 2.0]])
+    code = ("import sys, registry; k = registry.load('team/k'); assert k.array.tolist() == [[1.0, 2.0]]; "
+            "print(sorted(m for m in ('h5py', 'pydantic', 'tensorflow', 'torch', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "KREG_DB": str(tmp_path / "reg")}).stdout
+    assert out.strip() == "[]"
+
+
+def test_packs_have_a_public_api_on_the_registry(tmp_path: Path) -> None:
+    from registry._signing import keygen
+
+    src = Registry(tmp_path / "src", builtins=False)
+    src.add("team/edge", [[1.0, -1.0]], description="step")
+    src.add("team/blur", np.full((3, 3), 1 / 9, np.float32))
+    private, public, _ = keygen(tmp_path / "key")
+    pack = src.export("team/*", tmp_path / "team.h5", sign=private, author="vision")
+    dst = Registry(tmp_path / "dst", builtins=False)
+    plan = dst.import_pack(pack, prefix="them/", trust=[str(public)], dry_run=True)
+    assert [step.result for step in plan.steps] == ["them/team/blur@1", "them/team/edge@1"]
+    assert dst.list_kernels() == []
+    dst.import_pack(pack, prefix="them/", trust=[str(public)])
+    edge = dst.load("them/team/edge")
+    assert edge.array.tolist() == [[1.0, -1.0]]
+    assert edge._record["provenance"]["pack"]["name"] == "team"

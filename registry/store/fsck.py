@@ -1,0 +1,225 @@
+"""``kreg fsck``: check a store against itself, and rebuild its index from the objects' own records.
+
+The check compares every index row with its object (present, a regular file, a valid
+container, the same record, values matching their sha256, values where the row says),
+and lists orphans (objects no committed index names), leftovers of crashed writers, files
+kreg never writes, and links or FIFOs planted anywhere. The repair, under the writers'
+lock, rebuilds the index from every good object, keeps each name's next version above
+every number an object, a tombstone or the old index ever held (so no number is issued
+twice), and sets aside (never deletes) objects it cannot place under ``attic/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import KregError
+from .backend import Backend, ObjectMissing
+from .index import Edit, Segment, View, canonical, object_key
+from .writer import TOMBSTONE, tombstone_key
+
+_OBJECT = re.compile(r"^kernels/(?P<name>.+)/@(?P<version>[1-9][0-9]{0,17})\.(?P<kind>h5|gone)$")
+_KNOWN = re.compile(r"^(index\.json|kreg-registry\.json|\.lock|index\.h5|index/[0-9a-f]{32}\.json|tmp/.*|attic/.*)$")
+
+
+@dataclass
+class Report:
+    """What fsck found (and, with ``repair``, did): ``(key, problem)`` pairs and counts."""
+
+    url: str
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    kernels: int = 0
+    repaired: bool = False
+    adopted: int = 0
+    set_aside: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_object(backend: Backend, row: list[Any] | None, record: dict[str, Any]) -> tuple[list[str], np.ndarray | None]:
+    """Problems of one committed version's object, and its values when they could be read."""
+    from .._guard import GuardedFile
+
+    name, version = record["name"], record["version"]
+    key = object_key(name, version)
+    try:
+        data = backend.read(key)
+    except ObjectMissing:
+        return [f"its object {key} is missing"], None
+    except KregError as exc:
+        return [str(exc)], None
+    try:
+        with GuardedFile(data, kind="object", where=f"{backend.url}/{key}") as obj:
+            entry = obj.entries.get(f"{name}@{version}")
+            if entry is None:
+                return [f"{key} does not hold {name}@{version}"], None
+            problems = []
+            if canonical(entry.record) != canonical(record):
+                problems.append("the object's record differs from the index's record")
+            if row is not None and len(row) > 9 and row[9] is not None and row[9] != entry.offset:
+                problems.append(f"the index says the values start at byte {row[9]}, the object at {entry.offset}")
+            values = obj.read(entry, verify=True)
+            return problems, values
+    except KregError as exc:
+        return [str(exc)], None
+
+
+def check(backend: Backend, cache: dict[str, Segment]) -> Report:
+    """Read-only: every problem of the store, nothing changed."""
+    report = Report(backend.url)
+    listed: set[str] = set()
+    try:
+        data, _ = backend.read_root()
+        if data is None:
+            if backend.exists():
+                report.problems.append(("index.json", "the index is missing; 'kreg fsck --repair' rebuilds it"))
+            view = None
+        else:
+            view = View.parse(data, backend.read, cache, where=backend.url)
+    except KregError as exc:
+        report.problems.append(("index.json", str(exc)))
+        view = None
+    if view is not None:
+        for segment in _segments(view, report):
+            for name, versions in segment.names.items():
+                for version, (row, line) in versions.items():
+                    listed.add(object_key(name, version))
+                    report.kernels += 1
+                    record = json.loads(line) if line else {"name": name, "version": version}
+                    problems, _ = check_object(backend, row, record)
+                    report.problems += [(f"{name}@{version}", p) for p in problems]
+    for key, kind in _scan(backend):
+        if kind != "file":
+            what = "a symbolic link" if kind == "link" else "not a regular file (FIFO, device or socket)"
+            report.problems.append((key, f"{what}; kreg never follows or opens it. Remove it by hand."))
+            continue
+        match = _OBJECT.match(key)
+        if match and match["kind"] == "h5" and key not in listed and view is not None:
+            report.problems.append((key, "an orphan object no committed index names (a crashed add); "
+                                         "'kreg fsck --repair' sets it aside"))
+        elif match and match["kind"] == "gone" and object_key(match["name"], int(match["version"])) in listed:
+            report.problems.append((key, "a tombstone for a version the index still lists"))
+        elif not match and not _KNOWN.match(key):
+            report.problems.append((key, "a file kreg does not write; move it out of the registry"))
+        elif key.startswith("tmp/"):
+            report.problems.append((key, "a leftover of a crashed writer; the next write sweeps it"))
+    return report
+
+
+def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
+    """Under the writers' lock: a new index from the objects' own records (see the module docs)."""
+    from .._spec import parse_record
+
+    report = Report(backend.url, repaired=True)
+    old_next: dict[str, int] = {}
+    old_keys: set[str] = set()
+    old_view: View | None = None
+    data, token = backend.read_root()
+    try:
+        if data is not None:
+            old_view = View.parse(data, backend.read, cache, where=backend.url)
+            for segment in old_view.all_segments():
+                old_keys.add(segment.key or "")
+                for name, n in segment.next.items():
+                    old_next[name] = max(old_next.get(name, 1), n)
+                for name, versions in segment.names.items():
+                    old_next[name] = max([old_next.get(name, 1), *(v + 1 for v in versions)])
+    except KregError as exc:
+        report.problems.append(("index.json", f"unreadable, rebuilt from the objects: {exc}"))
+        old_view = None
+    listed = set()
+    if old_view is not None:
+        for segment in old_view.all_segments():
+            for name, versions in segment.names.items():
+                listed.update(object_key(name, v) for v in versions)
+
+    edit = Edit(View.empty(backend.read, cache, where=backend.url))
+    stamp = time.strftime("%Y%m%dt%H%M%S")
+    for key, kind in _scan(backend):
+        match = _OBJECT.match(key)
+        if kind != "file" or not match:
+            continue
+        name, version = match["name"], int(match["version"])
+        edit.reserve(name, version)
+        if match["kind"] == "gone":
+            continue
+        try:
+            stored, offset = _read_object(backend, key, name, version)
+            record = parse_record(stored, where=key).model_dump(mode="json", exclude_none=True)
+            if canonical(record) != canonical(stored):
+                raise KregError("its record is not in the current schema's canonical form")
+        except (KregError, ValueError) as exc:
+            report.problems.append((key, f"set aside: {exc}"))
+            _set_aside(backend, key, stamp, report)
+            continue
+        if old_view is not None and key not in listed:
+            report.problems.append((key, "an orphan object (never committed): set aside"))
+            _set_aside(backend, key, stamp, report)
+            continue
+        edit.put(record, offset)
+        report.kernels += 1
+        report.adopted += key not in listed
+    for name, n in old_next.items():
+        edit.reserve(name, n - 1)
+    root, _ = edit.write(lambda key, data: backend.put(key, data))
+    backend.commit(root, token)
+    for key in old_keys - {""}:
+        try:
+            backend.delete(key)
+        except KregError:
+            pass
+    return report
+
+
+def _read_object(backend: Backend, key: str, name: str, version: int) -> tuple[dict[str, Any], int | None]:
+    """The record of a stored object and where its values start, after checking them."""
+    from .._guard import GuardedFile
+
+    with GuardedFile(backend.read(key), kind="object", where=f"{backend.url}/{key}") as obj:
+        entry = obj.entries.get(f"{name}@{version}")
+        if entry is None:
+            raise KregError(f"{key} does not hold {name}@{version}")
+        obj.read(entry, verify=True)
+        return entry.record, entry.offset
+
+
+def _set_aside(backend: Backend, key: str, stamp: str, report: Report) -> None:
+    """Move an object kreg cannot place to ``attic/<time>/``, leaving a tombstone: its number stays taken."""
+    target = f"attic/{stamp}/{key}"
+    try:
+        backend.put(target, backend.read(key))
+    except KregError:
+        pass
+    match = _OBJECT.match(key)
+    if match:
+        try:
+            backend.put(tombstone_key(match["name"], int(match["version"])), TOMBSTONE)
+        except KregError:
+            pass
+    backend.delete(key)
+    report.set_aside.append(target)
+
+
+def _segments(view: View, report: Report) -> list[Segment]:
+    out = []
+    for prefix in sorted(view.segments):
+        try:
+            out.append(view.segment(prefix))
+        except KregError as exc:
+            report.problems.append((str(view.segments[prefix]), str(exc)))
+    return out
+
+
+def _scan(backend: Backend) -> list[tuple[str, str]]:
+    scan = getattr(backend, "scan", None)
+    if scan is not None:
+        return list(scan(""))
+    return [(key, "file") for key in backend.keys("")]

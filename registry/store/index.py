@@ -1,0 +1,305 @@
+"""The format-2 index: a small root naming immutable segments, each holding the names of one hash range.
+
+A name lives in the segment whose *prefix* (a string of bits) starts the bits of
+``sha256(name)``; the prefixes form a complete prefix-free set, and a segment that grows past
+:data:`MAX_ROWS` splits in two (extendible hashing). So resolving ``name`` or ``name@v`` reads
+the root (a few KB) and one segment (at most a few thousand rows) whatever the registry's
+size; listing reads every segment's header line but no record; an add rewrites one segment
+and the root. Segments are written once under a fresh key and never changed, so a reader
+holding an old root still reads a consistent old state, and a parsed segment can be cached by
+its key forever. See ``schema/FORMAT.md``.
+
+A segment file is UTF-8 text: line 1 is a JSON header ``{"next": {name: n}, "rows": [row,
+...]}``, then one line per row with that kernel's full record (canonical JSON), in row order.
+A row is ``[name, version, shape, dtype, layout, origin, summary, tags, sha256, offset]``,
+``offset`` being where the values start in the object (``null`` if unknown).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._container import load_document
+from .._exceptions import UnsafeFileError
+from .._index import KernelInfo, row_of
+
+ROOT_FORMAT = "kreg-registry-index"
+ROOT_VERSION = 2
+#: Rows a segment holds before it splits in two.
+MAX_ROWS = 2048
+#: Longest prefix (bits of sha256(name)); past it a segment just grows.
+MAX_DEPTH = 24
+
+
+def canonical(record: dict[str, Any]) -> str:
+    """The one JSON text of a record, as stored in its object and its segment line."""
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+def name_bits(name: str, depth: int) -> str:
+    """The first ``depth`` bits of ``sha256(name)`` as a string of ``0``/``1``."""
+    if depth == 0:
+        return ""
+    value = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big")
+    return format(value >> (32 - depth), f"0{depth}b")
+
+
+def object_key(name: str, version: int) -> str:
+    """Where ``name@version``'s object lives in the store."""
+    return f"kernels/{name}/@{version}.h5"
+
+
+class Segment:
+    """One immutable segment, parsed: name -> version -> (row, record line), and next versions.
+
+    Only the header line is parsed up front (all a listing needs); the record lines are split
+    out of the raw bytes the first time one is asked for.
+    """
+
+    __slots__ = ("_body", "_names", "_rows", "_where", "key", "next")
+
+    def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
+                 next_version: dict[str, int], *, rows: list[list[Any]] | None = None, body: bytes = b"") -> None:
+        self.key = key
+        self._names = names
+        self.next = next_version
+        self._rows, self._body = rows, body
+        self._where = "?"
+
+    @classmethod
+    def parse(cls, key: str, data: bytes, *, where: str) -> Segment:
+        try:
+            data = bytes(data)
+            end = data.find(b"\n")
+            header = json.loads(data[: end if end >= 0 else len(data)])
+            rows, next_version = header["rows"], header["next"]
+            if not isinstance(rows, list) or not isinstance(next_version, dict):
+                raise ValueError("not a segment header")
+            next_version = {str(k): int(v) for k, v in next_version.items()}
+        except (ValueError, KeyError, TypeError):
+            raise _damaged(where, key) from None
+        segment = cls(key, None, next_version, rows=rows, body=data[end + 1:] if end >= 0 else b"")
+        segment._where = where
+        return segment
+
+    @property
+    def names(self) -> dict[str, dict[int, tuple[list[Any], str | None]]]:
+        if self._names is None:
+            rows = self._rows or []
+            lines = self._body.decode("utf-8", "replace").split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            if len(lines) != len(rows):
+                raise _damaged(self._where, self.key or "?")
+            names: dict[str, dict[int, tuple[list[Any], str | None]]] = {}
+            try:
+                for row, line in zip(rows, lines):
+                    names.setdefault(row[0], {})[row[1]] = (row, line)
+            except (TypeError, IndexError):
+                raise _damaged(self._where, self.key or "?") from None
+            self._names, self._rows, self._body = names, None, b""
+        return self._names
+
+    def rows(self) -> list[list[Any]]:
+        """Every row, without splitting out the records (the listing's path)."""
+        if self._names is None:
+            return self._rows or []
+        return [row for versions in self._names.values() for row, _ in versions.values()]
+
+    def dump(self) -> bytes:
+        rows, lines = [], []
+        for versions in self.names.values():
+            for version in sorted(versions):
+                row, line = versions[version]
+                rows.append(row)
+                lines.append(line or "")
+        header = json.dumps({"next": self.next, "rows": rows}, separators=(",", ":"), sort_keys=True)
+        return ("\n".join([header, *lines]) + "\n").encode("utf-8")
+
+    def copy(self) -> Segment:
+        return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next))
+
+    def __len__(self) -> int:
+        return len(self.rows())
+
+
+def _damaged(where: str, key: str) -> UnsafeFileError:
+    return UnsafeFileError(f"{where}: the index segment {key} is damaged. Run 'kreg fsck --repair'.")
+
+
+class View:
+    """One committed state of the index: the root, and segments fetched (and cached) on demand.
+
+    Args:
+        root: the parsed root document.
+        fetch: reads a segment's bytes by key.
+        cache: parsed segments by key, shared between views (keys never change meaning).
+    """
+
+    def __init__(self, root: dict[str, Any], fetch: Callable[[str], bytes], cache: dict[str, Segment],
+                 *, where: str) -> None:
+        self.root = root
+        self.generation: str = root["generation"]
+        self.segments: dict[str, str] = root["segments"]
+        self._depths = sorted({len(p) for p in self.segments})
+        self._fetch = fetch
+        self._cache = cache
+        self.where = where
+
+    @classmethod
+    def empty(cls, fetch: Callable[[str], bytes], cache: dict[str, Segment], *, where: str) -> View:
+        return cls({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": "", "segments": {"": None}},
+                   fetch, cache, where=where)
+
+    @classmethod
+    def parse(cls, data: bytes, fetch: Callable[[str], bytes], cache: dict[str, Segment], *, where: str) -> View:
+        root = load_document(data, where=where, what="index", fmt=ROOT_FORMAT, supported=ROOT_VERSION)
+        segments = root.get("segments")
+        if (not isinstance(segments, dict) or not segments or not isinstance(root.get("generation"), str)
+                or not all(set(p) <= {"0", "1"} and isinstance(k, str) for p, k in segments.items())):
+            raise UnsafeFileError(f"{where}: the index root is damaged. Run 'kreg fsck --repair'.")
+        return cls(root, fetch, cache, where=where)
+
+    def prefix_of(self, name: str) -> str:
+        for depth in self._depths:
+            prefix = name_bits(name, depth)
+            if prefix in self.segments:
+                return prefix
+        raise UnsafeFileError(f"{self.where}: the index root covers no segment for {name!r}. Run 'kreg fsck --repair'.")
+
+    def segment(self, prefix: str) -> Segment:
+        key = self.segments[prefix]
+        if key is None:
+            return Segment(None, {}, {})
+        segment = self._cache.get(key)
+        if segment is None:
+            segment = Segment.parse(key, self._fetch(key), where=self.where)
+            self._cache[key] = segment
+        return segment
+
+    def all_segments(self) -> Iterator[Segment]:
+        for prefix in sorted(self.segments):
+            yield self.segment(prefix)
+
+    # -- lookups ----------------------------------------------------------
+
+    def versions(self, name: str) -> dict[int, tuple[list[Any], str | None]]:
+        return self.segment(self.prefix_of(name)).names.get(name, {})
+
+    def row(self, name: str, version: int | None) -> list[Any] | None:
+        versions = self.versions(name)
+        if not versions:
+            return None
+        entry = versions.get(max(versions) if version is None else version)
+        return entry[0] if entry else None
+
+    def record(self, name: str, version: int) -> dict[str, Any]:
+        entry = self.versions(name).get(version)
+        if entry is None or not entry[1]:
+            raise UnsafeFileError(f"{self.where}: no record for {name}@{version} in the index. Run 'kreg fsck'.")
+        return json.loads(entry[1])
+
+    def next_version(self, name: str) -> int:
+        segment = self.segment(self.prefix_of(name))
+        versions = segment.names.get(name, {})
+        return max([segment.next.get(name, 1), *(v + 1 for v in versions)])
+
+    def infos(self) -> dict[str, dict[int, KernelInfo]]:
+        """name -> version -> :class:`KernelInfo` for every kernel (reads every segment header)."""
+        make = KernelInfo._make
+        out: dict[str, dict[int, KernelInfo]] = {}
+        for segment in self.all_segments():
+            for r in segment.rows():
+                name, v = r[0], r[1]
+                out.setdefault(name, {})[v] = make(
+                    (f"{name}@{v}", name, v, tuple(r[2]), r[3], r[4], r[5], r[6], tuple(r[7]), r[8], False))
+        return out
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(row[0] for segment in self.all_segments() for row in segment.rows()))
+
+    def __len__(self) -> int:
+        return sum(len(segment) for segment in self.all_segments())
+
+
+class Edit:
+    """The changes of one transaction on top of a :class:`View`, turned into new segments and a root."""
+
+    def __init__(self, base: View) -> None:
+        self.base = base
+        self._dirty: dict[str, Segment] = {}
+
+    def _segment(self, name: str) -> Segment:
+        prefix = self.base.prefix_of(name)
+        if prefix not in self._dirty:
+            self._dirty[prefix] = self.base.segment(prefix).copy()
+        return self._dirty[prefix]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty)
+
+    def versions(self, name: str) -> dict[int, tuple[list[Any], str | None]]:
+        prefix = self.base.prefix_of(name)
+        segment = self._dirty.get(prefix) or self.base.segment(prefix)
+        return segment.names.get(name, {})
+
+    def next_version(self, name: str) -> int:
+        segment = self._dirty.get(self.base.prefix_of(name))
+        if segment is None:
+            return self.base.next_version(name)
+        versions = segment.names.get(name, {})
+        return max([segment.next.get(name, 1), *(v + 1 for v in versions)])
+
+    def put(self, record: dict[str, Any], offset: int | None) -> None:
+        segment = self._segment(record["name"])
+        name, version = record["name"], record["version"]
+        segment.names.setdefault(name, {})[version] = (row_of(record, offset), canonical(record))
+        segment.next[name] = max(segment.next.get(name, 1), version + 1)
+
+    def reserve(self, name: str, version: int) -> None:
+        """Never hand out ``version`` (or below) of ``name`` again (an orphan or removed object holds it)."""
+        segment = self._segment(name)
+        segment.next[name] = max(segment.next.get(name, 1), version + 1)
+
+    def drop(self, name: str, version: int) -> None:
+        segment = self._segment(name)
+        versions = segment.names.get(name, {})
+        versions.pop(version, None)
+        segment.next[name] = max(segment.next.get(name, 1), version + 1)
+        if not versions:
+            segment.names.pop(name, None)
+
+    def write(self, put: Callable[[str, bytes], None]) -> tuple[bytes, list[str]]:
+        """Write the changed segments (splitting big ones) with ``put``; return the new root
+        document and the keys of the segments it no longer names."""
+        segments = dict(self.base.segments)
+        replaced = []
+        for prefix, segment in self._dirty.items():
+            old = segments.pop(prefix)
+            if old is not None:
+                replaced.append(old)
+            for sub_prefix, part in _split(prefix, segment):
+                key = f"index/{uuid.uuid4().hex}.json"
+                put(key, part.dump())
+                segments[sub_prefix] = key
+        generation = uuid.uuid4().hex
+        root = json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": generation,
+                           "segments": dict(sorted(segments.items()))}, separators=(",", ":"), sort_keys=True)
+        return root.encode("utf-8"), replaced
+
+
+def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:
+    if len(segment) <= MAX_ROWS or len(prefix) >= MAX_DEPTH:
+        return [(prefix, segment)]
+    halves = {bit: Segment(None, {}, {}) for bit in "01"}
+    depth = len(prefix) + 1
+    for name, versions in segment.names.items():
+        halves[name_bits(name, depth)[-1]].names[name] = versions
+    for name, n in segment.next.items():
+        halves[name_bits(name, depth)[-1]].next[name] = n
+    return [part for bit in "01" for part in _split(prefix + bit, halves[bit])]

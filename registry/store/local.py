@@ -1,0 +1,530 @@
+"""A registry in a local directory: create-only objects, an atomically renamed root, a lock that waits.
+
+Every file operation is relative to a directory descriptor opened with ``O_NOFOLLOW``, so a
+symbolic link (or a FIFO, a device, a directory where a file belongs) planted anywhere
+inside the store is refused, and nothing outside the store is ever read, written or
+deleted. Writes go to ``tmp/``, are fsynced and read back, then hard-linked into place
+(``link`` fails if the name is taken: create-only) or renamed over the root (the commit);
+the directories they land in are fsynced too. Only writers holding the lock sweep ``tmp/``,
+and only regular files whose names kreg itself writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .._exceptions import InvalidKernelError, LockTimeoutError, StoreWriteError, UnsafeFileError
+from .backend import CommitConflict, ObjectExists, ObjectMissing
+
+#: The root document: the commit point of the registry (format version 2).
+ROOT = "index.json"
+#: The registry's format marker, written once when the registry is created.
+MARKER = "kreg-registry.json"
+#: The index of a format-1 registry (read, and migrated on the first write).
+LEGACY_INDEX = "index.h5"
+LOCK = ".lock"
+TMP = "tmp"
+#: Every name kreg puts at the top of a registry directory.
+_OWN_NAMES = {ROOT, MARKER, LEGACY_INDEX, LOCK, TMP, "index", "kernels", "attic"}
+#: The names of the files kreg writes in ``tmp/``; the sweep removes nothing else.
+_TMP_NAME = re.compile(r"^(put|root)-[0-9a-f]{32}\.tmp$")
+#: One path segment of a key: what kernel names, versions and kreg's own files use.
+_SEGMENT = re.compile(r"^[a-z0-9@][a-z0-9_.@+-]*$")
+
+_RDONLY = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class LocalBackend:
+    """A registry directory on this machine (see the module docs for the rules it keeps).
+
+    Args:
+        path: the registry directory; it is created (with its parents) on the first write.
+        lock_timeout: seconds a writer waits for another before :class:`LockTimeoutError`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.url = str(self.path)
+        self.lock_timeout = lock_timeout
+        self._pending: list[str] = []  # puts made with durable=False, made durable by flush()
+        self._pending_dirs: list[str] = []  # directories they created, whose parents need an fsync
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.url!r})"
+
+    # -- reading ----------------------------------------------------------
+
+    def exists(self) -> bool:
+        """True when a registry is here: a root, a format-1 index, or any kernel object."""
+        try:
+            with self._root_dir() as fd:
+                if any(_lexists(fd, name) for name in (ROOT, LEGACY_INDEX)):
+                    return True
+        except ObjectMissing:
+            return False
+        return next(iter(self.scan("kernels")), None) is not None
+
+    def read_root(self) -> tuple[bytes | None, object]:
+        try:
+            data = self.read(ROOT)
+        except ObjectMissing:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def root_stamp(self) -> tuple[int, ...] | None:
+        """A cheap fingerprint of the root file (no read): equal stamps, equal roots."""
+        try:
+            with self._root_dir() as fd:
+                st = os.stat(ROOT, dir_fd=fd, follow_symlinks=False)
+        except (ObjectMissing, FileNotFoundError):
+            return None
+        except OSError as exc:
+            raise self._unsafe(ROOT, exc) from None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def read(self, key: str) -> bytes:
+        with self._open(key) as fd:
+            size = os.fstat(fd).st_size
+            return _read_exactly(fd, 0, size, key)
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        with self._open(key) as fd:
+            if offset < 0 or offset + size > os.fstat(fd).st_size:
+                raise UnsafeFileError(
+                    f"{self._where(key)} is shorter than its index entry says ({offset} + {size} bytes); "
+                    "it was truncated or replaced. Run 'kreg fsck'."
+                )
+            return _read_exactly(fd, offset, size, key)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for key, kind in self.scan(prefix):
+            if kind == "file":
+                yield key
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """``(key, kind)`` for everything under ``prefix``: kind is ``file``, ``link`` or
+        ``other`` (FIFOs, devices, sockets); directories are walked, never followed."""
+        parts = _split(prefix) if prefix else []
+        try:
+            with self._dir(parts, create=False) as fd:
+                yield from _walk(fd, "/".join(parts))
+        except ObjectMissing:
+            return
+
+    # -- writing ----------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """The writers' lock (waits for another writer); sweeps what a crashed writer left."""
+        self._create_root()
+        with self._root_dir() as root:
+            fd = self._os(lambda: os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                                          | os.O_NONBLOCK, 0o644, dir_fd=root), LOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeFileError(f"{self._where(LOCK)} is not a regular file; kreg refuses to use it as its lock.")
+            _flock(fd, self.lock_timeout, self.url)
+            try:
+                self._sweep()
+                yield
+            finally:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        parts = _split(key)
+        with self._dir([TMP], create=True) as tmp, self._dir(parts[:-1], create=True, sync=durable) as parent:
+            name = self._write_tmp(tmp, "put", data, sync=durable)
+            try:
+                os.link(name, parts[-1], src_dir_fd=tmp, dst_dir_fd=parent, follow_symlinks=False)
+            except FileExistsError:
+                raise ObjectExists(f"{self._where(key)} already exists.") from None
+            except OSError as exc:
+                raise _write_error(self.url, exc) from None
+            finally:
+                _unlink_quietly(tmp, name)
+            if not durable:
+                self._pending.append(key)
+                return
+            try:
+                os.fsync(parent)
+            except OSError as exc:  # the name is ours but not durable: take it back
+                _unlink_quietly(parent, parts[-1])
+                raise _write_error(self.url, exc) from None
+
+    def flush(self) -> None:
+        """Make every put with ``durable=False`` durable: one ``syncfs`` of the registry's
+        filesystem where Linux offers it, else an fsync of each file and its directory."""
+        pending, self._pending = self._pending, []
+        dirs, self._pending_dirs = self._pending_dirs, []
+        if not pending:
+            return
+        with self._root_dir() as root:
+            if self._os(lambda: _syncfs(root), ROOT):
+                return
+        for key in pending:
+            parts = _split(key)
+            with self._dir(parts[:-1], create=False) as parent:
+                fd = self._os(lambda: os.open(parts[-1], _RDONLY, dir_fd=parent), key)
+                try:
+                    self._os(lambda: os.fsync(fd), key)
+                finally:
+                    os.close(fd)
+                self._os(lambda: os.fsync(parent), key)
+        for where in dirs:
+            with self._dir(_split(where) if where else [], create=False) as fd:
+                self._os(lambda: os.fsync(fd), where)
+
+    def delete(self, key: str) -> None:
+        parts = _split(key)
+        try:
+            with self._dir(parts[:-1], create=False) as parent:
+                try:
+                    st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+                except FileNotFoundError:
+                    return
+                if not stat.S_ISREG(st.st_mode):
+                    raise UnsafeFileError(f"{self._where(key)} is not a regular file; kreg does not delete it.")
+                # No fsync: a delete that a crash undoes leaves an unreferenced file, which fsck lists.
+                self._os(lambda: os.unlink(parts[-1], dir_fd=parent), key)
+        except ObjectMissing:
+            return
+
+    def commit(self, root: bytes, token: object) -> object:
+        current, current_token = self.read_root()
+        if current_token != token:
+            raise CommitConflict(f"{self.url}: another writer committed first.")
+        with self._root_dir() as fd, self._dir([TMP], create=True) as tmp:
+            name = self._write_tmp(tmp, "root", root)
+            try:
+                os.rename(name, ROOT, src_dir_fd=tmp, dst_dir_fd=fd)
+            except OSError as exc:
+                _unlink_quietly(tmp, name)
+                raise _write_error(self.url, exc) from None
+            # The rename is the commit; a failed fsync after it cannot be undone, only reported.
+            self._os(lambda: os.fsync(fd), ROOT, committed=True)
+        return hashlib.sha256(root).hexdigest()
+
+    def put_marker(self, data: bytes) -> None:
+        """Write the format marker once (create-only); an existing one is left as it is."""
+        with self._root_dir() as fd:
+            if _lexists(fd, MARKER):
+                return
+        try:
+            self.put(MARKER, data)
+        except ObjectExists:
+            pass
+
+    def remove_legacy_index(self) -> None:
+        """Drop a format-1 ``index.h5`` once its contents were committed as format 2."""
+        self.delete(LEGACY_INDEX)
+
+    def legacy_index(self) -> bytes | None:
+        """The bytes of a format-1 ``index.h5``, or ``None``."""
+        try:
+            return self.read(LEGACY_INDEX)
+        except ObjectMissing:
+            return None
+
+    # -- internals --------------------------------------------------------
+
+    def _create_root(self) -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise UnsafeFileError(f"The registry path {path} is a file; a registry is a directory.")
+        if path.is_dir():
+            stray = sorted({p.name for p in path.iterdir()} - _OWN_NAMES)
+            if stray and not self.exists():
+                raise InvalidKernelError(
+                    f"{path} is not a kreg registry and is not empty (found {stray[:3]}). "
+                    "Pass a new or empty directory."
+                )
+        else:
+            try:
+                path.mkdir(parents=True)
+                _fsync_dir(path.parent)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _write_error(self.url, exc) from None
+
+    @contextmanager
+    def _root_dir(self) -> Iterator[int]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectMissing(f"No registry at {self.url}.") from None
+        except NotADirectoryError:
+            raise UnsafeFileError(f"The registry path {self.url} is a file; a registry is a directory.") from None
+        except OSError as exc:
+            raise UnsafeFileError(f"Cannot open the registry at {self.url}: {exc.strerror}.") from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _dir(self, parts: list[str], *, create: bool, sync: bool = True) -> Iterator[int]:
+        """A descriptor of the directory ``parts`` below the root, walked without following
+        links; missing directories are made (and their parents fsynced) when ``create``."""
+        with self._root_dir() as root:
+            fd = os.dup(root)
+        try:
+            for i, part in enumerate(parts):
+                where = "/".join(parts[: i + 1])
+                try:
+                    child = os.open(part, _DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise ObjectMissing(f"{self._where(where)} does not exist.") from None
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    except OSError as exc:
+                        raise _write_error(self.url, exc) from None
+                    if sync:
+                        self._os(lambda: os.fsync(fd), where)
+                    else:
+                        self._pending_dirs.append(where.rpartition("/")[0])
+                    child = self._open_dir_at(fd, part, where)
+                except OSError as exc:
+                    raise self._unsafe(where, exc) from None
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_dir_at(self, fd: int, part: str, where: str) -> int:
+        try:
+            return os.open(part, _DIR, dir_fd=fd)
+        except OSError as exc:
+            raise self._unsafe(where, exc) from None
+
+    @contextmanager
+    def _open(self, key: str) -> Iterator[int]:
+        parts = _split(key)
+        with self._dir(parts[:-1], create=False) as parent:
+            try:
+                fd = os.open(parts[-1], _RDONLY, dir_fd=parent)
+            except FileNotFoundError:
+                raise ObjectMissing(f"{self._where(key)} does not exist.") from None
+            except OSError as exc:
+                raise self._unsafe(key, exc) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafeFileError(
+                    f"{self._where(key)} is not a regular file (a FIFO, device or directory was planted "
+                    "there); kreg refuses it. Run 'kreg fsck'."
+                )
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _write_tmp(self, tmp: int, kind: str, data: bytes, *, sync: bool = True) -> str:
+        """Write ``data`` to a new file in ``tmp/``, fsync it (unless deferred to :meth:`flush`)
+        and read it back; return its name."""
+        name = f"{kind}-{uuid.uuid4().hex}.tmp"
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=tmp)
+        except OSError as exc:
+            raise _write_error(self.url, exc) from None
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fsync(fd)
+                # Known good before it is named: what the disk gives back is what was meant.
+                if hashlib.sha256(_read_exactly(fd, 0, len(data), name)).digest() != hashlib.sha256(data).digest():
+                    raise OSError(errno.EIO, "the file read back differs from what was written")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quietly(tmp, name)
+            raise _write_error(self.url, exc) from None
+        return name
+
+    def _sweep(self) -> None:
+        """Remove what crashed writers left in ``tmp/``: regular files with kreg's names only."""
+        try:
+            with self._dir([TMP], create=False) as tmp:
+                for entry in os.scandir(tmp):
+                    if _TMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                        _unlink_quietly(tmp, entry.name)
+        except ObjectMissing:
+            pass
+
+    def _os(self, call, where: str, *, committed: bool = False):  # type: ignore[no-untyped-def]
+        try:
+            return call()
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._unsafe(where, exc) from None
+            raise _write_error(self.url, exc, committed=committed) from None
+
+    def _unsafe(self, key: str, exc: OSError) -> Exception:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            return UnsafeFileError(
+                f"{self._where(key)} is a symbolic link or not what kreg put there; kreg never follows "
+                "links inside a registry. Remove it (see 'kreg fsck')."
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return UnsafeFileError(f"{self._where(key)}: permission denied ({exc.strerror}).")
+        return UnsafeFileError(f"{self._where(key)}: {exc.strerror or exc}.")
+
+    def _where(self, key: str) -> str:
+        return f"{self.url}/{key}"
+
+
+def _split(key: str) -> list[str]:
+    parts = key.split("/")
+    if not parts or not all(_SEGMENT.match(p) and ".." not in p for p in parts):
+        raise UnsafeFileError(f"Refused store key {key!r}: not a name kreg writes.")
+    return parts
+
+
+def _walk(fd: int, prefix: str) -> Iterator[tuple[str, str]]:
+    for entry in sorted(os.scandir(fd), key=lambda e: e.name):
+        key = f"{prefix}/{entry.name}" if prefix else entry.name
+        if entry.is_symlink():
+            yield key, "link"
+        elif entry.is_dir(follow_symlinks=False):
+            try:
+                child = os.open(entry.name, _DIR, dir_fd=fd)
+            except OSError:
+                yield key, "link"
+                continue
+            try:
+                yield from _walk(child, key)
+            finally:
+                os.close(child)
+        elif entry.is_file(follow_symlinks=False):
+            yield key, "file"
+        else:
+            yield key, "other"
+
+
+def _lexists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _read_exactly(fd: int, offset: int, size: int, where: str) -> bytes:
+    """``size`` bytes from ``offset``: small reads as ``bytes``, large ones straight into an
+    uninitialised NumPy buffer (no zero-fill, no copy; it supports the buffer protocol)."""
+    if size < 1 << 20:
+        data = os.pread(fd, size, offset)
+        while len(data) < size:
+            more = os.pread(fd, size - len(data), offset + len(data))
+            if not more:
+                raise UnsafeFileError(f"{where}: the file ended early (it shrank while being read).")
+            data += more
+        return data
+    import numpy as np
+
+    buffer = np.empty(size, np.uint8)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            raise UnsafeFileError(f"{where}: the file ended early (it shrank while being read).")
+        done += n
+    return buffer  # type: ignore[return-value]
+
+
+def _flock(fd: int, timeout: float, url: str) -> None:
+    """Take an exclusive flock, polling with a short jittered backoff (flock itself cannot time out)."""
+    import fcntl
+    import random
+
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(
+                    f"Another kreg process has held the lock on {url} for over {timeout:g} s. "
+                    "Wait for it to finish, or raise lock_timeout."
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.002)
+
+
+def _syncfs(fd: int) -> bool:
+    """``syncfs(2)`` on the filesystem of ``fd``; False where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        result = libc.syncfs(fd)
+    except (OSError, AttributeError):
+        return False
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return True
+
+
+def _unlink_quietly(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(url: str, exc: OSError, *, committed: bool = False) -> StoreWriteError:
+    reason = exc.strerror or str(exc)
+    if committed:
+        return _committed(StoreWriteError(
+            f"The change to the registry at {url} was committed, but flushing it to disk failed: "
+            f"{reason}. It may not survive a power loss; run 'kreg fsck' once the disk is fixed."
+        ))
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreWriteError(
+            f"Cannot write to the registry at {url}: {reason}. It is read-only for you; "
+            "use a registry you own (--db PATH or KREG_DB)."
+        )
+    return StoreWriteError(
+        f"Could not write to the registry at {url}: {reason}. Nothing was added or removed; "
+        "free space or fix the disk, then try again."
+    )
+
+
+def _committed(error: StoreWriteError) -> StoreWriteError:
+    error.committed = True  # type: ignore[attr-defined]  # the writer must not undo a swapped root
+    return error

@@ -1,0 +1,706 @@
+"""The Registry: names, versions, the built-in layer and caches, on top of a storage backend.
+
+``Registry`` holds a :class:`~registry.store.backend.Backend` and never sees a path, a lock
+or a rename: reads go through the committed root and its segments (``index.py``), writes
+through one :class:`~registry.store.writer.Transaction` per commit (``writer.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._builtins import BuiltinLayer
+from .._content import content_hash
+from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, ReadOnlyError, UnsafeFileError
+from .._index import KernelInfo
+from .._kernel import Kernel, stack
+from .._names import Ref, check_name, did_you_mean, escape, match, parse_ref
+from .._paths import builtin_db_path
+from .._records import build_record, same_content
+from .backend import Backend, ObjectMissing
+from .index import ROOT_FORMAT, Segment, View, object_key
+from .writer import Transaction
+
+#: Kernels at most this large (bytes, all together) stay cached in memory.
+CACHE_BYTES = 64 * 2**20
+#: The format marker a registry directory gets on its first write.
+MARKER_DOCUMENT = b'{"format":"kreg-registry","version":2}\n'
+#: Times a reader re-reads the root when a concurrent writer moved what it was reading.
+READ_ATTEMPTS = 8
+
+
+def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> Backend:
+    """The backend for a path (or ``file://`` URL)."""
+    text = os.fspath(location)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise InvalidKernelError(f"Registries at {scheme}:// URLs are not supported by this kreg. Received: {text!r}.")
+    from .local import LocalBackend
+
+    return LocalBackend(text, lock_timeout=lock_timeout)
+
+
+class Registry:
+    """A kernel registry, with the built-in kernels as a read-only layer under it.
+
+    Args:
+        path: the registry directory (created on the first add), or a backend.
+        builtins: include the built-in database (``True``), a path to another
+            read-only pack, or ``False`` for none.
+        lock_timeout: seconds a writer waits for another writer before
+            raising :class:`LockTimeoutError`.
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> with Registry(tempfile.mkdtemp(), builtins=False) as reg:
+        ...     k = reg.add("team/edge", np.array([[1, -1]], "f4"), description="step")
+        ...     reg.load("team/edge").ref
+        'team/edge@1'
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | Backend,
+        *,
+        builtins: bool | str | os.PathLike[str] = True,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.backend: Backend = (
+            path if isinstance(path, Backend) and not isinstance(path, (str, os.PathLike))
+            else open_backend(path, lock_timeout=lock_timeout)
+        )
+        self.url = self.backend.url
+        self.path = Path(getattr(self.backend, "path", self.url))
+        self.lock_timeout = lock_timeout
+        if builtins is True:
+            builtins = builtin_db_path()
+        self._builtins = BuiltinLayer(Path(builtins)) if builtins else None
+        self._segments: dict[str, Segment] = {}  # parsed segments by key: keys never change meaning
+        self._view_cache: tuple[object, View] | None = None
+        self._kernels: OrderedDict[tuple[str, int], Kernel] = OrderedDict()
+        self._cached_bytes = 0
+        self._txn: Transaction | None = None
+        self._closed = False
+
+    # -- reading ----------------------------------------------------------
+
+    def load(self, ref: str, *, verify: bool = True, **params: Any) -> Kernel:
+        """Load ``"name"`` (latest version) or ``"name@version"``, or generate from a family.
+
+        Args:
+            ref: the kernel reference, or a family name (``"gaussian"``).
+            verify: check the values against their recorded sha256 (the default).
+                Skipping it saves about 0.6 s per GB on kernels you trust.
+            **params: family parameters, e.g. ``load("gaussian", sigma=2.0, ksize=9)``;
+                ``dtype="float64"`` picks the dtype (float32 by default).
+
+        Raises:
+            KernelNotFoundError: unknown name or version, with suggestions.
+            IntegrityError: the stored values do not match their hash.
+        """
+        self._check_open()
+        parsed = parse_ref(ref)
+        if params:
+            return self._generate(parsed, params)
+        # The user's index first: a fresh process loading its own kernel never opens the built-ins
+        # (built-in names cannot be added, so the order changes no answer).
+        return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
+
+    def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
+        row = view.row(*parsed)
+        if row is None:
+            if self._builtins is not None and parsed.name in self._builtins:
+                return self._builtins.load(parsed, verify=verify)
+            if parsed.version is None and parsed.name in _family_names():
+                return self._generate(parsed, {})
+            raise self._not_found(parsed, view)
+        key = (row[0], row[1])
+        kernel = self._kernels.get(key) if cached else None
+        if kernel is not None and kernel.sha256 == row[8]:
+            self._kernels.move_to_end(key)
+            return kernel
+        record = view.record(*key)
+        if record.get("sha256") != row[8]:
+            raise UnsafeFileError(f"{self.url}: the index row and record of {row[0]}@{row[1]} disagree. Run 'kreg fsck'.")
+        kernel = Kernel(record, self._read_values(record, row[9] if len(row) > 9 else None, verify))
+        if verify and cached:
+            self._remember(key, kernel)
+        return kernel
+
+    def _read_values(self, record: dict[str, Any], offset: int | None, verify: bool) -> np.ndarray:
+        """The values of a stored version: read at their offset (no HDF5 parsing), else through
+        the guarded reader; their sha256 checked unless ``verify`` is off."""
+        name, version = record["name"], record["version"]
+        key = object_key(name, version)
+        dtype = np.dtype(record["dtype"]).newbyteorder("<")
+        if offset is None:
+            from .._guard import GuardedFile
+
+            with GuardedFile(self.backend.read(key), kind="object", where=f"{self.url}/{key}") as obj:
+                entry = obj.entries.get(f"{name}@{version}")
+                if entry is None or entry.record.get("sha256") != record["sha256"]:
+                    raise UnsafeFileError(f"{self.url}/{key}: the object does not hold what the index lists. "
+                                          "Run 'kreg fsck'.")
+                return obj.read(entry, verify=verify)
+        shape = tuple(record["shape"])
+        data = self.backend.read_range(key, offset, math.prod(shape) * dtype.itemsize)
+        array = np.frombuffer(data, dtype).reshape(shape)
+        if not dtype.isnative:
+            array = array.astype(dtype.newbyteorder("="))
+        if verify and content_hash(array) != record["sha256"]:
+            raise IntegrityError(
+                f"{self.url}/{key}: the values of {name}@{version} do not match their sha256. The object is "
+                "corrupt or was altered; run 'kreg fsck' and restore it or remove that version."
+            )
+        return array
+
+    def _read(self, action: Callable[[View], Any]) -> Any:
+        """Run ``action`` on the committed state; if a writer moved something it was reading
+        (a segment replaced, a removed object), read the root again and retry."""
+        for attempt in range(READ_ATTEMPTS):
+            view = self._view(fresh=attempt > 0)
+            try:
+                return action(view)
+            except (ObjectMissing, UnsafeFileError, IntegrityError):
+                if attempt == READ_ATTEMPTS - 1 or self._view(fresh=True).generation == view.generation:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _generate(self, parsed: Ref, params: dict[str, Any]) -> Kernel:
+        """A kernel made on the fly by the family ``parsed.name``."""
+        if parsed.version is not None:
+            raise InvalidKernelError(f"A family takes parameters, not a version. Received: {parsed}.")
+        from .._families import generate_kernel
+
+        dtype = params.pop("dtype", "float32")
+        return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
+
+    def list_kernels(
+        self,
+        pattern: str | Sequence[str] = "*",
+        exclude: str | Sequence[str] = (),
+        tags: Sequence[str] = (),
+        *,
+        origin: str | None = None,
+        all_versions: bool = False,
+    ) -> list[KernelInfo]:
+        """List kernels whose name matches a glob, naturally sorted (``gauss_3`` before ``gauss_11``).
+
+        Args:
+            pattern: fnmatch pattern(s) a name must match (any of them).
+            exclude: pattern(s) a name must not match.
+            tags: tags a kernel must all carry.
+            origin: keep only this provenance origin (``builtin``, ``learned``, ...).
+            all_versions: every version instead of the latest of each name.
+        """
+        self._check_open()
+        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        excludes = [exclude] if isinstance(exclude, str) else list(exclude)
+        by_name = self._read(lambda view: view.infos())
+        if self._builtins is not None:
+            by_name.update(self._builtins.rows)
+        wanted = set(tags)
+        rows = []
+        for name in match(by_name, patterns, excludes):
+            versions = by_name[name]
+            for version in sorted(versions) if all_versions else [max(versions)]:
+                info = versions[version]
+                if (not wanted or wanted <= set(info.tags)) and origin in (None, info.origin):
+                    rows.append(info)
+        return rows
+
+    def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
+        or of the latest version of every kernel."""
+        refs = list(refs) or [info.ref for info in self.list_kernels()]
+        return [self._record(parse_ref(r)) for r in refs]
+
+    @property
+    def builtin_path(self) -> Path | None:
+        """The read-only built-in pack under this registry, or None."""
+        return self._builtins.path if self._builtins is not None else None
+
+    def resolve(self, refs: str | Sequence[str]) -> list[Kernel]:
+        """Load refs and glob patterns (a pattern brings its matches in natural order), each once.
+
+        Example:
+            >>> import tempfile
+            >>> [k.ref for k in Registry(tempfile.mkdtemp()).resolve(["sobel_?", "sobel_x"])]
+            ['sobel_x@1', 'sobel_y@1']
+        """
+        chosen: dict[str, Kernel | None] = {}
+        for ref in [refs] if isinstance(refs, str) else refs:
+            if any(ch in ref for ch in "*?["):
+                matches = self.list_kernels(ref)
+                if not matches:
+                    raise KernelNotFoundError(f"No kernel matches {ref!r}. See 'kreg list'.")
+                for info in matches:
+                    chosen.setdefault(info.ref, None)
+            else:
+                kernel = self.load(ref)
+                chosen.setdefault(kernel.ref, kernel)
+        return [kernel if kernel is not None else self.load(ref) for ref, kernel in chosen.items()]
+
+    def bank(self, refs: str | Sequence[str]) -> Kernel:
+        """Stack compatible kernels into one ``HWIO`` kernel, one output channel each, in order.
+
+        Args:
+            refs: refs or glob patterns, as for :meth:`resolve`.
+
+        Returns:
+            A kernel that is not stored (version 0) whose description records the order;
+            ``bank(...).to_keras()`` gives one layer.
+
+        Example:
+            >>> import tempfile
+            >>> b = Registry(tempfile.mkdtemp()).bank(["sobel_x", "sobel_y"])
+            >>> b.ref, b.shape
+            ('bank(sobel_x@1, sobel_y@1)', (3, 3, 1, 2))
+        """
+        return stack(self.resolve(refs))
+
+    def versions(self, name: str) -> list[int]:
+        """The versions of ``name`` still present, oldest first."""
+        check_name(name)
+        if self._builtins is not None and name in self._builtins:
+            return sorted(self._builtins.rows[name])
+        return sorted(self._read(lambda view: view.versions(name)))
+
+    def next_version(self, name: str) -> int:
+        """The version the next add of ``name`` would get if no other writer comes first."""
+        check_name(name)
+        return self._read(lambda view: view.next_version(name))
+
+    def __contains__(self, ref: object) -> bool:
+        try:
+            self._record(parse_ref(ref))
+        except (KernelNotFoundError, ValueError):
+            return False
+        return True
+
+    def __getitem__(self, ref: str) -> Kernel:
+        return self.load(ref)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([info.name for info in self.list_kernels()])
+
+    def __len__(self) -> int:
+        return len(self.list_kernels())
+
+    # -- writing ----------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        values: object,
+        *,
+        layout: str | None = None,
+        dtype: str | None = None,
+        convolution: bool = False,
+        description: str = "",
+        tags: Sequence[str] = (),
+        license: str | None = None,
+        author: str | None = None,
+        references: Sequence[str] = (),
+        origin: str | None = None,
+        normalization: str | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        separable: Mapping[str, Sequence[float]] | None = None,
+        bias: Sequence[float] | None = None,
+    ) -> Kernel:
+        """Add a new version of ``name``; identical to the latest version, return that one.
+
+        Identical means equal values, dtype, shape, layout and bias; anything else is a new version.
+
+        Args:
+            name: lowercase name, ``team/`` namespaces allowed.
+            values: array-like; nested lists become float32 unless ``dtype`` is given.
+                A :class:`Kernel` (say, ``load("gaussian", sigma=2)``) brings its
+                layout, generator, normalization, factors, tags and description along,
+                and is recorded as the parent when it is a stored version.
+            layout: ``HW`` (the default for 2-D values), ``HWIO``, ``HWIM`` or
+                ``OIHW`` (PyTorch; converted to ``HWIO``, the source layout recorded).
+            dtype: convert the values to this dtype first.
+            convolution: the values are a true-convolution kernel: flip them into
+                the correlation form TensorFlow computes, and record that.
+            description, tags, license, author, references, origin, normalization:
+                recorded as given (``license`` is an SPDX expression).
+            provenance: further provenance fields (``source``, ``generator``,
+                ``parent``, ``pack``, ``created_at``, ...).
+            separable: ``{"column": [...], "row": [...]}`` factors of a rank-1 HW kernel.
+            bias: one value per output channel, learned with the kernel.
+
+        Returns:
+            The stored :class:`Kernel`.
+        """
+        self._check_open()
+        check_name(name)
+        family = name in _family_names()
+        if family or (self._builtins is not None and name in self._builtins):
+            what = "a built-in kernel family" if family else "a built-in kernel"
+            raise ReadOnlyError(
+                f"{name!r} is {what} and cannot be shadowed. Choose another name, e.g. 'my/{name}'."
+            )
+        # Validated before taking the lock, so bad metadata fails the same way every time.
+        draft, array = build_record(
+            name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
+            tags=tags, license=license, author=author, references=references, origin=origin,
+            normalization=normalization, provenance=provenance, separable=separable, bias=bias,
+        )
+        with self._writing() as txn:
+            versions = txn.edit.versions(name)
+            if versions:
+                line = versions[max(versions)][1]
+                record = _json(line) if line else txn.view.record(name, max(versions))
+                if same_content(record, draft):
+                    return Kernel(record, array)
+            record = txn.add(draft, array)
+        kernel = Kernel(record, array)
+        self._remember((name, record["version"]), kernel)
+        return kernel
+
+    @contextmanager
+    def batch(self) -> Iterator[Registry]:
+        """Group many adds and removes into one commit (one lock, one index write).
+
+        All of them land together or, on an exception or a crash, none does.
+
+        Example:
+            >>> import tempfile
+            >>> reg = Registry(tempfile.mkdtemp(), builtins=False)
+            >>> with reg.batch():
+            ...     for i in range(3):
+            ...         _ = reg.add(f"k{i}", [[float(i)]])
+            >>> [info.ref for info in reg.list_kernels()]
+            ['k0@1', 'k1@1', 'k2@1']
+        """
+        with self._writing(deferred=True):
+            yield self
+
+    def remove(self, ref: str, *, all_versions: bool = False) -> list[str]:
+        """Remove one version, or every version with ``all_versions=True``.
+
+        A bare name removes its only version; with several, pin one. Removed
+        version numbers are never reissued.
+
+        Returns:
+            The refs removed.
+        """
+        self._check_open()
+        parsed = parse_ref(ref)
+        if self._builtins is not None and parsed.name in self._builtins:
+            raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
+        with self._writing() as txn:
+            versions = txn.edit.versions(parsed.name)
+            if parsed.version is not None:
+                chosen = [parsed.version] if parsed.version in versions else []
+            elif all_versions or len(versions) <= 1:
+                chosen = sorted(versions)
+            else:
+                pinned = ", ".join(f"{parsed.name}@{v}" for v in sorted(versions))
+                raise InvalidKernelError(
+                    f"{parsed.name!r} has {len(versions)} versions; name one ({pinned}) or remove "
+                    "them all ('kreg rm --all', or all_versions=True in Python)."
+                )
+            if not chosen:
+                raise self._not_found(parsed, txn.view)
+            for version in chosen:
+                txn.remove(parsed.name, version)
+                self._forget((parsed.name, version))
+        return [f"{parsed.name}@{v}" for v in chosen]
+
+    @contextmanager
+    def _writing(self, *, deferred: bool = False) -> Iterator[Transaction]:
+        """One transaction around the backend's writer context; joined by nested calls (batch)."""
+        if self._txn is not None:
+            yield self._txn
+            return
+        with self.backend.writer():
+            if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
+                put_marker(MARKER_DOCUMENT)
+            txn = self._txn = Transaction(self.backend, self._fresh_state, self._segments, deferred=deferred)
+            try:
+                yield txn
+                view = txn.commit()
+            except BaseException:
+                txn.abort()
+                self._kernels.clear()
+                self._cached_bytes = 0
+                raise
+            finally:
+                self._txn = None
+            if view is not None:
+                self._view_cache = (self._stamp(), view)
+                self._finish_migration()
+
+    def _fresh_state(self) -> tuple[View, object]:
+        data, token = self.backend.read_root()
+        return self._parse_root(data), token
+
+    # -- packs ------------------------------------------------------------
+
+    def export(
+        self,
+        refs: str | Sequence[str],
+        path: str | os.PathLike[str],
+        *,
+        sign: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        author: str | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write kernels (refs or glob patterns) to a pack file for another team.
+
+        Args:
+            refs: refs or patterns, as for :meth:`resolve`.
+            path: the pack to write (atomically).
+            sign: a private key file (``kreg keygen``) to sign the manifest with.
+            name, author: recorded in the manifest (``name`` defaults to the file name).
+            overwrite: replace ``path`` if it exists.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> out = pathlib.Path(tempfile.mkdtemp()) / "edges.h5"
+            >>> Registry(tempfile.mkdtemp()).export(["sobel_x", "sobel_y"], out).name
+            'edges.h5'
+        """
+        from .._pack import write_pack
+        from .._signing import read_key
+
+        kernels = self.resolve(refs)
+        key = read_key(os.fspath(sign), what="sign") if sign is not None else None
+        target = Path(path)
+        return write_pack(target, [(k._record, k.array) for k in kernels], name=name or target.stem,
+                          author=author, signing_key=key, overwrite=overwrite)
+
+    def import_pack(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        prefix: str = "",
+        trust: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> Any:
+        """Import a pack all or nothing (parsed as hostile input in a child process).
+
+        Args:
+            path: the pack file.
+            prefix: a namespace put before every name, e.g. ``"team/"``.
+            trust: public keys (hex, or ``.pub`` files); when given, the pack must be signed by one.
+            dry_run: only plan.
+
+        Returns:
+            The import report: ``report.steps`` says what was added, versioned or skipped.
+        """
+        from .._pack import import_pack
+        from .._signing import read_key
+
+        keys = [read_key(t, what="trust").hex() for t in trust]
+        return import_pack(self, path, prefix=prefix, dry_run=dry_run, trusted_keys=keys)
+
+    # -- integrity --------------------------------------------------------
+
+    def verify(
+        self, refs: Sequence[str] = (), *, progress: Callable[[str], object] | None = None
+    ) -> list[tuple[str, str]]:
+        """Re-read kernels from the store (never from memory) and check them against their
+        records, hashes and generators.
+
+        Generated kernels (built-ins among them) are rebuilt from their recorded
+        family and parameters and compared with the stored values.
+
+        Args:
+            refs: refs or names to check (every version of a bare name); all when empty.
+            progress: called with each ref as it is checked (the CLI's progress bar).
+
+        Returns:
+            ``(ref, problem)`` pairs; empty when everything is intact.
+        """
+        self._check_open()
+        targets: list[str] = []
+        for ref in refs or [info.name for info in self.list_kernels()]:
+            parsed = parse_ref(ref)
+            self._record(parsed)  # unknown names raise here, with suggestions
+            versions = [parsed.version] if parsed.version else self.versions(parsed.name)
+            targets += [f"{parsed.name}@{v}" for v in versions]
+        from .._families import regenerate_problems
+        from .fsck import check_object
+
+        problems: list[tuple[str, str]] = []
+        view = self._view(fresh=True)
+        for ref in targets:
+            if progress is not None:
+                progress(ref)
+            parsed = parse_ref(ref)
+            try:
+                if self._builtins is not None and parsed.name in self._builtins:
+                    kernel = self._builtins.load(parsed, verify=True, cached=False)
+                    record, array = kernel._record, kernel.array
+                else:
+                    row = view.row(*parsed)
+                    record = view.record(*parsed)
+                    record_problems, array = check_object(self.backend, row, record)
+                    problems.extend((ref, p) for p in record_problems)
+                    if array is None:
+                        continue
+                    kernel = Kernel(record, array)
+                kernel.spec  # noqa: B018 - validates the record against the schema
+                problems.extend((ref, p) for p in regenerate_problems(record, array))
+            except Exception as exc:  # every failure is reported; none stops the run
+                problems.append((ref, str(exc)))
+        return problems
+
+    def fsck(self, *, repair: bool = False) -> Any:
+        """Check the whole store (index against objects, hashes, orphans, leftovers, links);
+        with ``repair``, rebuild the index from the objects' own records.
+
+        Returns:
+            A :class:`registry.store.fsck.Report`.
+        """
+        self._check_open()
+        from .fsck import check, rebuild
+
+        if repair:
+            with self.backend.writer():
+                report = rebuild(self.backend, self._segments)
+            self._view_cache = None
+            self._kernels.clear()
+            self._cached_bytes = 0
+            return report
+        return check(self.backend, self._segments)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop caches and close the built-in database; the object cannot be used after."""
+        if self._builtins is not None:
+            self._builtins.close()
+        self._kernels.clear()
+        self._segments.clear()
+        self._view_cache = None
+        self._closed = True
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<kreg Registry {self.url!r} (closed)>"
+        try:
+            user = f"{len(self._view())} kernel versions"
+        except KregError:
+            user = "unreadable index"
+        builtin = len(self._builtins.rows) if self._builtins is not None else 0
+        return f"<kreg Registry {self.url!r} ({user}, {builtin} built-in names)>"
+
+    # -- internals --------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"The registry at {self.url} is closed.")
+
+    def _stamp(self) -> object:
+        stamp = getattr(self.backend, "root_stamp", None)
+        return stamp() if stamp is not None else None
+
+    def _view(self, *, fresh: bool = False) -> View:
+        """The committed state; re-read only when the root changed (or ``fresh``)."""
+        stamp = self._stamp()
+        cached = self._view_cache
+        if cached is not None and not fresh and stamp is not None and cached[0] == stamp:
+            return cached[1]
+        data, _ = self.backend.read_root()
+        view = self._parse_root(data)
+        self._view_cache = (stamp, view)
+        return view
+
+    def _parse_root(self, data: bytes | None) -> View:
+        if data is not None:
+            return View.parse(data, self.backend.read, self._segments, where=self.url)
+        legacy = getattr(self.backend, "legacy_index", lambda: None)()
+        if legacy is not None:
+            from .v1 import LEGACY_KEY, legacy_segment
+
+            self._segments[LEGACY_KEY] = legacy_segment(legacy, where=f"{self.url}/index.h5")
+            return View({"format": ROOT_FORMAT, "version": 1, "generation": "legacy",
+                         "segments": {"": LEGACY_KEY}}, self.backend.read, self._segments, where=self.url)
+        if self.backend.exists():
+            raise UnsafeFileError(
+                f"The index of the registry at {self.url} is missing or was lost, but kernels are there. "
+                "Run 'kreg fsck --repair' to rebuild it from the kernels' own records."
+            )
+        return View.empty(self.backend.read, self._segments, where=self.url)
+
+    def _finish_migration(self) -> None:
+        """After the first format-2 commit of a format-1 registry: drop its index.h5."""
+        if getattr(self.backend, "legacy_index", lambda: None)() is not None:
+            self.backend.remove_legacy_index()  # type: ignore[attr-defined]
+
+    def _record(self, ref: Ref) -> dict[str, Any]:
+        if self._builtins is not None and ref.name in self._builtins:
+            record = self._builtins.get(ref)
+            if record is not None:
+                return record
+            raise self._not_found(ref, None)
+
+        def find(view: View) -> dict[str, Any]:
+            row = view.row(*ref)
+            if row is None:
+                raise self._not_found(ref, view)
+            return view.record(row[0], row[1])
+
+        return self._read(find)
+
+    def _not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
+        versions = (view.versions(ref.name) if view is not None else None) or (
+            self._builtins.rows.get(ref.name) if self._builtins else None)
+        if versions:
+            have = ", ".join(str(v) for v in sorted(versions))
+            return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
+        known = (view.names() if view is not None else []) + (list(self._builtins.rows) if self._builtins else [])
+        known += _family_names()
+        return KernelNotFoundError(
+            f"No kernel named {escape(ref.name)} in {self.url}.{did_you_mean(ref.name, known)}"
+            " See 'kreg list'."
+        )
+
+    def _remember(self, key: tuple[str, int], kernel: Kernel) -> None:
+        size = kernel.array.nbytes
+        if size > CACHE_BYTES // 4:
+            return
+        self._forget(key)
+        self._kernels[key] = kernel
+        self._cached_bytes += size
+        while self._cached_bytes > CACHE_BYTES:
+            _, old = self._kernels.popitem(last=False)
+            self._cached_bytes -= old.array.nbytes
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        old = self._kernels.pop(key, None)
+        if old is not None:
+            self._cached_bytes -= old.array.nbytes
+
+
+def _json(text: str) -> dict[str, Any]:
+    import json
+
+    return json.loads(text)
+
+
+def _family_names() -> list[str]:
+    from .._families import FAMILIES
+
+    return list(FAMILIES)

@@ -1,0 +1,186 @@
+"""The write path: one transaction turns adds and removes into objects, segments and one commit.
+
+A transaction holds the backend's writer context (a local directory's lock; nothing on an
+object store), reads the committed root, and records its operations. Each added kernel is
+written at once as an immutable object under ``kernels/<name>/@<v>.h5`` with a create-only
+put: the put *is* the allocation of the version number, so a number that any object holds
+is never issued again. The commit writes the changed segments and swaps the root if no one
+else committed meanwhile; on a conflict (object stores only) it re-reads the root and replays
+its operations on top. Only after the commit are removed objects deleted and tombstoned.
+A failure before the commit deletes what the transaction wrote: the store is as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._content import content_hash
+from .._exceptions import KregError, StoreWriteError, UnsafeFileError
+from .backend import Backend, CommitConflict, ObjectExists, ObjectMissing
+from .index import Edit, Segment, View, canonical, object_key
+
+#: Create-only attempts at successive version numbers before giving up (orphans are rare).
+MAX_VERSION_PROBES = 64
+#: Commit attempts on an object store before giving up (each after a jittered backoff).
+MAX_COMMIT_ATTEMPTS = 12
+TOMBSTONE = b'{"format":"kreg-tombstone","version":1}\n'
+
+
+def tombstone_key(name: str, version: int) -> str:
+    """The marker left where a removed version's object was: its number stays taken."""
+    return f"kernels/{name}/@{version}.gone"
+
+
+def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]:
+    """The bytes of a one-kernel container and where its values start, checked before use.
+
+    The container is built in memory, so a full disk can never leave libhdf5 half way
+    through a file. Before it is used, the values found at the offset HDF5 reports must hash
+    to the record's sha256 (so a load that reads them there without HDF5 reads the right bytes)
+    and the record attribute must read back as written.
+    """
+    import h5py
+
+    from .._container import dataset_path, write_container
+
+    buffer = io.BytesIO()
+    write_container(buffer, "object", [(record, array)])
+    image = buffer.getvalue()
+    with h5py.File(io.BytesIO(image), "r") as f:
+        ds = f[dataset_path(record["name"], record["version"])]
+        offset, stored = ds.id.get_offset(), ds.attrs["record"]
+    if isinstance(stored, bytes):
+        stored = stored.decode("utf-8")
+    dtype = np.dtype(record["dtype"]).newbyteorder("<")
+    nbytes = array.size * dtype.itemsize
+    if offset is None or offset + nbytes > len(image) or stored != canonical(record) or content_hash(
+        np.frombuffer(image, dtype, count=array.size, offset=offset).reshape(array.shape)
+    ) != record["sha256"]:
+        raise StoreWriteError("kreg built an object it cannot read back; nothing was written. Please report this.")
+    return image, offset
+
+
+class Transaction:
+    """The operations of one commit (see the module docs)."""
+
+    def __init__(self, backend: Backend, read_view: Callable[[], tuple[View, object]],
+                 cache: dict[str, Segment], *, deferred: bool = False) -> None:
+        self.backend = backend
+        self.deferred = deferred  # a batch: make every put durable once, before the commit
+        self._read_view = read_view
+        self._cache = cache
+        self.view, self.token = read_view()
+        self.edit = Edit(self.view)
+        self._ops: list[tuple[str, Any, Any]] = []  # replayed on a commit conflict
+        self._placed: list[str] = []  # objects this transaction created (deleted on abort)
+        self.committed = False
+        self.removed: list[tuple[str, int]] = []
+
+    # -- operations -------------------------------------------------------
+
+    def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
+        """Place ``record`` (any version) as the next free version of its name; return the record stored."""
+        name = record["name"]
+        version = self.edit.next_version(name)
+        for _ in range(MAX_VERSION_PROBES):
+            stored = {**record, "version": version}
+            image, offset = object_image(stored, array)
+            try:
+                self.backend.put(object_key(name, version), image, durable=not self.deferred)
+            except ObjectExists:  # an orphan of a crashed writer, or a racing writer: that number is taken
+                self.edit.reserve(name, version)
+                version += 1
+                continue
+            self._placed.append(object_key(name, version))
+            self.edit.put(stored, offset)
+            self._ops.append(("put", stored, offset))
+            return stored
+        raise StoreWriteError(f"{self.backend.url}: versions {version - MAX_VERSION_PROBES}..{version} of "
+                              f"{name!r} are all taken by objects the index does not list. Run 'kreg fsck'.")
+
+    def remove(self, name: str, version: int) -> None:
+        self.edit.drop(name, version)
+        self._ops.append(("drop", name, version))
+        self.removed.append((name, version))
+
+    # -- commit -----------------------------------------------------------
+
+    def commit(self) -> View | None:
+        """Write the segments and swap the root; returns the new committed view (or None if no change)."""
+        if not self.edit.dirty:
+            return None
+        for attempt in range(MAX_COMMIT_ATTEMPTS):
+            written: list[str] = []
+
+            def put(key: str, data: bytes) -> None:
+                self.backend.put(key, data, durable=not self.deferred)
+                written.append(key)
+                self._cache[key] = Segment.parse(key, data, where=self.backend.url)
+
+            try:
+                root, replaced = self.edit.write(put)
+                if self.deferred:
+                    self.backend.flush()
+                self.token = self.backend.commit(root, self.token)
+            except CommitConflict:
+                self._delete_quietly(written)
+                time.sleep(min(2.0, 0.02 * 2**attempt) * random.random())
+                self._replay()
+                continue
+            except BaseException as exc:
+                if getattr(exc, "committed", False):  # the root was swapped; only flushing failed
+                    self.committed = True
+                else:
+                    self._delete_quietly(written)
+                raise
+            self.committed = True
+            view = View.parse(root, self.backend.read, self._cache, where=self.backend.url)
+            self._after_commit(replaced)
+            return view
+        raise StoreWriteError(f"{self.backend.url}: gave up after {MAX_COMMIT_ATTEMPTS} commit conflicts with "
+                              "other writers; nothing was committed. Try again.")
+
+    def abort(self) -> None:
+        """Delete what this uncommitted transaction wrote (best effort: fsck finds the rest)."""
+        if not self.committed:
+            self._delete_quietly(self._placed)
+
+    def _replay(self) -> None:
+        self.view, self.token = self._read_view()
+        self.edit = Edit(self.view)
+        for op, a, b in self._ops:
+            if op == "put":
+                self.edit.put(a, b)
+            else:
+                self.edit.drop(a, b)
+
+    def _after_commit(self, replaced: list[str]) -> None:
+        # Readers holding the old root retry when a segment or object they named is gone.
+        for name, version in self.removed:
+            try:
+                self.backend.put(tombstone_key(name, version), TOMBSTONE)
+            except (ObjectExists, KregError, OSError):
+                pass
+        self._delete_quietly([object_key(n, v) for n, v in self.removed] + replaced)
+
+    def _delete_quietly(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.backend.delete(key)
+            except (KregError, OSError):
+                pass
+
+
+def is_missing(exc: BaseException) -> bool:
+    """An error that a concurrent writer can cause for a reader holding an older root."""
+    return isinstance(exc, (ObjectMissing, UnsafeFileError))
+
+
+__all__ = ["Transaction", "object_image", "tombstone_key", "is_missing", "StoreWriteError"]
