@@ -9,9 +9,7 @@ Example:
     >>> k.array, k.spec                              # doctest: +SKIP
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
 from ._exceptions import (
@@ -31,7 +29,7 @@ from ._index import KernelInfo
 from ._kernel import Kernel
 from .store import Registry
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._spec import KernelRecord, Provenance
 
 __version__ = "0.1.0"
@@ -67,7 +65,7 @@ __all__ = [
 _LAZY = {"KernelRecord", "Provenance"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     # The pydantic models cost ~90 ms to build; load them only when asked for.
     if name in _LAZY:
         from . import _spec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +48,48 @@ def load(ref: str, *, verify: bool = True, **params: Any) -> Kernel:
     return default_registry().load(ref, verify=verify, **params)
 
 
-def add(name: str, values: object, **options: Any) -> Kernel:
-    """Add a kernel version to the default registry; see :meth:`Registry.add`."""
-    return default_registry().add(name, values, **options)
+def add(
+    name: str,
+    values: object,
+    *,
+    layout: str | None = None,
+    dtype: str | None = None,
+    convolution: bool = False,
+    description: str = "",
+    tags: Sequence[str] = (),
+    license: str | None = None,
+    author: str | None = None,
+    references: Sequence[str] = (),
+    origin: str | None = None,
+    normalization: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    separable: Mapping[str, Sequence[float]] | None = None,
+    bias: Sequence[float] | None = None,
+) -> Kernel:
+    """Add a kernel version to the default registry; see :meth:`Registry.add` for the arguments.
+
+    Example:
+        >>> import registry                                          # doctest: +SKIP
+        >>> registry.add("team/edge", [[1, 0, -1]], description="step").ref  # doctest: +SKIP
+        'team/edge@1'
+    """
+    return default_registry().add(
+        name, values, layout=layout, dtype=dtype, convolution=convolution, description=description, tags=tags,
+        license=license, author=author, references=references, origin=origin, normalization=normalization,
+        provenance=provenance, separable=separable, bias=bias,
+    )
 
 
 def list_kernels(
     pattern: str | Sequence[str] = "*",
     exclude: str | Sequence[str] = (),
     tags: Sequence[str] = (),
-    **options: Any,
+    *,
+    origin: str | None = None,
+    all_versions: bool = False,
 ) -> list[KernelInfo]:
     """List kernels of the default registry; see :meth:`Registry.list_kernels`."""
-    return default_registry().list_kernels(pattern, exclude, tags, **options)
+    return default_registry().list_kernels(pattern, exclude, tags, origin=origin, all_versions=all_versions)
 
 
 def remove(ref: str, *, all_versions: bool = False) -> list[str]:
@@ -68,21 +97,61 @@ def remove(ref: str, *, all_versions: bool = False) -> list[str]:
     return default_registry().remove(ref, all_versions=all_versions)
 
 
-def verify(refs: Sequence[str] = (), **options: Any) -> list[tuple[str, str]]:
+def verify(refs: Sequence[str] = (), *, progress: Callable[[str], object] | None = None) -> list[tuple[str, str]]:
     """Check the default registry's kernels; see :meth:`Registry.verify`."""
-    return default_registry().verify(refs, **options)
+    return default_registry().verify(refs, progress=progress)
 
 
-def bank(refs: str | Sequence[str]) -> Kernel:
-    """Stack kernels of the default registry into one ``HWIO`` kernel; see :meth:`Registry.bank`."""
-    return default_registry().bank(refs)
+def bank(kernels: str | Kernel | Sequence[str | Kernel]) -> Kernel:
+    """Stack kernels into one ``HWIO`` kernel, one output channel each, in the order given.
+
+    Args:
+        kernels: refs, glob patterns (resolved in the default registry) and
+            :class:`Kernel` objects (say, ``load("gaussian", sigma=2)``), mixed freely.
+
+    Raises:
+        InvalidKernelError: an item that is neither a ref nor a Kernel, or kernels of
+            different height, width or input depth.
+
+    Example:
+        >>> import registry
+        >>> registry.bank(["sobel_x", registry.load("sobel_y")]).shape
+        (3, 3, 1, 2)
+    """
+    from ._exceptions import InvalidKernelError
+    from ._kernel import stack
+
+    items = [kernels] if isinstance(kernels, (str, Kernel)) else list(kernels)
+    chosen: list[Kernel] = []
+    for item in items:
+        if isinstance(item, Kernel):
+            chosen.append(item)
+        elif isinstance(item, str):
+            chosen += default_registry().resolve([item])
+        else:
+            raise InvalidKernelError(
+                f"bank() takes refs, glob patterns or Kernel objects. Received: {type(item).__name__} ({item!r:.60})."
+            )
+    return stack(chosen)
 
 
-def add_from_keras(source: Any, layer: str | None = None, *, name: str, **options: Any) -> Kernel:
+def add_from_keras(
+    source: Any,
+    layer: str | None = None,
+    *,
+    name: str,
+    registry: Registry | None = None,
+    description: str = "",
+    tags: Sequence[str] = (),
+    license: str | None = None,
+    author: str | None = None,
+    references: Sequence[str] = (),
+) -> Kernel:
     """Register a trained Keras layer's kernel; see :func:`registry.tensorflow.add_from_keras`.
 
     Needs the ``tensorflow`` extra (``pip install 'kreg[tensorflow]'``).
     """
     from . import tensorflow
 
-    return tensorflow.add_from_keras(source, layer, name=name, **options)
+    return tensorflow.add_from_keras(source, layer, name=name, registry=registry, description=description,
+                                     tags=tags, license=license, author=author, references=references)

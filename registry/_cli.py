@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 failure (damage found, lock timeout, ...), 2 bad usage 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from ._exceptions import (
     UnsafeFileError,
 )
 from ._index import KernelInfo
+from ._names import escape
 from .store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
@@ -45,6 +47,28 @@ class KregGroup(click.Group):
             fail(str(exc), 2)
         except KregError as exc:
             fail(str(exc), 1)
+        except BrokenPipeError:  # `kreg list | head`: the reader left; nothing to say
+            os._exit(1)
+        except OSError as exc:  # the machine said no (permissions, a full disk): one line, never a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}.", 1)
+
+
+def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of kernel names (``kreg show sob<Tab>``) from the registry in use."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from ._api import default_registry
+
+        reg = default_registry(ctx.find_root().params.get("db"))
+        names = [row.name for row in reg.list_kernels(incomplete + "*")]
+        if "@" in incomplete:
+            name = incomplete.partition("@")[0]
+            names = [f"{name}@{v}" for v in reg.versions(name) if f"{name}@{v}".startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [CompletionItem(name) for name in names]
 
 
 def _registry(ctx: click.Context) -> Registry:
@@ -86,7 +110,7 @@ def cli(ctx: click.Context, db: Path | None, quiet: bool) -> None:
 
 
 @cli.command("list")
-@click.argument("patterns", nargs=-1)
+@click.argument("patterns", nargs=-1, shell_complete=complete_ref)
 @click.option("--exclude", "-x", multiple=True, help="Leave out names matching this glob (repeatable).")
 @click.option("--tag", "-t", "tags", multiple=True, help="Keep kernels carrying this tag (repeatable: all of them).")
 @click.option("--origin", type=click.Choice(["builtin", "learned", "imported", "handmade", "generated"]),
@@ -106,7 +130,8 @@ def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, 
     reg = _registry(ctx)
     rows = reg.list_kernels(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
     if as_json:
-        click.echo(json.dumps(reg.records([r.ref for r in rows]), indent=2))
+        # records(()) means "every record": nothing matched must print an empty list, not all.
+        click.echo(json.dumps(reg.records([r.ref for r in rows]) if rows else [], indent=2))
         return
     if not rows:
         _info("No kernels match.")
@@ -118,7 +143,7 @@ def _table(rows: Sequence[KernelInfo]) -> str:
     header = ("NAME", "VER", "SHAPE", "DTYPE", "LAYOUT", "ORIGIN", "DESCRIPTION")
     cells = [
         (r.name, str(r.version), "x".join(map(str, r.shape)), r.dtype, r.layout, r.origin,
-         r.summary if len(r.summary) <= 60 else r.summary[:57] + "...")
+         escape(r.summary if len(r.summary) <= 60 else r.summary[:57] + "...", quote=False))
         for r in rows
     ]
     widths = [max(len(h), *map(len, column)) for h, column in zip(header[:-1], zip(*cells))]
@@ -127,18 +152,23 @@ def _table(rows: Sequence[KernelInfo]) -> str:
 
 
 @cli.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="With a family name: a parameter (repeatable), e.g. -p sigma=2. See kreg families.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.pass_context
-def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -> None:
     """Show a kernel's record and its values (statistics for large kernels).
+
+    REF is NAME, NAME@VERSION, or a family name with -p parameters.
 
     \b
     Example:
       kreg show sobel_x
       kreg show team/edge@2 --json
+      kreg show gaussian -p sigma=2
     """
-    kernel = _registry(ctx).load(ref)
+    kernel = _load(_registry(ctx), ref, params)
     record = kernel.to_dict()
     if as_json:
         click.echo(json.dumps(record, indent=2))
@@ -150,6 +180,24 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     click.echo(_values_text(kernel.array, kernel.layout))
 
 
+def _load(reg: Registry, ref: str, params: Sequence[str]) -> Any:
+    """Load ``ref``; a family name takes ``-p`` parameters, and a failure says how to give them."""
+    from ._families import FAMILIES
+
+    family = FAMILIES.get(ref)
+    if params and family is None:
+        fail(f"-p sets the parameters of a family; {ref!r} is not one. Families: kreg families.", 2)
+    if family is None:
+        return reg.load(ref)
+    try:
+        return reg.load(ref, **_parse_params(params))
+    except InvalidKernelError as exc:
+        if params:
+            raise
+        fail(f"{exc} {ref!r} is a family: give its parameters with -p KEY=VALUE (it takes "
+             f"{', '.join(family.params)}; kreg families {ref} shows their defaults).", 2)
+
+
 def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
     skip = {"name", "version", "shape", "dtype", "layout"}
     out = []
@@ -159,7 +207,8 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         if isinstance(value, dict) and value:
             out += _flatten(value, f"{prefix}{key}.")
         elif value not in (None, "", [], {}):
-            out.append((prefix + key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            out.append((prefix + key, escape(text, quote=False)))  # metadata may come from a pack
     return out
 
 
@@ -187,7 +236,9 @@ def _values_text(array: np.ndarray, layout: str) -> str:
 
 
 def _coloured(text: str, weight: float) -> str:
-    # Diverging: red for positive, blue for negative, bold where large.
+    # Diverging: red for positive, blue for negative, bold where large. https://no-color.org
+    if os.environ.get("NO_COLOR"):
+        return text
     if weight == 0:
         return click.style(text, dim=True)
     return click.style(text, fg="red" if weight > 0 else "blue", bold=abs(weight) > 0.5)
@@ -196,7 +247,9 @@ def _coloured(text: str, weight: float) -> str:
 @cli.command()
 @click.argument("name")
 @click.option("--from", "source", metavar="FILE[:KEY]",
-              help="Read values from .npy, .npz[:key], .safetensors[:key], .json or .csv.")
+              help="Read values from .npy, .npz[:key], .safetensors[:key], .json, or a text matrix (.csv, .txt: "
+                   "numbers separated by commas or spaces). A kreg JSON export brings its layout, dtype, bias "
+                   "and record.")
 @click.option("--values", "inline", metavar="JSON", help="Values inline, e.g. '[[1, 0, -1]]'.")
 @click.option("--from-keras", "keras_model", metavar="MODEL", type=click.Path(dir_okay=False),
               help="Take a trained Conv2D/DepthwiseConv2D kernel from a saved Keras model (.keras).")
@@ -205,7 +258,8 @@ def _coloured(text: str, weight: float) -> str:
 @click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
               help="A family parameter (repeatable), e.g. -p sigma=2 -p ksize=9.")
 @click.option("--origin", type=click.Choice(["learned", "imported", "handmade", "generated"]),
-              help="Provenance origin (default: handmade; learned with --from-keras; generated with --family).")
+              help="Provenance origin (default: handmade; imported with --from; learned with --from-keras; "
+                   "generated with --family).")
 @click.option("--layout", type=click.Choice(["HW", "HWIO", "HWIM", "OIHW"]),
               help="Layout of the values (default HW for 2-D; 4-D values must say).")
 @click.option("--dtype", type=click.Choice(["float16", "float32", "float64", "int8", "int16", "int32", "uint8"]),
@@ -248,19 +302,43 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
         click.echo(add_from_keras(keras_model, layer, name=name, registry=reg, **meta).ref)
         return
     values: Any
+    extra: dict[str, Any] = {}
     if family is not None:
-        values = reg.load(family, **_parse_params(params))
+        values = _load(reg, family, params)
     elif inline is not None:
-        try:
-            values = json.loads(inline)
-        except ValueError as exc:
-            fail(f"--values is not valid JSON ({exc}). Example: --values '[[1, 0, -1]]'.", 2)
-    else:
-        from ._files import read_values
+        from ._files import parse_json
 
-        values = read_values(source)  # type: ignore[arg-type]
-    kernel = reg.add(name, values, layout=layout, dtype=dtype, convolution=convolution, origin=origin, **meta)
+        try:
+            values = parse_json(inline, what="--values")
+        except InvalidKernelError as exc:
+            fail(f"{exc} Example: --values '[[1, 0, -1]]'.", 2)
+    else:
+        from ._files import read_kernel
+
+        found = read_kernel(source)  # type: ignore[arg-type]
+        values, layout, origin = found.values, layout or found.layout, origin or "imported"
+        extra = _from_record(found.record, meta)
+        if found.bias is not None:
+            extra["bias"] = found.bias
+    kernel = reg.add(name, values, layout=layout, dtype=dtype, convolution=convolution, origin=origin,
+                     **{**meta, **extra})
     click.echo(kernel.ref)
+
+
+def _from_record(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """What a kreg JSON export's record says that the command line did not: description, tags, ..."""
+    if not record:
+        return {}
+    prov = record.get("provenance") or {}
+    given = {
+        "description": meta["description"] or prov.get("description", ""),
+        "tags": meta["tags"] or tuple(record.get("tags", ())),
+        "license": meta["license"] or prov.get("license"),
+        "author": meta["author"] or prov.get("author"),
+        "references": meta["references"] or tuple(prov.get("references", ())),
+        "normalization": record.get("normalization"),
+    }
+    return given
 
 
 def _parse_params(params: Sequence[str]) -> dict[str, str]:
@@ -274,7 +352,7 @@ def _parse_params(params: Sequence[str]) -> dict[str, str]:
 
 
 @cli.command()
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option("--all", "all_versions", is_flag=True, help="Remove every version of the name.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation with --all.")
 @click.pass_context
@@ -300,7 +378,7 @@ def rm(ctx: click.Context, ref: str, all_versions: bool, yes: bool) -> None:
 
 
 @cli.command()
-@click.argument("refs", nargs=-1)
+@click.argument("refs", nargs=-1, shell_complete=complete_ref)
 @click.pass_context
 def verify(ctx: click.Context, refs: tuple[str, ...]) -> None:
     """Check kernels against their hashes and the schema (all when no REFS).
@@ -327,59 +405,13 @@ def verify(ctx: click.Context, refs: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("--version", "version", type=int, default=None, help="Schema version (default: the current one).")
-def schema(version: int | None) -> None:
-    """Print the JSON Schema of a kernel record.
-
-    \b
-    Example:
-      kreg schema > kernel-record.schema.json
-    """
-    from ._spec import SCHEMA_VERSION, json_schema
-
-    click.echo(json.dumps(json_schema(version or SCHEMA_VERSION), indent=2, sort_keys=True))
-
-
-@cli.command()
-@click.pass_context
-def info(ctx: click.Context) -> None:
-    """Where the registry and the built-ins live, and the versions in use.
-
-    \b
-    Example:
-      kreg info
-    """
-    import importlib.metadata as md
-
-    import h5py
-
-    reg = _registry(ctx)
-    rows = reg.list_kernels(all_versions=True)
-    builtin = sum(row.builtin for row in rows)
-    lines = [
-        ("kreg", md.version("kreg")),
-        ("registry", str(reg.path)),
-        ("kernel versions", str(len(rows) - builtin)),
-        ("built-ins", f"{reg.builtin_path} ({builtin} kernels)"),
-        ("python", sys.version.split()[0]),
-        ("numpy", np.__version__),
-        ("h5py", h5py.version.version),
-        ("HDF5", h5py.version.hdf5_version),
-    ]
-    try:
-        lines.append(("tensorflow", md.version("tensorflow")))
-    except md.PackageNotFoundError:
-        lines.append(("tensorflow", "not installed (pip install 'kreg[tensorflow]')"))
-    for key, value in lines:
-        click.echo(f"{key + ':':<17}{value}")
-
-
-@cli.command()
-@click.argument("first")
-@click.argument("second")
+@click.argument("first", shell_complete=complete_ref)
+@click.argument("second", shell_complete=complete_ref)
 @click.pass_context
 def diff(ctx: click.Context, first: str, second: str) -> None:
     """Compare two kernels: record differences and value statistics.
+
+    Exits 0 when the values are identical, 1 when they differ (like diff(1)), 2 on bad input.
 
     \b
     Example:
@@ -395,7 +427,7 @@ def diff(ctx: click.Context, first: str, second: str) -> None:
             click.echo(f"  {key}: {left.get(key, '(none)')} -> {right.get(key, '(none)')}")
     if a.shape != b.shape:
         click.echo(f"values: shapes differ, {a.shape} vs {b.shape}")
-        return
+        sys.exit(1)
     x, y = a.array.astype(np.float64), b.array.astype(np.float64)
     delta = np.abs(x - y)
     scale = float(np.abs(x).max()) or 1.0
@@ -405,28 +437,34 @@ def diff(ctx: click.Context, first: str, second: str) -> None:
         f"mean abs diff {delta.mean():.6g}, max relative {delta.max() / scale:.3g}, "
         f"{int((delta > 0).sum())} of {delta.size} differ"
     )
+    if not identical:
+        sys.exit(1)
 
 
 @cli.command()
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1, required=True, shell_complete=complete_ref)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
-@click.option("--image", help="Also show each kernel's response on this image: a file or a scikit-image "
-                              "sample name (camera, astronaut, coins, ...).")
+@click.option("--image", help="Also show each output channel's response on this image, as its layer computes "
+                              "it: a file or a scikit-image sample name (camera, astronaut, coins, ...).")
+@click.option("--shared-scale", is_flag=True,
+              help="One colour scale for all kernels (and one for all responses), so that scale differences show.")
 @click.pass_context
-def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | None) -> None:
-    """Draw kernels as a PNG grid (diverging colours centred on zero, values on small kernels).
+def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | None, shared_scale: bool) -> None:
+    """Draw kernels as a PNG grid with colour bars (diverging colours centred on zero, values where they fit).
 
-    REFS are refs or glob patterns. Needs matplotlib: pip install 'kreg[plot]'.
+    REFS are refs or glob patterns. A multi-channel kernel gets one column per output
+    channel. Needs matplotlib: pip install 'kreg[plot]'.
 
     \b
     Example:
       kreg plot 'sobel*' scharr_x -o edges.png
+      kreg plot sobel_x sobel_x_unit --shared-scale -o scale.png
       kreg plot gabor_bank8 -o gabor.png --image camera
     """
     from ._plot import plot_kernels
 
     kernels = _registry(ctx).resolve(refs)
-    width, height = plot_kernels(kernels, output, image=image)
+    width, height = plot_kernels(kernels, output, image=image, shared_scale=shared_scale)
     click.echo(str(output))
     _info(f"Wrote {output} ({width}x{height} px, {len(kernels)} kernels).")
 
@@ -436,4 +474,4 @@ def main() -> None:
     cli(prog_name="kreg")
 
 
-from . import _cli_packs, _cli_store  # noqa: E402,F401  (register export, import, keygen, fsck)
+from . import _cli_about, _cli_packs, _cli_store  # noqa: E402,F401  (schema, families, info; packs; fsck)

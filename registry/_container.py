@@ -15,6 +15,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._limits import LIMITS
+
 #: Magic value of the root ``kreg_format`` attribute.
 FORMAT_NAME = "kreg"
 #: Version of the container layout (independent of the record schema version).
@@ -49,6 +51,78 @@ def load_document(text: str | bytes, *, where: str, what: str, fmt: str, support
     return data
 
 
+def record_text(record: Mapping[str, Any]) -> str:
+    """The ``record`` attribute's text for ``record``: JSON with sorted keys, no spaces, ASCII
+    only (non-ASCII as ``\\uXXXX``), no NaN or infinity. A pack's ``record_sha256`` is the
+    SHA-256 of exactly these bytes, as stored.
+
+    Raises:
+        InvalidKernelError: the record holds NaN or infinity (not JSON).
+    """
+    from ._exceptions import InvalidKernelError
+
+    try:
+        return json.dumps(record, separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False)
+    except ValueError:
+        raise InvalidKernelError(
+            f"The record of {record.get('name')}@{record.get('version')} holds NaN or infinity "
+            "(in its bias, factors or parameters), which JSON cannot carry. Pass finite numbers."
+        ) from None
+
+
+def check_writable(kernels: list[tuple[Mapping[str, Any], np.ndarray]], *, blobs: Mapping[str, bytes] | None = None
+                   ) -> list[str]:
+    """Refuse, before a byte is written, what the guarded reader would refuse to read back.
+
+    Returns:
+        The ``record`` attribute text of each kernel, in order.
+
+    Raises:
+        InvalidKernelError, InvalidNameError: naming the limit (``registry._limits``) and the kernel.
+    """
+    from ._content import record_problems
+    from ._exceptions import InvalidKernelError
+    from ._names import check_name
+
+    texts, groups, total = [], set(), 0
+    for record, values in kernels:
+        ref = f"{record.get('name')}@{record.get('version')}"
+        name = check_name(record["name"])
+        text = record_text(record)
+        # provenance.pack (what import adds, bounded by the schema) lives in the reserve.
+        provenance = record.get("provenance")
+        own = len(text)
+        if isinstance(provenance, Mapping) and "pack" in provenance:
+            own = len(record_text({**record, "provenance": {k: v for k, v in provenance.items() if k != "pack"}}))
+        if own > LIMITS.max_writer_record_bytes or len(text) > LIMITS.max_record_bytes:
+            raise InvalidKernelError(
+                f"The record of {ref} is {own} bytes as JSON; kreg stores records of at most "
+                f"{LIMITS.max_writer_record_bytes} bytes (its description, references, tags, bias or "
+                "generator parameters are too long). Shorten them."
+            )
+        if values.ndim > LIMITS.max_rank or values.nbytes > LIMITS.max_kernel_bytes:
+            raise InvalidKernelError(
+                f"{ref}: {values.ndim} dimensions and {values.nbytes} bytes; kreg stores at most "
+                f"{LIMITS.max_rank} and {LIMITS.max_kernel_bytes} per kernel."
+            )
+        total += values.nbytes
+        problems = record_problems(record, values, check_hash=False)
+        if problems:
+            raise InvalidKernelError(f"The record of {ref} does not hold for its values: {'; '.join(problems)}.")
+        parts = name.split("/")
+        groups.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        texts.append(text)
+    for blob in (blobs or {}).values():
+        total += len(blob)
+    objects = 1 + len(groups) + len(texts) + len(blobs or {})
+    if total > LIMITS.max_total_bytes or objects > LIMITS.max_objects:
+        raise InvalidKernelError(
+            f"{len(texts)} kernels ({total} bytes, {objects} HDF5 objects) do not fit one file: at most "
+            f"{LIMITS.max_total_bytes} bytes and {LIMITS.max_objects} objects. Split them into several packs."
+        )
+    return texts
+
+
 def dataset_path(name: str, version: int) -> str:
     """Where kernel ``name@version`` lives inside a container."""
     return f"kernels/{name}/@{version}"
@@ -70,10 +144,16 @@ def write_container(
         kernels: ``(record, values)`` pairs; values are written little-endian,
             C order, contiguous and unfiltered so they can be read at their offset.
         attrs: extra root attributes (JSON-able values are stored as JSON text).
-        blobs: for ``kind="index"``, top-level uint8 datasets (the index's JSON).
+        blobs: top-level 1-D uint8 datasets: the JSON of an index, a pack's ``manifest``.
+
+    Raises:
+        InvalidKernelError: a kernel breaks a limit of :mod:`registry._limits` or its
+            record does not hold for its values; nothing is written.
     """
     import h5py  # here, not at the top: reading a store never needs libhdf5 on its fast path
 
+    kernels = list(kernels)
+    texts = check_writable(kernels, blobs=blobs)
     in_memory = not isinstance(path, (str, os.PathLike))
     with h5py.File(path, "w" if in_memory else "x", libver="earliest", track_order=False) as f:
         f.attrs["kreg_format"] = FORMAT_NAME
@@ -84,13 +164,13 @@ def write_container(
         for name, blob in (blobs or {}).items():
             f.create_dataset(name, data=np.frombuffer(blob, dtype=np.uint8), track_times=False)
         group = f.create_group("kernels")
-        for record, values in kernels:
+        for (record, values), text in zip(kernels, texts):
             ds = group.create_dataset(
                 dataset_path(record["name"], record["version"]).removeprefix("kernels/"),
                 data=np.ascontiguousarray(values, values.dtype.newbyteorder("<")),
                 track_times=False,
             )
-            ds.attrs["record"] = json.dumps(record, separators=(",", ":"), sort_keys=True)
+            ds.attrs["record"] = text
     if not in_memory:
         fsync_path(path)
 

@@ -1,18 +1,68 @@
-"""Kernel values to and from the files other tools use: .npy, .npz, .safetensors, .json, .csv."""
+"""Kernel values to and from the files other tools use: .npy, .npz, .safetensors, .json, .csv, .txt."""
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._exceptions import InvalidKernelError, MissingDependencyError
 
-#: File suffixes ``read_values`` understands, and whether they hold several arrays.
-READERS = {".npy": False, ".npz": True, ".safetensors": True, ".json": False, ".csv": False}
-#: Formats ``write_values`` can write.
-WRITERS = ("npy", "safetensors", "json")
+#: File suffixes ``read_kernel`` understands, and whether they hold several arrays.
+READERS = {".npy": False, ".npz": True, ".safetensors": True, ".json": False, ".csv": False, ".txt": False}
+#: Formats ``write_kernels`` can write (``pack`` is kreg's own HDF5 pack, written by ``_pack``).
+WRITERS = ("npy", "npz", "safetensors", "json")
+#: The export format each output suffix implies.
+SUFFIX_FORMATS = {".h5": "pack", ".hdf5": "pack", ".npy": "npy", ".npz": "npz",
+                  ".safetensors": "safetensors", ".json": "json"}
+#: Formats that hold one kernel only.
+SINGLE = ("npy", "json")
+#: Suffix of the array that holds a kernel's bias next to it in .npz and .safetensors files:
+#: ``:`` never appears in a kernel name, so ``name:bias`` cannot collide with another kernel.
+BIAS_SUFFIX = ":bias"
+#: ``format`` field of the JSON document ``kreg export --format json`` writes.
+JSON_FORMAT = "kreg-kernel"
+
+
+@dataclass
+class FileKernel:
+    """Values read from a file, with what the file says about them (JSON exports say it all)."""
+
+    values: np.ndarray
+    layout: str | None = None
+    bias: list[float] | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def export_format(output: str, fmt: str | None) -> str:
+    """The format to write ``output`` in: ``fmt`` if given, else the one its suffix implies.
+
+    Raises:
+        InvalidKernelError: ``fmt`` contradicts the suffix, or ``-`` (stdout) without ``fmt``.
+
+    Example:
+        >>> export_format("edges.npz", None), export_format("edges.pack", None)
+        ('npz', 'pack')
+    """
+    if output == "-":
+        if fmt is None:
+            raise InvalidKernelError(
+                f"-o - writes to stdout, which has no suffix: name the format with --format "
+                f"({', '.join(['pack', *WRITERS])})."
+            )
+        return fmt
+    implied = SUFFIX_FORMATS.get(Path(output).suffix.lower())
+    if fmt is not None and implied is not None and implied != fmt:
+        raise InvalidKernelError(
+            f"--format {fmt} contradicts the suffix of {output} (a {implied} file). "
+            f"Drop --format, or name the file with the suffix of {fmt}."
+        )
+    return fmt or implied or "pack"
 
 
 def split_key(spec: str) -> tuple[Path, str | None]:
@@ -26,9 +76,17 @@ def split_key(spec: str) -> tuple[Path, str | None]:
 
 
 def read_values(spec: str) -> np.ndarray:
-    """Read kernel values from ``FILE`` or ``FILE:KEY`` (for .npz and .safetensors).
+    """Read kernel values from ``FILE`` or ``FILE:KEY``; see :func:`read_kernel`."""
+    return read_kernel(spec).values
 
-    Nothing is unpickled: .npy/.npz are read with ``allow_pickle=False``.
+
+def read_kernel(spec: str) -> FileKernel:
+    """Read a kernel from ``FILE`` or ``FILE:KEY`` (for .npz and .safetensors).
+
+    Nothing is unpickled: .npy/.npz are read with ``allow_pickle=False``. A bias written
+    by ``kreg export`` (the array ``KEY:bias``) and the layout and record of a kreg JSON
+    export come along. Text files (.csv, .txt) hold one row per line, the numbers
+    separated by commas or whitespace.
 
     Raises:
         InvalidKernelError: a missing file, an unknown suffix, a missing key,
@@ -36,6 +94,11 @@ def read_values(spec: str) -> np.ndarray:
     """
     path, key = split_key(spec)
     suffix = path.suffix.lower()
+    if suffix == ".keras" or suffix == ".h5":
+        raise InvalidKernelError(
+            f"{path.name} is a saved Keras model or an HDF5 file, not an array file: take a layer's "
+            f"kernel with --from-keras {path} --layer NAME, or import a kreg pack with kreg import {path}."
+        )
     if suffix not in READERS:
         raise InvalidKernelError(
             f"Cannot read values from {path.name}: the suffix must be one of "
@@ -45,7 +108,7 @@ def read_values(spec: str) -> np.ndarray:
         raise InvalidKernelError(f"No such file: {path}.")
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return FileKernel(np.load(path, allow_pickle=False))
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 return _pick(dict(archive), key, path)
@@ -58,9 +121,8 @@ def read_values(spec: str) -> np.ndarray:
                 ) from None
             return _pick(load_file(str(path)), key, path)
         if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return np.asarray(data["values"] if isinstance(data, dict) else data, dtype=np.float32)
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+            return _from_json(parse_json(path.read_text(encoding="utf-8"), what=str(path)))
+        return FileKernel(_read_text(path))
     except (InvalidKernelError, MissingDependencyError):
         raise
     except Exception as exc:  # each library has its own error types for a bad file
@@ -69,23 +131,163 @@ def read_values(spec: str) -> np.ndarray:
         ) from None
 
 
-def _pick(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> np.ndarray:
-    if key is None:
-        if len(arrays) == 1:
-            return next(iter(arrays.values()))
+def parse_json(text: str, *, what: str) -> Any:
+    """``json.loads`` that refuses deep nesting with a clear error instead of a crash.
+
+    Raises:
+        InvalidKernelError: invalid JSON or nesting deeper than a kernel can be.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:  # the C decoder recurses per bracket; kernels nest 4 deep at most
+        raise InvalidKernelError(f"{what} nests too deep; kernel values have at most 4 levels of lists.") from None
+    except ValueError as exc:
+        raise InvalidKernelError(f"{what} is not valid JSON ({exc}).") from None
+
+
+def _from_json(data: Any) -> FileKernel:
+    if not isinstance(data, dict):
+        return FileKernel(np.asarray(data, dtype=np.float32))
+    if "values" not in data:
+        raise InvalidKernelError(f"A JSON kernel is a list of rows or an object with \"values\". Keys: {sorted(data)[:10]}.")
+    if data.get("format") != JSON_FORMAT:
+        return FileKernel(np.asarray(data["values"], dtype=np.float32))
+    dtype = data.get("dtype", "float32")
+    from ._content import DTYPES
+
+    if dtype not in DTYPES:
+        raise InvalidKernelError(f"dtype must be one of {', '.join(DTYPES)}. Received: \"dtype\": {dtype!r}.")
+    values = np.asarray(data["values"], dtype=np.float64)
+    bias = data.get("bias")
+    if bias is not None and (not isinstance(bias, list) or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) for b in bias)):
+        raise InvalidKernelError(f"\"bias\" is a list of numbers, one per output channel. Received: {bias!r:.80}.")
+    layout = data.get("layout")
+    if layout is not None and not isinstance(layout, str):
+        raise InvalidKernelError(f"\"layout\" is a string such as \"HWIO\". Received: {layout!r:.80}.")
+    record = data.get("record") if isinstance(data.get("record"), dict) else {}
+    return FileKernel(_cast(values, dtype), layout, bias, record)
+
+
+def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+    from ._content import check_values
+
+    return check_values(values, dtype=dtype)
+
+
+def _read_text(path: Path) -> np.ndarray:
+    text = path.read_text(encoding="utf-8")
+    rows = [line.replace(",", " ").split() for line in text.splitlines()]
+    rows = [row for row in rows if row and not row[0].startswith("#")]
+    if not rows:
+        raise InvalidKernelError(f"{path} holds no numbers.")
+    if len({len(row) for row in rows}) != 1:
         raise InvalidKernelError(
-            f"{path} holds {len(arrays)} arrays; name one as {path}:KEY. "
-            f"Keys: {', '.join(sorted(arrays)[:10])}."
+            f"{path}: every row needs the same count of numbers. Received rows of "
+            f"{sorted({len(row) for row in rows})} numbers."
         )
+    return np.array(rows, dtype=np.float64).astype(np.float32)
+
+
+def _pick(arrays: dict[str, np.ndarray], key: str | None, path: Path) -> FileKernel:
+    kernels = sorted(k for k in arrays if not k.endswith(BIAS_SUFFIX))
+    if key is None:
+        if len(kernels) != 1:
+            raise InvalidKernelError(
+                f"{path} holds {len(kernels)} arrays; name one as {path}:KEY. "
+                f"Keys: {', '.join(kernels[:10])}."
+            )
+        key = kernels[0]
     if key not in arrays:
-        raise InvalidKernelError(f"{path} has no array {key!r}. Keys: {', '.join(sorted(arrays)[:10])}.")
-    return arrays[key]
+        raise InvalidKernelError(f"{path} has no array {key!r}. Keys: {', '.join(kernels[:10])}.")
+    bias = arrays.get(key + BIAS_SUFFIX)
+    return FileKernel(arrays[key], bias=None if bias is None else [float(b) for b in np.ravel(bias)])
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def write_kernels(kernels: Sequence[Any], fmt: str, *, layout: str | None = None, bias: bool = True) -> bytes:
+    """The bytes of ``kernels`` (:class:`registry.Kernel` objects) written as ``fmt``.
+
+    npz and safetensors hold several kernels, each under its name, its bias as
+    ``NAME:bias``; npy and json hold one. json carries the record, layout, dtype and bias
+    so that ``kreg add NAME --from FILE.json`` needs no flags.
+
+    Args:
+        kernels: the kernels to write.
+        fmt: one of :data:`WRITERS`.
+        layout: the layout of the written values (default: each kernel's stored layout),
+            e.g. ``"OIHW"`` for PyTorch.
+        bias: write recorded biases; npy cannot hold one, and a kernel with a bias is
+            refused there unless ``bias=False``.
+
+    Raises:
+        InvalidKernelError: an unknown format, several kernels for a one-kernel format,
+            or a bias the format cannot hold.
+    """
+    if fmt not in WRITERS:
+        raise InvalidKernelError(f"format must be one of {', '.join(WRITERS)}. Received: {fmt!r}.")
+    if fmt in SINGLE and len(kernels) != 1:
+        raise InvalidKernelError(
+            f"--format {fmt} writes one kernel; {len(kernels)} matched. Use .npz, .safetensors or a pack for several."
+        )
+    # Each kernel under its name; under NAME@VERSION when several versions of a name are written.
+    names = [k.name for k in kernels]
+    keys = [k.name if names.count(k.name) == 1 else k.ref for k in kernels]
+    arrays = {key: k.as_layout(layout) if layout else np.array(k.array) for key, k in zip(keys, kernels)}
+    biases = {key: k._record.get("bias") for key, k in zip(keys, kernels) if bias and k._record.get("bias") is not None}
+    if fmt == "npy":
+        (kernel,), (key,) = kernels, keys
+        if key in biases:
+            raise InvalidKernelError(
+                f"{kernel.ref} has a bias of {len(biases[key])} values and a .npy file holds one array: "
+                "export to .npz, .safetensors or .json (which carry it), or leave it out with --no-bias."
+            )
+        buffer = io.BytesIO()
+        np.save(buffer, arrays[key], allow_pickle=False)
+        return buffer.getvalue()
+    if fmt == "json":
+        (kernel,), (key,) = kernels, keys
+        document = {
+            "format": JSON_FORMAT,
+            "version": 1,
+            "ref": kernel.ref,
+            "layout": layout or kernel.layout,
+            "dtype": kernel.dtype.name,
+            "shape": list(arrays[key].shape),
+            "values": arrays[key].tolist(),
+            **({"bias": biases[key]} if key in biases else {}),
+            "record": kernel.to_dict(),
+        }
+        return (json.dumps(document, indent=1) + "\n").encode("utf-8")
+    named = {**arrays, **{name + BIAS_SUFFIX: np.asarray(b, dtype=arrays[name].dtype) for name, b in biases.items()}}
+    if fmt == "npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **named)
+        return buffer.getvalue()
+    try:
+        from safetensors.numpy import save
+    except ImportError:
+        raise MissingDependencyError(
+            "Writing .safetensors needs the safetensors package: pip install safetensors"
+        ) from None
+    layouts = {key: layout or k.layout for key, k in zip(keys, kernels)}
+    return bytes(save({k: np.ascontiguousarray(v) for k, v in named.items()},
+                      metadata={"format": "kreg", "layouts": json.dumps(layouts, sort_keys=True)}))
 
 
 def write_values(array: np.ndarray, path: Path, fmt: str, *, key: str = "kernel") -> None:
-    """Write one kernel's values for another tool: ``npy``, ``safetensors`` or ``json``."""
+    """Write one bare array for another tool: ``npy``, ``npz``, ``safetensors`` or ``json``.
+
+    The file is written exactly at ``path`` (``np.save`` would add a ``.npy`` suffix).
+    """
     if fmt == "npy":
-        np.save(path, array, allow_pickle=False)
+        with open(path, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+    elif fmt == "npz":
+        with open(path, "wb") as fh:
+            np.savez(fh, **{key: array})
     elif fmt == "safetensors":
         try:
             from safetensors.numpy import save_file

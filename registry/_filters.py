@@ -33,9 +33,15 @@ FARID_SMOOTH = np.array([0.0376593171958126, 0.249153396177344, 0.42637457325368
 FARID_EDGE = np.array([-0.109603762960254, -0.276690988455557, 0.0, 0.276690988455557, 0.109603762960254])
 
 
+#: Largest kernel side a family makes: a parameter must never cost gigabytes (511x511 float64 is 2 MB).
+MAX_KSIZE = 511
+
+
 def _odd(name: str, value: int, *, minimum: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or value < minimum or value % 2 == 0:
-        raise InvalidKernelError(f"{name} must be an odd whole number >= {minimum}. Received: {name}={value!r}.")
+    if not isinstance(value, (int, np.integer)) or not minimum <= value <= MAX_KSIZE or value % 2 == 0:
+        raise InvalidKernelError(
+            f"{name} must be an odd whole number from {minimum} to {MAX_KSIZE}. Received: {name}={value!r}."
+        )
     return int(value)
 
 
@@ -162,12 +168,13 @@ def _smoothed_difference(smooth: np.ndarray, dx: int, unit: bool) -> np.ndarray:
     return kernel if dx else kernel.T
 
 
-def get_laplacian_kernel2d(*, ksize: int = 1, neighbours: int = 4) -> np.ndarray:
+def get_laplacian_kernel2d(*, ksize: int = 1, neighbours: int = 4, scale: float = 1.0) -> np.ndarray:
     """The Laplacian as ``cv2.Laplacian(src, ddepth, ksize=ksize)``, or the 8-neighbour stencil.
 
     Args:
         ksize: 1 gives the 4-neighbour stencil; 3, 5, 7 give OpenCV's Sobel-based sums.
         neighbours: 8 for the 3x3 stencil with diagonals (``ksize`` must then be 1).
+        scale: multiplies the weights (``-1`` gives scikit-image's ``laplace``).
 
     Example:
         >>> get_laplacian_kernel2d(ksize=3)
@@ -181,12 +188,12 @@ def get_laplacian_kernel2d(*, ksize: int = 1, neighbours: int = 4) -> np.ndarray
             raise InvalidKernelError("The 8-neighbour Laplacian is 3x3: use ksize=1 with neighbours=8.")
         kernel = np.ones((3, 3))
         kernel[1, 1] = -8.0
-        return kernel
+        return kernel * scale + 0.0  # + 0.0: no -0.0 entries (they hash differently)
     if neighbours != 4:
         raise InvalidKernelError(f"neighbours is 4 or 8. Received: neighbours={neighbours!r}.")
     if ksize == 1:
-        return np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-    return get_sobel_kernel2d(ksize=ksize, dx=2, dy=0) + get_sobel_kernel2d(ksize=ksize, dx=0, dy=2)
+        return np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]) * scale + 0.0
+    return (get_sobel_kernel2d(ksize=ksize, dx=2, dy=0) + get_sobel_kernel2d(ksize=ksize, dx=0, dy=2)) * scale + 0.0
 
 
 def gaussian_1d(ksize: int, sigma: float) -> np.ndarray:
@@ -217,6 +224,11 @@ def gaussian_ksize(sigma: float) -> int:
     """
     if sigma <= 0:
         raise InvalidKernelError(f"Give ksize or a sigma > 0. Received: sigma={sigma!r}.")
+    if sigma * 8 + 1 > MAX_KSIZE:
+        raise InvalidKernelError(
+            f"sigma={sigma!r} needs a kernel wider than {MAX_KSIZE}; sigma is at most {(MAX_KSIZE - 1) / 8:g} "
+            "(or give a smaller ksize)."
+        )
     return int(round(sigma * 4 * 2 + 1)) | 1
 
 
@@ -361,6 +373,12 @@ def get_gabor_kernel2d(
     else:
         xmax = round(max(abs(3 * sigma_x * c), abs(3 * sigma_y * s)))
         ymax = round(max(abs(3 * sigma_x * s), abs(3 * sigma_y * c)))
+    if 2 * max(xmax, ymax) + 1 > MAX_KSIZE:  # ksize > 0 is even-sized by OpenCV's rule: check the result
+        raise InvalidKernelError(
+            f"This Gabor kernel would be {2 * ymax + 1}x{2 * xmax + 1}; at most {MAX_KSIZE} a side. "
+            f"Give a smaller ksize, or a smaller sigma / larger gamma. Received: ksize={ksize}, sigma={sigma}, "
+            f"gamma={gamma}."
+        )
     y, x = np.mgrid[ymax:-ymax - 1:-1, xmax:-xmax - 1:-1].astype(np.float64)
     xr, yr = x * c + y * s, -x * s + y * c
     exponent = -0.5 / sigma_x**2 * xr * xr - 0.5 / sigma_y**2 * yr * yr
@@ -391,15 +409,17 @@ def get_emboss_kernel2d() -> np.ndarray:
     return np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
 
-def get_roberts_kernel2d(*, negative: bool = False) -> np.ndarray:
+def get_roberts_kernel2d(*, negative: bool = False, scale: float = 1.0) -> np.ndarray:
     """Roberts cross as a correlation: ``f(y, x) - f(y+1, x+1)`` (or the other diagonal).
 
     A 2x2 kernel has no centre: TensorFlow's ``same`` padding anchors it at the top-left
     pixel, OpenCV's ``filter2D`` at the bottom-right one, so outputs differ by one pixel.
+    ``scale=-1`` gives scikit-image's ``roberts_pos_diag`` / ``roberts_neg_diag``, which
+    compute ``f(y+1, x+1) - f(y, x)`` anchored at the top-left pixel.
 
     Example:
         >>> get_roberts_kernel2d()
         array([[ 1.,  0.],
                [ 0., -1.]])
     """
-    return np.array([[0.0, 1.0], [-1.0, 0.0]]) if negative else np.array([[1.0, 0.0], [0.0, -1.0]])
+    return (np.array([[0.0, 1.0], [-1.0, 0.0]]) if negative else np.array([[1.0, 0.0], [0.0, -1.0]])) * scale + 0.0

@@ -21,32 +21,22 @@ import h5py
 import numpy as np
 
 from ._container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS, SCHEMA_VERSION
-from ._content import DTYPES, content_hash
+from ._content import DTYPES, content_hash, record_problems
 from ._exceptions import IntegrityError, KregError, UnsafeFileError, too_new
+from ._limits import LIMITS, Limits
 from ._names import escape
+
+__all__ = ["ALLOWED_FILTERS", "BLOBS", "Entry", "GuardedFile", "Limits", "check_plain_file", "end_of_file"]
 
 
 # HDF5 filter ids that may appear in a pack; any other id is refused before a
 # read, so libhdf5 never goes looking for a plugin.
 ALLOWED_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
-#: The top-level uint8 datasets of an index container.
-INDEX_BLOBS = ("listing", "rows", "records")
+#: The top-level 1-D uint8 datasets (JSON documents) each kind of container may hold.
+BLOBS = {"index": ("listing", "rows", "records"), "pack": ("manifest",), "object": ()}
+#: Kept for callers of the first layout.
+INDEX_BLOBS = BLOBS["index"]
 _SEGMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Caps the guarded reader enforces; the defaults suit kernel packs."""
-
-    max_kernel_bytes: int = 8 * 2**30
-    max_total_bytes: int = 32 * 2**30
-    max_objects: int = 200_000
-    max_depth: int = 16
-    max_attribute_bytes: int = 64 * 2**10
-    max_attributes: int = 16
-    max_name_length: int = 128
-    # Kernel values (mostly floats) compress a few times at best; 100:1 and up is a bomb.
-    max_compression_ratio: int = 100
 
 
 @dataclass(frozen=True)
@@ -59,6 +49,7 @@ class Entry:
     dtype: np.dtype
     contiguous: bool
     offset: int | None = None  # where the values start in the file, when contiguous
+    text: str = ""  # the record attribute exactly as stored (a pack's record_sha256 covers it)
 
     @property
     def ref(self) -> str:
@@ -89,7 +80,7 @@ class GuardedFile:
         path: str | os.PathLike[str] | bytes,
         *,
         kind: str | None = None,
-        limits: Limits = Limits(),
+        limits: Limits = LIMITS,
         where: str | None = None,
     ) -> None:
         self.limits = limits
@@ -98,11 +89,15 @@ class GuardedFile:
             self.size = len(path)
             if bytes(path[: len(HDF5_SIGNATURE)]) != HDF5_SIGNATURE:
                 raise UnsafeFileError(f"{self.path} is not HDF5 (no HDF5 signature at byte 0).")
+            head = bytes(path[:128])
             source: Any = io.BytesIO(path)
         else:
             self.path = Path(path)
             self.size = check_plain_file(self.path)
+            with open(self.path, "rb") as fh:
+                head = fh.read(128)
             source = self.path
+        self._check_end_of_file(head)
         try:
             self._file: h5py.File | None = h5py.File(source, "r", locking=False)
         except OSError as exc:
@@ -114,6 +109,7 @@ class GuardedFile:
             self.attrs = self._check_root(kind)
             self.kind: str = self.attrs["kind"]
             self.entries: dict[str, Entry] = {}
+            self.blobs: set[str] = set()
             self._total = 0
             self._count = 0
             self._walk(self._file, depth=0)
@@ -131,6 +127,25 @@ class GuardedFile:
 
     def _fail(self, what: str, where: str = "/") -> UnsafeFileError:
         return UnsafeFileError(f"{self.path}: refused at {escape(where)}: {what}.")
+
+    def _check_end_of_file(self, head: bytes) -> None:
+        """The file ends where its superblock says: nothing appended (an HDF5+zip polyglot,
+        a second payload) and nothing cut off."""
+        end = end_of_file(head)
+        if end is None:
+            raise UnsafeFileError(
+                f"{self.path}: the HDF5 superblock is damaged or of an unknown version; refused."
+            )
+        if end < self.size:
+            raise UnsafeFileError(
+                f"{self.path}: {self.size - end} bytes follow the end of the HDF5 file (its superblock "
+                f"says {end} bytes): data appended to a kreg file (a polyglot, e.g. HDF5+zip) is refused."
+            )
+        if end > self.size:
+            raise UnsafeFileError(
+                f"{self.path}: the file is truncated: its superblock says {end} bytes, the file holds "
+                f"{self.size}. Copy it again from its source."
+            )
 
     def _check_root(self, kind: str | None) -> dict[str, Any]:
         assert self._file is not None
@@ -155,22 +170,21 @@ class GuardedFile:
             aid = obj.attrs.get_id(name)
             tid = aid.get_type()
             cls = tid.get_class()
-            if aid.shape not in ((), None):
+            if aid.shape != ():
                 raise self._fail(f"attribute {escape(name)} must be a scalar", where)
+            if tid.committed():
+                raise self._fail(f"attribute {escape(name)} has a committed (named) datatype", where)
+            cap = self.limits.max_record_bytes if name == "record" else self.limits.max_attribute_bytes
             if cls == h5py.h5t.STRING:
-                if not tid.is_variable_str() and tid.get_size() > self.limits.max_attribute_bytes:
-                    raise self._fail(
-                        f"attribute {escape(name)} is larger than {self.limits.max_attribute_bytes} bytes", where
-                    )
+                if not tid.is_variable_str() or tid.get_cset() not in (h5py.h5t.CSET_UTF8, h5py.h5t.CSET_ASCII):
+                    raise self._fail(f"attribute {escape(name)} must be a variable-length UTF-8 string", where)
                 value = obj.attrs[name]
                 if isinstance(value, bytes):
                     value = value.decode("utf-8", "strict")
-                if len(value.encode("utf-8")) > self.limits.max_attribute_bytes:
-                    raise self._fail(
-                        f"attribute {escape(name)} is larger than {self.limits.max_attribute_bytes} bytes", where
-                    )
+                if len(value.encode("utf-8")) > cap:
+                    raise self._fail(f"attribute {escape(name)} is larger than {cap} bytes", where)
                 out[name] = value
-            elif cls == h5py.h5t.INTEGER and tid.get_size() <= 8:
+            elif cls == h5py.h5t.INTEGER and tid.get_size() <= 8 and _plain_integer(tid):
                 out[name] = int(obj.attrs[name])
             else:
                 raise self._fail(f"attribute {escape(name)} has a type kreg does not read", where)
@@ -204,9 +218,10 @@ class GuardedFile:
                 self._walk(obj, depth + 1)
             elif isinstance(obj, h5py.Dataset):
                 if depth == 0:
-                    if name not in INDEX_BLOBS or self.kind != "index":
+                    if name not in BLOBS[self.kind]:
                         raise self._fail("an unknown top-level dataset", where)
-                    self._check_dataset(obj, where, index=True)
+                    self._check_dataset(obj, where, blob=True)
+                    self.blobs.add(name)
                 elif not name.startswith("@"):
                     raise self._fail("a dataset not named '@<version>'", where)
                 else:
@@ -214,7 +229,7 @@ class GuardedFile:
             else:
                 raise self._fail("an object that is neither group nor dataset", where)
 
-    def _check_dataset(self, ds: h5py.Dataset, where: str, *, index: bool = False) -> tuple[bool, int]:
+    def _check_dataset(self, ds: h5py.Dataset, where: str, *, blob: bool = False) -> tuple[bool, int]:
         """Layout, filters and declared size of a dataset; returns (contiguous, nbytes)."""
         dcpl = ds.id.get_create_plist()
         layout = dcpl.get_layout()
@@ -235,16 +250,27 @@ class GuardedFile:
         tid = ds.id.get_type()
         if tid.get_class() not in (h5py.h5t.INTEGER, h5py.h5t.FLOAT):
             raise self._fail(f"dtype {ds.dtype} is not a plain number type", where)
+        if tid.committed():
+            raise self._fail("a committed (named or anonymous) datatype; kreg writes plain types only", where)
         dtype = ds.dtype
-        if index:
+        if blob:
             if dtype != np.uint8 or ds.ndim != 1:
-                raise self._fail("the index must be a 1-D uint8 dataset", where)
+                raise self._fail("a top-level document must be a 1-D uint8 dataset", where)
         elif dtype.newbyteorder("=").name not in DTYPES or dtype.byteorder not in "<>=|":
             raise self._fail(f"dtype {dtype} is not one of {', '.join(DTYPES)}", where)
+        if not any(tid.equal(t) for t in _standard_types(dtype)):
+            raise self._fail(
+                f"dtype {dtype} is not a standard type (a bit offset, a precision, padding or a float "
+                "layout of its own); values would not be readable at their file offset",
+                where,
+            )
+        if not blob and ds.ndim > self.limits.max_rank:
+            raise self._fail(f"{ds.ndim} dimensions, at most {self.limits.max_rank} allowed", where)
         shape = ds.shape or ()
         nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes > self.limits.max_kernel_bytes:
-            raise self._fail(f"declares {nbytes} bytes, more than the {self.limits.max_kernel_bytes} allowed", where)
+        cap = self.limits.max_manifest_bytes if blob and self.kind == "pack" else self.limits.max_kernel_bytes
+        if nbytes > cap:
+            raise self._fail(f"declares {nbytes} bytes, more than the {cap} allowed", where)
         self._total += nbytes
         if self._total > self.limits.max_total_bytes:
             raise self._fail(f"declares more than {self.limits.max_total_bytes} bytes in all", where)
@@ -256,12 +282,39 @@ class GuardedFile:
                 raise self._fail(
                     f"declares {nbytes} bytes but the file holds {stored} for it (truncated or forged shape)", where
                 )
-        elif stored == 0 or stored * self.limits.max_compression_ratio < nbytes or stored > self.size:
-            raise self._fail(
-                f"declares {nbytes} bytes from {stored} stored bytes (a compression bomb or a truncated file)",
-                where,
-            )
+        else:
+            if stored == 0 or stored * self.limits.max_compression_ratio < nbytes or stored > self.size:
+                raise self._fail(
+                    f"declares {nbytes} bytes from {stored} stored bytes (a compression bomb or a truncated file)",
+                    where,
+                )
+            if layout == h5py.h5d.CHUNKED:
+                self._check_chunks(ds, dcpl, shape, dtype.itemsize, bool(filters), where)
         return contiguous, nbytes
+
+    def _check_chunks(self, ds: h5py.Dataset, dcpl: Any, shape: tuple[int, ...], itemsize: int, filtered: bool,
+                      where: str) -> None:
+        """Each chunk, not only the dataset: no larger than the dataset, inside the file, and
+        expanding at most ``max_compression_ratio`` times (libhdf5 allocates a whole chunk to
+        read any part of it, so one huge chunk of a tiny dataset is a memory bomb)."""
+        chunk = tuple(dcpl.get_chunk())
+        if len(chunk) != len(shape) or any(c > max(s, 1) for c, s in zip(chunk, shape)):
+            raise self._fail(f"chunk shape {chunk} is larger than the dataset shape {shape}", where)
+        chunk_bytes = math.prod(chunk) * itemsize
+        count = ds.id.get_num_chunks()
+        if count > self.limits.max_chunks:
+            raise self._fail(f"{count} chunks, at most {self.limits.max_chunks} allowed", where)
+        for i in range(count):
+            info = ds.id.get_chunk_info(i)
+            if info.byte_offset is None or info.size == 0 or info.byte_offset + info.size > self.size:
+                raise self._fail(f"chunk {i} lies outside the file (a truncated or forged file)", where)
+            ratio = self.limits.max_compression_ratio if filtered else 1
+            if info.size * ratio < chunk_bytes:
+                raise self._fail(
+                    f"chunk {i} expands {info.size} stored bytes to {chunk_bytes} "
+                    f"(a compression bomb: at most {ratio}:1)",
+                    where,
+                )
 
     def _check_kernel(self, ds: h5py.Dataset, where: str) -> None:
         contiguous, _ = self._check_dataset(ds, where)
@@ -288,7 +341,7 @@ class GuardedFile:
                 where,
             )
         offset = ds.id.get_offset() if contiguous and ds.id.get_create_plist().get_layout() == h5py.h5d.CONTIGUOUS else None
-        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous, offset)
+        entry = Entry(where, record, tuple(ds.shape), ds.dtype, contiguous, offset, attrs["record"])
         self.entries[entry.ref] = entry
 
     # -- reading ----------------------------------------------------------
@@ -312,12 +365,15 @@ class GuardedFile:
                     f"(recorded {str(entry.record.get('sha256'))[:12]}..., computed {digest[:12]}...). "
                     "The file is corrupt or was altered; restore it from a backup or remove that version."
                 )
+            problems = record_problems(entry.record, out, check_hash=False)
+            if problems:
+                raise IntegrityError(f"{self.path}: the record of {escape(entry.ref)} lies: {'; '.join(problems)}.")
         return out
 
     def read_blob(self, name: str) -> bytes:
-        """The bytes of a top-level uint8 dataset of an index container (checked at open)."""
-        if name not in INDEX_BLOBS or name not in self._h5:
-            raise self._fail(f"no {name!r} dataset in this index")
+        """The bytes of a top-level uint8 dataset (checked at open): an index's JSON, a pack's manifest."""
+        if name not in BLOBS[self.kind] or name not in self._h5:
+            raise self._fail(f"no {name!r} dataset in this {self.kind}")
         try:
             return self._h5[name][()].tobytes()
         except Exception as exc:
@@ -352,6 +408,48 @@ def _valid_link_name(name: str, depth: int) -> bool:
     return bool(name) and name[0] not in "._-" and set(name) <= _SEGMENT_CHARS and ".." not in name
 
 
+def _plain_integer(tid: Any) -> bool:
+    return tid.get_precision() == 8 * tid.get_size() and tid.get_offset() == 0
+
+
+_STANDARD: dict[str, list[Any]] = {}
+
+
+def _standard_types(dtype: np.dtype) -> list[Any]:
+    """The HDF5 types of ``dtype`` in either byte order, as libhdf5 writes them from NumPy:
+    full precision, no bit offset, no padding, IEEE float fields."""
+    name = dtype.newbyteorder("=").name
+    if name not in _STANDARD:
+        base = np.dtype(name)
+        _STANDARD[name] = [h5py.h5t.py_create(base.newbyteorder(order)) for order in "<>"]
+    return _STANDARD[name]
+
+
+def end_of_file(head: bytes) -> int | None:
+    """The end-of-file address the HDF5 superblock at the start of ``head`` records
+    (base address plus end-of-file address), or ``None`` if it cannot be read.
+
+    The superblock layouts (HDF5 file format specification, section II.A): versions 0
+    and 1 keep base, free-space, end-of-file and driver addresses after 24 (v0) or 28
+    (v1) bytes; versions 2 and 3 keep base, extension, end-of-file and root addresses
+    after 12 bytes. ``sizeof offsets`` is at byte 13 (v0, v1) or 9 (v2, v3).
+    """
+    if len(head) < 12 or head[:8] != HDF5_SIGNATURE:
+        return None
+    version = head[8]
+    if version in (0, 1):
+        size, start = head[13], 24 if version == 0 else 28
+    elif version in (2, 3):
+        size, start = head[9], 12
+    else:
+        return None
+    if size not in (2, 4, 8) or len(head) < start + 3 * size:
+        return None
+    base = int.from_bytes(head[start:start + size], "little")
+    end = int.from_bytes(head[start + 2 * size:start + 3 * size], "little")
+    return base + end
+
+
 def check_plain_file(path: Path) -> int:
     """Refuse what is not a regular HDF5 file before libhdf5 sees it; return its size."""
     try:
@@ -362,8 +460,11 @@ def check_plain_file(path: Path) -> int:
         raise UnsafeFileError(f"{path} is a symbolic link; kreg opens only regular files. Pass the real path.")
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeFileError(f"{path} is not a regular file (a directory, FIFO or device).")
-    with open(path, "rb") as f:
-        head = f.read(len(HDF5_SIGNATURE))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+    except OSError as exc:  # e.g. /proc/self/mem: a "regular file" whose read fails
+        raise UnsafeFileError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     if head != HDF5_SIGNATURE:
         kind = "empty" if not head else "not HDF5 (no HDF5 signature at byte 0)"
         raise UnsafeFileError(f"{path} is {kind}; a kreg file is an HDF5 container written by kreg.")

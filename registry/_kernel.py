@@ -87,7 +87,10 @@ class Kernel:
         return str(self._record["sha256"])
 
     def as_layout(self, layout: str) -> np.ndarray:
-        """The values in another layout, e.g. PyTorch's ``OIHW``.
+        """The values in another layout, e.g. PyTorch's ``OIHW``, as a new writeable C-ordered array.
+
+        A copy, so frameworks take it without warnings (``torch.from_numpy`` warns on
+        read-only arrays) and changing it never changes the kernel.
 
         Example:
             >>> import numpy as np
@@ -95,7 +98,7 @@ class Kernel:
             >>> k.as_layout("OIHW").shape
             (1, 1, 3, 5)
         """
-        return as_layout(self._array, self.layout, layout)
+        return np.array(as_layout(self._array, self.layout, layout), order="C", copy=True)
 
     def to_keras(self, **options: Any) -> Any:
         """A ready Keras layer with exactly these weights; see :func:`registry.tensorflow.to_keras`.

@@ -21,7 +21,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 #: Fields a ``[[kernel]]`` entry may carry.
-ENTRY_FIELDS = {"name", "family", "params", "description", "references", "tags", "convention", "dtype"}
+ENTRY_FIELDS = {"name", "family", "params", "description", "references", "tags", "convention", "dtype",
+                "normalization"}
 
 
 def load_source(path: Path) -> dict[str, Any]:
@@ -51,12 +52,12 @@ def build(source_path: Path) -> list[tuple[dict[str, Any], np.ndarray]]:
         values = family.generate(params, dtype=entry.get("dtype", "float32"))
         description = entry.get("description", family.description)
         if "convention" in entry:
-            description += f"\nConvention: {entry['convention']}."
+            description += f" Convention: {entry['convention']}."  # one line: descriptions are shown in tables
         record = record_for(
             family, params, values, name=entry["name"], version=1, origin="builtin",
             created_at=source["created_at"], description=description,
             references=tuple(entry.get("references", ())), tags=tuple(entry.get("tags", ())),
-            license=source["license"], author="kreg",
+            license=source["license"], author="kreg", normalization=entry.get("normalization"),
         )
         built.append((record, values))
     return built

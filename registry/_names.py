@@ -8,9 +8,14 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from ._exceptions import InvalidNameError
+from ._limits import LIMITS
 
 #: Longest kernel name accepted, in characters.
-MAX_NAME_LENGTH = 128
+MAX_NAME_LENGTH = LIMITS.max_name_length
+#: Most ``/``-separated segments in a name (the reader's nesting limit less one).
+MAX_NAME_SEGMENTS = LIMITS.max_name_segments
+#: Most digits of a version number (``KernelRef`` in the schema allows 12 characters after the name).
+MAX_VERSION_DIGITS = 11
 
 # Segments start with a letter or digit, so "." and ".." segments, hidden
 # files and leading dashes can never appear; "/" joins namespace segments.
@@ -34,7 +39,7 @@ def check_name(name: object) -> str:
     """Return ``name`` unchanged if it follows the kernel-name grammar.
 
     The grammar: lowercase ``[a-z0-9_.-]`` segments joined by ``/``, each
-    starting with a letter or digit, at most 128 characters, no ``..``.
+    starting with a letter or digit, at most 128 characters and 15 segments, no ``..``.
 
     Raises:
         InvalidNameError: naming the rule that was broken.
@@ -62,6 +67,11 @@ def check_name(name: object) -> str:
         raise InvalidNameError(
             f"A kernel name must not start with '/'. Received: name={shown}."
         )
+    if name.count("/") >= MAX_NAME_SEGMENTS:
+        raise InvalidNameError(
+            f"A kernel name has at most {MAX_NAME_SEGMENTS} '/'-separated segments. "
+            f"Received: {name.count('/') + 1} segments ({shown[:40]}...)."
+        )
     if not _NAME_RE.match(name):
         hint = " Use lowercase letters." if name.lower() != name else ""
         raise InvalidNameError(
@@ -87,17 +97,38 @@ def parse_ref(ref: object) -> Ref:
     name, sep, version = ref.partition("@")
     if not sep:
         return Ref(check_name(name))
-    if not version.isascii() or not version.isdigit() or int(version) < 1:
+    # The length check comes first: int() of thousands of digits raises its own ValueError.
+    if not version.isascii() or not version.isdigit() or len(version) > MAX_VERSION_DIGITS or int(version) < 1:
         raise InvalidNameError(
-            "The version after '@' is a whole number from 1. "
-            f"Received: ref={escape(ref)}."
+            f"The version after '@' is a whole number from 1, at most {MAX_VERSION_DIGITS} digits. "
+            f"Received: ref={escape(ref[:80])}{'...' if len(ref) > 80 else ''}."
         )
     return Ref(check_name(name), int(version))
 
 
-def escape(text: str) -> str:
-    """Quote ``text`` for display, escaping control and non-ASCII characters."""
-    return repr(text) if text.isprintable() and text.isascii() else ascii(text)
+def escape(text: object, *, quote: bool = True) -> str:
+    """Make ``text`` safe to print to a terminal: kreg's one sanitizer for metadata.
+
+    Control characters (so OSC and CSI escape sequences: window titles, OSC 52
+    clipboard writes, colours), bidirectional overrides and other invisible format
+    characters are shown as ``\\xNN`` / ``\\uNNNN`` escapes, never emitted.
+
+    Args:
+        text: what to show (not a string: its ``str``).
+        quote: quote it as Python would (for names inside messages), escaping all
+            non-ASCII too; ``False`` keeps printable Unicode and adds no quotes (for
+            descriptions and authors in tables).
+
+    Example:
+        >>> escape("a\\x1b]0;owned\\x07b", quote=False)
+        'a\\\\x1b]0;owned\\\\x07b'
+    """
+    text = str(text)
+    if quote:
+        return repr(text) if text.isprintable() and text.isascii() else ascii(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
 
 
 def natural_key(text: str) -> list[object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import numpy as np
 
 from registry import _exceptions as E
 from registry._content import content_hash
-from registry._pack import _canonical, _digest, _record_hash
+from registry._pack import _canonical
 
 Builder = Callable[[Path, Path], Path]  # (valid pack, scratch dir) -> hostile file
 KINDS: dict[str, tuple[Builder, type[Exception], str]] = {}
@@ -37,21 +38,34 @@ def first_dataset(f: h5py.File) -> h5py.Dataset:
     return sorted(found, key=lambda d: d.name)[0]
 
 
+def read_manifest(f: h5py.File) -> dict:
+    return json.loads(f["manifest"][()].tobytes())
+
+
+def write_manifest(f: h5py.File, manifest: dict, *, digest: bool = True) -> None:
+    """Replace the /manifest dataset (and, unless told not to, the digest that covers it)."""
+    data = _canonical(manifest)
+    del f["manifest"]
+    f.create_dataset("manifest", data=np.frombuffer(data, np.uint8))
+    if digest:
+        f.attrs["digest"] = hashlib.sha256(data).hexdigest()
+
+
 def rewrite_manifest(f: h5py.File, change: Callable[[dict], None] | None = None) -> None:
     """Recompute the manifest after an edit, as a careful forger would."""
-    manifest = json.loads(f.attrs["manifest"])
+    manifest = read_manifest(f)
     entries = []
     found: list[h5py.Dataset] = []
     f["kernels"].visititems(lambda n, o: found.append(o) if isinstance(o, h5py.Dataset) else None)
     for ds in found:
-        record = json.loads(ds.attrs["record"])
+        text = ds.attrs["record"]
+        record = json.loads(text)
         entries.append({"ref": f"{record['name']}@{record['version']}", "sha256": record["sha256"],
-                        "record_sha256": _record_hash(record)})
+                        "record_sha256": hashlib.sha256(text.encode()).hexdigest()})
     manifest["kernels"] = entries
     if change:
         change(manifest)
-    manifest["digest"] = _digest(manifest)
-    f.attrs["manifest"] = _canonical(manifest).decode()
+    write_manifest(f, manifest)
 
 
 def set_record(ds: h5py.Dataset, **changes: object) -> None:
@@ -69,24 +83,24 @@ def flip(path: Path, offset: int, mask: int = 0x01) -> Path:
 
 # -- damaged bytes --------------------------------------------------------------------------
 
-@kind(E.UnsafeFileError, "")
+@kind(E.UnsafeFileError, "the file is truncated: its superblock says")
 def truncated_half(pack: Path, tmp: Path) -> Path:
     pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
     return pack
 
 
-@kind(E.UnsafeFileError, "")
+@kind(E.UnsafeFileError, "the file is truncated: its superblock says")
 def truncated_tail(pack: Path, tmp: Path) -> Path:
     pack.write_bytes(pack.read_bytes()[:-64])
     return pack
 
 
-@kind(E.UnsafeFileError, "")
+@kind(E.UnsafeFileError, "is not a readable HDF5 file (Unable to synchronously open file (bad shared-header")
 def superblock_bit_flip(pack: Path, tmp: Path) -> Path:
     return flip(pack, 12, 0xFF)
 
 
-@kind(E.UnsafeFileError, "")
+@kind(E.UnsafeFileError, "is not HDF5 (no HDF5 signature at byte 0)")
 def zeroed_page(pack: Path, tmp: Path) -> Path:
     data = bytearray(pack.read_bytes())
     data[0:4096] = bytes(4096)
@@ -115,6 +129,37 @@ def gzip_bomb(pack: Path, tmp: Path) -> Path:
                               compression="gzip", compression_opts=9)
         ds[...] = 0.0
     return edit(pack, bomb)
+
+
+@kind(E.UnsafeFileError, "chunk shape (32767, 32767) is larger than the dataset shape (2, 2)")
+def gzip_chunk_bomb_of_a_small_dataset(pack: Path, tmp: Path) -> Path:
+    """Issue 9: a 2x2 dataset whose one chunk is 32767x32767: reading 16 bytes makes libhdf5
+    allocate 4 GB; the dataset-level ratio check (16 bytes from ~4 MB) let it through."""
+    return edit(pack, lambda f: plant_chunk_bomb(f, "kernels/bomb/@1"))
+
+
+def plant_chunk_bomb(f: h5py.File, where: str) -> h5py.Dataset:
+    """A 2x2 gzip dataset whose one chunk is 32767x32767, written as raw compressed bytes:
+    building it with ``ds[...] = 1`` would make the *test* allocate the 4 GB chunk."""
+    import zlib
+
+    ds = f.create_dataset(where, shape=(2, 2), maxshape=(None, None), dtype="f4", chunks=(32767, 32767),
+                          compression="gzip")
+    ds.id.write_direct_chunk((0, 0), zlib.compress(b"\0" * 65536, 9))
+    return ds
+
+
+@kind(E.UnsafeFileError, "bytes follow the end of the HDF5 file")
+def hdf5_zip_polyglot(pack: Path, tmp: Path) -> Path:
+    import io
+    import zipfile
+
+    payload = io.BytesIO()
+    with zipfile.ZipFile(payload, "w") as z:
+        z.writestr("run.py", "print('hello from the zip half')")
+    with open(pack, "ab") as fh:
+        fh.write(payload.getvalue())
+    return pack
 
 
 @kind(E.UnsafeFileError, "larger than 65536 bytes")
@@ -204,6 +249,55 @@ def named_datatype(pack: Path, tmp: Path) -> Path:
     return edit(pack, lambda f: f.__setitem__("kernels/t", np.dtype("f4")))
 
 
+@kind(E.UnsafeFileError, "a committed (named or anonymous) datatype")
+def anonymous_committed_datatype(pack: Path, tmp: Path) -> Path:
+    """A named datatype whose link is then removed: the dataset keeps a committed type no walk sees."""
+    def change(f: h5py.File) -> None:
+        f["kernels/t"] = np.dtype("<f4")
+        f.create_dataset("kernels/anon/@1", data=np.ones((2, 2), np.float32), dtype=f["kernels/t"])
+        del f["kernels/t"]
+    return edit(pack, change)
+
+
+@kind(E.UnsafeFileError, "is not a standard type (a bit offset, a precision")
+def integer_with_bit_offset(pack: Path, tmp: Path) -> Path:
+    """An int32 whose 16 meaningful bits start at bit 8: not readable at its file offset."""
+    def change(f: h5py.File) -> None:
+        tid = h5py.h5t.STD_I32LE.copy()
+        tid.set_precision(16)
+        tid.set_offset(8)
+        f.create_group("kernels/shifted")
+        h5py.h5d.create(f.id, b"kernels/shifted/@1", tid, h5py.h5s.create_simple((2, 2)))
+    return edit(pack, change)
+
+
+@kind(E.UnsafeFileError, "must be a variable-length UTF-8 string")
+def fixed_length_string_attribute(pack: Path, tmp: Path) -> Path:
+    return edit(pack, lambda f: f.attrs.__setitem__("pack_name", np.bytes_(b"fixed")))
+
+
+@kind(E.IntegrityError, "outer(column, row) differs from the values")
+def separable_factors_that_lie(pack: Path, tmp: Path) -> Path:
+    """Factors of the right lengths whose outer product is another kernel: a separable
+    layer built from them would compute something other than the hash-checked values."""
+    def change(f: h5py.File) -> None:
+        ds = f["kernels/team/big/@1"]
+        set_record(ds, separable={"column": [1.0] * 64, "row": [1.0] * 64})
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
+@kind(E.IntegrityError, "claims the generator 'gaussian' ({'sigma': 9.0, 'ksize': 63}) but regenerated shape")
+def forged_generator(pack: Path, tmp: Path) -> Path:
+    def change(f: h5py.File) -> None:
+        ds = f["kernels/team/big/@1"]
+        record = json.loads(ds.attrs["record"])
+        record["provenance"]["generator"] = {"family": "gaussian", "parameters": {"sigma": 9.0, "ksize": 63}}
+        ds.attrs["record"] = json.dumps(record)
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
 @kind(E.UnsafeFileError, "has a type kreg does not read")
 def float_root_attribute(pack: Path, tmp: Path) -> Path:
     return edit(pack, lambda f: f.attrs.__setitem__("extra", 1.5))
@@ -276,9 +370,9 @@ def record_hash_mismatch(pack: Path, tmp: Path) -> Path:
 @kind(E.IntegrityError, "the manifest digest does not match")
 def manifest_digest_mismatch(pack: Path, tmp: Path) -> Path:
     def change(f: h5py.File) -> None:
-        manifest = json.loads(f.attrs["manifest"])
+        manifest = read_manifest(f)
         manifest["author"] = "someone else"
-        f.attrs["manifest"] = json.dumps(manifest)
+        write_manifest(f, manifest, digest=False)
     return edit(pack, change)
 
 
@@ -307,13 +401,25 @@ def record_altered_after_export(pack: Path, tmp: Path) -> Path:
 
 @kind(E.UnsafeFileError, "has no manifest")
 def missing_manifest(pack: Path, tmp: Path) -> Path:
-    return edit(pack, lambda f: f.attrs.__delitem__("manifest"))
+    return edit(pack, lambda f: f.__delitem__("manifest"))
 
 
 @kind(E.InvalidKernelError, "__reduce__")
 def code_in_metadata(pack: Path, tmp: Path) -> Path:
     def change(f: h5py.File) -> None:
         set_record(first_dataset(f), __reduce__=["os.system", ["touch /tmp/kreg-pwned"]])
+        rewrite_manifest(f)
+    return edit(pack, change)
+
+
+@kind(E.InvalidKernelError, "provenance.description: Value error, must not contain control characters")
+def terminal_escapes_in_metadata(pack: Path, tmp: Path) -> Path:
+    """An OSC window title, an OSC 52 clipboard write and a screen clear in the description."""
+    def change(f: h5py.File) -> None:
+        ds = first_dataset(f)
+        record = json.loads(ds.attrs["record"])
+        record["provenance"]["description"] = "ok\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J"
+        ds.attrs["record"] = json.dumps(record)
         rewrite_manifest(f)
     return edit(pack, change)
 

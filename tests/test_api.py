@@ -15,7 +15,38 @@ def test_all_is_sorted_and_equals_the_public_names() -> None:
     public = {
         n for n in dir(registry) if not n.startswith("_") and not isinstance(getattr(registry, n), types.ModuleType)
     } | {"KernelRecord", "Provenance", "__version__"}
-    assert set(registry.__all__) == public - {"annotations", "TYPE_CHECKING", "Any"}
+    assert set(registry.__all__) == public  # no typing helpers (Any, TYPE_CHECKING) leak into the namespace
+
+
+def test_public_functions_show_their_real_signatures() -> None:
+    import inspect
+
+    for name in registry.__all__:
+        obj = getattr(registry, name)
+        if inspect.isfunction(obj):
+            # Only a family's parameters are open-ended (load("gaussian", sigma=2)); options are spelled out.
+            hidden = [p.name for p in inspect.signature(obj).parameters.values()
+                      if p.kind == inspect.Parameter.VAR_KEYWORD and p.name != "params"]
+            assert not hidden, f"registry.{name} hides its options in **{hidden[0]}"
+    # The module-level add takes exactly Registry.add's options.
+    wrapper = list(inspect.signature(registry.add).parameters)
+    method = list(inspect.signature(registry.Registry.add).parameters)[1:]
+    assert wrapper == method
+
+
+def test_bank_takes_kernel_objects(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KREG_DB", str(tmp_path / "db"))
+    import numpy as np
+
+    blur = registry.load("gaussian", ksize=3, sigma=0.0)
+    bank = registry.bank(["sobel_x", blur, "sobel_y"])
+    assert bank.shape == (3, 3, 1, 3)
+    np.testing.assert_array_equal(bank.array[:, :, 0, 1], blur.array)
+    np.testing.assert_array_equal(bank.array[:, :, 0, 2], registry.load("sobel_y").array)
+    import pytest
+
+    with pytest.raises(registry.InvalidKernelError, match="bank\\(\\) takes refs, glob patterns or Kernel objects"):
+        registry.bank([3])
 
 
 def test_every_exported_name_resolves() -> None:
@@ -57,3 +88,23 @@ def test_load_add_list_do_not_import_tensorflow(tmp_path) -> None:
         "print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))"
     )
     assert loaded == "[]"
+
+
+def test_as_layout_gives_writeable_arrays_frameworks_take_without_warnings() -> None:
+    import warnings
+
+    import numpy as np
+
+    kernel = registry.load("sobel_x")
+    for layout in ("HW", "HWIO", "OIHW"):
+        array = kernel.as_layout(layout)
+        assert array.flags.writeable and array.flags.c_contiguous, layout
+        array[...] = 0
+    np.testing.assert_array_equal(kernel.array, [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    assert not kernel.array.flags.writeable
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.from_numpy(kernel.as_layout("OIHW"))

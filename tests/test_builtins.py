@@ -151,3 +151,45 @@ def test_the_builtin_database_is_read_through_the_guard(tmp_path) -> None:
     reg = Registry(tmp_path / "reg", builtins=tampered)
     with pytest.raises(registry.UnsafeFileError, match="an external link"):
         reg.load("sobel_x")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_records_read_cleanly(builtins: Registry, name: str) -> None:
+    """One-line descriptions, each reference once, a normalization that describes this kernel."""
+    record = builtins.load(name)._record
+    provenance = record["provenance"]
+    assert "\n" not in provenance["description"]
+    assert len(provenance["references"]) == len(set(provenance["references"]))
+    params = provenance["generator"]["parameters"]
+    text = record["normalization"]
+    assert "unit=True" not in text and "when normalized" not in text
+    if params.get("unit") is False and params.get("scale", 1.0) == 1.0:
+        assert "unit" not in text, f"{name} is not unit-scaled: {text!r}"
+    if params.get("unit") is True:
+        assert "OpenCV's integer weights" in text or "unit" in text
+    if name.endswith("_skimage"):
+        assert text.startswith("scikit-image's"), text
+    if params.get("scale", 1.0) == -1.0:
+        assert "negated" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "column", "row"),
+    [("sobel_x", [1, 2, 1], [-1, 0, 1]), ("sobel_y", [-1, 0, 1], [1, 2, 1]), ("scharr_x", [3, 10, 3], [-1, 0, 1]),
+     ("prewitt_x", [1, 1, 1], [-1, 0, 1]), ("sobel5_x", [1, 4, 6, 4, 1], [-1, -2, 0, 2, 1]),
+     ("sobel_xx", [1, 2, 1], [1, -2, 1]), ("sobel_x_unit", [0.25, 0.5, 0.25], [-0.5, 0, 0.5]),
+     ("binomial3", [0.25, 0.5, 0.25], [0.25, 0.5, 0.25])],
+)
+def test_separable_factors_in_their_familiar_form(builtins: Registry, name: str, column, row) -> None:
+    factors = builtins.load(name)._record["separable"]
+    assert (factors["column"], factors["row"]) == (column, row)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_kernels_have_integer_factors(builtins: Registry, name: str) -> None:
+    kernel = builtins.load(name)
+    factors = kernel._record.get("separable")
+    if factors is None or not np.array_equal(kernel.array, np.round(kernel.array)):
+        return
+    for values in (factors["column"], factors["row"]):
+        assert values == [float(round(v)) for v in values], f"{name}: {factors}"

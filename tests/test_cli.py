@@ -201,7 +201,7 @@ def test_export_import_pack_between_registries(kreg, tmp_path: Path) -> None:
     pack = tmp_path / "edges.h5"
     result = kreg("export", "sobel_x", "team/*", "-o", str(pack), "--author", "vision")
     assert (result.exit_code, result.stdout) == (0, f"{pack}\n")
-    assert kreg("export", "sobel_x", "-o", str(pack)).stderr.startswith(f"Error: {pack} exists; pass overwrite=True")
+    assert kreg("export", "sobel_x", "-o", str(pack)).stderr.startswith(f"Error: {pack} exists; pass --force")
     other = CliRunner()
     db2 = tmp_path / "db2"
 
@@ -225,7 +225,7 @@ def test_export_single_kernel_formats(kreg, tmp_path: Path) -> None:
     for fmt in ("npy", "safetensors", "json"):
         out = tmp_path / f"s.{fmt}"
         assert kreg("export", "sobel_x", "--format", fmt, "-o", str(out)).exit_code == 0
-        back = kreg("add", f"back/{fmt}", "--from", str(out) + (":kernel" if fmt == "safetensors" else ""))
+        back = kreg("add", f"back/{fmt}", "--from", str(out) + (":sobel_x" if fmt == "safetensors" else ""))
         assert back.exit_code == 0, back.stderr
         assert kreg("diff", "sobel_x", f"back/{fmt}").stdout.splitlines()[-1].startswith("values: identical")
 

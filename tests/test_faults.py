@@ -153,10 +153,11 @@ def test_a_batch_makes_everything_durable_once_before_its_commit(
     import registry.store.local as local
 
     events: list[str] = []
+    reg = Registry(tmp_path / "reg", builtins=False)
+    reg.add("seed", [[0.0]])
     real_syncfs, real_rename = local._syncfs, os.rename
     monkeypatch.setattr(local, "_syncfs", lambda fd: events.append("syncfs") or real_syncfs(fd))
     monkeypatch.setattr(os, "rename", lambda *a, **k: events.append("rename") or real_rename(*a, **k))
-    reg = Registry(tmp_path / "reg", builtins=False)
     with reg.batch():
         for i in range(20):
             reg.add(f"team/k{i}", [[float(i)]])

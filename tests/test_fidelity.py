@@ -156,6 +156,12 @@ REFERENCES: dict[str, Ref] = {
                        origin=-1, gray=True),
     "roberts_neg": Ref("-skimage.filters.roberts_neg_diag", op=lambda img: -F.roberts_neg_diag(img), mode=SK,
                        origin=-1, gray=True),
+    # The same with scikit-image's sign: origin=-1 anchors the 2x2 kernel at its top-left pixel,
+    # as TensorFlow's 'same' padding does.
+    "roberts_pos_skimage": Ref("skimage.filters.roberts_pos_diag", op=F.roberts_pos_diag, mode=SK, origin=-1,
+                               gray=True),
+    "roberts_neg_skimage": Ref("skimage.filters.roberts_neg_diag", op=F.roberts_neg_diag, mode=SK, origin=-1,
+                               gray=True),
     "dgauss_x": Ref("scipy.ndimage.gaussian_filter(order=1) along x, unit ramp gives 1",
                     kernel=lambda: dgauss_reference(7, 1.0, axis=1), documented=("sigma 1", "7x7", "unit ramp")),
     "dgauss_y": Ref("scipy.ndimage.gaussian_filter(order=1) along y, unit ramp gives 1",
@@ -165,6 +171,7 @@ REFERENCES: dict[str, Ref] = {
     "laplacian3": Ref("cv2.Laplacian(ksize=3)", op=lambda img: cv2.Laplacian(img, cv2.CV_64F, ksize=3)),
     "laplacian5": Ref("cv2.Laplacian(ksize=5)", op=lambda img: cv2.Laplacian(img, cv2.CV_64F, ksize=5)),
     "laplacian7": Ref("cv2.Laplacian(ksize=7)", op=lambda img: cv2.Laplacian(img, cv2.CV_64F, ksize=7)),
+    "laplace_skimage": skimage_op(F.laplace),
     # The 8-neighbour stencil: the 3x3 neighbourhood sum minus 9 times the centre.
     "laplacian8": Ref("cv2.boxFilter(3x3, unnormalized) - 9 * image", op=lambda img: box_sum(img) - 9 * img),
     "log9": Ref("scipy.ndimage.gaussian_laplace(sigma=1.4) on 9x9, sum 0, (x^2+y^2)/2 gives 2",

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from registry import IntegrityError, Registry, UnsafeFileError
+from registry import IntegrityError, InvalidKernelError, Registry, UnsafeFileError
 from registry._container import write_container
 from registry._content import content_hash
 from registry._guard import GuardedFile
@@ -106,8 +106,93 @@ def test_unknown_filters_are_refused_before_any_read(pack: Path) -> None:
 def test_a_truncated_file_is_refused(pack: Path) -> None:
     data = pack.read_bytes()
     pack.write_bytes(data[: len(data) - 40])
-    with pytest.raises(UnsafeFileError):
+    with pytest.raises(UnsafeFileError, match=f"the file is truncated: its superblock says {len(data)} bytes"):
         GuardedFile(pack)
+
+
+def test_a_declared_size_larger_than_the_stored_bytes_is_refused_by_its_own_check(pack: Path) -> None:
+    """A well-formed kernel (record and all) whose storage was never written: libhdf5 would
+    happily return 1.6 GB of fill values. Only the declared-size check stands in the way."""
+    def plant(f: h5py.File) -> None:
+        ds = f.create_dataset("kernels/huge/@1", shape=(20_000, 20_000), dtype="f4")
+        ds.attrs["record"] = json.dumps(record_for("huge", np.zeros((1, 1), np.float32)) | {"shape": [20_000, 20_000]})
+
+    edit(pack, plant)
+    with pytest.raises(UnsafeFileError, match=r"declares 1600000000 bytes but the file holds 0 for it"):
+        GuardedFile(pack)
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_the_end_of_file_is_read_from_every_superblock_version(tmp_path: Path, libver: str) -> None:
+    from registry._guard import end_of_file
+
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w", libver=libver) as f:
+        f["x"] = np.arange(1000)
+    data = path.read_bytes()
+    assert data[8] == (0 if libver == "earliest" else 3)
+    assert end_of_file(data[:128]) == len(data)
+
+
+def test_data_after_the_end_of_the_hdf5_file_is_refused(pack: Path) -> None:
+    """An HDF5+zip polyglot: h5py reads the HDF5 half, unzip the zip half."""
+    import zipfile
+
+    size = pack.stat().st_size
+    with zipfile.ZipFile(pack, "a") as z:
+        z.writestr("payload.txt", "the other half")
+    with pytest.raises(UnsafeFileError, match=f"bytes follow the end of the HDF5 file \\(its superblock says {size}"):
+        GuardedFile(pack)
+
+
+def test_a_chunk_larger_than_its_dataset_is_refused_before_any_read(pack: Path) -> None:
+    """Issue 9's chunk bomb: 16 bytes of data in one 32767x32767 chunk; reading them made
+    libhdf5 allocate 4 GB. The check is structural: GuardedFile refuses at open."""
+    from hostile import plant_chunk_bomb
+
+    def bomb(f: h5py.File) -> None:
+        ds = plant_chunk_bomb(f, "kernels/bomb/@1")
+        ds.attrs["record"] = json.dumps(record_for("bomb", np.ones((2, 2), np.float32)))
+
+    edit(pack, bomb)
+    with pytest.raises(UnsafeFileError, match=r"chunk shape \(32767, 32767\) is larger than the dataset shape \(2, 2\)"):
+        GuardedFile(pack)
+
+
+def test_the_compression_ratio_is_checked_per_chunk(pack: Path) -> None:
+    """One incompressible chunk and one of zeros: 2:1 over the dataset, about 1000:1 in the
+    second chunk, which is what libhdf5 inflates in one go."""
+    values = np.zeros((2, 65536), np.float32)
+    values[0] = np.random.default_rng(0).standard_normal(65536)
+
+    def plant(f: h5py.File) -> None:
+        ds = f.create_dataset("kernels/mixed/@1", data=values, chunks=(1, 65536), compression="gzip")
+        ds.attrs["record"] = json.dumps(record_for("mixed", values))
+
+    edit(pack, plant)
+    with pytest.raises(UnsafeFileError, match=r"chunk 1 expands \d+ stored bytes to 262144 \(a compression bomb"):
+        GuardedFile(pack)
+
+
+def test_chunked_kernels_within_the_limits_are_read(pack: Path) -> None:
+    values = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+
+    def plant(f: h5py.File) -> None:
+        ds = f.create_dataset("kernels/chunked/@1", data=values, chunks=(16, 64), compression="gzip", shuffle=True)
+        ds.attrs["record"] = json.dumps(record_for("chunked", values))
+
+    edit(pack, plant)
+    with GuardedFile(pack) as f:
+        assert f.read(f.entries["chunked@1"]).tobytes() == values.tobytes()
+
+
+def test_a_manifest_dataset_belongs_to_packs_only(tmp_path: Path) -> None:
+    values = np.ones((2, 2), np.float32)
+    path = tmp_path / "object.h5"
+    write_container(path, "object", [(record_for("k", values), values)])
+    edit(path, lambda f: f.create_dataset("manifest", data=np.frombuffer(b"{}", np.uint8)))
+    with pytest.raises(UnsafeFileError, match="an unknown top-level dataset"):
+        GuardedFile(path)
 
 
 def test_a_shape_larger_than_the_file_is_refused(pack: Path) -> None:
@@ -170,3 +255,16 @@ def test_the_registry_reads_its_objects_through_the_guard(tmp_path: Path) -> Non
     problems = fresh.verify()
     assert problems and "an external link" in problems[0][1], problems
     assert any("an external link" in p for _, p in fresh.fsck().problems)
+
+
+def test_a_record_whose_factors_are_another_kernel_is_refused_on_read(tmp_path: Path) -> None:
+    """So a separable layer (built from the factors) never computes other than the hashed values."""
+    values = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0]).astype(np.float32)
+    path = tmp_path / "pack.h5"
+    write_container(path, "pack", [(record_for("sep", values), values)])
+    lie = {**record_for("sep", values), "separable": {"column": [1.0, 2.0, 1.0], "row": [1.0, 0.0, -1.0]}}
+    edit(path, lambda f: f["kernels/sep/@1"].attrs.__setitem__("record", json.dumps(lie)))
+    with GuardedFile(path) as f, pytest.raises(IntegrityError, match="the record of 'sep@1' lies: outer"):
+        f.read(f.entries["sep@1"])
+    with pytest.raises(InvalidKernelError, match=r"outer\(column, row\) differs"):  # and no writer stores it
+        write_container(tmp_path / "again.h5", "pack", [(lie, values)])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry import Registry
+from registry import Registry, UnsafeFileError
 from registry._guard import Limits
 from registry._pack import import_pack, parse_pack, write_pack
 
@@ -109,6 +109,79 @@ def test_a_plugin_filter_never_loads_a_library(pack: Path, reg: Registry, tmp_pa
     with pytest.raises(Exception, match="compression filter id 32999 is not allowed"):
         import_pack(reg, hostile)
     assert not marker.exists(), "opening the pack loaded an HDF5 plugin"
+
+
+OPEN_ALLOW_LIST = textwrap.dedent(
+    """
+    # Test only: stands in for the Python interpreter read_pack starts. It runs the reader
+    # child's own program unchanged, in the environment read_pack gave it, after letting
+    # filter 32999 through the guard's allow-list: only the child's plugin switch remains.
+    import json, sys
+    args = sys.argv[1:]
+    code = args[args.index("-c") + 1]
+    sys.argv = ["-c", *args[args.index("-c") + 2:]]
+    sys.path[:] = json.loads(sys.argv[2])
+    import registry._guard as guard
+    guard.ALLOWED_FILTERS[32999] = "test"
+    exec(compile(code, "<child>", "exec"))
+    """
+)
+
+
+def planted_filter_with_a_record(pack: Path) -> Path:
+    """A well-formed kernel (record, hash) whose one filter is id 32999."""
+    import json
+
+    import h5py
+
+    from registry._content import content_hash
+
+    values = np.ones((4, 4), np.float32)
+    record = {"schema_version": 1, "name": "plug", "version": 1, "shape": [4, 4], "dtype": "float32",
+              "layout": "HW", "provenance": {"origin": "handmade", "created_at": "2026-11-25T00:00:00Z"},
+              "sha256": content_hash(values)}
+    with h5py.File(pack, "r+") as f:
+        ds = f.create_dataset("kernels/plug/@1", data=values, chunks=(4, 4), compression="lzf")
+        ds.attrs["record"] = json.dumps(record)
+    data = bytearray(pack.read_bytes())
+    name = data.find(b"lzf\x00")  # filter pipeline message: id(2) name length(2) flags(2) count(2) name
+    data[name - 8:name - 6] = (32999).to_bytes(2, "little")
+    pack.write_bytes(bytes(data))
+    return pack
+
+
+def test_the_reader_child_disables_hdf5_plugins_on_its_own(pack: Path, reg: Registry, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth, tested apart from the guard's filter allow-list (issue 13): with the
+    allow-list opened in the child, a pack whose filter is a planted plugin must still not load it."""
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler to build the marker plugin")
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (tmp_path / "marker.c").write_text(PLUGIN)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(plugins / "libmarker.so"), str(tmp_path / "marker.c")],
+                   check=True)
+    interpreter = tmp_path / "python-open-allow-list"
+    interpreter.write_text(f"#!{sys.executable}\n{OPEN_ALLOW_LIST}")
+    interpreter.chmod(0o755)
+    hostile = planted_filter_with_a_record(pack)
+    marker = tmp_path / "marker"
+    env = {"HDF5_PLUGIN_PATH": str(plugins), "KREG_MARKER": str(marker)}
+    # Control: parsing in a process without the switch does reach the plugin loader.
+    control = ("import registry._guard as g; g.ALLOWED_FILTERS[32999] = 'test'\n"
+               f"from registry._pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(e)")
+    out = subprocess.run([sys.executable, "-c", control], env={**os.environ, **env}, capture_output=True, text=True)
+    if not marker.exists():
+        pytest.skip(f"this libhdf5 does not load filter plugins at all ({out.stdout.strip()[-200:]})")
+    marker.unlink()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "executable", str(interpreter))
+    with pytest.raises(UnsafeFileError) as info:
+        import_pack(reg, hostile, timeout=60)
+    # The allow-list was open in the child, so the refusal came from the read, not the guard.
+    assert "could not read" in str(info.value), info.value
+    assert not marker.exists(), "the reader child loaded an HDF5 plugin"
 
 
 @pytest.mark.parametrize("kind", ["external_link_absolute", "external_link_to_sibling", "external_storage",

@@ -279,3 +279,27 @@ def test_a_file_where_the_registry_should_be_is_one_clear_error(tmp_path: Path) 
         with pytest.raises(UnsafeFileError, match="is a file; a registry is a directory"):
             operation()
     assert path.read_bytes() == b"notes"
+
+
+def test_a_first_add_killed_before_its_commit_leaves_an_empty_readable_registry(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "reg"
+    # The child places its object, then dies at the commit as a SIGKILL would leave it.
+    code = (
+        "import os, registry.store.local as local\n"
+        "local.LocalBackend.commit_real = local.LocalBackend.commit\n"
+        "def commit(self, root, token):\n"
+        "    if b'first' in b''.join(self.read(k) for k in self.keys('index')):\n"
+        "        os._exit(9)\n"
+        "    return self.commit_real(root, token)\n"
+        "local.LocalBackend.commit = commit\n"
+        f"import registry; registry.Registry({str(path)!r}, builtins=False).add('first', [[1.0]])\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert list(path.glob("kernels/first/@1.h5")), "the object was not placed: nothing was tested"
+    reg = Registry(path, builtins=False)
+    assert reg.list_kernels() == []
+    assert any("orphan" in p for _, p in reg.fsck().problems)
+    assert reg.add("first", [[2.0]]).ref == "first@2"  # @1 is held by the orphan: never reissued

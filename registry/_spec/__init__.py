@@ -40,12 +40,16 @@ __all__ = [
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
-def parse_record(data: Mapping[str, Any] | str | bytes, *, where: str = "record") -> KernelRecord:
-    """Validate a stored record, migrating an older schema version forward.
+def parse_record(data: Mapping[str, Any] | str | bytes, *, where: str = "record", stored: bool = False
+                 ) -> KernelRecord:
+    """Validate a record, migrating an older schema version forward.
 
     Args:
         data: the record as a mapping or as JSON text.
         where: what to call the record in error messages (a file and path).
+        stored: the record was read from a file, so its ``version`` is from 1 (version 0
+            marks a kernel generated in memory, which is never stored); this is the
+            record ``schema/v1/kernel-record.schema.json`` describes.
 
     Raises:
         SchemaVersionError: the record is newer than this kreg, or unknown.
@@ -65,6 +69,11 @@ def parse_record(data: Mapping[str, Any] | str | bytes, *, where: str = "record"
         )
     if version > SCHEMA_VERSION:
         raise too_new(where, "schema", version, SCHEMA_VERSION)
+    if stored and not (type(data.get("version")) is int and data["version"] >= 1):
+        raise InvalidKernelError(
+            f"{where} breaks schema v{SCHEMA_VERSION}: version: a stored kernel's version is a whole number "
+            f"from 1. Received: version={data.get('version')!r}."
+        )
     record = dict(data)
     while version < SCHEMA_VERSION:
         record = MIGRATIONS[version](record)

@@ -48,6 +48,14 @@ def name_bits(name: str, depth: int) -> str:
     return format(value >> (32 - depth), f"0{depth}b")
 
 
+def empty_root() -> tuple[str, bytes, bytes]:
+    """``(segment key, segment bytes, root bytes)`` of a new, empty registry."""
+    key = f"index/{uuid.uuid4().hex}.json"
+    root = json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
+                       "segments": {"": key}}, separators=(",", ":"), sort_keys=True)
+    return key, Segment(None, {}, {}).dump(), root.encode("utf-8")
+
+
 def object_key(name: str, version: int) -> str:
     """Where ``name@version``'s object lives in the store."""
     return f"kernels/{name}/@{version}.h5"

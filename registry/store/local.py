@@ -220,14 +220,24 @@ class LocalBackend:
         return hashlib.sha256(root).hexdigest()
 
     def put_marker(self, data: bytes) -> None:
-        """Write the format marker once (create-only); an existing one is left as it is."""
+        """Under the lock, before the first write: the format marker, and an empty root when
+        there is none. A root missing while objects exist then always means a lost index, never
+        a first add that was killed before its commit."""
         with self._root_dir() as fd:
-            if _lexists(fd, MARKER):
+            if _lexists(fd, MARKER) and _lexists(fd, ROOT):
                 return
+            has_root_or_legacy = _lexists(fd, ROOT) or _lexists(fd, LEGACY_INDEX)
         try:
             self.put(MARKER, data)
         except ObjectExists:
             pass
+        if has_root_or_legacy or next(iter(self.scan("kernels")), None) is not None:
+            return
+        from .index import empty_root
+
+        segment_key, segment, root = empty_root()
+        self.put(segment_key, segment)
+        self.commit(root, None)
 
     def remove_legacy_index(self) -> None:
         """Drop a format-1 ``index.h5`` once its contents were committed as format 2."""

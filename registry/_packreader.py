@@ -1,0 +1,60 @@
+"""The child process that parses one pack for :func:`registry._pack.read_pack` and streams it back.
+
+Run as ``python -I -c ...`` with the parent's ``sys.path`` (never its ``__main__``, never the
+current directory): a caller's script without a ``__main__`` guard is not re-run, and it
+works inside a ``multiprocessing`` worker. The output on stdout is a sequence of frames,
+each an 8-byte big-endian length and that many bytes: ``b"ok" + JSON header`` followed by
+one frame of raw values per kernel, or one ``b"er" + JSON [error class, message]`` frame.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from typing import BinaryIO
+
+#: The frame length prefix: unsigned 64-bit, big-endian.
+LENGTH = struct.Struct(">Q")
+
+
+def write_frame(out: BinaryIO, data: bytes) -> None:
+    """One length-prefixed frame."""
+    out.write(LENGTH.pack(len(data)))
+    out.write(data)
+
+
+def read_frames(data: bytes) -> list[memoryview]:
+    """Split a child's whole output into its frames (views, not copies); a truncated frame ends the list."""
+    view = memoryview(data)
+    frames, at = [], 0
+    while at + LENGTH.size <= len(data):
+        (size,) = LENGTH.unpack_from(data, at)
+        at += LENGTH.size
+        if at + size > len(data):
+            break
+        frames.append(view[at:at + size])
+        at += size
+    return frames
+
+
+def main(path: str) -> None:
+    """Parse ``path`` with :func:`registry._pack.parse_pack` and write the frames to stdout."""
+    import numpy as np
+
+    from ._exceptions import KregError
+    from ._pack import _canonical, parse_pack
+
+    out = sys.stdout.buffer
+    try:
+        pack = parse_pack(path)
+        header = {"sha256": pack.sha256, "manifest": pack.manifest, "signer": pack.signer,
+                  "kernels": [[r, v.dtype.str, list(v.shape)] for r, v in pack.kernels]}
+        frames = [b"ok" + _canonical(header)] + [np.ascontiguousarray(v).tobytes() for _, v in pack.kernels]
+    except KregError as exc:
+        frames = [b"er" + json.dumps([type(exc).__name__, str(exc)]).encode()]
+    except Exception as exc:  # a bug or a library error not yet mapped: still a clean refusal
+        frames = [b"er" + json.dumps(["UnsafeFileError", f"{path}: unreadable pack ({type(exc).__name__}: {exc})."]).encode()]
+    for frame in frames:
+        write_frame(out, frame)
+    out.flush()
