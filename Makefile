@@ -10,12 +10,13 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # machines) or, with TORCH_INDEX=https://download.pytorch.org/whl/cpu, on PyTorch's CPU index.
 TORCH_INDEX ?=
 
-.PHONY: demo test bench schema kernels clean help
+.PHONY: demo test bench mutants schema kernels clean help
 
 help:
 	@echo "make demo    - install and run the end-to-end demo"
 	@echo "make test    - install with test extras and run the test suite"
 	@echo "make bench   - run the benchmarks (prints ratios against anchors)"
+	@echo "make mutants - break ~20 behaviours one line at a time; the tests must fail on each"
 	@echo "make schema  - regenerate schema/v1 from the pydantic models"
 	@echo "make kernels - rebuild kernels_db/builtin.h5 from kernels_db/kernels.toml"
 
@@ -44,6 +45,10 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench_store.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_tf.py
 	$(BIN)/python benchmarks/bench_probe.py
+
+# Each mutant patches a temporary copy of the repository; the list is in tests/mutants.py.
+mutants: $(VENV)/.test
+	$(BIN)/python tests/mutants.py $(MUTANTS_ARGS)
 
 schema: $(VENV)/.demo
 	$(BIN)/python -m registry._spec schema

@@ -39,6 +39,9 @@ def main() -> None:
         two = kernel.to_keras(in_channels=3, separable=True, **options)
         full_fn, two_fn = tf.function(full), tf.function(two)
         diff = float(np.abs(full_fn(batch).numpy() - two_fn(batch).numpy()).max())
+        if not diff <= 1e-5:  # a fast wrong answer is not a speed-up (NaN fails too)
+            raise SystemExit(f"separable and full 2-D outputs differ by {diff:.3g} (border {border}); "
+                             "the target is 1e-5")
         t_full, t_two = best(lambda: full_fn(batch).numpy()), best(lambda: two_fn(batch).numpy())
         label = border or "zero (same)"
         print(f"  border {label:<12} full 2-D {t_full * 1e3:8.1f} ms   separable {t_two * 1e3:7.1f} ms   "

@@ -275,7 +275,7 @@ def separable_factors(kernel: np.ndarray, *, rtol: float = 1e-6) -> tuple[np.nda
     """``(column, row)`` with ``outer(column, row) == kernel`` if the kernel has rank 1, else None.
 
     Found by SVD and accepted only when the outer product reproduces the kernel to
-    ``rtol`` of its largest magnitude. The row's largest entry is made positive.
+    ``rtol`` of its largest magnitude. The row's first largest entry is made positive.
 
     Example:
         >>> col, row = separable_factors(f.get_sobel_kernel2d(ksize=3, dx=1, dy=0))
@@ -289,7 +289,10 @@ def separable_factors(kernel: np.ndarray, *, rtol: float = 1e-6) -> tuple[np.nda
     if s[0] == 0:
         return None
     column, row = u[:, 0] * math.sqrt(s[0]), vt[0] * math.sqrt(s[0])
-    if row[np.argmax(np.abs(row))] < 0:
+    # The first entry of (nearly) largest magnitude is made positive: with a plain argmax, a tie
+    # such as Sobel's +-2 flipped the sign with the last bit of the SVD, machine to machine.
+    magnitude = np.abs(row)
+    if row[np.flatnonzero(magnitude >= magnitude.max() * (1 - 1e-9))[0]] < 0:
         column, row = -column, -row
     if np.abs(np.outer(column, row) - k).max() > rtol * np.abs(k).max():
         return None

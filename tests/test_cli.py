@@ -291,8 +291,11 @@ def test_kreg_list_and_show_do_not_import_tensorflow(tmp_path: Path) -> None:
         "import sys; from registry._cli import cli\n"
         f"for args in (['list'], ['show', 'sobel_x'], ['verify', 'sobel_x'], ['export', 'sobel_x', '-o', {str(tmp_path / 'p.h5')!r}]):\n"
         f"    try: cli.main(['--db', {str(tmp_path / 'db')!r}, *args], standalone_mode=False)\n"
-        "    except SystemExit: pass\n"
+        "    except SystemExit as exc:\n"  # a command that fails must fail this test, not pass unseen
+        "        if exc.code: raise\n"
         "print('LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "LOADED []", result.stderr
+    assert (tmp_path / "p.h5").is_file(), "kreg export wrote nothing"

@@ -1,0 +1,205 @@
+"""A small curated mutation check: one-line changes the test suite must catch (``make mutants``).
+
+Each mutant replaces one exact string in a temporary copy of the repository, optionally runs a
+step after it (rebuilding the built-in database, so only the independent references can tell),
+and runs the tests that guard that behaviour. The suite must FAIL on every mutant. A pattern
+that is no longer found (or found twice) is reported as "pattern missing", a failure too: the
+list is updated with the code. The store's mutants are a list of their own, ``STORE_MUTANTS``,
+to be rewritten with the store.
+
+Run: ``python tests/mutants.py [-k substring] [--list]``; exit status 0 only if all are killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REBUILD_DB = (sys.executable, "-m", "registry._kernels_db", "kernels_db/kernels.toml", "kernels_db/builtin.h5")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One behaviour broken by one exact replacement.
+
+    Attributes:
+        name: short label for the table.
+        path: the file, relative to the repository root.
+        old: the exact text replaced (must occur exactly once).
+        new: its replacement.
+        tests: pytest arguments (files or node ids) that must fail.
+        after: a command run in the copy after patching (e.g. rebuilding builtin.h5).
+    """
+
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    after: tuple[str, ...] = ()
+
+
+GUARD = ("tests/test_guard.py", "tests/test_hostile.py")
+PACKS = ("tests/test_hostile.py", "tests/test_cli.py", "tests/test_guard.py")
+BUILTINS = ("tests/test_fidelity.py", "tests/test_builtins.py")
+
+MUTANTS: list[Mutant] = [
+    # -- guard: hostile files -------------------------------------------------------------------
+    Mutant("guard: external links allowed", "registry/_guard.py",
+           "            if isinstance(link, h5py.ExternalLink):\n",
+           "            if False and isinstance(link, h5py.ExternalLink):\n", GUARD),
+    # One limit serves the dataset-level and the per-chunk checks, so it is the line to break.
+    Mutant("guard: any compression ratio", "registry/_limits.py",
+           "    max_compression_ratio: int = 100\n", "    max_compression_ratio: int = 10**12\n", GUARD),
+    Mutant("guard: values not checked against sha256", "registry/_guard.py",
+           "            if digest != entry.record.get(\"sha256\"):\n", "            if False:\n",
+           ("tests/test_store.py", "tests/test_guard.py", "tests/test_hostile.py")),
+    # -- packs and signatures -------------------------------------------------------------------
+    Mutant("signing: any signature verifies", "registry/_signing.py",
+           "        nacl.VerifyKey(bytes.fromhex(public_hex)).verify(message, bytes.fromhex(signature_hex))\n",
+           "        nacl.VerifyKey(bytes.fromhex(public_hex))\n", PACKS),
+    Mutant("pack: manifest digest unchecked", "registry/_pack.py",
+           "    elif digest != _sha256(data):\n", "    elif False:\n", PACKS),
+    Mutant("pack: kernel vs manifest hash unchecked", "registry/_pack.py",
+           "        if listed[ref].get(\"sha256\") != record[\"sha256\"] or", "        if False and", PACKS),
+    Mutant("pack: reader has no time limit", "registry/_pack.py",
+           "        out, err = child.communicate(timeout=timeout)\n", "        out, err = child.communicate()\n",
+           ("tests/test_fuzz.py::test_a_libhdf5_hang_found_by_fuzzing_is_a_clean_refusal",)),
+    # -- built-ins: values rebuilt into builtin.h5, so only the references can tell ------------
+    Mutant("built-ins: log9 sigma 1.4 -> 1.5", "kernels_db/kernels.toml",
+           "params = { ksize = 9, sigma = 1.4 }", "params = { ksize = 9, sigma = 1.5 }", BUILTINS, REBUILD_DB),
+    Mutant("built-ins: unsharp blurs with sigma 1", "registry/_filters.py",
+           "identity - get_gaussian_kernel2d(ksize=ksize, sigma=sigma))", "identity - get_gaussian_kernel2d(ksize=ksize, sigma=1.0))",
+           BUILTINS, REBUILD_DB),
+    Mutant("built-ins: LoG not shifted to sum 0", "registry/_filters.py",
+           "    kernel -= kernel.mean()\n", "    pass\n", BUILTINS, REBUILD_DB),
+    Mutant("built-ins: Roberts diagonal flipped", "registry/_filters.py",
+           "else np.array([[1.0, 0.0], [0.0, -1.0]])", "else np.array([[-1.0, 0.0], [0.0, 1.0]])",
+           BUILTINS, REBUILD_DB),
+    Mutant("built-ins: OpenCV's sigma-from-size rule", "registry/_filters.py",
+           "        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8\n", "        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.9\n",
+           BUILTINS, REBUILD_DB),
+    Mutant("built-ins: Gabor rotated the other way", "registry/_filters.py",
+           "xr, yr = x * c + y * s, -x * s + y * c", "xr, yr = x * c - y * s, x * s + y * c", BUILTINS, REBUILD_DB),
+]
+
+# The store (registry/store/, v2): its mutants are a list of their own, to be kept with it.
+STORE = ("tests/test_store.py", "tests/test_crash.py", "tests/test_faults.py", "tests/test_concurrency.py",
+         "tests/test_full_disk.py", "tests/test_store_attacks.py")
+LOCAL, WRITER = "registry/store/local.py", "registry/store/writer.py"
+STORE_MUTANTS: list[Mutant] = [
+    Mutant("store: no writers' lock", LOCAL,
+           "            _flock(fd, self.lock_timeout, self.url)\n", "            pass\n", STORE),
+    Mutant("store: a failed write is not undone", WRITER,
+           "            self._delete_quietly(self._placed)\n", "            pass\n", STORE),
+    Mutant("store: file not fsynced before it is named", LOCAL,
+           "                if sync:\n                    os.fsync(fd)\n",
+           "                if False:\n                    os.fsync(fd)\n", STORE),
+    Mutant("store: directory not fsynced after the link", LOCAL,
+           "            try:\n                os.fsync(parent)\n", "            try:\n                pass\n", STORE),
+    Mutant("store: new directory's parent not fsynced", LOCAL,
+           "                    if sync:\n                        self._os(lambda: os.fsync(fd), where)\n",
+           "                    if False:\n                        self._os(lambda: os.fsync(fd), where)\n", STORE),
+    Mutant("store: root rename not fsynced", LOCAL,
+           "            self._os(lambda: os.fsync(fd), ROOT, committed=True)\n", "            pass\n", STORE),
+    Mutant("store: verify() reads a cached index", "registry/store/registry.py",
+           "        view = self._view(fresh=True)\n        for ref in targets:\n",
+           "        view = self._view()\n        for ref in targets:\n", STORE + ("tests/test_cli.py",)),
+]
+
+
+def _copy_repo(target: Path) -> None:
+    """The working tree's tracked and untracked-but-not-ignored files, as they are now."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / rel)
+
+
+def _pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("CI", None)  # a skipped test is not a kill, and not a failure either, here
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               "-p", "no:randomly", *tests], cwd=copy, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    failed = [line.split(" - ")[0].removeprefix("FAILED ").removeprefix("ERROR ") for line in lines
+              if line.startswith(("FAILED ", "ERROR "))]
+    return done.returncode, (failed[0] if failed else lines[-1] if lines else done.stderr.strip()[-200:])
+
+
+def run(mutants: list[Mutant], *, timeout: float) -> bool:
+    with tempfile.TemporaryDirectory(prefix="kreg-mutants-") as tmp:
+        copy = Path(tmp)
+        _copy_repo(copy)
+        baseline_tests = tuple(sorted({t.split("::")[0] for m in mutants for t in m.tests}))
+        code, summary = _pytest(copy, baseline_tests, timeout)
+        print(f"baseline ({len(baseline_tests)} test files): {summary}")
+        if code != 0:
+            print("the unmutated suite does not pass; mutants would prove nothing")
+            return False
+        rows, ok = [], True
+        for mutant in mutants:
+            started = time.monotonic()
+            target = copy / mutant.path
+            original = target.read_bytes()
+            saved_db = (copy / "kernels_db" / "builtin.h5").read_bytes() if mutant.after else None
+            text = original.decode()
+            count = text.count(mutant.old)
+            if count != 1:
+                verdict, detail = "pattern missing", f"found {count} times in {mutant.path}"
+            else:
+                try:
+                    target.write_text(text.replace(mutant.old, mutant.new))
+                    if mutant.after:
+                        subprocess.run(mutant.after, cwd=copy, check=True, capture_output=True,
+                                       env={**os.environ, "PYTHONPATH": str(copy)})
+                    code, detail = _pytest(copy, mutant.tests, timeout)
+                    verdict = {1: "killed", 0: "SURVIVED"}.get(code, "error")
+                finally:
+                    target.write_bytes(original)
+                    if saved_db is not None:
+                        (copy / "kernels_db" / "builtin.h5").write_bytes(saved_db)
+            ok &= verdict == "killed"
+            rows.append((mutant.name, verdict, f"{time.monotonic() - started:.0f} s", detail))
+            print(f"  {verdict:<15} {mutant.name}", flush=True)
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'mutant':<{width}}  {'result':<15} {'time':>6}  first failing test (or pytest's summary)")
+    for name, verdict, seconds, detail in rows:
+        print(f"{name:<{width}}  {verdict:<15} {seconds:>6}  {detail[:110]}")
+    killed = sum(r[1] == "killed" for r in rows)
+    print(f"\n{killed} of {len(rows)} mutants killed")
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only mutants whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--no-store", action="store_true", help="leave out STORE_MUTANTS")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per test run")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS + ([] if args.no_store else STORE_MUTANTS) if args.k in m.name]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:<45} {m.path}")
+        return
+    sys.exit(0 if run(chosen, timeout=args.timeout) else 1)
+
+
+if __name__ == "__main__":
+    main()
