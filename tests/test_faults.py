@@ -20,7 +20,7 @@ import pytest
 
 from registry import Registry, StoreWriteError
 
-CALLS = ("open", "write", "fsync", "link", "rename", "mkdir")
+CALLS = ("open", "write", "fsync", "link", "rename", "mkdir", "dup")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
 
@@ -44,12 +44,18 @@ class Recorder:
             return f"file:{args[0]}"
         if name in ("write", "fsync"):
             return self._fds.get(args[0], "fd?")
+        if name == "mkdir":  # which directory gains the new name
+            return f"{args[0]} in {self._fds.get(kwargs.get('dir_fd'), 'dir:?')}"
         return "/".join(str(a) for a in args[:2])
 
     def _wrap(self, name: str, fn):  # type: ignore[no-untyped-def]
         def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
             if not _called_by_kreg():
                 return fn(*args, **kwargs)
+            if name == "dup":  # a copy of a directory descriptor keeps its name
+                fd = fn(*args, **kwargs)
+                self._fds[fd] = self._fds.get(args[0], "dir:?")
+                return fd
             detail = self._describe(name, args, kwargs)
             if detail is None and name == "open":
                 fd = fn(*args, **kwargs)
@@ -111,6 +117,14 @@ def test_a_commit_is_durable_in_order(tmp_path: Path, monkeypatch: pytest.Monkey
         if call == "rename":
             assert pending == 1, f"a name was still not durable when the root was renamed: {calls}"
     assert pending == 0, f"the last change was not fsynced: {calls}"
+    # A directory created on the way is made durable in its parent: that parent is fsynced after
+    # the mkdir and before the commit.
+    commit = names.index("rename")
+    for i, (call, detail) in enumerate(calls[:commit]):
+        if call == "mkdir":
+            parent = detail.split(" in ", 1)[1]
+            assert ("fsync", parent) in calls[i + 1:commit], f"{detail}: parent never fsynced: {calls}"
+    assert any(c == "mkdir" for c, _ in calls), "the add created no directory: nothing was tested"
     # The root rename is the commit, and it comes last.
     assert [c for c in names if c in ("link", "rename")][-1] == "rename"
 
