@@ -51,9 +51,14 @@ def name_bits(name: str, depth: int) -> str:
 def empty_root() -> tuple[str, bytes, bytes]:
     """``(segment key, segment bytes, root bytes)`` of a new, empty registry."""
     key = f"index/{uuid.uuid4().hex}.json"
-    root = json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
-                       "segments": {"": key}}, separators=(",", ":"), sort_keys=True)
-    return key, Segment(None, {}, {}).dump(), root.encode("utf-8")
+    return key, Segment(None, {}, {}).dump(), root_document({"": key})
+
+
+def root_document(segments: dict[str, str]) -> bytes:
+    """The root naming ``segments`` (prefix -> key), under a fresh generation token."""
+    return json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
+                       "segments": dict(sorted(segments.items()))}, separators=(",", ":"),
+                      sort_keys=True).encode("utf-8")
 
 
 def object_key(name: str, version: int) -> str:
@@ -240,6 +245,7 @@ class Edit:
     def __init__(self, base: View) -> None:
         self.base = base
         self._dirty: dict[str, Segment] = {}
+        self.written: dict[str, Segment] = {}  # by :meth:`write`: key -> segment, for a reader's cache
 
     def _segment(self, name: str) -> Segment:
         prefix = self.base.prefix_of(name)
@@ -294,11 +300,10 @@ class Edit:
             for sub_prefix, part in _split(prefix, segment):
                 key = f"index/{uuid.uuid4().hex}.json"
                 put(key, part.dump())
+                part.key = key
+                self.written[key] = part
                 segments[sub_prefix] = key
-        generation = uuid.uuid4().hex
-        root = json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": generation,
-                           "segments": dict(sorted(segments.items()))}, separators=(",", ":"), sort_keys=True)
-        return root.encode("utf-8"), replaced
+        return root_document(segments), replaced
 
 
 def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:

@@ -7,6 +7,7 @@ through one :class:`~registry.store.writer.Transaction` per commit (``writer.py`
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import OrderedDict
@@ -390,7 +391,7 @@ class Registry:
             versions = txn.versions(name)
             if versions:
                 line = versions[max(versions)][1]
-                record = _json(line) if line else txn.record(name, max(versions))
+                record = json.loads(line) if line else txn.record(name, max(versions))
                 if same_content(record, draft):
                     return Kernel(record, array)
             record = txn.add(draft, array)
@@ -725,12 +726,6 @@ class Registry:
         old = self._kernels.pop(key, None)
         if old is not None:
             self._cached_bytes -= old.array.nbytes
-
-
-def _json(text: str) -> dict[str, Any]:
-    import json
-
-    return json.loads(text)
 
 
 def _family_names() -> list[str]:

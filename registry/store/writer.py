@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._content import content_hash
-from .._exceptions import KregError, StoreWriteError, UnsafeFileError
+from .._exceptions import KregError, StoreWriteError
 from .backend import Backend, CommitConflict, ObjectExists, ObjectMissing
 from .index import Edit, Segment, View, canonical, object_key
 
@@ -147,7 +147,6 @@ class Transaction:
             def put(key: str, data: bytes) -> None:
                 self.backend.put(key, data, durable=not self.deferred)
                 written.append(key)
-                self._cache[key] = Segment.parse(key, data, where=self.backend.url)
 
             try:
                 root, replaced = self.edit.write(put)
@@ -166,6 +165,7 @@ class Transaction:
                     self._delete_quietly(written)
                 raise
             self.committed = True
+            self._cache.update(self.edit.written)  # already parsed: never read back what was just written
             view = View.parse(root, self.backend.read, self._cache, where=self.backend.url)
             self._after_commit(replaced)
             return view
@@ -207,11 +207,3 @@ class Transaction:
                 self.backend.delete(key)
             except (KregError, OSError):
                 pass
-
-
-def is_missing(exc: BaseException) -> bool:
-    """An error that a concurrent writer can cause for a reader holding an older root."""
-    return isinstance(exc, (ObjectMissing, UnsafeFileError))
-
-
-__all__ = ["Transaction", "object_image", "tombstone_key", "is_missing", "StoreWriteError"]
