@@ -1,15 +1,21 @@
-"""The built-in kernel database: a read-only pack under every registry."""
+"""The built-in kernel database: a read-only pack under every registry.
+
+Beside the pack, ``builtin.listing.json`` holds its listing entries and the pack's sha256, so
+``kreg list`` shows the built-ins without opening HDF5 (about 45 ms of a fresh process); a
+listing whose hash does not match the pack beside it is ignored.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import KernelNotFoundError
-from ._index import KernelInfo
+from ._index import KernelInfo, listing_entry
 from ._kernel import Kernel
 from ._names import Ref
-
 
 if TYPE_CHECKING:
     from ._guard import GuardedFile
@@ -53,6 +59,35 @@ class BuiltinLayer:
             }
         return self._rows
 
+    @property
+    def listing_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".listing.json")
+
+    def listing(self, *, all_versions: bool = False) -> list[str]:
+        """Listing entries of the latest version of each built-in (or of every version)."""
+        entries = self._shipped_listing()
+        if entries is None:
+            entries = [listing_entry(info[1:]) for versions in self.rows.values() for info in versions.values()]
+        if all_versions:
+            return entries
+        latest: dict[str, tuple[int, str]] = {}
+        for entry in entries:
+            _, name, version, _ = entry.split("\t", 3)
+            if name not in latest or int(version) > latest[name][0]:
+                latest[name] = (int(version), entry)
+        return [entry for _, entry in latest.values()]
+
+    def _shipped_listing(self) -> list[str] | None:
+        try:
+            shipped = json.loads(self.listing_path.read_bytes())
+            entries = shipped["entries"]
+            if shipped["pack_sha256"] != hashlib.sha256(self.path.read_bytes()).hexdigest() or not (
+                    isinstance(entries, list) and all(isinstance(e, str) and e.count("\t") == 9 for e in entries)):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return entries
+
     def __contains__(self, name: object) -> bool:
         return name in self.records
 
@@ -81,3 +116,11 @@ class BuiltinLayer:
             self._file.close()
         self._file, self._records, self._rows = None, None, None
         self._kernels.clear()
+
+
+def write_listing(layer: BuiltinLayer) -> None:
+    """Write the listing beside ``layer``'s pack (``make kernels`` does, after the pack)."""
+    entries = sorted(listing_entry(info[1:]) for versions in layer.rows.values() for info in versions.values())
+    document = {"format": "kreg-builtin-listing", "version": 1,
+                "pack_sha256": hashlib.sha256(layer.path.read_bytes()).hexdigest(), "entries": entries}
+    layer.listing_path.write_text(json.dumps(document, indent=0) + "\n", encoding="utf-8")

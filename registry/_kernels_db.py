@@ -70,7 +70,10 @@ def main(source: str = "kernels_db/kernels.toml", out: str = "kernels_db/builtin
     tmp.unlink(missing_ok=True)
     write_container(tmp, "pack", built, attrs={"pack_name": "kreg-builtins"})
     tmp.replace(target)
-    print(f"wrote {len(built)} built-in kernels to {target}")
+    from ._builtins import BuiltinLayer, write_listing
+
+    write_listing(BuiltinLayer(target))
+    print(f"wrote {len(built)} built-in kernels to {target} (and their listing beside it)")
 
 
 if __name__ == "__main__":

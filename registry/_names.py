@@ -143,6 +143,27 @@ def natural_key(text: str) -> list[object]:
     return parts
 
 
+def sort_key(name: str) -> str:
+    """A string whose plain order is the natural order of names: listings sort on it in C.
+
+    Each run of digits becomes ``!``, one character for its length without leading zeros,
+    then those digits, so a longer number sorts after a shorter one; ``!`` sorts below every
+    character a name may hold, so a text part that ends sorts before one that goes on. A tab
+    (below ``!``) ends the key in a listing entry, so a name that is a prefix of another sorts
+    first. Orders exactly as :func:`natural_key` wherever that key tells two names apart.
+
+    Example:
+        >>> sort_key("gauss_11") > sort_key("gauss_3")
+        True
+    """
+    return _NATURAL_RE.sub(_number_key, name)
+
+
+def _number_key(digits: re.Match[str]) -> str:
+    number = digits[0].lstrip("0") or "0"
+    return f"!{chr(0x30 + len(number))}{number}"
+
+
 def match(
     names: Iterable[str],
     patterns: Sequence[str] = ("*",),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import KregError
+from .._index import column_widths
 from .backend import Backend, ObjectMissing
 from .index import Edit, Segment, View, canonical, object_key
 from .writer import TOMBSTONE, tombstone_key
@@ -88,7 +89,21 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
         report.problems.append(("index.json", str(exc)))
         view = None
     if view is not None:
+        for key, facts in view.heads.items():
+            try:  # the listing a reader takes on the root's word is the segment's whole listing
+                data = backend.read_range(key, 0, facts[0] + 1)
+                head = Segment.parse(key, data, where=backend.url).listing() if facts[0] else (
+                    [] if data == b"{" else None)
+                right = head == view.segment_by_key(key).listing() and facts[1:] == column_widths(head)
+            except KregError:
+                right = False
+            if not right:
+                report.problems.append(("index.json", (f"the root gives a wrong listing length or widths for {key}; "
+                                                       "--repair rewrites the index")))
         for segment in _segments(view, report):
+            if not segment.listing_matches_rows():
+                report.problems.append((str(segment.key), ("the segment's listing block does not match its rows "
+                                                           "('kreg list' would be wrong); --repair rewrites it")))
             for name, versions in segment.names.items():
                 for version, (row, line) in versions.items():
                     listed.add(object_key(name, version))
@@ -212,7 +227,9 @@ def _segments(view: View, report: Report) -> list[Segment]:
     out = []
     for prefix in sorted(view.segments):
         try:
-            out.append(view.segment(prefix))
+            segment = view.segment(prefix)
+            segment.listing(), segment.names  # parsed lazily: make damage show here, as a problem
+            out.append(segment)
         except KregError as exc:
             report.problems.append((str(view.segments[prefix]), str(exc)))
     return out

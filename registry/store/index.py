@@ -4,15 +4,19 @@ A name lives in the segment whose *prefix* (a string of bits) starts the bits of
 ``sha256(name)``; the prefixes form a complete prefix-free set, and a segment that grows past
 :data:`MAX_ROWS` splits in two (extendible hashing). So resolving ``name`` or ``name@v`` reads
 the root (a few KB) and one segment (at most a few thousand rows) whatever the registry's
-size; listing reads every segment's header line but no record; an add rewrites one segment
+size; listing reads every segment's listing block, nothing else; an add rewrites one segment
 and the root. Segments are written once under a fresh key and never changed, so a reader
 holding an old root still reads a consistent old state, and a parsed segment can be cached by
 its key forever. See ``schema/FORMAT.md``.
 
-A segment file is UTF-8 text: line 1 is a JSON header ``{"next": {name: n}, "rows": [row,
-...]}``, then one line per row with that kernel's full record (canonical JSON), in row order.
-A row is ``[name, version, shape, dtype, layout, origin, summary, tags, sha256, offset]``,
-``offset`` being where the values start in the object (``null`` if unknown).
+A segment file is UTF-8 text: first the *listing block*, one line per name for its latest
+version (an *entry*, tab-separated text; see :mod:`registry._index`) in natural order; then a
+JSON header line ``{"next": {name: n}, "rows": [row, ...]}``; then one line per row with that
+kernel's full record (canonical JSON), in row order. A row is ``[name, version, shape, dtype,
+layout, origin, summary, tags, sha256, offset]``, ``offset`` being where the values start in
+the object (``null`` if unknown). The header is the first line that starts with ``{``; a
+segment with no line before it (the layout before the listing block, or an empty segment)
+lists its rows.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from .._container import load_document
 from .._exceptions import UnsafeFileError
-from .._index import KernelInfo, row_of
+from .._index import WIDTHS, column_widths, listing_entry, row_of
 
 ROOT_FORMAT = "kreg-registry-index"
 ROOT_VERSION = 2
@@ -33,6 +37,8 @@ ROOT_VERSION = 2
 MAX_ROWS = 2048
 #: Longest prefix (bits of sha256(name)); past it a segment just grows.
 MAX_DEPTH = 24
+#: Largest listing block a reader reads on the root's word (bytes).
+MAX_HEAD = 64 << 20
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -51,14 +57,24 @@ def name_bits(name: str, depth: int) -> str:
 def empty_root() -> tuple[str, bytes, bytes]:
     """``(segment key, segment bytes, root bytes)`` of a new, empty registry."""
     key = f"index/{uuid.uuid4().hex}.json"
-    return key, Segment(None, {}, {}).dump(), root_document({"": key})
+    data = Segment(None, {}, {}).dump()
+    return key, data, root_document({"": key}, {key: listing_facts(data, [])})
 
 
-def root_document(segments: dict[str, str]) -> bytes:
-    """The root naming ``segments`` (prefix -> key), under a fresh generation token."""
-    return json.dumps({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
-                       "segments": dict(sorted(segments.items()))}, separators=(",", ":"),
-                      sort_keys=True).encode("utf-8")
+def root_document(segments: dict[str, str], listing: dict[str, list[int]] | None = None) -> bytes:
+    """The root naming ``segments`` (prefix -> key), under a fresh generation token, with what
+    it knows of each segment's listing block (key -> ``[bytes, column widths...]``)."""
+    document: dict[str, Any] = {"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
+                                "segments": dict(sorted(segments.items()))}
+    if listing:
+        document["listing"] = {key: listing[key] for key in sorted(listing) if key in segments.values()}
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def listing_facts(data: bytes, entries: list[str]) -> list[int]:
+    """What the root records of a dumped segment's listing block: its length in bytes, then the
+    widths of its entries' first columns (see :func:`column_widths`)."""
+    return [0 if data[:1] == b"{" else data.index(b"\n{") + 1, *column_widths(entries)]
 
 
 def object_key(name: str, version: int) -> str:
@@ -67,41 +83,87 @@ def object_key(name: str, version: int) -> str:
 
 
 class Segment:
-    """One immutable segment, parsed: name -> version -> (row, record line), and next versions.
+    """One immutable segment: its listing block, then name -> version -> (row, record line) and
+    next versions.
 
-    Only the header line is parsed up front (all a listing needs); the record lines are split
-    out of the raw bytes the first time one is asked for.
+    Nothing is parsed up front: a listing parses line 1 only, a lookup the header (line 2), and
+    the record lines are split out of the raw bytes the first time one is asked for.
     """
 
-    __slots__ = ("_body", "_names", "_rows", "_where", "key", "next")
+    __slots__ = ("_body", "_data", "_listing", "_names", "_next", "_rows", "_where", "key")
 
     def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
-                 next_version: dict[str, int], *, rows: list[list[Any]] | None = None, body: bytes = b"") -> None:
+                 next_version: dict[str, int] | None) -> None:
         self.key = key
         self._names = names
-        self.next = next_version
-        self._rows, self._body = rows, body
+        self._next = next_version
+        self._data: bytes | None = None  # the raw segment, until its parts are parsed
+        self._listing: list[str] | None = None
+        self._rows: list[list[Any]] | None = None
+        self._body = b""
         self._where = "?"
 
     @classmethod
     def parse(cls, key: str, data: bytes, *, where: str) -> Segment:
+        segment = cls(key, None, None)
+        segment._data, segment._where = bytes(data), where
+        return segment
+
+    def _block_end(self) -> int:
+        """Where the listing block of the raw bytes ends: the header is the first line that
+        starts with ``{`` (an entry starts with a name's sort key, never with ``{``)."""
+        data = self._data or b""
+        if data[:1] == b"{":
+            return 0
+        end = data.find(b"\n{")
+        return len(data) if end < 0 else end + 1  # no header: a read of the block alone
+
+    def listing(self) -> list[str]:
+        """The listing entries (see :mod:`registry._index`) of each name's latest version, in
+        natural order. Reads the listing block alone (a segment parsed from it alone works);
+        a segment without a block (the layout before it, or an empty one) lists its rows."""
+        if self._listing is None:
+            block = self._data[:self._block_end()] if self._data is not None else b""
+            if not block:
+                self._listing = _listing_of(self.rows())
+            else:
+                entries = block.decode("utf-8", "replace").split("\n")
+                if entries.pop() != "" or block.count(b"\t") != 9 * len(entries):
+                    raise _damaged(self._where, self.key or "?")
+                self._listing = entries
+        return self._listing
+
+    def _header(self) -> None:
+        data = self._data or b""
+        start = self._block_end()
+        end = data.find(b"\n", start)
+        if start >= len(data) or end < 0:
+            raise _damaged(self._where, self.key or "?")
+        line, body = data[start:end], data[end + 1:]
         try:
-            data = bytes(data)
-            end = data.find(b"\n")
-            header = json.loads(data[: end if end >= 0 else len(data)])
+            header = json.loads(line)
             rows, next_version = header["rows"], header["next"]
             if not isinstance(rows, list) or not isinstance(next_version, dict):
                 raise ValueError("not a segment header")
             next_version = {str(k): int(v) for k, v in next_version.items()}
         except (ValueError, KeyError, TypeError):
-            raise _damaged(where, key) from None
-        segment = cls(key, None, next_version, rows=rows, body=data[end + 1:] if end >= 0 else b"")
-        segment._where = where
-        return segment
+            raise _damaged(self._where, self.key or "?") from None
+        self._rows, self._next, self._body = rows, next_version, body
+        self._data = None
+
+    @property
+    def next(self) -> dict[str, int]:
+        """name -> the lowest version number never handed out."""
+        if self._next is None:
+            self._header()
+        assert self._next is not None
+        return self._next
 
     @property
     def names(self) -> dict[str, dict[int, tuple[list[Any], str | None]]]:
         if self._names is None:
+            if self._rows is None:
+                self._header()
             rows = self._rows or []
             lines = self._body.decode("utf-8", "replace").split("\n")
             if lines and lines[-1] == "":
@@ -118,8 +180,10 @@ class Segment:
         return self._names
 
     def rows(self) -> list[list[Any]]:
-        """Every row, without splitting out the records (the listing's path)."""
+        """Every row, without splitting out the records."""
         if self._names is None:
+            if self._rows is None:
+                self._header()
             return self._rows or []
         return [row for versions in self._names.values() for row, _ in versions.values()]
 
@@ -130,14 +194,32 @@ class Segment:
                 row, line = versions[version]
                 rows.append(row)
                 lines.append(line or "")
+        self._listing = _listing_of(rows)
         header = json.dumps({"next": self.next, "rows": rows}, separators=(",", ":"), sort_keys=True)
-        return ("\n".join([header, *lines]) + "\n").encode("utf-8")
+        return "".join(entry + "\n" for entry in [*self._listing, header, *lines]).encode("utf-8")
 
     def copy(self) -> Segment:
         return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next))
 
     def __len__(self) -> int:
         return len(self.rows())
+
+    def listing_matches_rows(self) -> bool:
+        """Whether the listing block says what the rows say (``kreg fsck`` checks it)."""
+        return self.listing() == _listing_of(self.rows())
+
+
+def _listing_of(rows: list[list[Any]]) -> list[str]:
+    """The sorted listing entries of the latest version of each name among ``rows``."""
+    latest: dict[str, list[Any]] = {}
+    for row in rows:
+        held = latest.get(row[0])
+        if held is None or row[1] > held[1]:
+            latest[row[0]] = row
+    try:
+        return sorted(listing_entry(row) for row in latest.values())
+    except (TypeError, ValueError):
+        raise UnsafeFileError("A damaged row in the index. Run 'kreg fsck --repair'.") from None
 
 
 def _damaged(where: str, key: str) -> UnsafeFileError:
@@ -154,12 +236,19 @@ class View:
     """
 
     def __init__(self, root: dict[str, Any], fetch: Callable[[str], bytes], cache: dict[str, Segment],
-                 *, where: str) -> None:
+                 *, where: str, fetch_head: Callable[[str, int], bytes] | None = None) -> None:
         self.root = root
         self.generation: str = root["generation"]
         self.segments: dict[str, str] = root["segments"]
+        heads = root.get("listing")
+        self.heads: dict[str, list[int]] = {
+            k: facts for k, facts in heads.items()
+            if isinstance(facts, list) and len(facts) == 1 + WIDTHS and all(type(n) is int and n >= 0 for n in facts)
+            and facts[0] <= MAX_HEAD
+        } if isinstance(heads, dict) else {}
         self._depths = sorted({len(p) for p in self.segments})
         self._fetch = fetch
+        self._fetch_head = fetch_head
         self._cache = cache
         self.where = where
 
@@ -169,13 +258,14 @@ class View:
                    fetch, cache, where=where)
 
     @classmethod
-    def parse(cls, data: bytes, fetch: Callable[[str], bytes], cache: dict[str, Segment], *, where: str) -> View:
+    def parse(cls, data: bytes, fetch: Callable[[str], bytes], cache: dict[str, Segment], *, where: str,
+              fetch_head: Callable[[str, int], bytes] | None = None) -> View:
         root = load_document(data, where=where, what="index", fmt=ROOT_FORMAT, supported=ROOT_VERSION)
         segments = root.get("segments")
         if (not isinstance(segments, dict) or not segments or not isinstance(root.get("generation"), str)
                 or not all(set(p) <= {"0", "1"} and isinstance(k, str) for p, k in segments.items())):
             raise UnsafeFileError(f"{where}: the index root is damaged. Run 'kreg fsck --repair'.")
-        return cls(root, fetch, cache, where=where)
+        return cls(root, fetch, cache, where=where, fetch_head=fetch_head)
 
     def prefix_of(self, name: str) -> str:
         for depth in self._depths:
@@ -188,11 +278,39 @@ class View:
         key = self.segments[prefix]
         if key is None:
             return Segment(None, {}, {})
+        return self.segment_by_key(key)
+
+    def segment_by_key(self, key: str) -> Segment:
         segment = self._cache.get(key)
         if segment is None:
             segment = Segment.parse(key, self._fetch(key), where=self.where)
             self._cache[key] = segment
         return segment
+
+    def segment_listing(self, prefix: str) -> list[str]:
+        """The listing of one segment: its listing block alone is read when the root gives its
+        length (a range read), else the whole segment."""
+        key = self.segments[prefix]
+        if key is None:
+            return []
+        if key not in self._cache and self._fetch_head is not None and key in self.heads:
+            if self.heads[key][0] == 0:
+                return []  # an empty segment
+            head = self._cache.get(key + "#listing")
+            if head is None:
+                # one byte more than the block: the header's "{" proves the block is whole
+                head = Segment.parse(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where)
+                self._cache[key + "#listing"] = head
+            return head.listing()
+        return self.segment(prefix).listing()
+
+    def listing_widths(self) -> list[int] | None:
+        """The widest text of each first column over every segment's listing, when the root
+        records them for every segment (then a table needs no pass to measure its rows)."""
+        keys = [key for key in self.segments.values() if key is not None]
+        if not all(key in self.heads for key in keys):
+            return None
+        return [max([0, *(self.heads[key][1 + i] for key in keys)]) for i in range(WIDTHS)]
 
     def all_segments(self) -> Iterator[Segment]:
         for prefix in sorted(self.segments):
@@ -221,15 +339,19 @@ class View:
         versions = segment.names.get(name, {})
         return max([segment.next.get(name, 1), *(v + 1 for v in versions)])
 
-    def infos(self) -> dict[str, dict[int, KernelInfo]]:
-        """name -> version -> :class:`KernelInfo` for every kernel (reads every segment header)."""
-        make = KernelInfo._make
-        out: dict[str, dict[int, KernelInfo]] = {}
-        for segment in self.all_segments():
-            for r in segment.rows():
-                name, v = r[0], r[1]
-                out.setdefault(name, {})[v] = make(
-                    (f"{name}@{v}", name, v, tuple(r[2]), r[3], r[4], r[5], r[6], tuple(r[7]), r[8], False))
+    def listing(self, *, all_versions: bool = False) -> list[str]:
+        """Listing entries of every kernel's latest version (or of every version), each
+        segment's run in natural order: ``list.sort`` on the whole merges the runs."""
+        out: list[str] = []
+        for prefix in sorted(self.segments):
+            if not all_versions:
+                out += self.segment_listing(prefix)
+                continue
+            segment = self.segment(prefix)
+            try:
+                out += map(listing_entry, segment.rows())
+            except (TypeError, ValueError):
+                raise _damaged(self.where, segment.key or "?") from None
         return out
 
     def names(self) -> list[str]:
@@ -292,6 +414,7 @@ class Edit:
         """Write the changed segments (splitting big ones) with ``put``; return the new root
         document and the keys of the segments it no longer names."""
         segments = dict(self.base.segments)
+        heads = dict(self.base.heads)
         replaced = []
         for prefix, segment in self._dirty.items():
             old = segments.pop(prefix)
@@ -299,11 +422,13 @@ class Edit:
                 replaced.append(old)
             for sub_prefix, part in _split(prefix, segment):
                 key = f"index/{uuid.uuid4().hex}.json"
-                put(key, part.dump())
+                data = part.dump()
+                put(key, data)
+                heads[key] = listing_facts(data, part.listing())
                 part.key = key
                 self.written[key] = part
                 segments[sub_prefix] = key
-        return root_document(segments), replaced
+        return root_document(segments, heads), replaced
 
 
 def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:

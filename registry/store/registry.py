@@ -7,11 +7,12 @@ through one :class:`~registry.store.writer.Transaction` per commit (``writer.py`
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,19 @@ from typing import Any
 import numpy as np
 
 from .._builtins import BuiltinLayer
-from .._content import content_hash
-from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, ReadOnlyError, UnsafeFileError
-from .._index import KernelInfo
+from .._content import content_hash, same_content
+from .._exceptions import (
+    IntegrityError,
+    InvalidKernelError,
+    KernelNotFoundError,
+    KregError,
+    ReadOnlyError,
+    UnsafeFileError,
+)
+from .._index import KernelInfo, Listing, column_widths, entry_name, select
 from .._kernel import Kernel, stack
-from .._names import Ref, check_name, did_you_mean, escape, match, parse_ref
+from .._names import Ref, check_name, did_you_mean, escape, parse_ref, sort_key
 from .._paths import builtin_db_path
-from .._content import same_content
 from .._records import build_record
 from .backend import Backend, ObjectMissing
 from .index import ROOT_FORMAT, Segment, View, object_key
@@ -229,21 +236,35 @@ class Registry:
             origin: keep only this provenance origin (``builtin``, ``learned``, ...).
             all_versions: every version instead of the latest of each name.
         """
+        return list(self.listing(pattern, exclude, tags, origin=origin, all_versions=all_versions))
+
+    def listing(
+        self,
+        pattern: str | Sequence[str] = "*",
+        exclude: str | Sequence[str] = (),
+        tags: Sequence[str] = (),
+        *,
+        origin: str | None = None,
+        all_versions: bool = False,
+    ) -> Listing:
+        """:meth:`list_kernels` as a :class:`~registry._index.Listing`: the same rows, each made
+        when it is read (the form ``kreg list`` prints 100,000 rows from)."""
         self._check_open()
         patterns = [pattern] if isinstance(pattern, str) else list(pattern)
         excludes = [exclude] if isinstance(exclude, str) else list(exclude)
-        by_name = self._read(lambda view: view.infos())
-        if self._builtins is not None:
-            by_name.update(self._builtins.rows)
-        wanted = set(tags)
-        rows = []
-        for name in match(by_name, patterns, excludes):
-            versions = by_name[name]
-            for version in sorted(versions) if all_versions else [max(versions)]:
-                info = versions[version]
-                if (not wanted or wanted <= set(info.tags)) and origin in (None, info.origin):
-                    rows.append(info)
-        return rows
+        entries, widths = self._read(lambda view: (view.listing(all_versions=all_versions),
+                                                   None if all_versions else view.listing_widths()))
+        own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
+        builtins = {entry_name(entry) for entry in own}
+        if own:
+            entries.sort()
+            entries = _without_names(entries, builtins)  # a built-in shadows a user kernel of its name
+            entries += own
+            if widths is not None:
+                widths = [max(w, b) for w, b in zip(widths, column_widths(own))]
+        entries.sort(key=_version_order if all_versions else None)
+        selected = select(entries, patterns, excludes, tags, origin)
+        return Listing(selected, builtins, widths if selected is entries else None)
 
     def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
@@ -318,10 +339,10 @@ class Registry:
         return self.load(ref)
 
     def __iter__(self) -> Iterator[str]:
-        return iter([info.name for info in self.list_kernels()])
+        return iter([info.name for info in self.listing()])
 
     def __len__(self) -> int:
-        return len(self.list_kernels())
+        return len(self.listing())
 
     # -- writing ----------------------------------------------------------
 
@@ -663,7 +684,8 @@ class Registry:
 
     def _parse_root(self, data: bytes | None) -> View:
         if data is not None:
-            return View.parse(data, self.backend.read, self._segments, where=self.url)
+            return View.parse(data, self.backend.read, self._segments, where=self.url,
+                              fetch_head=lambda key, size: self.backend.read_range(key, 0, size))
         legacy = getattr(self.backend, "legacy_index", lambda: None)()
         if legacy is not None:
             from .v1 import LEGACY_KEY, legacy_segment
@@ -732,3 +754,24 @@ def _family_names() -> list[str]:
     from .._families import FAMILIES
 
     return list(FAMILIES)
+
+
+def _version_order(entry: str) -> tuple[str, str, int]:
+    """Sort key of an entry among every version: natural name order, then version number."""
+    key, name, version, _ = entry.split("\t", 3)
+    return key, name, int(version) if version.isdigit() else -1
+
+
+def _without_names(entries: list[str], names: Iterable[str]) -> list[str]:
+    """Sorted ``entries`` less those of ``names`` (found by bisection, not by a scan)."""
+    drop: list[tuple[int, int]] = []
+    for name in names:
+        prefix = f"{sort_key(name)}\t{name}\t"
+        start = end = bisect.bisect_left(entries, prefix)
+        while end < len(entries) and entries[end].startswith(prefix):
+            end += 1
+        if end > start:
+            drop.append((start, end))
+    for start, end in sorted(drop, reverse=True):
+        del entries[start:end]
+    return entries
