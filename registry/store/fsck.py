@@ -25,7 +25,7 @@ from .backend import Backend, ObjectMissing
 from .index import Edit, Segment, View, canonical, object_key
 from .writer import TOMBSTONE, tombstone_key
 
-_OBJECT = re.compile(r"^kernels/(?P<name>.+)/@(?P<version>[1-9][0-9]{0,17})\.(?P<kind>h5|gone)$")
+_OBJECT = re.compile(r"^kernels/(?P<name>.+)/@(?P<version>[1-9][0-9]{0,17})\.(?P<kind>h5|gone|json)$")
 _KNOWN = re.compile(r"^(index\.json|kreg-registry\.json|\.lock|index\.h5|index/[0-9a-f]{32}\.json|tmp/.*|attic/.*)$")
 
 
@@ -122,6 +122,8 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
                                          "'kreg fsck --repair' sets it aside"))
         elif match and match["kind"] == "gone" and object_key(match["name"], int(match["version"])) in listed:
             report.problems.append((key, "a tombstone for a version the index still lists"))
+        elif match and match["kind"] == "json" and view is not None:
+            report.problems += [(key, p) for p in _check_receipt(backend, view, key, match, listed)]
         elif not match and not _KNOWN.match(key):
             report.problems.append((key, "a file kreg does not write; move it out of the registry"))
         elif key.startswith("tmp/"):
@@ -158,13 +160,17 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
 
     edit = Edit(View.empty(backend.read, cache, where=backend.url))
     stamp = time.strftime("%Y%m%dt%H%M%S")
+    placed: set[str] = set()
+    receipts: list[str] = []
     for key, kind in _scan(backend):
         match = _OBJECT.match(key)
         if kind != "file" or not match:
             continue
         name, version = match["name"], int(match["version"])
         edit.reserve(name, version)
-        if match["kind"] == "gone":
+        if match["kind"] == "json":
+            receipts.append(key)
+        if match["kind"] != "h5":
             continue
         try:
             stored, offset = _read_object(backend, key, name, version)
@@ -180,18 +186,40 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
             _set_aside(backend, key, stamp, report)
             continue
         edit.put(record, offset)
+        placed.add(key)
         report.kernels += 1
         report.adopted += key not in listed
+    for key in receipts:  # a receipt stays only beside a version the new index holds
+        if re.sub(r"\.json$", ".h5", key) not in placed:
+            report.problems.append((key, "a receipt for a version the index does not hold: set aside"))
+            _set_aside(backend, key, stamp, report)
     for name, n in old_next.items():
         edit.reserve(name, n - 1)
     root, _ = edit.write(lambda key, data: backend.put(key, data))
     backend.commit(root, token)
-    for key in old_keys - {""}:
+    for key in old_keys - {""} | (set(old_view.retired) if old_view is not None else set()):
         try:
             backend.delete(key)
         except KregError:
             pass
     return report
+
+
+def _check_receipt(backend: Backend, view: View, key: str, match: re.Match[str], listed: set[str]) -> list[str]:
+    """What is wrong with a receipt: one for a version the index does not list, or one that
+    does not say what the index says."""
+    name, version = match["name"], int(match["version"])
+    if object_key(name, version) not in listed:
+        return [("a receipt for a version the index does not list (removed while it was written); "
+                 "'kreg fsck --repair' sets it aside")]
+    try:
+        document = json.loads(backend.read(key))
+        row = view.row(name, version)
+        same = (canonical(document["record"]) == canonical(view.record(name, version))
+                and row is not None and document["offset"] == (row[9] if len(row) > 9 else None))
+    except (KregError, ValueError, TypeError, KeyError):
+        same = False
+    return [] if same else ["a receipt that does not say what the index says; delete it (loads fall back to the index)"]
 
 
 def _read_object(backend: Backend, key: str, name: str, version: int) -> tuple[dict[str, Any], int | None]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,10 @@ ROOT_VERSION = 2
 MAX_ROWS = 2048
 #: Longest prefix (bits of sha256(name)); past it a segment just grows.
 MAX_DEPTH = 24
+#: Replaced segments an object-store writer deletes in one bulk request, and how old (seconds)
+#: they must be first.
+RETIRE_BATCH = 16
+RETIRE_AFTER = 60.0
 #: Largest listing block a reader reads on the root's word (bytes).
 MAX_HEAD = 64 << 20
 
@@ -61,13 +66,17 @@ def empty_root() -> tuple[str, bytes, bytes]:
     return key, data, root_document({"": key}, {key: listing_facts(data, [])})
 
 
-def root_document(segments: dict[str, str], listing: dict[str, list[int]] | None = None) -> bytes:
+def root_document(segments: dict[str, str], listing: dict[str, list[int]] | None = None,
+                  retired: dict[str, float] | None = None) -> bytes:
     """The root naming ``segments`` (prefix -> key), under a fresh generation token, with what
-    it knows of each segment's listing block (key -> ``[bytes, column widths...]``)."""
+    it knows of each segment's listing block (key -> ``[bytes, column widths...]``) and the
+    replaced segments not deleted yet (key -> when they were replaced, Unix seconds)."""
     document: dict[str, Any] = {"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
                                 "segments": dict(sorted(segments.items()))}
     if listing:
         document["listing"] = {key: listing[key] for key in sorted(listing) if key in segments.values()}
+    if retired:
+        document["retired"] = dict(sorted(retired.items()))
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -246,6 +255,9 @@ class View:
             if isinstance(facts, list) and len(facts) == 1 + WIDTHS and all(type(n) is int and n >= 0 for n in facts)
             and facts[0] <= MAX_HEAD
         } if isinstance(heads, dict) else {}
+        retired = root.get("retired")
+        self.retired: dict[str, float] = {k: float(t) for k, t in retired.items() if isinstance(t, (int, float))} if (
+            isinstance(retired, dict)) else {}
         self._depths = sorted({len(p) for p in self.segments})
         self._fetch = fetch
         self._fetch_head = fetch_head
@@ -410,9 +422,14 @@ class Edit:
         if not versions:
             segment.names.pop(name, None)
 
-    def write(self, put: Callable[[str, bytes], None]) -> tuple[bytes, list[str]]:
+    def write(self, put: Callable[[str, bytes], None], *, retire: bool = False) -> tuple[bytes, list[str]]:
         """Write the changed segments (splitting big ones) with ``put``; return the new root
-        document and the keys of the segments it no longer names."""
+        document and the keys of the segments to delete once it is committed.
+
+        With ``retire`` (an object store, where each delete is a request) the replaced segments
+        are listed in the root instead, and deleted :data:`RETIRE_BATCH` at a time (one bulk
+        request) once :data:`RETIRE_AFTER` seconds old: an add then costs no delete, and a reader
+        holding an older root rarely finds its segment gone."""
         segments = dict(self.base.segments)
         heads = dict(self.base.heads)
         replaced = []
@@ -428,7 +445,14 @@ class Edit:
                 part.key = key
                 self.written[key] = part
                 segments[sub_prefix] = key
-        return root_document(segments, heads), replaced
+        if not retire:
+            return root_document(segments, heads, self.base.retired), replaced
+        now = time.time()
+        retired = {**self.base.retired, **dict.fromkeys(replaced, now)}
+        due = [key for key, when in retired.items() if now - when >= RETIRE_AFTER]
+        if len(due) < RETIRE_BATCH:
+            due = []
+        return root_document(segments, heads, {k: t for k, t in retired.items() if k not in due}), due
 
 
 def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:

@@ -15,6 +15,7 @@ environment and never appear in a message: errors name the registry's URL only.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import time
@@ -73,8 +74,20 @@ class ObjectBackend:
         self._root: tuple[bytes, str, float] | None = None  # bytes, ETag, when the server last confirmed it
         self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
 
+    #: A committed version gets a receipt (see ``writer.receipt``): a pinned load costs two requests.
+    receipts = True
+    #: Replaced segments are listed in the root and deleted in bulk later, not one request each.
+    defers_deletes = True
+
     def __repr__(self) -> str:
         return f"ObjectBackend({self.url!r})"
+
+    def uncached(self) -> ObjectBackend:
+        """This backend reading the bucket itself, never the local cache (what ``verify`` and
+        ``fsck`` check is the store, not this machine's copies); its requests count here too."""
+        twin = copy.copy(self)
+        twin.cache = None
+        return twin
 
     # -- the client -------------------------------------------------------
 
@@ -264,6 +277,17 @@ class ObjectBackend:
         self._request("delete", lambda: obs.delete(self.store, key), key, writing=True)
         if self.cache is not None:
             self.cache.forget(self.url, key)
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete ``keys`` in bulk: one request per 1,000 on S3 (DeleteObjects), per 256 on Azure."""
+        import obstore as obs
+
+        per_request = {"s3": 1000, "az": 256}.get(self._scheme, 1)
+        self.stats["delete"] += max(1, -(-len(keys) // per_request)) - 1  # _request counts one
+        self._request("delete", lambda: obs.delete(self.store, list(keys)), keys[0] if keys else "", writing=True)
+        if self.cache is not None:
+            for key in keys:
+                self.cache.forget(self.url, key)
 
     def commit(self, root: bytes, token: object) -> object:
         """Replace the root if its ETag is still ``token`` (``If-Match``), or create it if there was

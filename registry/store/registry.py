@@ -36,7 +36,7 @@ from .._paths import builtin_db_path
 from .._records import build_record
 from .backend import Backend, ObjectMissing
 from .index import ROOT_FORMAT, Segment, View, object_key
-from .writer import Transaction
+from .writer import RECEIPT_FORMAT, Transaction, receipt_key
 
 #: Kernels at most this large (bytes, all together) stay cached in memory.
 CACHE_BYTES = 64 * 2**20
@@ -136,18 +136,39 @@ class Registry:
         return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
 
     def _load_pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
-        """``name@v`` through the backend's last known root, or None (issue 10: remote registries)."""
+        """``name@v`` without reading the index when it can be (issue 10: remote registries):
+        through the last root this machine saw (no request at all when it is cached), else
+        through the version's receipt (an object store: the receipt and the values, two
+        requests). None sends the load down the index path, which decides."""
         cached_root = getattr(self.backend, "cached_root", None)
         data = cached_root() if cached_root is not None else None
-        if data is None:
-            return None
+        if data is not None:
+            try:
+                view = View.parse(data, self.backend.read, self._segments, where=self.url)
+                if view.row(*parsed) is not None:
+                    return self._load_from(view, parsed, verify, cached=True)
+            except KregError:
+                pass
+        if getattr(self.backend, "receipts", False):
+            return self._load_receipt(parsed, verify)
+        return None
+
+    def _load_receipt(self, parsed: Ref, verify: bool) -> Kernel | None:
+        """``name@v`` from its receipt (see ``writer.receipt``), or None if it has none or it
+        does not hold together (then the index path answers, and reports what is wrong)."""
+        name, version = parsed.name, int(parsed.version or 0)
         try:
-            view = View.parse(data, self.backend.read, self._segments, where=self.url)
-            if view.row(*parsed) is None:
+            document = json.loads(self.backend.read(receipt_key(name, version)))
+            record, offset = document["record"], document["offset"]
+            if (document.get("format") != RECEIPT_FORMAT or (record.get("name"), record.get("version")) != (name, version)
+                    or not (offset is None or (type(offset) is int and offset >= 0))):
                 return None
-            return self._load_from(view, parsed, verify, cached=True)
-        except KregError:
+            kernel = Kernel(record, self._read_values(record, offset, verify))
+        except (KregError, ValueError, TypeError, KeyError, AttributeError):
             return None
+        if verify:
+            self._remember((name, version), kernel)
+        return kernel
 
     def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
         row = view.row(*parsed)
@@ -604,7 +625,7 @@ class Registry:
                 else:
                     row = view.row(*parsed)
                     record = view.record(*parsed)
-                    record_problems, array = check_object(self.backend, row, record)
+                    record_problems, array = check_object(self._store_itself(), row, record)
                     problems.extend((ref, p) for p in record_problems)
                     if array is None:
                         continue
@@ -627,12 +648,17 @@ class Registry:
 
         if repair:
             with self.backend.writer():
-                report = rebuild(self.backend, self._segments)
+                report = rebuild(self._store_itself(), self._segments)
             self._view_cache = None
             self._kernels.clear()
             self._cached_bytes = 0
             return report
-        return check(self.backend, self._segments)
+        return check(self._store_itself(), self._segments)
+
+    def _store_itself(self) -> Backend:
+        """The backend without a local cache in front (an object store's), for checks."""
+        uncached = getattr(self.backend, "uncached", None)
+        return uncached() if uncached is not None else self.backend
 
     # -- lifecycle --------------------------------------------------------
 

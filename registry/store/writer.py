@@ -6,8 +6,9 @@ written at once as an immutable object under ``kernels/<name>/@<v>.h5`` with a c
 put: the put *is* the allocation of the version number, so a number that any object holds
 is never issued again. The commit writes the changed segments and swaps the root if no one
 else committed meanwhile; on a conflict (object stores only) it re-reads the root and replays
-its operations on top. Only after the commit are removed objects deleted and tombstoned.
-A failure before the commit deletes what the transaction wrote: the store is as it was.
+its operations on top. Only after the commit are removed objects deleted and tombstoned (and,
+on an object store, receipts put for the added versions: see :func:`receipt`). A failure before
+the commit deletes what the transaction wrote: the store is as it was.
 """
 
 from __future__ import annotations
@@ -34,11 +35,30 @@ MAX_VERSION_PROBES = 64
 MAX_COMMIT_ATTEMPTS = 40
 MAX_BACKOFF = 0.25
 TOMBSTONE = b'{"format":"kreg-tombstone","version":1}\n'
+RECEIPT_FORMAT = "kreg-receipt"
 
 
 def tombstone_key(name: str, version: int) -> str:
     """The marker left where a removed version's object was: its number stays taken."""
     return f"kernels/{name}/@{version}.gone"
+
+
+def receipt_key(name: str, version: int) -> str:
+    """Where an object store keeps the receipt of a committed ``name@version``."""
+    return f"kernels/{name}/@{version}.json"
+
+
+def receipt(record: dict[str, Any], offset: int | None) -> bytes:
+    """The receipt of a committed version: its record and where its values start.
+
+    On an object store a pinned ``load("name@v")`` reads it and the values, two requests,
+    instead of the root, a segment and the values. It is put only after the commit that added
+    the version and deleted before a commit that removes it, so a receipt is never there for a
+    version that was not committed (an orphan of a crashed writer has none); one missing (a
+    writer killed between its commit and the receipt) only costs the reader the index path.
+    """
+    return json.dumps({"format": RECEIPT_FORMAT, "version": 1, "offset": offset, "record": record},
+                      separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
 def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]:
@@ -141,6 +161,13 @@ class Transaction:
         """Write the segments and swap the root; returns the new committed view (or None if no change)."""
         if not self.edit.dirty:
             return None
+        receipts = getattr(self.backend, "receipts", False)
+        if receipts:  # before the commit: a receipt never outlives its version
+            for name, version in self.removed:
+                try:
+                    self.backend.delete(receipt_key(name, version))
+                except ObjectMissing:  # some stores answer 404 for a key that is not there
+                    pass
         for attempt in range(MAX_COMMIT_ATTEMPTS):
             written: list[str] = []
 
@@ -149,7 +176,7 @@ class Transaction:
                 written.append(key)
 
             try:
-                root, replaced = self.edit.write(put)
+                root, replaced = self.edit.write(put, retire=getattr(self.backend, "defers_deletes", False))
                 if self.deferred:
                     self.backend.flush()
                 self.token = self.backend.commit(root, self.token)
@@ -167,7 +194,7 @@ class Transaction:
             self.committed = True
             self._cache.update(self.edit.written)  # already parsed: never read back what was just written
             view = View.parse(root, self.backend.read, self._cache, where=self.backend.url)
-            self._after_commit(replaced)
+            self._after_commit(replaced, receipts)
             return view
         raise StoreWriteError(f"{self.backend.url}: gave up after {MAX_COMMIT_ATTEMPTS} commit conflicts with "
                               "other writers; nothing was committed. Try again.")
@@ -192,16 +219,30 @@ class Transaction:
                 if attempt == MAX_COMMIT_ATTEMPTS - 1:
                     raise
 
-    def _after_commit(self, replaced: list[str]) -> None:
+    def _after_commit(self, replaced: list[str], receipts: bool) -> None:
         # Readers holding the old root retry when a segment or object they named is gone.
+        if receipts:  # best effort: a missing receipt costs a pinned load the index path, nothing more
+            for op, record, offset in self._ops:
+                if op == "put":
+                    self._put_quietly(receipt_key(record["name"], record["version"]), receipt(record, offset))
         for name, version in self.removed:
-            try:
-                self.backend.put(tombstone_key(name, version), TOMBSTONE)
-            except (ObjectExists, KregError, OSError):
-                pass
+            self._put_quietly(tombstone_key(name, version), TOMBSTONE)
         self._delete_quietly([object_key(n, v) for n, v in self.removed] + replaced)
 
+    def _put_quietly(self, key: str, data: bytes) -> None:
+        try:
+            self.backend.put(key, data)
+        except (ObjectExists, KregError, OSError):
+            pass
+
     def _delete_quietly(self, keys: list[str]) -> None:
+        many = getattr(self.backend, "delete_many", None)
+        if many is not None and len(keys) > 1:
+            try:
+                many(keys)  # one request for up to 1,000 keys
+            except (KregError, OSError):
+                pass
+            return
         for key in keys:
             try:
                 self.backend.delete(key)

@@ -1,0 +1,137 @@
+"""Receipts and deferred deletes on a real S3 server (SeaweedFS): requests counted per operation.
+
+A pinned load reads the version's receipt and its values (two requests); a receipt is never
+there for a version that is not committed; replaced segments are deleted in bulk, later.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import registry
+from registry._exceptions import KernelNotFoundError
+from registry.store import index
+from registry.store.object import ObjectBackend
+from registry.store.writer import receipt_key
+
+
+def requests(reg: registry.Registry) -> dict[str, int]:
+    return {verb: reg.backend.stats[verb] for verb in ("get", "put", "delete", "list") if reg.backend.stats[verb]}
+
+
+def cold(url: str) -> registry.Registry:
+    """A registry as a new machine sees it: nothing cached."""
+    return registry.Registry(ObjectBackend(url, cache=False), builtins=False)
+
+
+def raw(url: str) -> ObjectBackend:
+    return ObjectBackend(url, cache=False)
+
+
+def test_a_cold_pinned_load_reads_the_receipt_and_the_values(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("r/k", np.eye(3, dtype="f4"))
+    reg.add("r/k", np.eye(3, dtype="f4") * 2)
+    for version, factor in ((1, 1), (2, 2)):
+        fresh = cold(s3_url)
+        kernel = fresh.load(f"r/k@{version}")
+        np.testing.assert_array_equal(kernel.array, np.eye(3) * factor)
+        assert requests(fresh) == {"get": 2}
+        got = [key for key in ("kernels/r/k/@%d.json" % version, "kernels/r/k/@%d.h5" % version)]
+        assert all(raw(s3_url).read(key) for key in got)
+    latest = cold(s3_url)
+    np.testing.assert_array_equal(latest.load("r/k").array, np.eye(3) * 2)
+    assert requests(latest) == {"get": 3}  # root, segment, values: the receipt is for pinned loads
+
+
+def test_a_missing_receipt_costs_requests_not_the_kernel(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("r/k", np.full((2, 2), 7, "f4"))
+    raw(s3_url).delete(receipt_key("r/k", 1))  # a writer killed between its commit and its receipt
+    fresh = cold(s3_url)
+    np.testing.assert_array_equal(fresh.load("r/k@1").array, np.full((2, 2), 7))
+    assert requests(fresh) == {"get": 4}  # the receipt (404), root, segment, values
+    assert reg.fsck().problems == []
+
+
+def test_removing_deletes_the_receipt_before_the_commit(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("r/k", np.ones((2, 2), "f4"))
+    reg.add("r/k", np.ones((2, 2), "f4") * 3)
+    assert raw(s3_url).read(receipt_key("r/k", 1))
+    reg.remove("r/k@1")
+    with pytest.raises(Exception, match="does not exist"):
+        raw(s3_url).read(receipt_key("r/k", 1))
+    with pytest.raises(KernelNotFoundError):
+        cold(s3_url).load("r/k@1")
+    np.testing.assert_array_equal(cold(s3_url).load("r/k@2").array, np.ones((2, 2)) * 3)
+
+
+def test_a_receipt_that_outlived_its_version_shows_nothing_and_fsck_sets_it_aside(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("r/k", np.ones((2, 2), "f4"))
+    receipt = raw(s3_url).read(receipt_key("r/k", 1))
+    reg.remove("r/k@1")
+    raw(s3_url).put(receipt_key("r/k", 1), receipt)  # the race: put by the adder after the removal
+    with pytest.raises(KernelNotFoundError):
+        cold(s3_url).load("r/k@1")
+    problems = reg.fsck().problems
+    assert [key for key, _ in problems] == [receipt_key("r/k", 1)] and "does not list" in problems[0][1]
+    reg.fsck(repair=True)
+    assert reg.fsck().problems == []
+    with pytest.raises(KernelNotFoundError):
+        cold(s3_url).load("r/k@1")
+
+
+@pytest.mark.parametrize("lie", ["another version's record", "a wrong offset", "not json"])
+def test_a_receipt_that_lies_is_overruled_by_the_index(s3_url: str, lie: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("r/k", np.full((2, 2), 1, "f4"))
+    reg.add("r/k", np.full((3, 3), 2, "f4"))
+    first, second = (json.loads(raw(s3_url).read(receipt_key("r/k", v))) for v in (1, 2))
+    forged = {"another version's record": json.dumps(second).encode(),
+              "a wrong offset": json.dumps({**first, "offset": first["offset"] + 4}).encode(),
+              "not json": b"{"}[lie]
+    raw(s3_url).delete(receipt_key("r/k", 1))
+    raw(s3_url).put(receipt_key("r/k", 1), forged)
+    np.testing.assert_array_equal(cold(s3_url).load("r/k@1").array, np.full((2, 2), 1))
+    assert any(key == receipt_key("r/k", 1) for key, _ in reg.fsck().problems)
+
+
+def test_a_warm_add_costs_four_requests_and_replaced_segments_go_in_bulk_later(
+        s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("w/a", [[1.0]])
+    reg.backend.stats.clear()
+    reg.add("w/b", [[2.0]])
+    assert requests(reg) == {"put": 4}  # object, segment, root, receipt: no read, no delete
+
+    monkeypatch.setattr(index, "RETIRE_BATCH", 3)
+    monkeypatch.setattr(index, "RETIRE_AFTER", 0.0)
+    root = json.loads(raw(s3_url).read_root()[0] or b"{}")
+    retired = set(root["retired"])
+    assert len(retired) == 2 and all(raw(s3_url).read(key) for key in retired)  # kept for readers of old roots
+    reg.backend.stats.clear()
+    reg.add("w/c", [[3.0]])  # three retired now: one bulk delete after the commit
+    assert requests(reg) == {"put": 4, "delete": 1}
+    root = json.loads(raw(s3_url).read_root()[0] or b"{}")
+    assert "retired" not in root
+    live = set(root["segments"].values())
+    assert {key for key in raw(s3_url).keys("index/")} == live
+    assert reg.fsck().problems == []
+    assert [i.name for i in cold(s3_url).list_kernels()] == ["w/a", "w/b", "w/c"]
+
+
+def test_verify_and_fsck_check_the_bucket_not_this_machines_cache(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)  # its cache holds what it wrote
+    reg.add("v/k", np.arange(9, dtype="f4").reshape(3, 3))
+    key = "kernels/v/k/@1.h5"
+    data = bytearray(raw(s3_url).read(key))
+    data[-4:] = b"\x00\x00\x80\x7f"  # the last value, in the bucket only
+    raw(s3_url).delete(key)
+    raw(s3_url).put(key, bytes(data))
+    assert reg.verify() and "sha256" in reg.verify()[0][1]
+    assert any(ref == "v/k@1" for ref, _ in reg.fsck().problems)
