@@ -95,6 +95,7 @@ MUTANTS: list[Mutant] = [
 STORE = ("tests/test_store.py", "tests/test_crash.py", "tests/test_faults.py", "tests/test_concurrency.py",
          "tests/test_full_disk.py", "tests/test_store_attacks.py")
 LOCAL, WRITER = "registry/store/local.py", "registry/store/writer.py"
+LISTING, RECEIPTS = ("tests/test_listing.py",), ("tests/test_remote_receipts.py",)
 STORE_MUTANTS: list[Mutant] = [
     Mutant("store: no writers' lock", LOCAL,
            "            _flock(fd, self.lock_timeout, self.url)\n", "            pass\n", STORE),
@@ -111,10 +112,22 @@ STORE_MUTANTS: list[Mutant] = [
     Mutant("store: root rename not fsynced", LOCAL,
            "            self._os(lambda: os.fsync(fd), ROOT, committed=True)\n", "            pass\n", STORE),
     # (verify's `_view(fresh=True)` is not a mutant worth having: a local root is re-read whenever
-    # its stamp changes, so `_view()` is equivalent there.) verify() trusting memory is:
-    Mutant("store: verify() trusts the values in memory", "registry/store/registry.py",
-           "                    record_problems, array = check_object(self.backend, row, record)\n",
-           "                    record_problems, array = [], self.load(ref).array\n", STORE),
+    # its stamp changes, so `_view()` is equivalent there.)
+    Mutant("store: verify() and fsck do not hash the values", "registry/store/fsck.py",
+           "            values = obj.read(entry, verify=True)\n", "            values = obj.read(entry, verify=False)\n",
+           STORE),
+    # The listing (issue 9) and the receipts (issue 10, against SeaweedFS).
+    Mutant("listing: segments' runs not merged", "registry/store/listing.py",
+           "    entries.sort(key=_version_order if all_versions else None)\n", "    pass\n", LISTING),
+    Mutant("listing: fsck trusts the root's column widths", "registry/store/fsck.py",
+           "and facts[1:] == column_widths(head)", "", LISTING),
+    Mutant("listing: a block cut short is believed", "registry/store/index.py",
+           "                if entries.pop() != \"\" or block.count(b\"\\t\") != 9 * len(entries):\n",
+           "                if False:\n", LISTING),
+    Mutant("receipts: kept while a removal commits", WRITER,
+           "                    self.backend.delete(receipt_key(name, version))\n", "                    pass\n", RECEIPTS),
+    Mutant("receipts: one naming another version is believed", "registry/store/reading.py",
+           " or (record.get(\"name\"), record.get(\"version\")) != (name, version)", "", RECEIPTS),
 ]
 
 

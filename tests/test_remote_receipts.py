@@ -134,3 +134,23 @@ def test_verify_and_fsck_check_the_bucket_not_this_machines_cache(s3_url: str) -
     raw(s3_url).put(key, bytes(data))
     assert reg.verify() and "sha256" in reg.verify()[0][1]
     assert any(ref == "v/k@1" for ref, _ in reg.fsck().problems)
+
+
+def test_a_forged_retired_list_never_deletes_a_kernel_or_a_live_segment(
+        s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("f/a", [[1.0]])
+    store = raw(s3_url)
+    data, etag = store.read_root()
+    root = json.loads(data or b"{}")
+    live = next(iter(root["segments"].values()))
+    root["retired"] = {"kernels/f/a/@1.h5": 0, live: 0, "index.json": 0}
+    store.commit(json.dumps(root).encode(), etag)
+    monkeypatch.setattr(index, "RETIRE_BATCH", 1)
+    monkeypatch.setattr(index, "RETIRE_AFTER", 0.0)
+    fresh = registry.Registry(s3_url, builtins=False)
+    fresh.add("f/b", [[2.0]])
+    fresh.add("f/c", [[3.0]])
+    np.testing.assert_array_equal(cold(s3_url).load("f/a").array, [[1.0]])
+    assert [i.name for i in cold(s3_url).list_kernels()] == ["f/a", "f/b", "f/c"]
+    assert fresh.fsck().problems == []

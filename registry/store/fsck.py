@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .._index import column_widths
 from .backend import Backend, ObjectMissing
 from .index import Edit, Segment, View, canonical, object_key
 from .writer import TOMBSTONE, tombstone_key
+
+if TYPE_CHECKING:
+    from .._builtins import BuiltinLayer
 
 _OBJECT = re.compile(r"^kernels/(?P<name>.+)/@(?P<version>[1-9][0-9]{0,17})\.(?P<kind>h5|gone|json)$")
 _KNOWN = re.compile(r"^(index\.json|kreg-registry\.json|\.lock|index\.h5|index/[0-9a-f]{32}\.json|tmp/.*|attic/.*)$")
@@ -203,6 +207,37 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
         except KregError:
             pass
     return report
+
+
+def verify_refs(backend: Backend, view: View, builtins: BuiltinLayer | None, refs: list[str],
+                progress: Callable[[str], object] | None) -> list[tuple[str, str]]:
+    """``Registry.verify``: each of ``refs`` (``name@v``) re-read from the store and checked
+    against its record, its hash, the schema and, for a generated kernel, its generator."""
+    from .._families import regenerate_problems
+    from .._kernel import Kernel
+    from .._names import parse_ref
+
+    problems: list[tuple[str, str]] = []
+    for ref in refs:
+        if progress is not None:
+            progress(ref)
+        parsed = parse_ref(ref)
+        try:
+            if builtins is not None and parsed.name in builtins:
+                kernel = builtins.load(parsed, verify=True, cached=False)
+                record, array = kernel._record, kernel.array
+            else:
+                record = view.record(*parsed)
+                record_problems, array = check_object(backend, view.row(*parsed), record)
+                problems.extend((ref, p) for p in record_problems)
+                if array is None:
+                    continue
+                kernel = Kernel(record, array)
+            kernel.spec  # noqa: B018 - validates the record against the schema
+            problems.extend((ref, p) for p in regenerate_problems(record, array))
+        except Exception as exc:  # noqa: BLE001 - every failure is reported; none stops the run
+            problems.append((ref, str(exc)))
+    return problems
 
 
 def _check_receipt(backend: Backend, view: View, key: str, match: re.Match[str], listed: set[str]) -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ ROOT_VERSION = 2
 MAX_ROWS = 2048
 #: Longest prefix (bits of sha256(name)); past it a segment just grows.
 MAX_DEPTH = 24
+SEGMENT_KEY = re.compile(r"index/[0-9a-f]{32}\.json")
 #: Replaced segments an object-store writer deletes in one bulk request, and how old (seconds)
 #: they must be first.
 RETIRE_BATCH = 16
@@ -256,8 +258,13 @@ class View:
             and facts[0] <= MAX_HEAD
         } if isinstance(heads, dict) else {}
         retired = root.get("retired")
-        self.retired: dict[str, float] = {k: float(t) for k, t in retired.items() if isinstance(t, (int, float))} if (
-            isinstance(retired, dict)) else {}
+        live = set(self.segments.values())
+        # only segment keys this root does not name: a damaged or forged root must never make a
+        # writer delete a kernel or a live segment
+        self.retired: dict[str, float] = {
+            k: float(t) for k, t in retired.items()
+            if isinstance(t, (int, float)) and SEGMENT_KEY.fullmatch(k) and k not in live
+        } if isinstance(retired, dict) else {}
         self._depths = sorted({len(p) for p in self.segments})
         self._fetch = fetch
         self._fetch_head = fetch_head

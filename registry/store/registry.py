@@ -7,12 +7,10 @@ through one :class:`~registry.store.writer.Transaction` per commit (``writer.py`
 
 from __future__ import annotations
 
-import bisect
 import json
-import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._builtins import BuiltinLayer
-from .._content import content_hash, same_content
+from .._content import same_content
 from .._exceptions import (
     IntegrityError,
     InvalidKernelError,
@@ -29,14 +27,16 @@ from .._exceptions import (
     ReadOnlyError,
     UnsafeFileError,
 )
-from .._index import KernelInfo, Listing, column_widths, entry_name, select
+from .._index import KernelInfo, Listing
 from .._kernel import Kernel, stack
-from .._names import Ref, check_name, did_you_mean, escape, parse_ref, sort_key
+from .._names import Ref, check_name, did_you_mean, escape, parse_ref
 from .._paths import builtin_db_path
 from .._records import build_record
 from .backend import Backend, ObjectMissing
-from .index import ROOT_FORMAT, Segment, View, object_key
-from .writer import RECEIPT_FORMAT, Transaction, receipt_key
+from .index import ROOT_FORMAT, Segment, View
+from .listing import merged_listing
+from .reading import load_by_receipt, read_values
+from .writer import Transaction
 
 #: Kernels at most this large (bytes, all together) stay cached in memory.
 CACHE_BYTES = 64 * 2**20
@@ -154,20 +154,12 @@ class Registry:
         return None
 
     def _load_receipt(self, parsed: Ref, verify: bool) -> Kernel | None:
-        """``name@v`` from its receipt (see ``writer.receipt``), or None if it has none or it
-        does not hold together (then the index path answers, and reports what is wrong)."""
-        name, version = parsed.name, int(parsed.version or 0)
-        try:
-            document = json.loads(self.backend.read(receipt_key(name, version)))
-            record, offset = document["record"], document["offset"]
-            if (document.get("format") != RECEIPT_FORMAT or (record.get("name"), record.get("version")) != (name, version)
-                    or not (offset is None or (type(offset) is int and offset >= 0))):
-                return None
-            kernel = Kernel(record, self._read_values(record, offset, verify))
-        except (KregError, ValueError, TypeError, KeyError, AttributeError):
-            return None
-        if verify:
-            self._remember((name, version), kernel)
+        """``name@v`` from its receipt, or None if it has none or it does not hold together
+        (then the index path answers, and reports what is wrong)."""
+        key = (parsed.name, int(parsed.version or 0))
+        kernel = load_by_receipt(self.backend, *key, verify=verify)
+        if kernel is not None and verify:
+            self._remember(key, kernel)
         return kernel
 
     def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
@@ -192,31 +184,7 @@ class Registry:
         return kernel
 
     def _read_values(self, record: dict[str, Any], offset: int | None, verify: bool) -> np.ndarray:
-        """The values of a stored version: read at their offset (no HDF5 parsing), else through
-        the guarded reader; their sha256 checked unless ``verify`` is off."""
-        name, version = record["name"], record["version"]
-        key = object_key(name, version)
-        dtype = np.dtype(record["dtype"]).newbyteorder("<")
-        if offset is None:
-            from .._guard import GuardedFile
-
-            with GuardedFile(self.backend.read(key), kind="object", where=f"{self.url}/{key}") as obj:
-                entry = obj.entries.get(f"{name}@{version}")
-                if entry is None or entry.record.get("sha256") != record["sha256"]:
-                    raise UnsafeFileError(f"{self.url}/{key}: the object does not hold what the index lists. "
-                                          "Run 'kreg fsck'.")
-                return obj.read(entry, verify=verify)
-        shape = tuple(record["shape"])
-        data = self.backend.read_range(key, offset, math.prod(shape) * dtype.itemsize)
-        array = np.frombuffer(data, dtype).reshape(shape)
-        if not dtype.isnative:
-            array = array.astype(dtype.newbyteorder("="))
-        if verify and content_hash(array) != record["sha256"]:
-            raise IntegrityError(
-                f"{self.url}/{key}: the values of {name}@{version} do not match their sha256. The object is "
-                "corrupt or was altered; run 'kreg fsck' and restore it or remove that version."
-            )
-        return array
+        return read_values(self.backend, record, offset, verify=verify)
 
     def _read(self, action: Callable[[View], Any]) -> Any:
         """Run ``action`` on the committed state; if a writer moved something it was reading
@@ -271,21 +239,11 @@ class Registry:
         """:meth:`list_kernels` as a :class:`~registry._index.Listing`: the same rows, each made
         when it is read (the form ``kreg list`` prints 100,000 rows from)."""
         self._check_open()
-        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-        excludes = [exclude] if isinstance(exclude, str) else list(exclude)
         entries, widths = self._read(lambda view: (view.listing(all_versions=all_versions),
                                                    None if all_versions else view.listing_widths()))
         own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
-        builtins = {entry_name(entry) for entry in own}
-        if own:
-            entries.sort()
-            entries = _without_names(entries, builtins)  # a built-in shadows a user kernel of its name
-            entries += own
-            if widths is not None:
-                widths = [max(w, b) for w, b in zip(widths, column_widths(own))]
-        entries.sort(key=_version_order if all_versions else None)
-        selected = select(entries, patterns, excludes, tags, origin)
-        return Listing(selected, builtins, widths if selected is entries else None)
+        return merged_listing(entries, widths, own, all_versions=all_versions, pattern=pattern, exclude=exclude,
+                              tags=tags, origin=origin)
 
     def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
@@ -609,32 +567,9 @@ class Registry:
             self._record(parsed)  # unknown names raise here, with suggestions
             versions = [parsed.version] if parsed.version else self.versions(parsed.name)
             targets += [f"{parsed.name}@{v}" for v in versions]
-        from .._families import regenerate_problems
-        from .fsck import check_object
+        from .fsck import verify_refs
 
-        problems: list[tuple[str, str]] = []
-        view = self._view(fresh=True)
-        for ref in targets:
-            if progress is not None:
-                progress(ref)
-            parsed = parse_ref(ref)
-            try:
-                if self._builtins is not None and parsed.name in self._builtins:
-                    kernel = self._builtins.load(parsed, verify=True, cached=False)
-                    record, array = kernel._record, kernel.array
-                else:
-                    row = view.row(*parsed)
-                    record = view.record(*parsed)
-                    record_problems, array = check_object(self._store_itself(), row, record)
-                    problems.extend((ref, p) for p in record_problems)
-                    if array is None:
-                        continue
-                    kernel = Kernel(record, array)
-                kernel.spec  # noqa: B018 - validates the record against the schema
-                problems.extend((ref, p) for p in regenerate_problems(record, array))
-            except Exception as exc:  # every failure is reported; none stops the run
-                problems.append((ref, str(exc)))
-        return problems
+        return verify_refs(self._store_itself(), self._view(fresh=True), self._builtins, targets, progress)
 
     def fsck(self, *, repair: bool = False) -> Any:
         """Check the whole store (index against objects, hashes, orphans, leftovers, links);
@@ -780,24 +715,3 @@ def _family_names() -> list[str]:
     from .._families import FAMILIES
 
     return list(FAMILIES)
-
-
-def _version_order(entry: str) -> tuple[str, str, int]:
-    """Sort key of an entry among every version: natural name order, then version number."""
-    key, name, version, _ = entry.split("\t", 3)
-    return key, name, int(version) if version.isdigit() else -1
-
-
-def _without_names(entries: list[str], names: Iterable[str]) -> list[str]:
-    """Sorted ``entries`` less those of ``names`` (found by bisection, not by a scan)."""
-    drop: list[tuple[int, int]] = []
-    for name in names:
-        prefix = f"{sort_key(name)}\t{name}\t"
-        start = end = bisect.bisect_left(entries, prefix)
-        while end < len(entries) and entries[end].startswith(prefix):
-            end += 1
-        if end > start:
-            drop.append((start, end))
-    for start, end in sorted(drop, reverse=True):
-        del entries[start:end]
-    return entries
