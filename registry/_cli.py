@@ -161,14 +161,12 @@ def _table(rows: Listing) -> str:
     line = "  ".join(f"{{{i}:<{w}}}" for i, w in enumerate(widths, 1)) + "  {7}"
     fmt = line.format
 
-    def odd(row: list[str]) -> str:  # an empty, long or unprintable description
-        summary = row[7]
-        if not summary:
-            return fmt(*row).rstrip()
-        return fmt(*row[:7], escape(summary if len(summary) <= 60 else summary[:57] + "...", quote=False))
+    def odd(row: list[str]) -> str:  # an empty or long description, or anything unprintable
+        summary = row[7] if len(row[7]) <= 60 else row[7][:57] + "..."
+        return fmt(*row[:1], *(escape(cell, quote=False) for cell in [*row[1:7], summary])).rstrip()
 
     try:
-        text = [fmt(*row) if 0 < len(row[7]) <= 60 and row[7].isprintable() else odd(row)
+        text = [out if row[7] and len(row[7]) <= 60 and (out := fmt(*row)).isprintable() else odd(row)
                 for entry in rows.entries for row in (entry.split("\t", 8),)]
     except IndexError:
         raise UnsafeFileError("A damaged listing entry in the index. Run 'kreg fsck --repair'.") from None

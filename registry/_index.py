@@ -167,7 +167,7 @@ def select(entries: list[str], patterns: Sequence[str], exclude: Sequence[str], 
         kept = []
         for e in entries:
             fields = e.split("\t")
-            if len(fields) == 10 and origin in (None, fields[6]) and need <= set(fields[8].split(",")):
+            if len(fields) == 10 and origin in (None, fields[6]) and need <= set(filter(None, fields[8].split(","))):
                 kept.append(e)
         entries = kept
     return entries

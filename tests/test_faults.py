@@ -156,7 +156,8 @@ def test_a_failure_at_each_write_step_leaves_the_registry_as_it_was(
             assert listed == ["first@1"], (n, step)
             after = snapshot(path)
             assert after == before, f"step {n} ({step}) changed {set(after) ^ set(before)}"
-        assert fresh.fsck().problems == [] or all(k.startswith("tmp/") for k, _ in fresh.fsck().problems)
+        # only leftovers: tmp/ files, or the segment the commit replaced (when it failed after the commit)
+        assert all(k.startswith("tmp/") or "orphan segment" in p for k, p in fresh.fsck().problems)
         assert fresh.add("new/ns/k", np.full((3, 3), 2.0, np.float32)).ref.startswith("new/ns/k@")
         assert fresh.verify() == []
 

@@ -177,15 +177,36 @@ def test_a_damaged_listing_block_is_one_error_and_fsck_finds_it(tmp_path: Path, 
     assert kreg(db, "fsck").returncode == 0
 
 
-def test_a_builtin_shadows_a_user_kernel_of_its_name(tmp_path: Path) -> None:
+def test_a_user_kernel_hides_the_builtin_of_its_name_everywhere(tmp_path: Path) -> None:
+    # Only a registry filled without the built-in layer (or before a release added the
+    # built-in) can hold one: list, load, show, versions and records must then agree.
     db = tmp_path / "reg"
-    Registry(db, builtins=False).add("sobel_x", np.ones((3, 3), "f4"), description="mine")
-    Registry(db, builtins=False).add("zzz", np.ones((3, 3), "f4"))
-    rows = Registry(db).list_kernels("sobel_x")
-    assert len(rows) == 1 and rows[0].builtin and rows[0].origin == "builtin"
-    everything = Registry(db).list_kernels()
+    mine = Registry(db, builtins=False)
+    mine.add("sobel_x", np.ones((3, 3), "f4"), description="mine")
+    mine.add("sobel_x", np.ones((5, 5), "f4"), description="mine too")
+    mine.add("zzz", np.ones((3, 3), "f4"))
+    reg = Registry(db)
+    rows = reg.list_kernels("sobel_x", all_versions=True)
+    assert [(r.version, r.shape, r.origin, r.builtin) for r in rows] == [(1, (3, 3), "handmade", False),
+                                                                           (2, (5, 5), "handmade", False)]
+    assert reg.load("sobel_x").shape == (5, 5) and reg.versions("sobel_x") == [1, 2] and "sobel_x@2" in reg
+    assert reg.records(["sobel_x"])[0]["version"] == 2
+    everything = reg.list_kernels()
     assert [r.name for r in everything].count("sobel_x") == 1
     assert everything[-1].name == "zzz" and not everything[-1].builtin
+    assert any(r.builtin for r in everything)  # the other built-ins are there
+    assert table(kreg(db, "list", "sobel_x").stdout) == [["sobel_x", "2", "5x5", "float32", "HW", "handmade", "mine too"]]
+    assert reg.verify(["sobel_x"]) == []
+    reg.remove("sobel_x@1")  # the user's own version: allowed
+    assert reg.versions("sobel_x") == [2]
+
+
+def test_tag_filters_treat_no_tags_as_none(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "reg", builtins=False)
+    reg.add("untagged", np.ones((3, 3), "f4"))
+    reg.add("tagged", np.ones((3, 3), "f4"), tags=["edge"])
+    assert [r.name for r in reg.list_kernels(tags=["edge"])] == ["tagged"]
+    assert reg.list_kernels(tags=[""]) == []
 
 
 @pytest.mark.parametrize("wrong", ["length", "widths"])
@@ -250,3 +271,47 @@ def test_the_shipped_builtin_listing_matches_the_pack_and_a_stale_one_is_ignored
     (tmp_path / "builtin.listing.json").write_text(json.dumps(listing))
     fallback = BuiltinLayer(pack).listing()
     assert not any("TAMPERED" in e for e in fallback) and sorted(fallback) == sorted(shipped)
+
+
+@pytest.mark.parametrize("hostile", ["huge widths", "huge retired time", "a ragged block"])
+def test_hostile_roots_and_blocks_give_one_error_or_are_ignored(tmp_path: Path, hostile: str) -> None:
+    db = tmp_path / "reg"
+    reg = Registry(db, builtins=False)
+    for i in range(3):
+        reg.add(f"n{i}", np.full((3, 3), i, "f4"))
+    root_path = db / "index.json"
+    root = json.loads(root_path.read_text())
+    (key,) = root["listing"]
+    if hostile == "huge widths":
+        root["listing"][key][1] = 10**9
+    elif hostile == "huge retired time":
+        root["retired"] = {"index/" + "a" * 32 + ".json": 10**400}
+    else:  # nine tabs too many on one line, one line with none: the same count of tabs
+        path = db / key
+        data = path.read_bytes()
+        end = data.index(b"\n{") + 1
+        lines = data[:end].decode().splitlines()
+        block = "\n".join([lines[0] + "\t" * 9, "garbage", *lines[1:]]) + "\n"
+        path.chmod(0o644)
+        path.write_bytes(block.encode() + data[end:])
+        root["listing"][key][0] = len(block.encode())
+    root_path.chmod(0o644)
+    root_path.write_text(json.dumps(root))
+
+    listing, mine, tagged, check = (kreg(db, *args) for args in (["list"], ["list", "n*"], ["list", "--tag", "x"],
+                                                                  ["fsck"]))
+    for result in (listing, mine, tagged, check):
+        assert "Traceback" not in result.stderr, result.stderr
+    if hostile == "a ragged block":
+        for result in (listing, mine, tagged):
+            assert result.returncode != 0 and result.stderr.startswith("Error: ") and "fsck --repair" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+    else:  # a fact out of bounds is not believed: the listing is read the long way, and right
+        assert [r[0] for r in table(mine.stdout)] == ["n0", "n1", "n2"]
+        lines = listing.stdout.splitlines()
+        assert {line.index("float32") for line in lines[1:]} == {lines[0].index("DTYPE")}  # aligned, not 10^9 wide
+        assert tagged.returncode == 0 and "No kernels match" in tagged.stdout + tagged.stderr
+    assert check.returncode != 0 if hostile != "huge retired time" else check.returncode == 0
+    assert kreg(db, "fsck", "--repair").returncode == 0
+    assert kreg(db, "fsck").returncode == 0
+    assert [r[0] for r in table(kreg(db, "list", "n*").stdout)] == ["n0", "n1", "n2"]

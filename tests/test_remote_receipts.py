@@ -108,18 +108,17 @@ def test_a_warm_add_costs_four_requests_and_replaced_segments_go_in_bulk_later(
     reg.add("w/b", [[2.0]])
     assert requests(reg) == {"put": 4}  # object, segment, root, receipt: no read, no delete
 
-    monkeypatch.setattr(index, "RETIRE_BATCH", 3)
+    monkeypatch.setattr(index, "RETIRE_BATCH", 2)
     monkeypatch.setattr(index, "RETIRE_AFTER", 0.0)
     root = json.loads(raw(s3_url).read_root()[0] or b"{}")
     retired = set(root["retired"])
     assert len(retired) == 2 and all(raw(s3_url).read(key) for key in retired)  # kept for readers of old roots
     reg.backend.stats.clear()
-    reg.add("w/c", [[3.0]])  # three retired now: one bulk delete after the commit
+    reg.add("w/c", [[3.0]])  # two retired and due: one bulk delete, before the commit drops them
     assert requests(reg) == {"put": 4, "delete": 1}
     root = json.loads(raw(s3_url).read_root()[0] or b"{}")
-    assert "retired" not in root
-    live = set(root["segments"].values())
-    assert {key for key in raw(s3_url).keys("index/")} == live
+    assert not retired & set(root["retired"]) and len(root["retired"]) == 1  # the one this add replaced
+    assert set(raw(s3_url).keys("index/")) == set(root["segments"].values()) | set(root["retired"])
     assert reg.fsck().problems == []
     assert [i.name for i in cold(s3_url).list_kernels()] == ["w/a", "w/b", "w/c"]
 
@@ -154,3 +153,49 @@ def test_a_forged_retired_list_never_deletes_a_kernel_or_a_live_segment(
     np.testing.assert_array_equal(cold(s3_url).load("f/a").array, [[1.0]])
     assert [i.name for i in cold(s3_url).list_kernels()] == ["f/a", "f/b", "f/c"]
     assert fresh.fsck().problems == []
+
+
+def test_a_version_added_and_removed_in_one_batch_gets_no_receipt(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    with reg.batch():
+        reg.add("b/k", [[1.0]])
+        reg.remove("b/k@1")
+        reg.add("b/other", [[2.0]])
+    assert list(raw(s3_url).keys("kernels/b/k/")) == ["kernels/b/k/@1.gone"]
+    assert reg.fsck().problems == []
+
+
+def test_a_failed_bulk_delete_keeps_the_segments_listed_for_the_next_writer(
+        s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    for name in ("d/a", "d/b", "d/c"):
+        reg.add(name, [[1.0]])
+    before = set(json.loads(raw(s3_url).read_root()[0] or b"{}").get("retired", {}))
+    assert len(before) == 3  # the first, empty segment and those of the first two adds
+    monkeypatch.setattr(index, "RETIRE_BATCH", 2)
+    monkeypatch.setattr(index, "RETIRE_AFTER", 0.0)  # both due now
+
+    def refuse(keys: list[str]) -> None:
+        raise OSError("the network went away")
+
+    monkeypatch.setattr(reg.backend, "delete_many", refuse)
+    reg.add("d/d", [[1.0]])
+    root = json.loads(raw(s3_url).read_root()[0] or b"{}")
+    assert before and before <= set(root["retired"])  # not dropped: not deleted
+    assert reg.fsck().problems == []
+    registry.Registry(s3_url, builtins=False).add("d/e", [[1.0]])  # a writer whose deletes work
+    root = json.loads(raw(s3_url).read_root()[0] or b"{}")
+    assert set(raw(s3_url).keys("index/")) == set(root["segments"].values()) | set(root.get("retired", {}))
+    assert not before & set(raw(s3_url).keys("index/"))
+
+
+def test_fsck_reports_an_orphan_segment_and_repair_deletes_it(s3_url: str) -> None:
+    reg = registry.Registry(s3_url, builtins=False)
+    reg.add("o/k", [[1.0]])
+    stray = "index/" + "f" * 32 + ".json"
+    raw(s3_url).put(stray, b'{"next":{},"rows":[]}\n')  # a writer killed before its commit
+    problems = reg.fsck().problems
+    assert [(key, "orphan segment" in p) for key, p in problems] == [(stray, True)]
+    reg.fsck(repair=True)
+    assert stray not in set(raw(s3_url).keys("index/")) and reg.fsck().problems == []
+    np.testing.assert_array_equal(cold(s3_url).load("o/k").array, [[1.0]])

@@ -23,7 +23,7 @@ import numpy as np
 from .._exceptions import KregError
 from .._index import column_widths
 from .backend import Backend, ObjectMissing
-from .index import Edit, Segment, View, canonical, object_key
+from .index import SEGMENT_KEY, Edit, Segment, View, canonical, object_key
 from .writer import TOMBSTONE, tombstone_key
 
 if TYPE_CHECKING:
@@ -93,6 +93,10 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
         report.problems.append(("index.json", str(exc)))
         view = None
     if view is not None:
+        given = view.root.get("listing")
+        for key in set(given if isinstance(given, dict) else ()) - set(view.heads):
+            report.problems.append(("index.json", (f"the root gives listing facts out of bounds for {key!r} "
+                                                   "(ignored); --repair rewrites the index")))
         for key, facts in view.heads.items():
             try:  # the listing a reader takes on the root's word is the segment's whole listing
                 data = backend.read_range(key, 0, facts[0] + 1)
@@ -128,6 +132,10 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
             report.problems.append((key, "a tombstone for a version the index still lists"))
         elif match and match["kind"] == "json" and view is not None:
             report.problems += [(key, p) for p in _check_receipt(backend, view, key, match, listed)]
+        elif (view is not None and SEGMENT_KEY.fullmatch(key) and key not in view.segments.values()
+              and key not in view.retired):
+            report.problems.append((key, "an orphan segment no root names (a writer stopped before or after its "
+                                         "commit); 'kreg fsck --repair' deletes it (the index is rebuilt anyway)"))
         elif not match and not _KNOWN.match(key):
             report.problems.append((key, "a file kreg does not write; move it out of the registry"))
         elif key.startswith("tmp/"):
@@ -167,6 +175,8 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
     placed: set[str] = set()
     receipts: list[str] = []
     for key, kind in _scan(backend):
+        if kind == "file" and SEGMENT_KEY.fullmatch(key):
+            old_keys.add(key)  # every segment there is: the new index replaces them all
         match = _OBJECT.match(key)
         if kind != "file" or not match:
             continue
@@ -223,7 +233,7 @@ def verify_refs(backend: Backend, view: View, builtins: BuiltinLayer | None, ref
             progress(ref)
         parsed = parse_ref(ref)
         try:
-            if builtins is not None and parsed.name in builtins:
+            if builtins is not None and parsed.name in builtins and not view.versions(parsed.name):
                 kernel = builtins.load(parsed, verify=True, cached=False)
                 record, array = kernel._record, kernel.array
             else:

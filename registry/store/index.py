@@ -27,6 +27,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from typing import Any
 
 from .._container import load_document
@@ -44,6 +45,8 @@ SEGMENT_KEY = re.compile(r"index/[0-9a-f]{32}\.json")
 #: they must be first.
 RETIRE_BATCH = 16
 RETIRE_AFTER = 60.0
+#: Widest column a reader takes on the root's word (a name is at most 128 characters).
+MAX_WIDTH = 1024
 #: Largest listing block a reader reads on the root's word (bytes).
 MAX_HEAD = 64 << 20
 
@@ -139,8 +142,8 @@ class Segment:
                 self._listing = _listing_of(self.rows())
             else:
                 entries = block.decode("utf-8", "replace").split("\n")
-                if entries.pop() != "" or block.count(b"\t") != 9 * len(entries):
-                    raise _damaged(self._where, self.key or "?")
+                if entries.pop() != "" or set(map(str.count, entries, repeat("\t"))) - {9}:
+                    raise _damaged(self._where, self.key or "?")  # every entry: ten fields
                 self._listing = entries
         return self._listing
 
@@ -255,7 +258,7 @@ class View:
         self.heads: dict[str, list[int]] = {
             k: facts for k, facts in heads.items()
             if isinstance(facts, list) and len(facts) == 1 + WIDTHS and all(type(n) is int and n >= 0 for n in facts)
-            and facts[0] <= MAX_HEAD
+            and facts[0] <= MAX_HEAD and max(facts[1:]) <= MAX_WIDTH
         } if isinstance(heads, dict) else {}
         retired = root.get("retired")
         live = set(self.segments.values())
@@ -263,7 +266,7 @@ class View:
         # writer delete a kernel or a live segment
         self.retired: dict[str, float] = {
             k: float(t) for k, t in retired.items()
-            if isinstance(t, (int, float)) and SEGMENT_KEY.fullmatch(k) and k not in live
+            if type(t) in (int, float) and 0 <= t < 1e11 and SEGMENT_KEY.fullmatch(k) and k not in live
         } if isinstance(retired, dict) else {}
         self._depths = sorted({len(p) for p in self.segments})
         self._fetch = fetch
@@ -429,14 +432,17 @@ class Edit:
         if not versions:
             segment.names.pop(name, None)
 
-    def write(self, put: Callable[[str, bytes], None], *, retire: bool = False) -> tuple[bytes, list[str]]:
+    def write(self, put: Callable[[str, bytes], None], *,
+              retire: Callable[[list[str]], bool] | None = None) -> tuple[bytes, list[str]]:
         """Write the changed segments (splitting big ones) with ``put``; return the new root
         document and the keys of the segments to delete once it is committed.
 
         With ``retire`` (an object store, where each delete is a request) the replaced segments
-        are listed in the root instead, and deleted :data:`RETIRE_BATCH` at a time (one bulk
-        request) once :data:`RETIRE_AFTER` seconds old: an add then costs no delete, and a reader
-        holding an older root rarely finds its segment gone."""
+        are listed in the root instead, and :data:`RETIRE_BATCH` or more of them at least
+        :data:`RETIRE_AFTER` seconds old are handed to ``retire`` (one bulk delete, before the
+        commit: they are named by no root) and dropped from the list only if it returns True.
+        An add then costs no delete, and a reader holding an older root rarely finds its
+        segment gone."""
         segments = dict(self.base.segments)
         heads = dict(self.base.heads)
         replaced = []
@@ -452,14 +458,14 @@ class Edit:
                 part.key = key
                 self.written[key] = part
                 segments[sub_prefix] = key
-        if not retire:
+        if retire is None:
             return root_document(segments, heads, self.base.retired), replaced
         now = time.time()
         retired = {**self.base.retired, **dict.fromkeys(replaced, now)}
-        due = [key for key, when in retired.items() if now - when >= RETIRE_AFTER]
-        if len(due) < RETIRE_BATCH:
-            due = []
-        return root_document(segments, heads, {k: t for k, t in retired.items() if k not in due}), due
+        due = [key for key, when in self.base.retired.items() if now - when >= RETIRE_AFTER]
+        if len(due) >= RETIRE_BATCH and retire(due):
+            retired = {key: when for key, when in retired.items() if key not in due}
+        return root_document(segments, heads, retired), []
 
 
 def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:

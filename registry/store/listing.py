@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from .._index import Listing, column_widths, entry_name, select
 from .._names import sort_key
@@ -13,7 +13,9 @@ def merged_listing(entries: list[str], widths: list[int] | None, builtins: list[
                    pattern: str | Sequence[str], exclude: str | Sequence[str], tags: Sequence[str],
                    origin: str | None) -> Listing:
     """The registry's ``entries`` (each segment's run sorted) and the ``builtins``' in one
-    natural order, a built-in shadowing a user kernel of its name, then filtered.
+    natural order, then filtered. A name the registry holds is the user's: it hides a built-in
+    of that name (as ``load`` does; only a registry filled without the built-in layer, or
+    before a release that added the built-in, can hold one).
 
     Args:
         entries: the index's listing entries, in runs.
@@ -24,10 +26,11 @@ def merged_listing(entries: list[str], widths: list[int] | None, builtins: list[
     """
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     excludes = [exclude] if isinstance(exclude, str) else list(exclude)
-    names = {entry_name(entry) for entry in builtins}
+    names: set[str] = set()
     if builtins:
         entries.sort()
-        entries = _without_names(entries, names)
+        builtins = [entry for entry in builtins if not _holds(entries, entry_name(entry))]
+        names = {entry_name(entry) for entry in builtins}
         entries += builtins
         if widths is not None:
             widths = [max(w, b) for w, b in zip(widths, column_widths(builtins))]
@@ -42,16 +45,8 @@ def _version_order(entry: str) -> tuple[str, str, int]:
     return key, name, int(version) if version.isdigit() else -1
 
 
-def _without_names(entries: list[str], names: Iterable[str]) -> list[str]:
-    """Sorted ``entries`` less those of ``names`` (found by bisection, not by a scan)."""
-    drop: list[tuple[int, int]] = []
-    for name in names:
-        prefix = f"{sort_key(name)}\t{name}\t"
-        start = end = bisect.bisect_left(entries, prefix)
-        while end < len(entries) and entries[end].startswith(prefix):
-            end += 1
-        if end > start:
-            drop.append((start, end))
-    for start, end in sorted(drop, reverse=True):
-        del entries[start:end]
-    return entries
+def _holds(entries: list[str], name: str) -> bool:
+    """Whether sorted ``entries`` hold one of ``name`` (by bisection, not by a scan)."""
+    prefix = f"{sort_key(name)}\t{name}\t"
+    at = bisect.bisect_left(entries, prefix)
+    return at < len(entries) and entries[at].startswith(prefix)

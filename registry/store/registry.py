@@ -131,8 +131,8 @@ class Registry:
         # loads from the local cache with no request (and offline); anything missing falls through.
         if parsed.version is not None and (kernel := self._load_pinned(parsed, verify)) is not None:
             return kernel
-        # The user's index first: a fresh process loading its own kernel never opens the built-ins
-        # (built-in names cannot be added, so the order changes no answer).
+        # The user's index first: a fresh process loading its own kernel never opens the built-ins,
+        # and a name the index holds is the user's (list, show and versions agree).
         return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
 
     def _load_pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
@@ -298,9 +298,10 @@ class Registry:
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""
         check_name(name)
-        if self._builtins is not None and name in self._builtins:
+        versions = self._read(lambda view: view.versions(name))
+        if not versions and self._builtins is not None and name in self._builtins:
             return sorted(self._builtins.rows[name])
-        return sorted(self._read(lambda view: view.versions(name)))
+        return sorted(versions)
 
     def next_version(self, name: str) -> int:
         """The version the next add of ``name`` would get if no other writer comes first."""
@@ -428,7 +429,8 @@ class Registry:
         """
         self._check_open()
         parsed = parse_ref(ref)
-        if self._builtins is not None and parsed.name in self._builtins:
+        if (self._builtins is not None and parsed.name in self._builtins
+                and not self._read(lambda view: view.versions(parsed.name))):
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
             versions = txn.versions(parsed.name)
@@ -667,17 +669,18 @@ class Registry:
             self.backend.remove_legacy_index()  # type: ignore[attr-defined]
 
     def _record(self, ref: Ref) -> dict[str, Any]:
-        if self._builtins is not None and ref.name in self._builtins:
-            record = self._builtins.get(ref)
-            if record is not None:
-                return record
-            raise self._not_found(ref, None)
+        """The record of ``ref``: the user's index first, then the built-ins (a name the user's
+        index holds is the user's, as in ``load`` and ``list``)."""
 
         def find(view: View) -> dict[str, Any]:
             row = view.row(*ref)
-            if row is None:
-                raise self._not_found(ref, view)
-            return view.record(row[0], row[1])
+            if row is not None:
+                return view.record(row[0], row[1])
+            if self._builtins is not None and ref.name in self._builtins and not view.versions(ref.name):
+                record = self._builtins.get(ref)
+                if record is not None:
+                    return record
+            raise self._not_found(ref, view)
 
         return self._read(find)
 

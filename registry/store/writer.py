@@ -176,7 +176,8 @@ class Transaction:
                 written.append(key)
 
             try:
-                root, replaced = self.edit.write(put, retire=getattr(self.backend, "defers_deletes", False))
+                retire = self._delete_all if getattr(self.backend, "defers_deletes", False) else None
+                root, replaced = self.edit.write(put, retire=retire)
                 if self.deferred:
                     self.backend.flush()
                 self.token = self.backend.commit(root, self.token)
@@ -223,7 +224,7 @@ class Transaction:
         # Readers holding the old root retry when a segment or object they named is gone.
         if receipts:  # best effort: a missing receipt costs a pinned load the index path, nothing more
             for op, record, offset in self._ops:
-                if op == "put":
+                if op == "put" and (record["name"], record["version"]) not in self.removed:
                     self._put_quietly(receipt_key(record["name"], record["version"]), receipt(record, offset))
         for name, version in self.removed:
             self._put_quietly(tombstone_key(name, version), TOMBSTONE)
@@ -234,6 +235,19 @@ class Transaction:
             self.backend.put(key, data)
         except (ObjectExists, KregError, OSError):
             pass
+
+    def _delete_all(self, keys: list[str]) -> bool:
+        """Delete ``keys`` (in bulk where the backend can); whether that worked."""
+        try:
+            many = getattr(self.backend, "delete_many", None)
+            if many is not None:
+                many(keys)
+            else:
+                for key in keys:
+                    self.backend.delete(key)
+        except (KregError, OSError):
+            return False
+        return True
 
     def _delete_quietly(self, keys: list[str]) -> None:
         many = getattr(self.backend, "delete_many", None)
