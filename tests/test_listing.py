@@ -114,6 +114,25 @@ def test_version_order_is_numeric_in_all_versions(tmp_path: Path) -> None:
     assert [i.version for i in reg.list_kernels(all_versions=True)] == list(range(1, 13))
 
 
+def three_kernels(tmp_path: Path) -> Path:
+    """A registry holding n0, n1 and n2 (one segment)."""
+    db = tmp_path / "reg"
+    reg = Registry(db, builtins=False)
+    for i in range(3):
+        reg.add(f"n{i}", np.full((3, 3), i, "f4"))
+    return db
+
+
+def read_root(db: Path) -> dict:
+    return json.loads((db / "index.json").read_text())
+
+
+def write_root(db: Path, root: dict) -> None:
+    """Replace the root in place (committed files are read-only: a test plays the attacker)."""
+    (db / "index.json").chmod(0o644)
+    (db / "index.json").write_text(json.dumps(root))
+
+
 def segment_files(db: Path) -> list[Path]:
     root = json.loads((db / "index.json").read_text())
     return [db / key for key in root["segments"].values()]
@@ -131,11 +150,9 @@ def test_first_layout_segments_without_a_listing_block_still_list(tmp_path: Path
         assert data.startswith(b"n")  # entries first, then the header (the first line starting with "{")
         path.chmod(0o644)
         path.write_bytes(data[data.index(b"\n{") + 1:])
-    root_path = db / "index.json"  # whose roots gave no listing lengths
-    root = json.loads(root_path.read_text())
+    root = read_root(db)  # whose roots gave no listing lengths
     assert set(root.pop("listing")) == {str(p.relative_to(db)) for p in segment_files(db)}
-    root_path.chmod(0o644)
-    root_path.write_text(json.dumps(root))
+    write_root(db, root)
     assert kreg(db, "list").stdout == before
     assert Registry(db, builtins=False).load("n17").array[0, 0] == 17
     assert kreg(db, "fsck").returncode == 0
@@ -143,10 +160,7 @@ def test_first_layout_segments_without_a_listing_block_still_list(tmp_path: Path
 
 @pytest.mark.parametrize("damage", ["no fields", "too few fields", "drop an entry"])
 def test_a_damaged_listing_block_is_one_error_and_fsck_finds_it(tmp_path: Path, damage: str) -> None:
-    db = tmp_path / "reg"
-    reg = Registry(db, builtins=False)
-    for i in range(3):
-        reg.add(f"n{i}", np.full((3, 3), i, "f4"))
+    db = three_kernels(tmp_path)
     (path,) = segment_files(db)
     data = path.read_bytes()
     end = data.index(b"\n{") + 1
@@ -156,11 +170,9 @@ def test_a_damaged_listing_block_is_one_error_and_fsck_finds_it(tmp_path: Path, 
              "drop an entry": "\n".join(entries[1:]) + "\n"}[damage]
     path.chmod(0o644)
     path.write_bytes(block.encode() + data[end:])
-    root = json.loads((db / "index.json").read_text())  # and a root that agrees on the length
-    key = str(path.relative_to(db))
-    root["listing"][key][0] = len(block.encode())
-    (db / "index.json").chmod(0o644)
-    (db / "index.json").write_text(json.dumps(root))
+    root = read_root(db)  # and a root that agrees on the length
+    root["listing"][str(path.relative_to(db))][0] = len(block.encode())
+    write_root(db, root)
 
     listing = kreg(db, "list")
     if damage == "drop an entry":  # parses: only fsck can tell the line from the rows
@@ -212,12 +224,8 @@ def test_tag_filters_treat_no_tags_as_none(tmp_path: Path) -> None:
 @pytest.mark.parametrize("wrong", ["length", "widths"])
 def test_wrong_listing_facts_in_the_root_are_found(tmp_path: Path, wrong: str) -> None:
     # the widths: "n0", "1", "3x3", "float32", "HW", "handmade"
-    db = tmp_path / "reg"
-    reg = Registry(db, builtins=False)
-    for i in range(3):
-        reg.add(f"n{i}", np.full((3, 3), i, "f4"))
-    root_path = db / "index.json"
-    root = json.loads(root_path.read_text())
+    db = three_kernels(tmp_path)
+    root = read_root(db)
     (key,) = root["listing"]
     facts = root["listing"][key]
     assert facts == [(db / key).read_bytes().index(b"\n{") + 1, 2, 1, 3, 7, 2, 8]  # the block's length, widths
@@ -225,8 +233,7 @@ def test_wrong_listing_facts_in_the_root_are_found(tmp_path: Path, wrong: str) -
         facts[0] -= 7
     else:
         facts[1] = 1  # names are 2 wide
-    root_path.chmod(0o644)
-    root_path.write_text(json.dumps(root))
+    write_root(db, root)
 
     listing = kreg(db, "list", "n*")
     if wrong == "length":  # a block cut short: one clear error
@@ -273,30 +280,30 @@ def test_the_shipped_builtin_listing_matches_the_pack_and_a_stale_one_is_ignored
     assert not any("TAMPERED" in e for e in fallback) and sorted(fallback) == sorted(shipped)
 
 
-@pytest.mark.parametrize("hostile", ["huge widths", "huge retired time", "a ragged block"])
+@pytest.mark.parametrize("hostile", ["huge widths", "huge retired time", "a ragged block", "a terminal escape"])
 def test_hostile_roots_and_blocks_give_one_error_or_are_ignored(tmp_path: Path, hostile: str) -> None:
-    db = tmp_path / "reg"
-    reg = Registry(db, builtins=False)
-    for i in range(3):
-        reg.add(f"n{i}", np.full((3, 3), i, "f4"))
-    root_path = db / "index.json"
-    root = json.loads(root_path.read_text())
+    db = three_kernels(tmp_path)
+    root = read_root(db)
     (key,) = root["listing"]
     if hostile == "huge widths":
         root["listing"][key][1] = 10**9
     elif hostile == "huge retired time":
         root["retired"] = {"index/" + "a" * 32 + ".json": 10**400}
-    else:  # nine tabs too many on one line, one line with none: the same count of tabs
+    else:
         path = db / key
         data = path.read_bytes()
         end = data.index(b"\n{") + 1
         lines = data[:end].decode().splitlines()
-        block = "\n".join([lines[0] + "\t" * 9, "garbage", *lines[1:]]) + "\n"
+        if hostile == "a ragged block":  # nine tabs too many on one line, one line with none
+            block = "\n".join([lines[0] + "\t" * 9, "garbage", *lines[1:]]) + "\n"
+        else:  # a name that would retitle the terminal, and a description that would clear it
+            fields = lines[0].split("\t")
+            fields[1], fields[7] = "n0\x1b]0;pwned\x07", "\x1b[2J"
+            block = "\n".join(["\t".join(fields), *lines[1:]]) + "\n"
         path.chmod(0o644)
         path.write_bytes(block.encode() + data[end:])
         root["listing"][key][0] = len(block.encode())
-    root_path.chmod(0o644)
-    root_path.write_text(json.dumps(root))
+    write_root(db, root)
 
     listing, mine, tagged, check = (kreg(db, *args) for args in (["list"], ["list", "n*"], ["list", "--tag", "x"],
                                                                   ["fsck"]))
@@ -306,6 +313,9 @@ def test_hostile_roots_and_blocks_give_one_error_or_are_ignored(tmp_path: Path, 
         for result in (listing, mine, tagged):
             assert result.returncode != 0 and result.stderr.startswith("Error: ") and "fsck --repair" in result.stderr
             assert len(result.stderr.strip().splitlines()) == 1
+    elif hostile == "a terminal escape":  # printed escaped, never raw
+        assert mine.returncode == 0 and "\x1b" not in listing.stdout + mine.stdout
+        assert "\\x1b]0;pwned\\x07" in mine.stdout and "\\x1b[2J" in mine.stdout
     else:  # a fact out of bounds is not believed: the listing is read the long way, and right
         assert [r[0] for r in table(mine.stdout)] == ["n0", "n1", "n2"]
         lines = listing.stdout.splitlines()
