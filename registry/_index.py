@@ -56,12 +56,12 @@ def row_of(record: dict[str, Any], *extra: Any) -> list[Any]:
             record["sha256"], *extra]
 
 
-#: The fields of an entry after its sort key, in order (tags ``,``-joined, shape ``x``-joined).
-ENTRY_FIELDS = ("name", "version", "shape", "dtype", "layout", "origin", "summary", "tags", "sha256")
-
-
 def listing_entry(row: Sequence[Any]) -> str:
-    """The listing entry of a row: one line of UTF-8 text, whatever the row's summary holds."""
+    """The listing entry of a row: one line of UTF-8 text, whatever the row's summary holds.
+
+    Its ten tab-separated fields: sort key, name, version, shape (``x``-joined), dtype, layout,
+    origin, summary, tags (``,``-joined), sha256.
+    """
     name, version, shape, dtype, layout, origin, summary, tags, sha256 = row[:9]
     summary = str(summary).replace("\t", " ").replace("\n", " ")  # a row's summary has none; a forged one may
     if not summary.isascii():
@@ -101,8 +101,8 @@ def column_widths(entries: Iterable[str]) -> list[int]:
 class Listing(Sequence[KernelInfo]):
     """Listing entries in natural order, each turned into a :class:`KernelInfo` when it is read.
 
-    ``kreg list`` formats :meth:`cells` directly; building 100,000 ``KernelInfo`` would cost more
-    than reading the registry.
+    ``kreg list`` formats :attr:`entries` directly: building 100,000 ``KernelInfo`` would cost
+    more than reading the registry.
     """
 
     def __init__(self, entries: list[str], builtins: frozenset[str] | set[str] = frozenset(),
@@ -141,13 +141,7 @@ class Listing(Sequence[KernelInfo]):
         return f"Listing({list(self)!r})"
 
     def _info(self, entry: str) -> KernelInfo:
-        info = entry_info(entry)
-        return info._replace(builtin=True) if info.name in self._builtins else info
-
-    def cells(self) -> list[list[str]]:
-        """Each entry split once: ``[key, name, version, shape, dtype, layout, origin, summary,
-        "tags<TAB>sha256"]`` (fewer fields only if the entry is damaged)."""
-        return [entry.split("\t", 8) for entry in self.entries]
+        return entry_info(entry, builtin=bool(self._builtins) and entry_name(entry) in self._builtins)
 
 
 def select(entries: list[str], patterns: Sequence[str], exclude: Sequence[str], tags: Sequence[str],
