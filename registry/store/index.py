@@ -100,8 +100,8 @@ class Segment:
     """One immutable segment: its listing block, then name -> version -> (row, record line) and
     next versions.
 
-    Nothing is parsed up front: a listing parses line 1 only, a lookup the header (line 2), and
-    the record lines are split out of the raw bytes the first time one is asked for.
+    Nothing is parsed up front: a listing splits the listing block only, a lookup parses the
+    header, and the record lines are split out of the raw bytes the first time one is asked for.
     """
 
     __slots__ = ("_body", "_data", "_listing", "_names", "_next", "_rows", "_where", "key")
