@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -423,20 +424,20 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
             return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
                                    "Nothing was committed; use credentials allowed to write, or only read.")
         return RemoteError(f"{url} denied access to these credentials. Check the bucket policy or your keys.")
-    if "SlowDown" in text or "429" in text or "503" in text:
-        return RemoteError(f"{url} kept throttling requests (SlowDown) after the retries; nothing was "
-                           "committed. Try again later.")
+    # A connection failure first: its report holds durations and counts ("1.503s") that a bare
+    # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect")):
         return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
                            "(AWS_ENDPOINT_URL) and the network; nothing was committed.")
+    if "SlowDown" in text or re.search(r"status(?: code)?:? (?:429|503)\b", text):
+        return RemoteError(f"{url} kept throttling requests (SlowDown) after the retries; nothing was "
+                           "committed. Try again later.")
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
 
 
 def _status(text: str) -> str:
     """The HTTP status and error code of a failed request, without the rest of the client's report."""
-    import re
-
     status = re.search(r"status code: (\d{3}[^:<]*)", text)
     code = re.search(r"<Code>([A-Za-z]+)</Code>", text)
     parts = [p for p in (status and status.group(1).strip(), code and code.group(1)) if p]
