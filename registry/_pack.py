@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -263,8 +264,12 @@ def _file_hash(path: Path) -> str:
 # -- the child process ---------------------------------------------------------------------
 
 
-#: The child's program: the parent's import path (not the current directory), then the reader.
-_CHILD = "import sys, json; sys.path[:] = json.loads(sys.argv[2]); from registry._packreader import main; main(sys.argv[1])"
+#: The child's program: the parent's import path (not the current directory), then the reader,
+#: under a CPU-time limit of its own (``argv[3]`` seconds).
+_CHILD = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); from registry._packreader import main; "
+          "main(sys.argv[1], cpu_seconds=int(sys.argv[3]))")
+#: CPU seconds the child may use beyond the parent's wall-clock limit before the kernel ends it.
+CHILD_CPU_SLACK = 10
 
 
 def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -> Pack:
@@ -288,7 +293,8 @@ def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -
         search.insert(0, package_root)
     try:
         child = subprocess.Popen(
-            [sys.executable, "-I", "-c", _CHILD, str(path), json.dumps(search)],
+            [sys.executable, "-I", "-c", _CHILD, str(path), json.dumps(search),
+             str(math.ceil(timeout) + CHILD_CPU_SLACK)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )
     except OSError as exc:
@@ -299,6 +305,10 @@ def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -
         child.kill()
         child.communicate()
         raise UnsafeFileError(f"{path}: reading the pack took longer than {timeout:g} s; refused.") from None
+    except BaseException:  # Ctrl-C, or any error here: the child must not go on without its reader
+        child.kill()
+        child.wait()
+        raise
     frames = read_frames(out)
     if not frames:
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]

@@ -38,8 +38,21 @@ def read_frames(data: bytes) -> list[memoryview]:
     return frames
 
 
-def main(path: str) -> None:
-    """Parse ``path`` with :func:`registry._pack.parse_pack` and write the frames to stdout."""
+def main(path: str, *, cpu_seconds: int | None = None) -> None:
+    """Parse ``path`` with :func:`registry._pack.parse_pack` and write the frames to stdout.
+
+    With ``cpu_seconds``, the kernel ends this process once it has used that much CPU time: a
+    file that sends libhdf5 into an endless loop cannot keep a core busy after the parent that
+    would have killed it is gone (killed itself, or interrupted).
+    """
+    if cpu_seconds is not None:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard != resource.RLIM_INFINITY:  # a limit set from outside may be lower still: keep it
+            cpu_seconds = min(cpu_seconds, max(hard - 1, 1))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1 if hard == resource.RLIM_INFINITY
+                                                 else min(cpu_seconds + 1, hard)))
     import numpy as np
 
     from ._exceptions import KregError

@@ -13,8 +13,10 @@ Run: ``python tests/mutants.py [-k substring] [--list]``; exit status 0 only if 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,16 +147,23 @@ def _copy_repo(target: Path) -> None:
 def _pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)  # a skipped test is not a kill, and not a failure either, here
+    # A session of its own, killed whole afterwards: a mutant that breaks a time limit leaves
+    # children looping (a libhdf5 hang) that must not outlive their run.
+    run = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                            *tests], cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                               "-p", "no:randomly", *tests], cwd=copy, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        stdout, stderr = run.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         return -1, "timed out"
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    lines = [line for line in stdout.splitlines() if line.strip()]
     failed = [line.split(" - ")[0].removeprefix("FAILED ").removeprefix("ERROR ") for line in lines
               if line.startswith(("FAILED ", "ERROR "))]
-    return done.returncode, (failed[0] if failed else lines[-1] if lines else done.stderr.strip()[-200:])
+    return run.returncode, (failed[0] if failed else lines[-1] if lines else stderr.strip()[-200:])
 
 
 def run(mutants: list[Mutant], *, timeout: float) -> bool:

@@ -177,6 +177,29 @@ def test_a_libhdf5_hang_found_by_fuzzing_is_a_clean_refusal(base_pack: bytes, sa
 
 
 @pytest.mark.timeout(60)
+def test_a_hanging_reader_child_ends_by_itself_when_its_parent_is_gone(base_pack: bytes, tmp_path: Path) -> None:
+    """The child is read_pack's, started as read_pack starts it, but no parent ever kills it (as
+    when the parent was killed): its own CPU-time limit ends it. Without the limit it loops on."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from registry._pack import _CHILD
+
+    path = tmp_path / "hang.h5"
+    path.write_bytes(mutate(base_pack, known_hang(base_pack)))
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, "-I", "-c", _CHILD, str(path), json.dumps(sys.path), "3"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        code = child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert code < 0 and time.monotonic() - started < 30  # SIGXCPU (or SIGKILL at the hard limit)
+
+
+@pytest.mark.timeout(60)
 def test_a_reader_process_that_dies_mid_parse_is_a_clean_refusal(base_pack: bytes, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The crash branch, reached for real: no byte flip is known to crash libhdf5 1.14.6 (none in
