@@ -158,19 +158,18 @@ def _table(rows: Listing) -> str:
     header = ["", "NAME", "VER", "SHAPE", "DTYPE", "LAYOUT", "ORIGIN", "DESCRIPTION"]
     widths = rows.widths or column_widths(rows.entries)
     widths = [max(w, len(title)) for w, title in zip(widths, header[1:])]
-    line = "  ".join(f"{{{i}:<{w}}}" for i, w in enumerate(widths, 1)) + "  {7}"
-    fmt = line.format
+    line = "  ".join(f"%-{w}s" for w in widths) + "  %s"  # %-formatting: the fastest per row
 
     def odd(row: list[str]) -> str:  # an empty or long description, or anything unprintable
         summary = row[7] if len(row[7]) <= 60 else row[7][:57] + "..."
-        return fmt(*row[:1], *(escape(cell, quote=False) for cell in [*row[1:7], summary])).rstrip()
+        return (line % tuple(escape(cell, quote=False) for cell in [*row[1:7], summary])).rstrip()
 
     try:
-        text = [out if row[7] and len(row[7]) <= 60 and (out := fmt(*row)).isprintable() else odd(row)
-                for entry in rows.entries for row in (entry.split("\t", 8),)]
+        text = [out if r[7] and len(r[7]) <= 60 and (out := line % (r[1], r[2], r[3], r[4], r[5], r[6], r[7])).isprintable()
+                else odd(r) for entry in rows.entries for r in (entry.split("\t", 8),)]
     except IndexError:
         raise UnsafeFileError("A damaged listing entry in the index. Run 'kreg fsck --repair'.") from None
-    return "\n".join([fmt(*header), *text])
+    return "\n".join([line % tuple(header[1:]), *text])
 
 
 @cli.command()

@@ -100,7 +100,7 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
         for key, facts in view.heads.items():
             try:  # the listing a reader takes on the root's word is the segment's whole listing
                 data = backend.read_range(key, 0, facts[0] + 1)
-                head = Segment.parse(key, data, where=backend.url).listing() if facts[0] else (
+                head = Segment.parse_listing(key, data, where=backend.url).listing() if facts[0] else (
                     [] if data == b"{" else None)
                 right = head == view.segment_by_key(key).listing() and facts[1:] == column_widths(head)
             except KregError:

@@ -123,6 +123,16 @@ class Segment:
         segment._data, segment._where = bytes(data), where
         return segment
 
+    @classmethod
+    def parse_listing(cls, key: str, head: bytes, *, where: str) -> Segment:
+        """A segment known by its listing block alone: ``head`` is the block and the header's
+        first byte, ``{``, which proves the block whole (its length came from the root)."""
+        if head[-1:] != b"{" or (len(head) > 1 and head[-2:-1] != b"\n"):
+            raise _damaged(where, key)
+        segment = cls.parse(key, head[:-1], where=where)  # the block, and no header
+        segment._listing = segment._split_block(segment._data or b"")
+        return segment
+
     def _block_end(self) -> int:
         """Where the listing block of the raw bytes ends: the header is the first line that
         starts with ``{`` (an entry starts with a name's sort key, never with ``{``)."""
@@ -138,14 +148,14 @@ class Segment:
         a segment without a block (the layout before it, or an empty one) lists its rows."""
         if self._listing is None:
             block = self._data[:self._block_end()] if self._data is not None else b""
-            if not block:
-                self._listing = _listing_of(self.rows())
-            else:
-                entries = block.decode("utf-8", "replace").split("\n")
-                if entries.pop() != "" or set(map(str.count, entries, repeat("\t"))) - {9}:
-                    raise _damaged(self._where, self.key or "?")  # every entry: ten fields
-                self._listing = entries
+            self._listing = self._split_block(block) if block else _listing_of(self.rows())
         return self._listing
+
+    def _split_block(self, block: bytes) -> list[str]:
+        entries = block.decode("utf-8", "replace").split("\n")
+        if entries.pop() != "" or set(map(str.count, entries, repeat("\t"))) - {9}:
+            raise _damaged(self._where, self.key or "?")  # every entry: ten fields
+        return entries
 
     def _header(self) -> None:
         data = self._data or b""
@@ -321,7 +331,7 @@ class View:
             head = self._cache.get(key + "#listing")
             if head is None:
                 # one byte more than the block: the header's "{" proves the block is whole
-                head = Segment.parse(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where)
+                head = Segment.parse_listing(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where)
                 self._cache[key + "#listing"] = head
             return head.listing()
         return self.segment(prefix).listing()
