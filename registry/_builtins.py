@@ -34,6 +34,7 @@ class BuiltinLayer:
         self._records: dict[str, dict[int, dict[str, Any]]] | None = None
         self._rows: dict[str, dict[int, KernelInfo]] | None = None
         self._kernels: dict[str, Kernel] = {}
+        self._entries: list[str] | None = None  # listing entries of every version
 
     @property
     def records(self) -> dict[str, dict[int, dict[str, Any]]]:
@@ -65,9 +66,12 @@ class BuiltinLayer:
 
     def listing(self, *, all_versions: bool = False) -> list[str]:
         """Listing entries of the latest version of each built-in (or of every version)."""
-        entries = self._shipped_listing()
-        if entries is None:
-            entries = [listing_entry(info[1:]) for versions in self.rows.values() for info in versions.values()]
+        if self._entries is None:  # the pack does not change under a running process: read once
+            self._entries = self._shipped_listing()
+            if self._entries is None:
+                self._entries = [listing_entry(info[1:]) for versions in self.rows.values()
+                                 for info in versions.values()]
+        entries = list(self._entries)
         if all_versions:
             return entries
         latest: dict[str, tuple[int, str]] = {}
@@ -114,7 +118,7 @@ class BuiltinLayer:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        self._file, self._records, self._rows = None, None, None
+        self._file, self._records, self._rows, self._entries = None, None, None, None
         self._kernels.clear()
 
 

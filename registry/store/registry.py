@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .._builtins import BuiltinLayer
 from .._content import same_content
@@ -178,13 +177,10 @@ class Registry:
         record = view.record(*key)
         if record.get("sha256") != row[8]:
             raise UnsafeFileError(f"{self.url}: the index row and record of {row[0]}@{row[1]} disagree. Run 'kreg fsck'.")
-        kernel = Kernel(record, self._read_values(record, row[9] if len(row) > 9 else None, verify))
+        kernel = Kernel(record, read_values(self.backend, record, row[9] if len(row) > 9 else None, verify=verify))
         if verify and cached:
             self._remember(key, kernel)
         return kernel
-
-    def _read_values(self, record: dict[str, Any], offset: int | None, verify: bool) -> np.ndarray:
-        return read_values(self.backend, record, offset, verify=verify)
 
     def _read(self, action: Callable[[View], Any]) -> Any:
         """Run ``action`` on the committed state; if a writer moved something it was reading

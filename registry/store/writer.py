@@ -237,28 +237,24 @@ class Transaction:
             pass
 
     def _delete_all(self, keys: list[str]) -> bool:
-        """Delete ``keys`` (in bulk where the backend can); whether that worked."""
-        try:
-            many = getattr(self.backend, "delete_many", None)
-            if many is not None:
-                many(keys)
-            else:
-                for key in keys:
-                    self.backend.delete(key)
-        except (KregError, OSError):
-            return False
-        return True
-
-    def _delete_quietly(self, keys: list[str]) -> None:
+        """Delete ``keys``, in bulk where the backend can (one request for up to 1,000 keys);
+        every key is tried, and the answer is whether all of them went."""
         many = getattr(self.backend, "delete_many", None)
         if many is not None and len(keys) > 1:
             try:
-                many(keys)  # one request for up to 1,000 keys
+                many(keys)
             except (KregError, OSError):
-                pass
-            return
+                return False
+            return True
+        done = True
         for key in keys:
             try:
                 self.backend.delete(key)
             except (KregError, OSError):
-                pass
+                done = False
+        return done
+
+    def _delete_quietly(self, keys: list[str]) -> None:
+        """Best effort: what is left is orphans or leftovers, which fsck finds."""
+        self._delete_all(keys)
+
