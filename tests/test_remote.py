@@ -85,21 +85,21 @@ def test_packs_export_import_between_backends(any_registry: registry.Registry, t
     assert fresh(reg).load("copy/p/a")._record["provenance"]["pack"]["name"] == "p"
 
 
-def test_builtin_layer_under_a_remote_registry(s3_url: str) -> None:
-    with registry.Registry(s3_url) as reg:
+def test_builtin_layer_under_a_remote_registry(remote_url: str) -> None:
+    with registry.Registry(remote_url) as reg:
         np.testing.assert_array_equal(reg.load("sobel_x@1").array, [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
         with pytest.raises(registry.ReadOnlyError):
             reg.add("sobel_x", [[1.0]])
 
 
-def test_fsck_repair_rebuilds_a_lost_remote_index(s3_url: str) -> None:
+def test_fsck_repair_rebuilds_a_lost_remote_index(remote_url: str) -> None:
     import obstore as obs
 
-    reg = registry.Registry(s3_url, builtins=False)
+    reg = registry.Registry(remote_url, builtins=False)
     reg.add("r/a", [[1.0]])
     reg.add("r/a", [[2.0]])
     obs.delete(reg.backend.store, "index.json")
-    again = registry.Registry(s3_url, builtins=False)
+    again = registry.Registry(remote_url, builtins=False)
     with pytest.raises(registry.UnsafeFileError, match="fsck --repair"):
         again.list_kernels()
     assert again.fsck(repair=True).kernels == 2

@@ -87,6 +87,27 @@ def test_errors_are_one_line_naming_the_url_without_secrets(case: str, s3_server
     assert expected in lines[0]
 
 
+@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-container"])
+def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, az_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.Registry(az_url, builtins=False).add("there", [[1.0]])
+    url, wrong_key = az_url, "bm90LXRoZS1hY2NvdW50LWtleQ=="
+    if case == "unreachable":
+        monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9")
+    elif case == "wrong-key":
+        monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", wrong_key)
+    else:
+        url = f"az://no-such-container/{az_url.rsplit('/', 1)[1]}"
+    monkeypatch.setenv("KREG_CACHE_BYTES", "0")
+    result = CliRunner().invoke(cli, ["--db", url, "add", "new", "--values", "[[2.0]]"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert url in lines[0] and wrong_key not in result.output
+    expected = {"unreachable": "AZURITE_BLOB_STORAGE_URL", "wrong-key": "AZURE_STORAGE_ACCOUNT_KEY",
+                "missing-container": "az storage container create --name no-such-container"}[case]
+    assert expected in lines[0], lines[0]
+
+
 def test_cache_pinned_loads_need_no_request_even_offline(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     reg = registry.Registry(s3_url, builtins=False)
     reg.add("c/k", np.eye(3, dtype="f4"))

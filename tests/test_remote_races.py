@@ -59,17 +59,17 @@ def _check_store(url: str, acked: dict[str, str]) -> dict[str, list[int]]:
     return versions
 
 
-def test_8_processes_x_50_adds_lose_nothing(s3_url: str, tmp_path: Path) -> None:
-    procs = _writers(s3_url, 8, 50, tmp_path)
+def test_8_processes_x_50_adds_lose_nothing(remote_url: str, tmp_path: Path) -> None:
+    procs = _writers(remote_url, 8, 50, tmp_path)
     acked: dict[str, str] = {}
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
         acked.update(_acked(out))
     assert len(acked) == 400
-    versions = _check_store(s3_url, acked)
+    versions = _check_store(remote_url, acked)
     assert sorted(versions) == [f"race/{i}" for i in range(4)]
-    extra = [(i.ref, i.summary) for i in registry.Registry(s3_url, builtins=False).list_kernels(all_versions=True)
+    extra = [(i.ref, i.summary) for i in registry.Registry(remote_url, builtins=False).list_kernels(all_versions=True)
              if i.ref not in acked]
     assert not extra, f"committed but never acknowledged: {extra}"
     for name, vs in versions.items():
@@ -77,11 +77,11 @@ def test_8_processes_x_50_adds_lose_nothing(s3_url: str, tmp_path: Path) -> None
         assert sorted(vs) == list(range(1, adds + 1)), name  # unique and gapless
 
 
-def test_kill_9_mid_commit_leaves_every_acknowledged_kernel(s3_url: str, tmp_path: Path) -> None:
+def test_kill_9_mid_commit_leaves_every_acknowledged_kernel(remote_url: str, tmp_path: Path) -> None:
     rng = random.Random(10)
     acked: dict[str, str] = {}
     for _ in range(3):
-        procs = _writers(s3_url, 6, 40, tmp_path)
+        procs = _writers(remote_url, 6, 40, tmp_path)
         time.sleep(rng.uniform(1.5, 4.0))
         victims = rng.sample(procs, 3)
         for p in victims:
@@ -92,9 +92,9 @@ def test_kill_9_mid_commit_leaves_every_acknowledged_kernel(s3_url: str, tmp_pat
             assert p.returncode == 0 or p in victims, err[-2000:]
             acked.update(_acked(out))
     assert acked
-    _check_store(s3_url, acked)
+    _check_store(remote_url, acked)
     # After the kills, writing goes on: numbers held by orphans are skipped, never reissued.
-    reg = registry.Registry(s3_url, builtins=False)
+    reg = registry.Registry(remote_url, builtins=False)
     assert reg.add("race/0", np.full((3, 3), -1, "f4")).version == reg.next_version("race/0") - 1
 
 

@@ -31,7 +31,7 @@ from test_store import (  # noqa: F401 - collected again here, with the fixture 
 
 
 @pytest.fixture
-def reg(s3_url: str) -> Iterator[registry.Registry]:
-    """An empty registry on S3 without the built-in layer (overrides the local one of conftest)."""
-    with registry.Registry(s3_url, builtins=False) as r:
+def reg(remote_url: str) -> Iterator[registry.Registry]:
+    """An empty registry on S3 and on Azure Blob without the built-in layer (overrides the local one)."""
+    with registry.Registry(remote_url, builtins=False) as r:
         yield r

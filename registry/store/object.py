@@ -106,9 +106,8 @@ class ObjectBackend:
         try:
             return call()
         except (oe.NotFoundError, FileNotFoundError) as exc:
-            if "NoSuchBucket" in str(exc):
-                raise RemoteError(f"The bucket of {self.url} does not exist. Create it (e.g. 'aws s3 mb "
-                                  f"s3://{self._bucket}'), or fix the URL.") from None
+            if _NO_BUCKET.search(str(exc)):
+                raise _translate(exc, self.url, writing=writing) from None
             raise ObjectMissing(f"{self.url}/{key} does not exist.") from None
         except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):
             raise
@@ -132,11 +131,11 @@ class ObjectBackend:
         just_checked, self._root_checked_now = self._root_checked_now, False
         if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
-        options = {"if_none_match": held[1]} if held is not None else None
+        options = {"if_none_match": _etag_of(held[1])} if held is not None else None
         try:
             result = self._request("get", lambda: obs.get(self.store, ROOT, options=options), ROOT)
             data = bytes(result.bytes())
-            etag = result.meta["e_tag"]
+            etag = _token(result.meta)
             self.stats["bytes_in"] += len(data)
         except oe.NotModifiedError:
             assert held is not None
@@ -212,8 +211,6 @@ class ObjectBackend:
             try:
                 chunk = next(stream, None)
             except Exception as exc:  # noqa: BLE001
-                if "NoSuchBucket" in str(exc):
-                    raise RemoteError(f"The bucket of {self.url} does not exist. Create it, or fix the URL.") from None
                 raise _translate(exc, self.url, writing=False) from None
             if not chunk:
                 return
@@ -297,7 +294,7 @@ class ObjectBackend:
         import obstore as obs
         import obstore.exceptions as oe
 
-        mode: Any = {"e_tag": token} if token is not None else "create"
+        mode: Any = _update_mode(str(token)) if token is not None else "create"
         try:
             try:
                 result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
@@ -307,8 +304,8 @@ class ObjectBackend:
                 try:
                     current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
                     if bytes(current.bytes()) == bytes(root):
-                        self._remember_root(bytes(root), current.meta["e_tag"])
-                        return current.meta["e_tag"]
+                        self._remember_root(bytes(root), _token(current.meta))
+                        return _token(current.meta)
                 except ObjectMissing:
                     pass
                 raise CommitConflict(f"{self.url}: another writer committed first.") from None
@@ -324,8 +321,8 @@ class ObjectBackend:
             error.committed = True  # type: ignore[attr-defined]
             raise error from None
         self.stats["bytes_out"] += len(root)
-        self._remember_root(bytes(root), result["e_tag"])
-        return result["e_tag"]
+        self._remember_root(bytes(root), _token(result))
+        return _token(result)
 
     # -- the root in memory and on disk -----------------------------------
 
@@ -373,11 +370,27 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
         provider = _profile_credentials()
         if provider is not None:
             kwargs["credential_provider"] = provider
+    elif scheme == "gs" and _gcs_base_url().startswith("http://"):
+        client["allow_http"] = True  # a local GCS stand-in named by the service-account file, as for S3
     try:
         return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
                         client_options=client, retry_config=retry, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
         raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc)}") from None
+
+
+def _gcs_base_url() -> str:
+    """The ``gcs_base_url`` of the service-account file the client will read, if any (it points
+    the client at a local server; real GCS is always HTTPS)."""
+    import json
+
+    path = os.environ.get("GOOGLE_SERVICE_ACCOUNT") or os.environ.get("GOOGLE_SERVICE_ACCOUNT_PATH")
+    try:
+        with open(path or "", encoding="utf-8") as handle:
+            url = json.load(handle).get("gcs_base_url", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return url if isinstance(url, str) else ""
 
 
 def _profile_credentials() -> Any:
@@ -396,6 +409,24 @@ def _profile_credentials() -> Any:
     return Boto3CredentialProvider(boto3.Session(profile_name=os.environ["AWS_PROFILE"]))
 
 
+def _token(meta: Any) -> str:
+    """The root's compare-and-swap token: its ETag, and its generation where the store has one.
+    GCS conditions an update on the generation (``x-goog-if-generation-match``), not the ETag:
+    without it the client refuses the update ("missing version")."""
+    etag, version = meta["e_tag"], meta.get("version")
+    return f"{etag}\t{version}" if version else str(etag)
+
+
+def _etag_of(token: str) -> str:
+    return token.partition("\t")[0]
+
+
+def _update_mode(token: str) -> dict[str, str]:
+    """``If-Match`` on the ETag (S3, Azure), with the generation for GCS when the token has one."""
+    etag, _, version = token.partition("\t")
+    return {"e_tag": etag, "version": version} if version else {"e_tag": etag}
+
+
 def _etag_matches(data: bytes, etag: str | None) -> bool:
     """False when the ETag looks like an MD5 (single-part S3 uploads) and the bytes do not hash to it."""
     tag = (etag or "").strip('"')
@@ -408,17 +439,42 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
+#: A missing bucket (S3, GCS) or container (Azure).
+_NO_BUCKET = re.compile(r"NoSuchBucket|ContainerNotFound")
+#: Credentials refused: S3's codes, Azure's (a 403 that is not about permissions), GCS's 401.
+_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                    "AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
+                    "failed to authenticate")
+#: What to check, by cloud: (the bucket's word and how to create it, the credentials, the endpoint).
+_HINTS = {
+    "s3": ("bucket", "aws s3 mb s3://{bucket}", "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your profile",
+           "AWS_ENDPOINT_URL"),
+    "gs": ("bucket", "gcloud storage buckets create gs://{bucket}",
+           "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)", "storage.googleapis.com"),
+    "az": ("container", "az storage container create --name {bucket}",
+           "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY",
+           "AZURE_STORAGE_ACCOUNT_NAME (or AZURITE_BLOB_STORAGE_URL)"),
+}
+
+
+def _hints(url: str) -> tuple[str, str, str, str]:
+    scheme, _, rest = url.partition("://")
+    cloud = {"s3a": "s3", "azure": "az", "abfs": "az", "abfss": "az"}.get(scheme, scheme)
+    word, create, credentials, endpoint = _HINTS.get(cloud, _HINTS["s3"])
+    return word, create.format(bucket=rest.partition("/")[0]), credentials, endpoint
+
+
 def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
     """One actionable error for a failed request, naming the registry, never a credential."""
     import obstore.exceptions as oe
 
     text = str(exc)
-    if "NoSuchBucket" in text:
-        return RemoteError(f"The bucket of {url} does not exist. Create it, or fix the URL.")
-    if any(code in text for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                                     "InvalidToken")) or isinstance(exc, oe.UnauthenticatedError):
-        return RemoteError(f"{url} refused the credentials (wrong or expired access key or secret). Check "
-                           "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your profile.")
+    word, create, credentials, endpoint = _hints(url)
+    if _NO_BUCKET.search(text):
+        return RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix the URL.")
+    if any(code in text for code in _BAD_CREDENTIALS) or isinstance(exc, oe.UnauthenticatedError):
+        return RemoteError(f"{url} refused the credentials (wrong or expired key, secret or token). Check "
+                           f"{credentials}.")
     if isinstance(exc, oe.PermissionDeniedError) or "AccessDenied" in text or "403 Forbidden" in text:
         if writing:
             return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
@@ -429,7 +485,7 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect")):
         return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
-                           "(AWS_ENDPOINT_URL) and the network; nothing was committed.")
+                           f"({endpoint}) and the network; nothing was committed.")
     if "SlowDown" in text or re.search(r"status(?: code)?:? (?:429|503)\b", text):
         return RemoteError(f"{url} kept throttling requests (SlowDown) after the retries; nothing was "
                            "committed. Try again later.")
