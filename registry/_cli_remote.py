@@ -43,7 +43,8 @@ def copy_kernels(source: Any, target: Any, refs: tuple[str, ...] | list[str] = (
     with target.batch():
         for kernel in kernels:
             record = kernel._record
-            have = {target._record(_ref(record["name"], v))["sha256"]: v for v in target.versions(record["name"])}
+            taken = [f"{record['name']}@{v}" for v in target.versions(record["name"])]
+            have = {r["sha256"]: r["version"] for r in target.records(taken)} if taken else {}
             if record["sha256"] in have:
                 done.append(Copied(kernel.ref, f"{record['name']}@{have[record['sha256']]}", "skip"))
                 continue
@@ -55,12 +56,6 @@ def copy_kernels(source: Any, target: Any, refs: tuple[str, ...] | list[str] = (
                                 bias=record.get("bias"), tags=record.get("tags", ()), provenance=provenance)
             done.append(Copied(kernel.ref, stored.ref, "copy"))
     return done
-
-
-def _ref(name: str, version: int) -> Any:
-    from ._names import Ref
-
-    return Ref(name, version)
 
 
 @cli.command()

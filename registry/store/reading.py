@@ -1,23 +1,134 @@
-"""The read path of a stored version: its values at their recorded offset, and its receipt.
+"""The read path: which kernel a ref names, and its values at their recorded offset.
 
-Neither opens HDF5 when the index (or the receipt) says where the values start: a fresh
-process loading a stored kernel imports neither h5py nor pydantic.
+:class:`Loader` resolves a ref for a Registry (the user's index first, then the built-ins, then
+the families); :func:`read_values` and :func:`load_by_receipt` read a stored version without
+opening HDF5 when the index (or the receipt) says where the values start, so a fresh process
+loading a stored kernel imports neither h5py nor pydantic.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._content import content_hash
-from .._exceptions import IntegrityError, KregError, UnsafeFileError
+from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
 from .._kernel import Kernel
+from .._names import Ref, did_you_mean, escape
 from .backend import Backend
-from .index import object_key
+from .index import View, object_key
+from .state import Committed, KernelMemo
 from .writer import RECEIPT_FORMAT, receipt_key
+
+if TYPE_CHECKING:
+    from .._builtins import BuiltinLayer
+
+
+class Loader:
+    """Finds what a ref names, for one Registry: a pinned ``name@v`` through the last root this
+    machine saw (no request) or the version's receipt (two), else through the committed index;
+    a name the user's index holds is the user's, then come the built-ins, then the families.
+    Kernels it loaded with their hash checked are kept in ``memo``."""
+
+    def __init__(self, backend: Backend, state: Committed, builtins: BuiltinLayer | None, memo: KernelMemo) -> None:
+        self.backend, self.state, self.builtins, self.memo = backend, state, builtins, memo
+
+    def load(self, parsed: Ref, verify: bool) -> Kernel:
+        if parsed.version is not None and (kernel := self._pinned(parsed, verify)) is not None:
+            return kernel
+        return self.state.read(lambda view: self.load_from(view, parsed, verify, cached=True))
+
+    def _pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
+        """``name@v`` without reading the index when it can be (issue 10: remote registries):
+        through the last root this machine saw (no request at all when it is cached), else
+        through the version's receipt (an object store: the receipt and the values, two
+        requests). None sends the load down the index path, which decides."""
+        cached_root = getattr(self.backend, "cached_root", None)
+        data = cached_root() if cached_root is not None else None
+        if data is not None:
+            try:
+                view = View.parse(data, self.backend.read, self.state.segments, where=self.backend.url)
+                if view.row(*parsed) is not None:
+                    return self.load_from(view, parsed, verify, cached=True)
+            except KregError:
+                pass
+        if not getattr(self.backend, "receipts", False):
+            return None
+        key = (parsed.name, int(parsed.version or 0))
+        kernel = load_by_receipt(self.backend, *key, verify=verify)
+        if kernel is not None and verify:
+            self.memo.remember(key, kernel)
+        return kernel
+
+    def load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
+        row = view.row(*parsed)
+        if row is None:
+            if self.builtins is not None and parsed.name in self.builtins:
+                return self.builtins.load(parsed, verify=verify)
+            if parsed.version is None and parsed.name in family_names():
+                return generate(parsed, {})
+            raise self.not_found(parsed, view)
+        key = (row[0], row[1])
+        kernel = self.memo.get(key, row[8]) if cached else None
+        if kernel is not None:
+            return kernel
+        record = view.record(*key)
+        if record.get("sha256") != row[8]:
+            raise UnsafeFileError(f"{self.backend.url}: the index row and record of {row[0]}@{row[1]} disagree. "
+                                  "Run 'kreg fsck'.")
+        kernel = Kernel(record, read_values(self.backend, record, row[9] if len(row) > 9 else None, verify=verify))
+        if verify and cached:
+            self.memo.remember(key, kernel)
+        return kernel
+
+    def record(self, ref: Ref) -> dict[str, Any]:
+        """The record of ``ref``, found as :meth:`load` finds the kernel."""
+
+        def find(view: View) -> dict[str, Any]:
+            row = view.row(*ref)
+            if row is not None:
+                return view.record(row[0], row[1])
+            if self.builtins is not None and ref.name in self.builtins and not view.versions(ref.name):
+                record = self.builtins.get(ref)
+                if record is not None:
+                    return record
+            raise self.not_found(ref, view)
+
+        return self.state.read(find)
+
+    def not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
+        """The error for a ref nothing holds: the versions the name has, or names like it."""
+        builtins = self.builtins
+        versions = (view.versions(ref.name) if view is not None else None) or (
+            builtins.rows.get(ref.name) if builtins else None)
+        if versions:
+            have = ", ".join(str(v) for v in sorted(versions))
+            return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
+        known = (view.names() if view is not None else []) + (list(builtins.rows) if builtins else [])
+        known += family_names()
+        return KernelNotFoundError(
+            f"No kernel named {escape(ref.name)} in {self.backend.url}.{did_you_mean(ref.name, known)}"
+            " See 'kreg list'."
+        )
+
+
+def generate(parsed: Ref, params: dict[str, Any]) -> Kernel:
+    """A kernel made on the fly by the family ``parsed.name``."""
+    if parsed.version is not None:
+        raise InvalidKernelError(f"A family takes parameters, not a version. Received: {parsed}.")
+    from .._families import generate_kernel
+
+    dtype = params.pop("dtype", "float32")
+    return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
+
+
+def family_names() -> list[str]:
+    from .._families import FAMILIES
+
+    return list(FAMILIES)
 
 
 def read_values(backend: Backend, record: dict[str, Any], offset: int | None, *, verify: bool) -> np.ndarray:

@@ -21,17 +21,15 @@ from .._exceptions import (
     KernelNotFoundError,
     KregError,
     ReadOnlyError,
-    UnsafeFileError,
 )
 from .._index import KernelInfo, Listing
 from .._kernel import Kernel, stack
-from .._names import Ref, check_name, did_you_mean, escape, parse_ref
+from .._names import check_name, parse_ref
 from .._paths import builtin_db_path
 from .._records import build_record
 from .backend import Backend
-from .index import View
 from .listing import merged_listing
-from .reading import load_by_receipt, read_values
+from .reading import Loader, family_names, generate
 from .state import Committed, KernelMemo
 from .writer import Transaction
 
@@ -97,6 +95,7 @@ class Registry:
         self._builtins = BuiltinLayer(Path(builtins)) if builtins else None
         self._state = Committed(self.backend, self.url)
         self._memo = KernelMemo(CACHE_BYTES)
+        self._loader = Loader(self.backend, self._state, self._builtins, self._memo)
         self._txn: Transaction | None = None
         self._closed = False
 
@@ -119,70 +118,12 @@ class Registry:
         self._check_open()
         parsed = parse_ref(ref)
         if params:
-            return self._generate(parsed, params)
+            return generate(parsed, params)
         # -- issue 10: a pinned version the last root this machine saw lists is immutable, so it
-        # loads from the local cache with no request (and offline); anything missing falls through.
-        if parsed.version is not None and (kernel := self._load_pinned(parsed, verify)) is not None:
-            return kernel
-        # The user's index first: a fresh process loading its own kernel never opens the built-ins,
-        # and a name the index holds is the user's (list, show and versions agree).
-        return self._state.read(lambda view: self._load_from(view, parsed, verify, cached=True))
-
-    def _load_pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
-        """``name@v`` without reading the index when it can be (issue 10: remote registries):
-        through the last root this machine saw (no request at all when it is cached), else
-        through the version's receipt (an object store: the receipt and the values, two
-        requests). None sends the load down the index path, which decides."""
-        cached_root = getattr(self.backend, "cached_root", None)
-        data = cached_root() if cached_root is not None else None
-        if data is not None:
-            try:
-                view = View.parse(data, self.backend.read, self._state.segments, where=self.url)
-                if view.row(*parsed) is not None:
-                    return self._load_from(view, parsed, verify, cached=True)
-            except KregError:
-                pass
-        if getattr(self.backend, "receipts", False):
-            return self._load_receipt(parsed, verify)
-        return None
-
-    def _load_receipt(self, parsed: Ref, verify: bool) -> Kernel | None:
-        """``name@v`` from its receipt, or None if it has none or it does not hold together
-        (then the index path answers, and reports what is wrong)."""
-        key = (parsed.name, int(parsed.version or 0))
-        kernel = load_by_receipt(self.backend, *key, verify=verify)
-        if kernel is not None and verify:
-            self._memo.remember(key, kernel)
-        return kernel
-
-    def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
-        row = view.row(*parsed)
-        if row is None:
-            if self._builtins is not None and parsed.name in self._builtins:
-                return self._builtins.load(parsed, verify=verify)
-            if parsed.version is None and parsed.name in _family_names():
-                return self._generate(parsed, {})
-            raise self._not_found(parsed, view)
-        key = (row[0], row[1])
-        kernel = self._memo.get(key, row[8]) if cached else None
-        if kernel is not None:
-            return kernel
-        record = view.record(*key)
-        if record.get("sha256") != row[8]:
-            raise UnsafeFileError(f"{self.url}: the index row and record of {row[0]}@{row[1]} disagree. Run 'kreg fsck'.")
-        kernel = Kernel(record, read_values(self.backend, record, row[9] if len(row) > 9 else None, verify=verify))
-        if verify and cached:
-            self._memo.remember(key, kernel)
-        return kernel
-
-    def _generate(self, parsed: Ref, params: dict[str, Any]) -> Kernel:
-        """A kernel made on the fly by the family ``parsed.name``."""
-        if parsed.version is not None:
-            raise InvalidKernelError(f"A family takes parameters, not a version. Received: {parsed}.")
-        from .._families import generate_kernel
-
-        dtype = params.pop("dtype", "float32")
-        return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
+        # loads from the local cache with no request (and offline), or from its receipt. Then the
+        # user's index: a fresh process loading its own kernel never opens the built-ins, and a
+        # name the index holds is the user's (list, show and versions agree).
+        return self._loader.load(parsed, verify)
 
     def list_kernels(
         self,
@@ -226,7 +167,7 @@ class Registry:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
         or of the latest version of every kernel."""
         refs = list(refs) or [info.ref for info in self.list_kernels()]
-        return [self._record(parse_ref(r)) for r in refs]
+        return [self._loader.record(parse_ref(r)) for r in refs]
 
     @property
     def builtin_path(self) -> Path | None:
@@ -287,7 +228,7 @@ class Registry:
 
     def __contains__(self, ref: object) -> bool:
         try:
-            self._record(parse_ref(ref))
+            self._loader.record(parse_ref(ref))
         except (KernelNotFoundError, ValueError):
             return False
         return True
@@ -357,7 +298,7 @@ class Registry:
         """:meth:`add`, plus ``via_import=True`` for pack import (which alone records ``provenance.pack``)."""
         self._check_open()
         check_name(name)
-        family = name in _family_names()
+        family = name in family_names()
         if family or (self._builtins is not None and name in self._builtins):
             what = "a built-in kernel family" if family else "a built-in kernel"
             raise ReadOnlyError(
@@ -422,7 +363,7 @@ class Registry:
                     "them all ('kreg rm --all', or all_versions=True in Python)."
                 )
             if not chosen:
-                raise self._not_found(parsed, txn.view)
+                raise self._loader.not_found(parsed, txn.view)
             for version in chosen:
                 txn.remove(parsed.name, version)
                 self._memo.forget((parsed.name, version))
@@ -537,7 +478,7 @@ class Registry:
         targets: list[str] = []
         for ref in refs or [info.name for info in self.list_kernels()]:
             parsed = parse_ref(ref)
-            self._record(parsed)  # unknown names raise here, with suggestions
+            self._loader.record(parsed)  # unknown names raise here, with suggestions
             versions = [parsed.version] if parsed.version else self.versions(parsed.name)
             targets += [f"{parsed.name}@{v}" for v in versions]
         from .fsck import verify_refs
@@ -598,38 +539,3 @@ class Registry:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"The registry at {self.url} is closed.")
-
-    def _record(self, ref: Ref) -> dict[str, Any]:
-        """The record of ``ref``: the user's index first, then the built-ins (a name the user's
-        index holds is the user's, as in ``load`` and ``list``)."""
-
-        def find(view: View) -> dict[str, Any]:
-            row = view.row(*ref)
-            if row is not None:
-                return view.record(row[0], row[1])
-            if self._builtins is not None and ref.name in self._builtins and not view.versions(ref.name):
-                record = self._builtins.get(ref)
-                if record is not None:
-                    return record
-            raise self._not_found(ref, view)
-
-        return self._state.read(find)
-
-    def _not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
-        versions = (view.versions(ref.name) if view is not None else None) or (
-            self._builtins.rows.get(ref.name) if self._builtins else None)
-        if versions:
-            have = ", ".join(str(v) for v in sorted(versions))
-            return KernelNotFoundError(f"Kernel {ref.name!r} has no version {ref.version} (it has: {have}).")
-        known = (view.names() if view is not None else []) + (list(self._builtins.rows) if self._builtins else [])
-        known += _family_names()
-        return KernelNotFoundError(
-            f"No kernel named {escape(ref.name)} in {self.url}.{did_you_mean(ref.name, known)}"
-            " See 'kreg list'."
-        )
-
-
-def _family_names() -> list[str]:
-    from .._families import FAMILIES
-
-    return list(FAMILIES)
