@@ -127,7 +127,7 @@ class ObjectBackend:
         import obstore as obs
         import obstore.exceptions as oe
 
-        held = self._root or self._disk_root()
+        held = self._held_root()
         just_checked, self._root_checked_now = self._root_checked_now, False
         if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
@@ -250,7 +250,7 @@ class ObjectBackend:
         No request when this machine has seen the root before."""
         from .index import empty_root
 
-        held = self._root or self._disk_root()
+        held = self._held_root()
         if held is not None:
             # Optimistic: a writer may build on a root confirmed lately without asking again; the
             # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
@@ -330,6 +330,15 @@ class ObjectBackend:
         self._root = (data, etag, time.time())
         if self.cache is not None:
             self.cache.put_root(self.url, data, etag)
+
+    def _held_root(self) -> tuple[bytes, str, float] | None:
+        """The root held in memory or on disk, if its token can serve a commit. On gs:// a token
+        without the generation (a cache written before tokens carried it) cannot: a commit on it
+        is refused by the client, and a 304 on its ETag would keep it forever; a full read mends it."""
+        held = self._root or self._disk_root()
+        if held is not None and self._scheme == "gs" and "\t" not in held[1]:
+            return None
+        return held
 
     def _disk_root(self) -> tuple[bytes, str, float] | None:
         if self.cache is None:
