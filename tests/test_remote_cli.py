@@ -87,7 +87,7 @@ def test_errors_are_one_line_naming_the_url_without_secrets(case: str, s3_server
     assert expected in lines[0]
 
 
-@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-container"])
+@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-container", "malformed-key", "malformed-sas"])
 def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, az_url: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     registry.Registry(az_url, builtins=False).add("there", [[1.0]])
@@ -96,6 +96,12 @@ def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, a
         monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9")
     elif case == "wrong-key":
         monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", wrong_key)
+    elif case == "malformed-key":  # not base64: the client refuses it before any request
+        wrong_key = "s3cr3t-not-base64!!"
+        monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", wrong_key)
+    elif case == "malformed-sas":
+        wrong_key = "s3cr3t-sas-without-pairs"
+        monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", wrong_key)
     else:
         url = f"az://no-such-container/{az_url.rsplit('/', 1)[1]}"
     monkeypatch.setenv("KREG_CACHE_BYTES", "0")
@@ -104,7 +110,8 @@ def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, a
     assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert url in lines[0] and wrong_key not in result.output
     expected = {"unreachable": "AZURITE_BLOB_STORAGE_URL", "wrong-key": "AZURE_STORAGE_ACCOUNT_KEY",
-                "missing-container": "az storage container create --name no-such-container"}[case]
+                "missing-container": "az storage container create --name no-such-container",
+                "malformed-key": "Invalid Access Key", "malformed-sas": "AZURE_STORAGE_SAS_KEY"}[case]
     assert expected in lines[0], lines[0]
 
 
@@ -274,3 +281,19 @@ def test_a_failed_request_is_named_by_its_cause_not_by_a_number_in_its_report(re
     from registry.store.object import _translate
 
     assert expected in str(_translate(RuntimeError(report), "s3://b/p", writing=True))
+
+
+@pytest.mark.parametrize(("url", "report", "expected"), [
+    ("az://c/p", "Generic MicrosoftAzure error: Error performing PUT http://h/c/p/k in 2s, after 4 retries - Server "
+     "returned non-2xx status code: 503 Service Unavailable: <Code>ServerBusy</Code>", "(503 ServerBusy)"),
+    ("azure://c/p", "Server Busy: <Error><Code>ServerBusy</Code></Error>", "(503 ServerBusy)"),
+    ("gs://b/p", "Generic GCS error: status code: 429 Too Many Requests", "(429 Too Many Requests)"),
+    ("s3://b/p", "status code: 503 Service Unavailable: <Code>SlowDown</Code>", "(503 SlowDown)"),
+    ("az://c/p", "status code: 403 Forbidden: <Code>AuthorizationPermissionMismatch</Code>", "role assignments"),
+    ("gs://b/p", "status code: 403 Forbidden: <Code>AccessDenied</Code>", "IAM roles"),
+])
+def test_throttling_and_denial_are_told_in_the_clouds_own_words(url: str, report: str, expected: str) -> None:
+    from registry.store.object import _translate
+
+    message = str(_translate(RuntimeError(report), url, writing=False))
+    assert url in message and expected in message, message

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
-from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
+from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, open_cache
 
@@ -111,6 +111,8 @@ class ObjectBackend:
             raise ObjectMissing(f"{self.url}/{key} does not exist.") from None
         except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):
             raise
+        except KregError:
+            raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
         except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
             raise _translate(exc, self.url, writing=writing) from None
 
@@ -385,7 +387,8 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
         return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
                         client_options=client, retry_config=retry, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
-        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc)}") from None
+        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc)}. Check "
+                          f"{_hints(url)[2]}.") from None
 
 
 def _gcs_base_url() -> str:
@@ -454,23 +457,26 @@ _NO_BUCKET = re.compile(r"NoSuchBucket|ContainerNotFound")
 _BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                     "AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
                     "failed to authenticate")
-#: What to check, by cloud: (the bucket's word and how to create it, the credentials, the endpoint).
+#: What to check, by cloud: the bucket's word and how to create it, the credentials, the
+#: endpoint, who grants access, and the cloud's word for throttling.
 _HINTS = {
     "s3": ("bucket", "aws s3 mb s3://{bucket}", "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your profile",
-           "AWS_ENDPOINT_URL"),
+           "AWS_ENDPOINT_URL", "the bucket policy", "503 SlowDown"),
     "gs": ("bucket", "gcloud storage buckets create gs://{bucket}",
-           "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)", "storage.googleapis.com"),
+           "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)", "storage.googleapis.com",
+           "the bucket's IAM roles", "429 Too Many Requests"),
     "az": ("container", "az storage container create --name {bucket}",
            "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY",
-           "AZURE_STORAGE_ACCOUNT_NAME (or AZURITE_BLOB_STORAGE_URL)"),
+           "AZURE_STORAGE_ACCOUNT_NAME (or AZURITE_BLOB_STORAGE_URL)",
+           "the container's role assignments or the SAS permissions", "503 ServerBusy"),
 }
 
 
-def _hints(url: str) -> tuple[str, str, str, str]:
+def _hints(url: str) -> tuple[str, ...]:
     scheme, _, rest = url.partition("://")
     cloud = {"s3a": "s3", "azure": "az", "abfs": "az", "abfss": "az"}.get(scheme, scheme)
-    word, create, credentials, endpoint = _HINTS.get(cloud, _HINTS["s3"])
-    return word, create.format(bucket=rest.partition("/")[0]), credentials, endpoint
+    word, create, *others = _HINTS.get(cloud, _HINTS["s3"])
+    return (word, create.format(bucket=rest.partition("/")[0]), *others)
 
 
 def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
@@ -478,7 +484,7 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
     import obstore.exceptions as oe
 
     text = str(exc)
-    word, create, credentials, endpoint = _hints(url)
+    word, create, credentials, endpoint, grants, busy = _hints(url)
     if _NO_BUCKET.search(text):
         return RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix the URL.")
     if any(code in text for code in _BAD_CREDENTIALS) or isinstance(exc, oe.UnauthenticatedError):
@@ -488,15 +494,16 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
         if writing:
             return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
                                    "Nothing was committed; use credentials allowed to write, or only read.")
-        return RemoteError(f"{url} denied access to these credentials. Check the bucket policy or your keys.")
+        return RemoteError(f"{url} denied access to these credentials. Check {grants} or your keys.")
     # A connection failure first: its report holds durations and counts ("1.503s") that a bare
     # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect")):
         return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
                            f"({endpoint}) and the network; nothing was committed.")
-    if "SlowDown" in text or re.search(r"status(?: code)?:? (?:429|503)\b", text):
-        return RemoteError(f"{url} kept throttling requests (SlowDown) after the retries; nothing was "
+    if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
+                                                                            text):
+        return RemoteError(f"{url} kept throttling requests ({busy}) after the retries; nothing was "
                            "committed. Try again later.")
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
 
