@@ -297,3 +297,23 @@ def test_throttling_and_denial_are_told_in_the_clouds_own_words(url: str, report
 
     message = str(_translate(RuntimeError(report), url, writing=False))
     assert url in message and expected in message, message
+
+
+def test_a_leased_azure_root_is_refused_at_once_and_nothing_is_left(az_server, az_url: str) -> None:
+    # Azure answers 412 to every write of a leased blob: replaying as after a lost race cannot win
+    # (it ran 40 replays, then blamed "other writers").
+    registry.Registry(az_url, builtins=False).add("k", [[1.0]])
+    prefix = az_url.split("/", 3)[3]
+    az_server.lease(f"{prefix}/index.json", "acquire")
+    backend = ObjectBackend(az_url)
+    result = CliRunner().invoke(cli, ["--db", az_url, "add", "k", "--values", "[[2.0]]"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "leased" in lines[0] and f"--blob-name {prefix}/index.json" in lines[0] and az_url in lines[0]
+    assert "may or may not" not in lines[0]  # refused before anything landed
+    az_server.lease(f"{prefix}/index.json", "break")
+    reg = registry.Registry(az_url, builtins=False)
+    assert reg.add("k", [[2.0]]).ref == "k@2"
+    assert reg.fsck().ok
+    assert sorted(backend.keys("kernels/")) == ["kernels/k/@1.h5", "kernels/k/@1.json", "kernels/k/@2.h5",
+                                                 "kernels/k/@2.json"]

@@ -301,7 +301,15 @@ class ObjectBackend:
             try:
                 result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
                                        ROOT, writing=True)
-            except (oe.AlreadyExistsError, oe.PreconditionError):
+            except (oe.AlreadyExistsError, oe.PreconditionError) as exc:
+                if _LEASED.search(str(exc)):
+                    # Azure answers 412 to any write of a leased blob: no replay can win it.
+                    refused = StoreWriteError(
+                        f"{self.url}/{ROOT} is leased (an Azure blob lease is held on it), so no commit can "
+                        f"replace it; nothing was committed. Break the lease ('az storage blob lease break "
+                        f"--container-name {self._bucket} --blob-name {self._key(ROOT)}') and try again.")
+                    refused.committed = False  # type: ignore[attr-defined]
+                    raise refused from None
                 self._stale()
                 try:
                     current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
@@ -314,6 +322,8 @@ class ObjectBackend:
         except CommitConflict:
             raise
         except Exception as exc:
+            if getattr(exc, "committed", None) is False:
+                raise
             # The PUT may have landed before the connection broke: the writer must not delete what
             # the new root may name. Uncommitted, it is only orphans, which fsck lists.
             self._stale()
@@ -325,6 +335,10 @@ class ObjectBackend:
         self.stats["bytes_out"] += len(root)
         self._remember_root(bytes(root), _token(result))
         return _token(result)
+
+    def _key(self, key: str) -> str:
+        """``key`` as the store names it: under the registry's prefix."""
+        return f"{self._prefix}/{key}" if self._prefix else key
 
     # -- the root in memory and on disk -----------------------------------
 
@@ -451,6 +465,8 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
+#: Azure's answers to a write of a blob someone holds a lease on (a 412 no replay can win).
+_LEASED = re.compile(r"LeaseIdMissing|LeaseIdMismatch|LeaseLost|There is currently a lease on the blob")
 #: A missing bucket (S3, GCS) or container (Azure).
 _NO_BUCKET = re.compile(r"NoSuchBucket|ContainerNotFound")
 #: Credentials refused: S3's codes, Azure's (a 403 that is not about permissions), GCS's 401.
