@@ -20,12 +20,33 @@ def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyp
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
-def test_cli_on_s3_with_db_and_env(s3_url: str, tmp_path: Path) -> None:
-    result = run("--db", s3_url, "add", "team/edge", "--values", "[[1, -1]]", "--description", "step")
+def test_cli_on_object_storage_with_db_and_env(remote_url: str, tmp_path: Path) -> None:
+    result = run("--db", remote_url, "add", "team/edge", "--values", "[[1, -1]]", "--description", "step")
     assert result.exit_code == 0, result.output
-    result = run("list", "team/*", env={"KREG_DB": s3_url})
+    result = run("list", "team/*", env={"KREG_DB": remote_url})
     assert "team/edge" in result.output and result.exit_code == 0
-    assert run("--db", s3_url, "fsck").exit_code == 0
+    assert run("--db", remote_url, "fsck").exit_code == 0
+    info = run("--db", remote_url, "info").output
+    assert f"registry:        {remote_url}\n" in info  # the URL as given (a Path printed "s3:/bucket")
+
+
+def test_copy_between_s3_azure_and_a_directory_both_ways(s3_url: str, az_url: str, tmp_path: Path) -> None:
+    values = {"edge/a": np.array([[1, 0, -1]], "f4"), "blur/b": np.full((3, 3), 1 / 9, "f8")}
+    with registry.Registry(tmp_path / "start", builtins=False) as reg:
+        for name, array in values.items():
+            reg.add(name, array, description=name)
+    hops = [str(tmp_path / "start"), az_url, s3_url, f"{az_url}-back", str(tmp_path / "end")]
+    for source, target in zip(hops, hops[1:]):
+        result = run("copy", source, target)
+        assert result.exit_code == 0 and "Copied 2 kernels" in result.output, result.output
+        assert "skip (identical)" in run("copy", target, source).output  # and back: nothing new
+    for where in hops[1:]:
+        reg = registry.Registry(where, builtins=False)
+        for name, array in values.items():
+            kernel = reg.load(f"{name}@1")
+            np.testing.assert_array_equal(kernel.array, array)
+            assert kernel.array.dtype == array.dtype and reg.records([name])[0]["provenance"]["description"] == name
+        assert reg.verify() == [] and reg.fsck().ok
 
 
 def test_copy_keeps_records_notes_source_and_is_idempotent(s3_url: str, tmp_path: Path) -> None:
