@@ -338,3 +338,20 @@ def test_a_leased_azure_root_is_refused_at_once_and_nothing_is_left(az_server, a
     assert reg.fsck().ok
     assert sorted(backend.keys("kernels/")) == ["kernels/k/@1.h5", "kernels/k/@1.json", "kernels/k/@2.h5",
                                                  "kernels/k/@2.json"]
+
+
+@pytest.mark.parametrize("url", ["s3://b/p", "az://c/p"])
+def test_a_commit_cut_off_never_says_nothing_was_committed(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The root's PUT may land before the connection fails: its message must not also claim
+    # "nothing was committed" (it said both).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "key")
+    monkeypatch.setenv("AZURE_STORAGE_USE_EMULATOR", "true")
+    monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", "http://127.0.0.1:9")
+    backend = ObjectBackend(url, cache=False, retries=0)
+    with pytest.raises(registry.RemoteError) as caught:
+        backend.commit(b"{}", '"an-etag"')
+    message = str(caught.value)
+    assert message.startswith(f"Cannot reach {url}") and "may or may not have landed" in message
+    assert "nothing was committed" not in message.lower() and caught.value.committed  # type: ignore[attr-defined]

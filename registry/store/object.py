@@ -328,7 +328,9 @@ class ObjectBackend:
             # the new root may name. Uncommitted, it is only orphans, which fsck lists.
             self._stale()
             error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
-            error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
+            # A request's message may say "nothing was committed": for the root's PUT that is not known.
+            said = re.sub(r"; nothing was committed(?=[.;])", "", str(error))
+            error.args = (f"{said} The commit may or may not have landed: check with 'kreg list' before "
                           "adding again.",)
             error.committed = True  # type: ignore[attr-defined]
             raise error from None
