@@ -403,7 +403,7 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
         return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
                         client_options=client, retry_config=retry, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
-        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc)}. Check "
+        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc).rstrip('.')}. Check "
                           f"{_hints(url)[2]}.") from None
 
 
