@@ -366,3 +366,16 @@ def test_a_commit_cut_off_never_says_nothing_was_committed(url: str, monkeypatch
     message = str(caught.value)
     assert message.startswith(f"Cannot reach {url}") and "may or may not have landed" in message
     assert "nothing was committed" not in message.lower() and caught.value.committed  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("url", ["az://c/p?sv=2022-11-02&sig=s3cr3tSAS%2B", "s3://b/p#s3cr3t", "gs://b/team%20a"])
+def test_a_url_the_client_would_read_elsewhere_is_refused_without_echoing_a_token(url: str) -> None:
+    # The client drops a query or fragment and decodes '%': 'az://c/p?x' lived at 'az://c/p', and
+    # every message printed the URL, a SAS token included.
+    for args in (["--db", url, "list"], ["copy", url, "s3://b/q"]):
+        result = CliRunner().invoke(cli, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+        assert "s3cr3t" not in result.output and url.split("?")[0].split("#")[0].split("%")[0] in lines[0]
+    with pytest.raises(registry.UnsafeFileError):
+        ObjectBackend(url)

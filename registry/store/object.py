@@ -57,6 +57,7 @@ class ObjectBackend:
 
     def __init__(self, url: str, *, freshness: float | None = None, cache: DiskCache | bool | None = None,
                  retries: int = 4, timeout: float = 5.0) -> None:
+        _check_plain(url)
         scheme, _, rest = url.partition("://")
         bucket, _, prefix = rest.partition("/")
         if scheme not in SCHEMES or not bucket:
@@ -372,6 +373,20 @@ class ObjectBackend:
             self._root = (self._root[0], self._root[1], 0.0)
         if self.cache is not None:
             self.cache.expire_root(self.url)
+
+
+def _check_plain(url: str) -> None:
+    """Refuse what the client would read as other than a path: a query or fragment is dropped (and
+    may be a SAS token, never to be printed) and ``%`` is an escape, so the registry would live
+    under another prefix than the one named (``p?x`` at ``p``, ``a%20b`` at ``a b``)."""
+    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    if head != url:
+        raise UnsafeFileError(f"{head}...: a registry URL has no query or fragment ('?', '#'; what follows is not "
+                              "shown: it may hold a token). Give credentials in the environment (e.g. "
+                              "AZURE_STORAGE_SAS_KEY) and the registry as scheme://BUCKET/PREFIX.")
+    if "%" in url:
+        raise UnsafeFileError(f"{url}: a '%' in a registry URL would be read as an escape ('a%20b' as 'a b'), "
+                              "so the registry would live elsewhere. Name the prefix without '%'.")
 
 
 def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
