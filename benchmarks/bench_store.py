@@ -94,7 +94,7 @@ def bench_small(tmp: Path, runs: int) -> None:
     anchor_rep = best(lambda: load_file(str(st_path)), 5, 2000)
     hit = best(lambda: reg.load("team/k"), 5, 2000)
     reread = best(lambda: Registry(reg_path).load("team/k"), 5, 200)
-    reread_nocache = best(lambda: reg.load("team/k", verify=True) if reg._kernels.clear() is None else None, 5, 200)
+    reread_nocache = best(lambda: reg.load("team/k", verify=True) if reg._memo.clear() is None else None, 5, 200)
     row("repeated: safetensors load_file (anchor)", f"{anchor_rep * 1e6:.1f} us", 1.0)
     row("repeated: load('team/k'), same Registry (memory cache hit)", f"{hit * 1e6:.1f} us", hit / anchor_rep,
         "target <= 1.00x")

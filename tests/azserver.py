@@ -16,16 +16,14 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from s3server import _free_ports
+from s3server import ServerProcess, _free_ports
 
 CONTAINER = "kreg-test"
 ACCOUNT = "devstoreaccount1"
@@ -53,7 +51,7 @@ def sign(verb: str, path: str, query: dict[str, str], headers: dict[str, str]) -
     return f"SharedKey {ACCOUNT}:{base64.b64encode(digest).decode()}"
 
 
-class AzuriteServer:
+class AzuriteServer(ServerProcess):
     """One ``azurite-blob`` process; :meth:`start` waits until it answers and creates the container."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -126,18 +124,3 @@ class AzuriteServer:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}?comp=lease", method="PUT",
                                          headers=headers)
         urllib.request.urlopen(request, timeout=5).close()
-
-    def stop(self) -> None:
-        """End the server (its process group, by pid) and wait for it."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)

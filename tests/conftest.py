@@ -100,12 +100,8 @@ def _isolated_default_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     """A SeaweedFS per test module (it starts in ~2 s), on free ports, its data in a temporary
     directory; stopped when the module ends, so no server runs beside the other tests."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
+    with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -128,12 +124,8 @@ def az_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServe
     they fail: CI must run them."""
     if azurite_binary() is None and not in_ci():
         pytest.skip("Azurite is not installed: make test installs it (npm ci --prefix tests/azurite)")
-    server = AzuriteServer(tmp_path_factory.mktemp("azurite"))
-    server.start()
-    try:
+    with AzuriteServer(tmp_path_factory.mktemp("azurite")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

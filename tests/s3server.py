@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 BUCKET = "kreg-test"
 WRITER = ("kregwriter", "kreg-writer-secret-0123456789")
@@ -48,7 +49,38 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-class SeaweedServer:
+class ServerProcess:
+    """A test server run as its own process group: ``with Server(...) as s:`` starts it and stops it."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the server (its process group, by pid) and wait for it."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+class SeaweedServer(ServerProcess):
     """One ``weed mini`` process; :meth:`start` waits until S3 answers, :meth:`stop` ends it by pid."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -117,21 +149,6 @@ class SeaweedServer:
                 time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"SeaweedFS did not answer within {timeout:g} s ({last}); see {self.data_dir}/weed.log")
-
-    def stop(self) -> None:
-        """End the server (its process group, by pid) and wait for it."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
     def restart(self) -> None:
         """Stop and start again on the same ports and data."""

@@ -76,7 +76,7 @@ def test_kreg_list_merges_split_segments_in_natural_order(tmp_path: Path, small_
         latest[name] = 2
     reg.remove(names[10])
     del latest[names[10]]
-    assert len(reg._read(lambda view: view.segments)) > 4, "the test must span split segments"
+    assert len(reg._state.read(lambda view: view.segments)) > 4, "the test must span split segments"
 
     result = kreg(db, "list")
     assert result.returncode == 0, result.stderr

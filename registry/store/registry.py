@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 from .._builtins import BuiltinLayer
 from .._content import same_content
 from .._exceptions import (
-    IntegrityError,
     InvalidKernelError,
     KernelNotFoundError,
     KregError,
@@ -31,18 +28,17 @@ from .._kernel import Kernel, stack
 from .._names import Ref, check_name, did_you_mean, escape, parse_ref
 from .._paths import builtin_db_path
 from .._records import build_record
-from .backend import Backend, ObjectMissing
-from .index import ROOT_FORMAT, Segment, View
+from .backend import Backend
+from .index import View
 from .listing import merged_listing
 from .reading import load_by_receipt, read_values
+from .state import Committed, KernelMemo
 from .writer import Transaction
 
 #: Kernels at most this large (bytes, all together) stay cached in memory.
 CACHE_BYTES = 64 * 2**20
 #: The format marker a registry directory gets on its first write.
 MARKER_DOCUMENT = b'{"format":"kreg-registry","version":2}\n'
-#: Times a reader re-reads the root when a concurrent writer moved what it was reading.
-READ_ATTEMPTS = 8
 
 
 def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> Backend:
@@ -99,10 +95,8 @@ class Registry:
         if builtins is True:
             builtins = builtin_db_path()
         self._builtins = BuiltinLayer(Path(builtins)) if builtins else None
-        self._segments: dict[str, Segment] = {}  # parsed segments by key: keys never change meaning
-        self._view_cache: tuple[object, View] | None = None
-        self._kernels: OrderedDict[tuple[str, int], Kernel] = OrderedDict()
-        self._cached_bytes = 0
+        self._state = Committed(self.backend, self.url)
+        self._memo = KernelMemo(CACHE_BYTES)
         self._txn: Transaction | None = None
         self._closed = False
 
@@ -132,7 +126,7 @@ class Registry:
             return kernel
         # The user's index first: a fresh process loading its own kernel never opens the built-ins,
         # and a name the index holds is the user's (list, show and versions agree).
-        return self._read(lambda view: self._load_from(view, parsed, verify, cached=True))
+        return self._state.read(lambda view: self._load_from(view, parsed, verify, cached=True))
 
     def _load_pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
         """``name@v`` without reading the index when it can be (issue 10: remote registries):
@@ -143,7 +137,7 @@ class Registry:
         data = cached_root() if cached_root is not None else None
         if data is not None:
             try:
-                view = View.parse(data, self.backend.read, self._segments, where=self.url)
+                view = View.parse(data, self.backend.read, self._state.segments, where=self.url)
                 if view.row(*parsed) is not None:
                     return self._load_from(view, parsed, verify, cached=True)
             except KregError:
@@ -158,7 +152,7 @@ class Registry:
         key = (parsed.name, int(parsed.version or 0))
         kernel = load_by_receipt(self.backend, *key, verify=verify)
         if kernel is not None and verify:
-            self._remember(key, kernel)
+            self._memo.remember(key, kernel)
         return kernel
 
     def _load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
@@ -170,29 +164,16 @@ class Registry:
                 return self._generate(parsed, {})
             raise self._not_found(parsed, view)
         key = (row[0], row[1])
-        kernel = self._kernels.get(key) if cached else None
-        if kernel is not None and kernel.sha256 == row[8]:
-            self._kernels.move_to_end(key)
+        kernel = self._memo.get(key, row[8]) if cached else None
+        if kernel is not None:
             return kernel
         record = view.record(*key)
         if record.get("sha256") != row[8]:
             raise UnsafeFileError(f"{self.url}: the index row and record of {row[0]}@{row[1]} disagree. Run 'kreg fsck'.")
         kernel = Kernel(record, read_values(self.backend, record, row[9] if len(row) > 9 else None, verify=verify))
         if verify and cached:
-            self._remember(key, kernel)
+            self._memo.remember(key, kernel)
         return kernel
-
-    def _read(self, action: Callable[[View], Any]) -> Any:
-        """Run ``action`` on the committed state; if a writer moved something it was reading
-        (a segment replaced, a removed object), read the root again and retry."""
-        for attempt in range(READ_ATTEMPTS):
-            view = self._view(fresh=attempt > 0)
-            try:
-                return action(view)
-            except (ObjectMissing, UnsafeFileError, IntegrityError):
-                if attempt == READ_ATTEMPTS - 1 or self._view(fresh=True).generation == view.generation:
-                    raise
-        raise AssertionError("unreachable")
 
     def _generate(self, parsed: Ref, params: dict[str, Any]) -> Kernel:
         """A kernel made on the fly by the family ``parsed.name``."""
@@ -235,7 +216,7 @@ class Registry:
         """:meth:`list_kernels` as a :class:`~registry._index.Listing`: the same rows, each made
         when it is read (the form ``kreg list`` prints 100,000 rows from)."""
         self._check_open()
-        entries, widths = self._read(lambda view: (view.listing(all_versions=all_versions),
+        entries, widths = self._state.read(lambda view: (view.listing(all_versions=all_versions),
                                                    None if all_versions else view.listing_widths()))
         own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
         return merged_listing(entries, widths, own, all_versions=all_versions, pattern=pattern, exclude=exclude,
@@ -294,7 +275,7 @@ class Registry:
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""
         check_name(name)
-        versions = self._read(lambda view: view.versions(name))
+        versions = self._state.read(lambda view: view.versions(name))
         if not versions and self._builtins is not None and name in self._builtins:
             return sorted(self._builtins.rows[name])
         return sorted(versions)
@@ -302,7 +283,7 @@ class Registry:
     def next_version(self, name: str) -> int:
         """The version the next add of ``name`` would get if no other writer comes first."""
         check_name(name)
-        return self._read(lambda view: view.next_version(name))
+        return self._state.read(lambda view: view.next_version(name))
 
     def __contains__(self, ref: object) -> bool:
         try:
@@ -393,7 +374,7 @@ class Registry:
                     return Kernel(record, array)
             record = txn.add(draft, array)
         kernel = Kernel(record, array)
-        self._remember((name, record["version"]), kernel)
+        self._memo.remember((name, record["version"]), kernel)
         return kernel
 
     @contextmanager
@@ -426,7 +407,7 @@ class Registry:
         self._check_open()
         parsed = parse_ref(ref)
         if (self._builtins is not None and parsed.name in self._builtins
-                and not self._read(lambda view: view.versions(parsed.name))):
+                and not self._state.read(lambda view: view.versions(parsed.name))):
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
             versions = txn.versions(parsed.name)
@@ -444,7 +425,7 @@ class Registry:
                 raise self._not_found(parsed, txn.view)
             for version in chosen:
                 txn.remove(parsed.name, version)
-                self._forget((parsed.name, version))
+                self._memo.forget((parsed.name, version))
         return [f"{parsed.name}@{v}" for v in chosen]
 
     @contextmanager
@@ -456,24 +437,18 @@ class Registry:
         with self.backend.writer():
             if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
                 put_marker(MARKER_DOCUMENT)
-            txn = self._txn = Transaction(self.backend, self._fresh_state, self._segments, deferred=deferred)
+            txn = self._txn = Transaction(self.backend, self._state.fresh, self._state.segments, deferred=deferred)
             try:
                 yield txn
                 view = txn.commit()
             except BaseException:
                 txn.abort()
-                self._kernels.clear()
-                self._cached_bytes = 0
+                self._memo.clear()
                 raise
             finally:
                 self._txn = None
             if view is not None:
-                self._view_cache = (self._stamp(), view)
-                self._finish_migration()
-
-    def _fresh_state(self) -> tuple[View, object]:
-        data, token = self.backend.read_root()
-        return self._parse_root(data), token
+                self._state.committed(view)
 
     # -- packs ------------------------------------------------------------
 
@@ -567,7 +542,7 @@ class Registry:
             targets += [f"{parsed.name}@{v}" for v in versions]
         from .fsck import verify_refs
 
-        return verify_refs(self._store_itself(), self._view(fresh=True), self._builtins, targets, progress)
+        return verify_refs(self._store_itself(), self._state.view(fresh=True), self._builtins, targets, progress)
 
     def fsck(self, *, repair: bool = False) -> Any:
         """Check the whole store (index against objects, hashes, orphans, leftovers, links);
@@ -581,12 +556,11 @@ class Registry:
 
         if repair:
             with self.backend.writer():
-                report = rebuild(self._store_itself(), self._segments)
-            self._view_cache = None
-            self._kernels.clear()
-            self._cached_bytes = 0
+                report = rebuild(self._store_itself(), self._state.segments)
+            self._state.forget()
+            self._memo.clear()
             return report
-        return check(self._store_itself(), self._segments)
+        return check(self._store_itself(), self._state.segments)
 
     def _store_itself(self) -> Backend:
         """The backend without a local cache in front (an object store's), for checks."""
@@ -599,9 +573,8 @@ class Registry:
         """Drop caches and close the built-in database; the object cannot be used after."""
         if self._builtins is not None:
             self._builtins.close()
-        self._kernels.clear()
-        self._segments.clear()
-        self._view_cache = None
+        self._memo.clear()
+        self._state.forget(segments=True)
         self._closed = True
 
     def __enter__(self) -> Registry:
@@ -614,7 +587,7 @@ class Registry:
         if self._closed:
             return f"<kreg Registry {self.url!r} (closed)>"
         try:
-            user = f"{len(self._view())} kernel versions"
+            user = f"{len(self._state.view())} kernel versions"
         except KregError:
             user = "unreadable index"
         builtin = len(self._builtins.rows) if self._builtins is not None else 0
@@ -625,44 +598,6 @@ class Registry:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"The registry at {self.url} is closed.")
-
-    def _stamp(self) -> object:
-        stamp = getattr(self.backend, "root_stamp", None)
-        return stamp() if stamp is not None else None
-
-    def _view(self, *, fresh: bool = False) -> View:
-        """The committed state; re-read only when the root changed (or ``fresh``)."""
-        stamp = self._stamp()
-        cached = self._view_cache
-        if cached is not None and not fresh and stamp is not None and cached[0] == stamp:
-            return cached[1]
-        data, _ = self.backend.read_root()
-        view = self._parse_root(data)
-        self._view_cache = (stamp, view)
-        return view
-
-    def _parse_root(self, data: bytes | None) -> View:
-        if data is not None:
-            return View.parse(data, self.backend.read, self._segments, where=self.url,
-                              fetch_head=lambda key, size: self.backend.read_range(key, 0, size))
-        legacy = getattr(self.backend, "legacy_index", lambda: None)()
-        if legacy is not None:
-            from .v1 import LEGACY_KEY, legacy_segment
-
-            self._segments[LEGACY_KEY] = legacy_segment(legacy, where=f"{self.url}/index.h5")
-            return View({"format": ROOT_FORMAT, "version": 1, "generation": "legacy",
-                         "segments": {"": LEGACY_KEY}}, self.backend.read, self._segments, where=self.url)
-        if self.backend.exists():
-            raise UnsafeFileError(
-                f"The index of the registry at {self.url} is missing or was lost, but kernels are there. "
-                "Run 'kreg fsck --repair' to rebuild it from the kernels' own records."
-            )
-        return View.empty(self.backend.read, self._segments, where=self.url)
-
-    def _finish_migration(self) -> None:
-        """After the first format-2 commit of a format-1 registry: drop its index.h5."""
-        if getattr(self.backend, "legacy_index", lambda: None)() is not None:
-            self.backend.remove_legacy_index()  # type: ignore[attr-defined]
 
     def _record(self, ref: Ref) -> dict[str, Any]:
         """The record of ``ref``: the user's index first, then the built-ins (a name the user's
@@ -678,7 +613,7 @@ class Registry:
                     return record
             raise self._not_found(ref, view)
 
-        return self._read(find)
+        return self._state.read(find)
 
     def _not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
         versions = (view.versions(ref.name) if view is not None else None) or (
@@ -692,22 +627,6 @@ class Registry:
             f"No kernel named {escape(ref.name)} in {self.url}.{did_you_mean(ref.name, known)}"
             " See 'kreg list'."
         )
-
-    def _remember(self, key: tuple[str, int], kernel: Kernel) -> None:
-        size = kernel.array.nbytes
-        if size > CACHE_BYTES // 4:
-            return
-        self._forget(key)
-        self._kernels[key] = kernel
-        self._cached_bytes += size
-        while self._cached_bytes > CACHE_BYTES:
-            _, old = self._kernels.popitem(last=False)
-            self._cached_bytes -= old.array.nbytes
-
-    def _forget(self, key: tuple[str, int]) -> None:
-        old = self._kernels.pop(key, None)
-        if old is not None:
-            self._cached_bytes -= old.array.nbytes
 
 
 def _family_names() -> list[str]:
