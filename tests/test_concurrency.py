@@ -62,11 +62,13 @@ def test_four_processes_adding_at_once_lose_nothing(tmp_path: Path, monkeypatch:
         for ref, sha in done:
             assert reg.load(ref).sha256 == sha
     assert reg.verify() == []
-    # They contended for real: the order of commits switches between writers many times.
+    # They contended for real: the order of commits switches between writers more often than
+    # writers running one after another could make it (WRITERS - 1 switches); twice that, so a
+    # busy machine that lets one writer run ahead for a while still passes (one CI run saw 7).
     order = [int(ref.split("@")[1]) for ref in refs if ref.startswith("shared@")]
     by_version = {int(r.split("@")[1]): w for w, done in enumerate(results) for r, _ in done if r.startswith("shared@")}
     switches = sum(by_version[v] != by_version[v + 1] for v in range(1, len(order)))
-    assert switches >= WRITERS * 2, f"writers ran one after another ({switches} switches): no real contention"
+    assert switches >= 2 * (WRITERS - 1), f"writers ran one after another ({switches} switches): no real contention"
 
 
 def hold_then_add(path: str, started) -> float:
