@@ -86,7 +86,7 @@ def info(ctx: click.Context) -> None:
     builtin = sum(row.builtin for row in rows)
     lines = [
         ("kreg", md.version("kreg")),
-        ("registry", str(reg.path)),
+        ("registry", reg.url),  # a URL as given: a Path would fold az:// into az:/
         ("kernel versions", str(len(rows) - builtin)),
         ("built-ins", f"{reg.builtin_path} ({builtin} kernels)"),
         ("python", sys.version.split()[0]),

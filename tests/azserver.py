@@ -103,3 +103,24 @@ class AzuriteServer(ServerProcess):
         headers["Authorization"] = sign("PUT", f"/{ACCOUNT}/{name}", query, headers)
         request = urllib.request.Request(f"{self.endpoint}/{name}?restype=container", method="PUT", headers=headers)
         urllib.request.urlopen(request, timeout=2).close()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data (Azurite keeps its data in
+        ``--location`` across a stop: checked before the restart test relied on it)."""
+        self.stop()
+        self.start()
+
+    def lease(self, blob: str, action: str) -> None:
+        """``acquire`` an infinite lease on ``CONTAINER/blob``, or ``break`` it (what
+        ``az storage blob lease ...`` does; Azure refuses writes of a leased blob without its id)."""
+        path = f"/{ACCOUNT}/{CONTAINER}/{blob}"
+        headers = {"x-ms-date": email.utils.formatdate(usegmt=True), "x-ms-version": "2021-08-06",
+                   "x-ms-lease-action": action, "Content-Length": "0"}
+        if action == "acquire":
+            headers["x-ms-lease-duration"] = "-1"
+        else:
+            headers["x-ms-lease-break-period"] = "0"
+        headers["Authorization"] = sign("PUT", path, {"comp": "lease"}, headers)
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}?comp=lease", method="PUT",
+                                         headers=headers)
+        urllib.request.urlopen(request, timeout=5).close()

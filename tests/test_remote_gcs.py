@@ -58,3 +58,23 @@ def test_a_commit_on_a_stale_root_is_refused_and_replayed(gcs) -> None:
     assert refs == {"a@1": 1.0, "a@2": 2.0, "a@3": 3.0}
     stale = [c for key, c in gcs.conditions if key == "team/index.json"]
     assert len(stale) == len(set(stale)) + 1  # one generation was offered twice: the refused commit
+
+
+def test_a_root_cached_with_its_etag_only_is_read_again_not_committed_on(gcs, tmp_path: Path) -> None:
+    # A cache written before tokens carried the generation holds the bare ETag: a commit on it is
+    # refused by the client, and a 304 on that ETag would keep it forever (every add failed).
+    from registry.store.cache import DiskCache
+
+    url = "gs://kreg-gcs/team"
+    registry.Registry(url, builtins=False).add("a", [[1.0]])
+    cache = DiskCache(tmp_path / "kreg-cache")
+    body, token, _ = cache.get_root(url)
+    etag, tab, generation = token.partition("\t")
+    assert tab and int(generation) > 0
+    for version, checked in ((2, 0.0), (3, None)):  # an old entry to re-validate, one confirmed just now
+        cache.put_root(url, body, etag, checked=checked)
+        assert registry.Registry(url, builtins=False).add("a", [[float(version)]]).ref == f"a@{version}"
+    assert cache.get_root(url)[1].count("\t") == 1  # mended: the generation is back
+    reader = registry.Registry(url, builtins=False)
+    assert [i.ref for i in reader.list_kernels(all_versions=True)] == ["a@1", "a@2", "a@3"]
+    np.testing.assert_array_equal(reader.load("a@3").array, [[3.0]])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from azserver import ACCOUNT_KEY
 
 import registry
 from registry._content import content_hash
@@ -98,8 +99,12 @@ def test_kill_9_mid_commit_leaves_every_acknowledged_kernel(remote_url: str, tmp
     assert reg.add("race/0", np.full((3, 3), -1, "f4")).version == reg.next_version("race/0") - 1
 
 
-def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(s3_server, s3_url: str) -> None:
-    reg = registry.Registry(s3_url, builtins=False)
+@pytest.mark.parametrize("cloud", ["s3", "az"])
+def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(cloud: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    server, url = request.getfixturevalue(f"{cloud}_server"), request.getfixturevalue(f"{cloud}_url")
+    secret = server.env().get("AWS_SECRET_ACCESS_KEY") or ACCOUNT_KEY
+    reg = registry.Registry(url, builtins=False)
     reg.backend._retries = 1  # fail fast while the server is down (the default retries for ~10 s)
     reg.backend._timeout = 1.0
     acked: dict[str, str] = {}
@@ -108,7 +113,7 @@ def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(s3_server,
 
     def restart() -> None:
         time.sleep(1.0)
-        s3_server.restart()
+        server.restart()
         restarted.set()
 
     thread = threading.Thread(target=restart)
@@ -129,6 +134,6 @@ def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(s3_server,
     thread.join()
     assert restarted.is_set() and errors, "the server was never seen down"
     for message in errors:
-        assert "\n" not in message and s3_url in message
-        assert "secret" not in message.lower() and s3_server.env()["AWS_SECRET_ACCESS_KEY"] not in message
-    _check_store(s3_url, acked)
+        assert "\n" not in message and url in message
+        assert "secret" not in message.lower() and secret not in message
+    _check_store(url, acked)

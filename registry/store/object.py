@@ -26,9 +26,10 @@ from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
-from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
+from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, open_cache
+from .cloud_errors import _LEASED, _NO_BUCKET, _check_plain, _first_line, _hints, _translate
 
 #: The root document (the commit point), as in a local registry.
 ROOT = "index.json"
@@ -57,6 +58,7 @@ class ObjectBackend:
 
     def __init__(self, url: str, *, freshness: float | None = None, cache: DiskCache | bool | None = None,
                  retries: int = 4, timeout: float = 5.0) -> None:
+        _check_plain(url)
         scheme, _, rest = url.partition("://")
         bucket, _, prefix = rest.partition("/")
         if scheme not in SCHEMES or not bucket:
@@ -111,6 +113,8 @@ class ObjectBackend:
             raise ObjectMissing(f"{self.url}/{key} does not exist.") from None
         except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):
             raise
+        except KregError:
+            raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
         except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
             raise _translate(exc, self.url, writing=writing) from None
 
@@ -127,7 +131,7 @@ class ObjectBackend:
         import obstore as obs
         import obstore.exceptions as oe
 
-        held = self._root or self._disk_root()
+        held = self._held_root()
         just_checked, self._root_checked_now = self._root_checked_now, False
         if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
@@ -250,7 +254,7 @@ class ObjectBackend:
         No request when this machine has seen the root before."""
         from .index import empty_root
 
-        held = self._root or self._disk_root()
+        held = self._held_root()
         if held is not None:
             # Optimistic: a writer may build on a root confirmed lately without asking again; the
             # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
@@ -299,7 +303,15 @@ class ObjectBackend:
             try:
                 result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
                                        ROOT, writing=True)
-            except (oe.AlreadyExistsError, oe.PreconditionError):
+            except (oe.AlreadyExistsError, oe.PreconditionError) as exc:
+                if _LEASED.search(str(exc)):
+                    # Azure answers 412 to any write of a leased blob: no replay can win it.
+                    refused = StoreWriteError(
+                        f"{self.url}/{ROOT} is leased (an Azure blob lease is held on it), so no commit can "
+                        f"replace it; nothing was committed. Break the lease ('az storage blob lease break "
+                        f"--container-name {self._bucket} --blob-name {self._key(ROOT)}') and try again.")
+                    refused.committed = False  # type: ignore[attr-defined]
+                    raise refused from None
                 self._stale()
                 try:
                     current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
@@ -312,11 +324,15 @@ class ObjectBackend:
         except CommitConflict:
             raise
         except Exception as exc:
+            if getattr(exc, "committed", None) is False:
+                raise
             # The PUT may have landed before the connection broke: the writer must not delete what
             # the new root may name. Uncommitted, it is only orphans, which fsck lists.
             self._stale()
             error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
-            error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
+            # A request's message may say "nothing was committed": for the root's PUT that is not known.
+            said = re.sub(r"; nothing was committed(?=[.;])", "", str(error))
+            error.args = (f"{said} The commit may or may not have landed: check with 'kreg list' before "
                           "adding again.",)
             error.committed = True  # type: ignore[attr-defined]
             raise error from None
@@ -324,12 +340,25 @@ class ObjectBackend:
         self._remember_root(bytes(root), _token(result))
         return _token(result)
 
+    def _key(self, key: str) -> str:
+        """``key`` as the store names it: under the registry's prefix."""
+        return f"{self._prefix}/{key}" if self._prefix else key
+
     # -- the root in memory and on disk -----------------------------------
 
     def _remember_root(self, data: bytes, etag: str) -> None:
         self._root = (data, etag, time.time())
         if self.cache is not None:
             self.cache.put_root(self.url, data, etag)
+
+    def _held_root(self) -> tuple[bytes, str, float] | None:
+        """The root held in memory or on disk, if its token can serve a commit. On gs:// a token
+        without the generation (a cache written before tokens carried it) cannot: a commit on it
+        is refused by the client, and a 304 on its ETag would keep it forever; a full read mends it."""
+        held = self._root or self._disk_root()
+        if held is not None and self._scheme == "gs" and "\t" not in held[1]:
+            return None
+        return held
 
     def _disk_root(self) -> tuple[bytes, str, float] | None:
         if self.cache is None:
@@ -376,7 +405,8 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
         return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
                         client_options=client, retry_config=retry, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
-        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc)}") from None
+        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc).rstrip('.')}. Check "
+                          f"{_hints(url)[2]}.") from None
 
 
 def _gcs_base_url() -> str:
@@ -433,71 +463,6 @@ def _etag_matches(data: bytes, etag: str | None) -> bool:
     if len(tag) == 32 and all(c in "0123456789abcdef" for c in tag):
         return hashlib.md5(data, usedforsecurity=False).hexdigest() == tag
     return True
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-
-
-#: A missing bucket (S3, GCS) or container (Azure).
-_NO_BUCKET = re.compile(r"NoSuchBucket|ContainerNotFound")
-#: Credentials refused: S3's codes, Azure's (a 403 that is not about permissions), GCS's 401.
-_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                    "AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
-                    "failed to authenticate")
-#: What to check, by cloud: (the bucket's word and how to create it, the credentials, the endpoint).
-_HINTS = {
-    "s3": ("bucket", "aws s3 mb s3://{bucket}", "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your profile",
-           "AWS_ENDPOINT_URL"),
-    "gs": ("bucket", "gcloud storage buckets create gs://{bucket}",
-           "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)", "storage.googleapis.com"),
-    "az": ("container", "az storage container create --name {bucket}",
-           "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY",
-           "AZURE_STORAGE_ACCOUNT_NAME (or AZURITE_BLOB_STORAGE_URL)"),
-}
-
-
-def _hints(url: str) -> tuple[str, str, str, str]:
-    scheme, _, rest = url.partition("://")
-    cloud = {"s3a": "s3", "azure": "az", "abfs": "az", "abfss": "az"}.get(scheme, scheme)
-    word, create, credentials, endpoint = _HINTS.get(cloud, _HINTS["s3"])
-    return word, create.format(bucket=rest.partition("/")[0]), credentials, endpoint
-
-
-def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
-    """One actionable error for a failed request, naming the registry, never a credential."""
-    import obstore.exceptions as oe
-
-    text = str(exc)
-    word, create, credentials, endpoint = _hints(url)
-    if _NO_BUCKET.search(text):
-        return RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix the URL.")
-    if any(code in text for code in _BAD_CREDENTIALS) or isinstance(exc, oe.UnauthenticatedError):
-        return RemoteError(f"{url} refused the credentials (wrong or expired key, secret or token). Check "
-                           f"{credentials}.")
-    if isinstance(exc, oe.PermissionDeniedError) or "AccessDenied" in text or "403 Forbidden" in text:
-        if writing:
-            return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
-                                   "Nothing was committed; use credentials allowed to write, or only read.")
-        return RemoteError(f"{url} denied access to these credentials. Check the bucket policy or your keys.")
-    # A connection failure first: its report holds durations and counts ("1.503s") that a bare
-    # "503" would take for a status.
-    if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
-                                     "operation timed out", "onnection reset", "tcp connect")):
-        return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
-                           f"({endpoint}) and the network; nothing was committed.")
-    if "SlowDown" in text or re.search(r"status(?: code)?:? (?:429|503)\b", text):
-        return RemoteError(f"{url} kept throttling requests (SlowDown) after the retries; nothing was "
-                           "committed. Try again later.")
-    return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
-
-
-def _status(text: str) -> str:
-    """The HTTP status and error code of a failed request, without the rest of the client's report."""
-    status = re.search(r"status code: (\d{3}[^:<]*)", text)
-    code = re.search(r"<Code>([A-Za-z]+)</Code>", text)
-    parts = [p for p in (status and status.group(1).strip(), code and code.group(1)) if p]
-    return ", ".join(parts) or "an unexpected error"
 
 
 __all__ = ["ObjectBackend", "SCHEMES"]

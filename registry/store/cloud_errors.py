@@ -1,0 +1,100 @@
+"""Object-store client errors as kreg's one-line messages: what happened, in the registry's cloud's words.
+
+Every message names the registry's URL and what to check there (the bucket or container, the
+credentials' variables, the endpoint, who grants access, the cloud's word for throttling) and
+never a credential: the client's own report, which may hold request URLs, is not repeated.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
+
+
+def _check_plain(url: str) -> None:
+    """Refuse what the client would read as other than a path: a query or fragment is dropped (and
+    may be a SAS token, never to be printed) and ``%`` is an escape, so the registry would live
+    under another prefix than the one named (``p?x`` at ``p``, ``a%20b`` at ``a b``)."""
+    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    if head != url:
+        raise UnsafeFileError(f"{head}...: a registry URL has no query or fragment ('?', '#'; what follows is not "
+                              "shown: it may hold a token). Give credentials in the environment (e.g. "
+                              "AZURE_STORAGE_SAS_KEY) and the registry as scheme://BUCKET/PREFIX.")
+    if "%" in url:
+        raise UnsafeFileError(f"{url}: a '%' in a registry URL would be read as an escape ('a%20b' as 'a b'), "
+                              "so the registry would live elsewhere. Name the prefix without '%'.")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+#: Azure's answers to a write of a blob someone holds a lease on (a 412 no replay can win).
+_LEASED = re.compile(r"LeaseIdMissing|LeaseIdMismatch|LeaseLost|There is currently a lease on the blob")
+#: A missing bucket (S3, GCS) or container (Azure).
+_NO_BUCKET = re.compile(r"NoSuchBucket|ContainerNotFound")
+#: Credentials refused: S3's codes, Azure's (a 403 that is not about permissions), GCS's 401.
+_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                    "AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
+                    "failed to authenticate")
+#: What to check, by cloud: the bucket's word and how to create it, the credentials, the
+#: endpoint, who grants access, and the cloud's word for throttling.
+_HINTS = {
+    "s3": ("bucket", "aws s3 mb s3://{bucket}", "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or your profile",
+           "AWS_ENDPOINT_URL", "the bucket policy", "503 SlowDown"),
+    "gs": ("bucket", "gcloud storage buckets create gs://{bucket}",
+           "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)", "storage.googleapis.com",
+           "the bucket's IAM roles", "429 Too Many Requests"),
+    "az": ("container", "az storage container create --name {bucket}",
+           "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_KEY",
+           "AZURE_STORAGE_ACCOUNT_NAME (or AZURITE_BLOB_STORAGE_URL)",
+           "the container's role assignments or the SAS permissions", "503 ServerBusy"),
+}
+
+
+def _hints(url: str) -> tuple[str, ...]:
+    scheme, _, rest = url.partition("://")
+    cloud = {"s3a": "s3", "azure": "az", "abfs": "az", "abfss": "az"}.get(scheme, scheme)
+    word, create, *others = _HINTS.get(cloud, _HINTS["s3"])
+    return (word, create.format(bucket=rest.partition("/")[0]), *others)
+
+
+def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
+    """One actionable error for a failed request, naming the registry, never a credential."""
+    import obstore.exceptions as oe
+
+    text = str(exc)
+    word, create, credentials, endpoint, grants, busy = _hints(url)
+    if _NO_BUCKET.search(text):
+        return RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix the URL.")
+    if any(code in text for code in _BAD_CREDENTIALS) or isinstance(exc, oe.UnauthenticatedError):
+        return RemoteError(f"{url} refused the credentials (wrong or expired key, secret or token). Check "
+                           f"{credentials}.")
+    if isinstance(exc, oe.PermissionDeniedError) or "AccessDenied" in text or "403 Forbidden" in text:
+        if writing:
+            return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
+                                   "Nothing was committed; use credentials allowed to write, or only read.")
+        return RemoteError(f"{url} denied access to these credentials. Check {grants} or your keys.")
+    # A connection failure first: its report holds durations and counts ("1.503s") that a bare
+    # "503" would take for a status.
+    if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
+                                     "operation timed out", "onnection reset", "tcp connect")):
+        return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
+                           f"({endpoint}) and the network; nothing was committed.")
+    if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
+                                                                            text):
+        return RemoteError(f"{url} kept throttling requests ({busy}) after the retries; nothing was "
+                           "committed. Try again later.")
+    return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
+
+
+def _status(text: str) -> str:
+    """The HTTP status and error code of a failed request, without the rest of the client's report."""
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    code = re.search(r"<Code>([A-Za-z]+)</Code>", text)
+    parts = [p for p in (status and status.group(1).strip(), code and code.group(1)) if p]
+    return ", ".join(parts) or "an unexpected error"
+
+
+__all__: list[str] = []
