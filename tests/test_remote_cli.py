@@ -379,3 +379,10 @@ def test_a_url_the_client_would_read_elsewhere_is_refused_without_echoing_a_toke
         assert "s3cr3t" not in result.output and url.split("?")[0].split("#")[0].split("%")[0] in lines[0]
     with pytest.raises(registry.UnsafeFileError):
         ObjectBackend(url)
+
+
+def test_an_unsupported_scheme_is_named_without_its_query() -> None:
+    result = CliRunner().invoke(cli, ["--db", "https://acct.blob.core.windows.net/c/p?sv=1&sig=s3cr3tSAS", "list"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "https:// URLs are not supported" in lines[0], result.output
+    assert "s3cr3t" not in result.output and "https://acct.blob.core.windows.net/c/p'" in lines[0]
