@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -49,6 +50,18 @@ def sign(verb: str, path: str, query: dict[str, str], headers: dict[str, str]) -
     text = "\n".join(fields) + "\n" + canonical_headers + canonical_resource
     digest = hmac.new(base64.b64decode(ACCOUNT_KEY), text.encode(), hashlib.sha256).digest()
     return f"SharedKey {ACCOUNT}:{base64.b64encode(digest).decode()}"
+
+
+def account_sas(permissions: str) -> str:
+    """An account SAS of the development account for blobs, with ``permissions`` (``"rl"``: read
+    and list only), as the query string Azure's tools print (``AZURE_STORAGE_SAS_KEY``)."""
+    version, expiry = "2020-12-06", "2099-01-01T00:00:00Z"
+    # Account SAS, version 2020-12-06: account, permissions, services, resource types, start,
+    # expiry, IP, protocols, version, encryption scope, one line each.
+    text = "\n".join([ACCOUNT, permissions, "b", "sco", "", expiry, "", "https,http", version, ""]) + "\n"
+    signature = base64.b64encode(hmac.new(base64.b64decode(ACCOUNT_KEY), text.encode(), hashlib.sha256).digest())
+    return urllib.parse.urlencode({"sv": version, "ss": "b", "srt": "sco", "sp": permissions, "se": expiry,
+                                   "spr": "https,http", "sig": signature.decode()})
 
 
 class AzuriteServer(ServerProcess):

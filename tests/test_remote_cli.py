@@ -13,6 +13,7 @@ import registry
 from registry._cli import cli
 from registry.store.cache import DiskCache
 from registry.store.object import ObjectBackend
+from azserver import account_sas
 from s3server import BUCKET, READER, WRITER
 
 
@@ -108,7 +109,8 @@ def test_errors_are_one_line_naming_the_url_without_secrets(case: str, s3_server
     assert expected in lines[0]
 
 
-@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-container", "malformed-key", "malformed-sas"])
+@pytest.mark.parametrize("case", ["unreachable", "wrong-key", "missing-container", "malformed-key", "malformed-sas",
+                                  "read-only"])
 def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, az_url: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     registry.Registry(az_url, builtins=False).add("there", [[1.0]])
@@ -123,6 +125,12 @@ def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, a
     elif case == "malformed-sas":
         wrong_key = "s3cr3t-sas-without-pairs"
         monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", wrong_key)
+    elif case == "read-only":  # a SAS allowed to read and list: reading works, a write is refused
+        wrong_key = account_sas("rl")
+        monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", wrong_key)
+        listed = CliRunner().invoke(cli, ["--db", url, "list"])
+        assert listed.exit_code == 0 and "there" in listed.output, listed.output
+        wrong_key = wrong_key.split("sig=")[1]  # the secret part must never be printed
     else:
         url = f"az://no-such-container/{az_url.rsplit('/', 1)[1]}"
     monkeypatch.setenv("KREG_CACHE_BYTES", "0")
@@ -132,7 +140,8 @@ def test_azure_errors_are_one_line_naming_the_url_and_what_to_check(case: str, a
     assert url in lines[0] and wrong_key not in result.output
     expected = {"unreachable": "AZURITE_BLOB_STORAGE_URL", "wrong-key": "AZURE_STORAGE_ACCOUNT_KEY",
                 "missing-container": "az storage container create --name no-such-container",
-                "malformed-key": "Invalid Access Key", "malformed-sas": "AZURE_STORAGE_SAS_KEY"}[case]
+                "malformed-key": "Invalid Access Key", "malformed-sas": "AZURE_STORAGE_SAS_KEY",
+                "read-only": "read-only"}[case]
     assert expected in lines[0] and ".." not in lines[0], lines[0]
 
 
