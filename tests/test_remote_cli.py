@@ -395,3 +395,20 @@ def test_an_unsupported_scheme_is_named_without_its_query() -> None:
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "https:// URLs are not supported" in lines[0], result.output
     assert "s3cr3t" not in result.output and "https://acct.blob.core.windows.net/c/p'" in lines[0]
+
+
+def test_a_registry_deleted_under_a_writer_is_named_as_such_and_the_next_add_starts_anew(s3_url: str) -> None:
+    import obstore as obs
+
+    registry.Registry(s3_url, builtins=False).add("gone/a", [[1.0]])
+    writer = registry.Registry(s3_url, builtins=False)
+    writer.load("gone/a")  # this machine has seen the root: the next add builds on it
+    wiper = registry.Registry(s3_url, builtins=False).backend
+    obs.delete(wiper.store, [meta["path"] for page in obs.list(wiper.store) for meta in page])
+    result = CliRunner().invoke(cli, ["--db", s3_url, "add", "gone/b", "--values", "[[2.0]]"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "disappeared while this change" in lines[0], result.output
+    assert "fsck --repair" not in lines[0]
+    fresh = registry.Registry(s3_url, builtins=False)
+    assert fresh.add("gone/b", [[2.0]]).ref == "gone/b@1" and [i.ref for i in fresh.list_kernels()] == ["gone/b@1"]
+

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._content import content_hash
-from .._exceptions import KregError, StoreWriteError
+from .._exceptions import KregError, StoreWriteError, UnsafeFileError
 from .backend import Backend, CommitConflict, ObjectExists, ObjectMissing
 from .index import Edit, Segment, View, canonical, object_key
 
@@ -207,7 +207,18 @@ class Transaction:
 
     def _replay(self) -> None:
         for attempt in range(MAX_COMMIT_ATTEMPTS):
-            self.view, self.token = self._read_view()
+            try:
+                self.view, self.token = self._read_view()
+            except UnsafeFileError:
+                if self.backend.read_root()[0] is not None:
+                    raise
+                # The root this change was built on is gone: the registry was deleted (or is being
+                # repaired). This writer's own objects would read as "kernels without an index".
+                raise StoreWriteError(
+                    f"The index of {self.backend.url} disappeared while this change was being committed: the "
+                    "registry was deleted, or is being repaired. Nothing was committed. Run the command again: "
+                    "on a deleted registry it starts a new one; if kernels are still there, it says so."
+                ) from None
             self.edit = Edit(self.view)
             try:
                 for op, a, b in self._ops:
