@@ -130,6 +130,9 @@ STORE_MUTANTS: list[Mutant] = [
            "                    self.backend.delete(receipt_key(name, version))\n", "                    pass\n", RECEIPTS),
     Mutant("receipts: one naming another version is believed", "registry/store/reading.py",
            " or (record.get(\"name\"), record.get(\"version\")) != (name, version)", "", RECEIPTS),
+    Mutant("gcs: the commit names the ETag, not the generation", "registry/store/object.py",
+           '{"e_tag": etag, "version": version} if version else {"e_tag": etag}', '{"e_tag": etag}',
+           ("tests/test_remote_gcs.py",)),
 ]
 
 
