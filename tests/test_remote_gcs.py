@@ -9,6 +9,7 @@ proven on SeaweedFS and Azurite.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +22,8 @@ import registry
 
 @pytest.fixture
 def gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    for key in ("GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_APPLICATION_CREDENTIALS"):
-        monkeypatch.delenv(key, raising=False)
+    for key in [k for k in os.environ if k.startswith("GOOGLE_")]:  # the developer's own, e.g. a key
+        monkeypatch.delenv(key)
     with fake_gcs("kreg-gcs", tmp_path) as (state, env):
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -66,15 +67,49 @@ def test_a_root_cached_with_its_etag_only_is_read_again_not_committed_on(gcs, tm
     from registry.store.cache import DiskCache
 
     url = "gs://kreg-gcs/team"
-    registry.Registry(url, builtins=False).add("a", [[1.0]])
-    cache = DiskCache(tmp_path / "kreg-cache")
-    body, token, _ = cache.get_root(url)
+    first = registry.Registry(url, builtins=False)
+    first.add("a", [[1.0]])
+    cache, space = DiskCache(tmp_path / "kreg-cache"), first.backend._space  # the URL and its server
+    body, token, _ = cache.get_root(space)
     etag, tab, generation = token.partition("\t")
     assert tab and int(generation) > 0
     for version, checked in ((2, 0.0), (3, None)):  # an old entry to re-validate, one confirmed just now
-        cache.put_root(url, body, etag, checked=checked)
+        cache.put_root(space, body, etag, checked=checked)
         assert registry.Registry(url, builtins=False).add("a", [[float(version)]]).ref == f"a@{version}"
-    assert cache.get_root(url)[1].count("\t") == 1  # mended: the generation is back
+    assert cache.get_root(space)[1].count("\t") == 1  # mended: the generation is back
     reader = registry.Registry(url, builtins=False)
     assert [i.ref for i in reader.list_kernels(all_versions=True)] == ["a@1", "a@2", "a@3"]
     np.testing.assert_array_equal(reader.load("a@3").array, [[3.0]])
+
+
+def test_a_registry_wiped_in_the_middle_of_a_change_is_never_acknowledged(gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wipe took the writer's own object too: the replay found an empty registry and committed
+    # a root naming an object that was gone, and acknowledged the add.
+    monkeypatch.setenv("KREG_CACHE_BYTES", "0")
+    registry.Registry("gs://kreg-gcs/team", builtins=False).add("a", [[1.0]])
+    writer = registry.Registry("gs://kreg-gcs/team", builtins=False)
+    with pytest.raises(registry.StoreWriteError, match="disappeared while this change was being committed"):
+        with writer.batch():
+            writer.add("x", [[5.0]])
+            with gcs.lock:
+                gcs.objects.clear()
+    assert registry.Registry("gs://kreg-gcs/team", builtins=False).list_kernels() == []
+
+
+def test_the_cache_keeps_registries_of_the_same_url_on_two_servers_apart(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One cache, keyed by URL alone, served one server's kernel for the other's pinned version.
+    for key in [k for k in os.environ if k.startswith("GOOGLE_")]:
+        monkeypatch.delenv(key)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with fake_gcs("kreg-gcs", tmp_path / "a") as (_, env_a), fake_gcs("kreg-gcs", tmp_path / "b") as (_, env_b):
+        monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", env_b["GOOGLE_SERVICE_ACCOUNT"])
+        registry.Registry("gs://kreg-gcs/team", builtins=False).add("k", [[2.0]])
+        monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", env_a["GOOGLE_SERVICE_ACCOUNT"])
+        registry.Registry("gs://kreg-gcs/team", builtins=False).add("k", [[1.0]])
+        monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT", env_b["GOOGLE_SERVICE_ACCOUNT"])
+        on_b = registry.Registry("gs://kreg-gcs/team", builtins=False)
+        np.testing.assert_array_equal(on_b.load("k@1").array, [[2.0]])
+        np.testing.assert_array_equal(on_b.load("k").array, [[2.0]])
+

@@ -104,6 +104,10 @@ class DiskCache:
         except OSError:
             pass
 
+    def forget_root(self, url: str) -> None:
+        """Drop the root held for ``url`` (the server said it is gone)."""
+        _unlink(self._root_path(url))
+
     def expire_root(self, url: str) -> None:
         """Keep the root but mark it unconfirmed: the next unpinned read asks the server."""
         held = self.get_root(url)

@@ -16,6 +16,13 @@ def _check_plain(url: str) -> None:
     """Refuse what the client would read as other than a path: a query or fragment is dropped (and
     may be a SAS token, never to be printed) and ``%`` is an escape, so the registry would live
     under another prefix than the one named (``p?x`` at ``p``, ``a%20b`` at ``a b``)."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if ":" in userinfo or (at and scheme not in ("abfs", "abfss")):  # abfss://CONTAINER@ACCOUNT... names no secret
+        raise UnsafeFileError(f"{scheme}://...@{host}{slash}{path}: a registry URL carries no user or key "
+                              "before '@' (not shown: it may be a secret, and the client would ignore it). Give "
+                              "credentials in the environment and the registry as scheme://BUCKET/PREFIX.")
     head = re.split(r"[?#]", url, maxsplit=1)[0]
     if head != url:
         raise UnsafeFileError(f"{head}...: a registry URL has no query or fragment ('?', '#'; what follows is not "
@@ -60,6 +67,13 @@ def _hints(url: str) -> tuple[str, ...]:
     return (word, create.format(bucket=rest.partition("/")[0]), *others)
 
 
+def _refused(error: Exception) -> Exception:
+    """Mark a refusal the server answered: whatever the request was, it was not carried out (a
+    commit refused so is known not to have landed, and its writer cleans up)."""
+    error.committed = False  # type: ignore[attr-defined]
+    return error
+
+
 def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
     """One actionable error for a failed request, naming the registry, never a credential."""
     import obstore.exceptions as oe
@@ -67,19 +81,21 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
     text = str(exc)
     word, create, credentials, endpoint, grants, busy = _hints(url)
     if _NO_BUCKET.search(text):
-        return RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix the URL.")
+        return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
+                                    "the URL."))
     if any(code in text for code in _BAD_CREDENTIALS) or isinstance(exc, oe.UnauthenticatedError):
-        return RemoteError(f"{url} refused the credentials (wrong or expired key, secret or token). Check "
-                           f"{credentials}.")
+        return _refused(RemoteError(f"{url} refused the credentials (wrong or expired key, secret or token). "
+                                    f"Check {credentials}."))
     if isinstance(exc, oe.PermissionDeniedError) or "AccessDenied" in text or "403 Forbidden" in text:
         if writing:
-            return StoreWriteError(f"{url} is read-only for these credentials (access denied on a write). "
-                                   "Nothing was committed; use credentials allowed to write, or only read.")
-        return RemoteError(f"{url} denied access to these credentials. Check {grants} or your keys.")
+            return _refused(StoreWriteError(f"{url} is read-only for these credentials (access denied on a "
+                                            "write). Nothing was committed; use credentials allowed to write, "
+                                            "or only read."))
+        return _refused(RemoteError(f"{url} denied access to these credentials. Check {grants} or your keys."))
     # A connection failure first: its report holds durations and counts ("1.503s") that a bare
     # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
-                                     "operation timed out", "onnection reset", "tcp connect")):
+                                     "operation timed out", "onnection reset", "tcp connect", "body error")):
         return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
                            f"({endpoint}) and the network; nothing was committed.")
     if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
@@ -87,6 +103,15 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
         return RemoteError(f"{url} kept throttling requests ({busy}) after the retries; nothing was "
                            "committed. Try again later.")
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
+
+
+def _panic(exc: BaseException, url: str) -> BaseException:
+    """The client's Rust code panicked (``PanicException``, a BaseException): seen when a setting
+    holds a character no HTTP header may carry. Anything else (Ctrl-C, exit) is returned as it was."""
+    if type(exc).__name__ != "PanicException":
+        return exc
+    return RemoteError(f"The client for {url} stopped on a setting it cannot send: a key, token or secret in the "
+                       f"environment holds a character no HTTP header may (a newline?). Check {_hints(url)[2]}.")
 
 
 def _status(text: str) -> str:

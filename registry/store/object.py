@@ -29,7 +29,7 @@ from typing import Any
 from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, open_cache
-from .cloud_errors import _LEASED, _NO_BUCKET, _check_plain, _first_line, _hints, _translate
+from .cloud_errors import _LEASED, _NO_BUCKET, _check_plain, _first_line, _hints, _panic, _translate
 
 #: The root document (the commit point), as in a local registry.
 ROOT = "index.json"
@@ -71,6 +71,7 @@ class ObjectBackend:
         env = os.environ.get(FRESHNESS_ENV, "")
         self.freshness = float(freshness if freshness is not None else (env or 0))
         self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
+        self._space = _cache_space(scheme, self.url)  # the cache's name for this registry
         self.stats: Counter[str] = Counter()  # requests by verb, bytes_in, bytes_out (the benchmark reads it)
         self._retries, self._timeout = retries, timeout
         self._store: Any = None
@@ -117,6 +118,19 @@ class ObjectBackend:
             raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
         except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
             raise _translate(exc, self.url, writing=writing) from None
+        except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
+            raise _panic(exc, self.url) from None
+
+    def _get(self, key: str, options: dict[str, Any] | None = None) -> tuple[bytes, dict[str, Any]]:
+        """One GET: the body and the object's metadata. The body is read inside the request, so a
+        connection cut while it streams is the same one-line error as any other failure."""
+        import obstore as obs
+
+        def fetch() -> tuple[bytes, dict[str, Any]]:
+            result = obs.get(self.store, key, options=options)
+            return bytes(result.bytes()), result.meta
+
+        return self._request("get", fetch, key)
 
     # -- reading ----------------------------------------------------------
 
@@ -128,7 +142,6 @@ class ObjectBackend:
     def read_root(self) -> tuple[bytes | None, object]:
         """The root and its ETag: from memory within the freshness window, else a conditional
         GET (304: the copy held is current)."""
-        import obstore as obs
         import obstore.exceptions as oe
 
         held = self._held_root()
@@ -137,15 +150,18 @@ class ObjectBackend:
             return held[0], held[1]
         options = {"if_none_match": _etag_of(held[1])} if held is not None else None
         try:
-            result = self._request("get", lambda: obs.get(self.store, ROOT, options=options), ROOT)
-            data = bytes(result.bytes())
-            etag = _token(result.meta)
+            data, meta = self._get(ROOT, options)
+            etag = _token(meta)
             self.stats["bytes_in"] += len(data)
         except oe.NotModifiedError:
             assert held is not None
             data, etag = held[0], held[1]
         except ObjectMissing:
+            # Gone from the server: forget it here too, or a writer would build on it (and skip
+            # creating the empty root first) for the next five minutes.
             self._root = None
+            if self.cache is not None:
+                self.cache.forget_root(self._space)
             return None, None
         self._remember_root(data, etag)
         return data, etag
@@ -156,31 +172,29 @@ class ObjectBackend:
         return held[0] if held is not None else None
 
     def read(self, key: str) -> bytes:
-        import obstore as obs
 
         immutable = key.startswith(_IMMUTABLE) and self.cache is not None
         if immutable:
-            data = self.cache.get(self.url, key)  # type: ignore[union-attr]
+            data = self.cache.get(self._space, key)  # type: ignore[union-attr]
             if data is not None:
                 return data
         try:
-            result = self._request("get", lambda: obs.get(self.store, key), key)
+            data, meta = self._get(key)
         except ObjectMissing:
             self._stale()  # a writer moved it: the next root read must ask the server
             raise
-        data = bytes(result.bytes())
         self.stats["bytes_in"] += len(data)
-        if not _etag_matches(data, result.meta.get("e_tag")):
+        if not _etag_matches(data, meta.get("e_tag")):
             # Damaged on the way, or an ETag that is no MD5 (SSE-KMS): fetch again; the same
             # bytes twice are what the server holds, a damaged transfer does not repeat itself.
-            again = bytes(self._request("get", lambda: obs.get(self.store, key), key).bytes())
+            again = self._get(key)[0]
             self.stats["bytes_in"] += len(again)
-            if again != data and not _etag_matches(again, result.meta.get("e_tag")):
+            if again != data and not _etag_matches(again, meta.get("e_tag")):
                 raise RemoteError(f"{self.url}/{key}: two downloads differ and neither matches the server's "
                                   "checksum (ETag); the network damages transfers. Try again.")
             data = again
         if immutable:
-            self.cache.put(self.url, key, data)  # type: ignore[union-attr]
+            self.cache.put(self._space, key, data)  # type: ignore[union-attr]
         return data
 
     def read_range(self, key: str, offset: int, size: int) -> bytes:
@@ -216,6 +230,8 @@ class ObjectBackend:
                 chunk = next(stream, None)
             except Exception as exc:  # noqa: BLE001
                 raise _translate(exc, self.url, writing=False) from None
+            except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
+                raise _panic(exc, self.url) from None
             if not chunk:
                 return
             yield chunk
@@ -238,14 +254,14 @@ class ObjectBackend:
             # A retried PUT whose first attempt landed also answers 412: if the bytes there are
             # ours, the put succeeded (segment keys are random; an object holds its own record).
             try:
-                if self._request("get", lambda: bytes(obs.get(self.store, key).bytes()), key) == bytes(data):
+                if self._get(key)[0] == bytes(data):
                     return
             except ObjectMissing:
                 pass
             raise ObjectExists(f"{self.url}/{key} already exists.") from None
         self.stats["bytes_out"] += len(data)
         if self.cache is not None and key.startswith(_IMMUTABLE):
-            self.cache.put(self.url, key, bytes(data))
+            self.cache.put(self._space, key, bytes(data))
 
     def put_marker(self, data: bytes) -> None:
         """Before the first write: make sure a root exists. Without a lock, a root missing while
@@ -278,7 +294,7 @@ class ObjectBackend:
 
         self._request("delete", lambda: obs.delete(self.store, key), key, writing=True)
         if self.cache is not None:
-            self.cache.forget(self.url, key)
+            self.cache.forget(self._space, key)
 
     def delete_many(self, keys: list[str]) -> None:
         """Delete ``keys`` in bulk: one request per 1,000 on S3 (DeleteObjects), per 256 on Azure."""
@@ -289,7 +305,7 @@ class ObjectBackend:
         self._request("delete", lambda: obs.delete(self.store, list(keys)), keys[0] if keys else "", writing=True)
         if self.cache is not None:
             for key in keys:
-                self.cache.forget(self.url, key)
+                self.cache.forget(self._space, key)
 
     def commit(self, root: bytes, token: object) -> object:
         """Replace the root if its ETag is still ``token`` (``If-Match``), or create it if there was
@@ -314,10 +330,10 @@ class ObjectBackend:
                     raise refused from None
                 self._stale()
                 try:
-                    current = self._request("get", lambda: obs.get(self.store, ROOT), ROOT)
-                    if bytes(current.bytes()) == bytes(root):
-                        self._remember_root(bytes(root), _token(current.meta))
-                        return _token(current.meta)
+                    there, meta = self._get(ROOT)
+                    if there == bytes(root):
+                        self._remember_root(there, _token(meta))
+                        return _token(meta)
                 except ObjectMissing:
                     pass
                 raise CommitConflict(f"{self.url}: another writer committed first.") from None
@@ -349,7 +365,7 @@ class ObjectBackend:
     def _remember_root(self, data: bytes, etag: str) -> None:
         self._root = (data, etag, time.time())
         if self.cache is not None:
-            self.cache.put_root(self.url, data, etag)
+            self.cache.put_root(self._space, data, etag)
 
     def _held_root(self) -> tuple[bytes, str, float] | None:
         """The root held in memory or on disk, if its token can serve a commit. On gs:// a token
@@ -363,7 +379,7 @@ class ObjectBackend:
     def _disk_root(self) -> tuple[bytes, str, float] | None:
         if self.cache is None:
             return None
-        held = self.cache.get_root(self.url)
+        held = self.cache.get_root(self._space)
         if held is not None:
             self._root = held
         return held
@@ -373,7 +389,7 @@ class ObjectBackend:
         if self._root is not None:
             self._root = (self._root[0], self._root[1], 0.0)
         if self.cache is not None:
-            self.cache.expire_root(self.url)
+            self.cache.expire_root(self._space)
 
 
 def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
@@ -386,6 +402,12 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
              "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=3),
                          "base": 2}}
     kwargs: dict[str, Any] = {}
+    # The client panics (a Rust panic, with a backtrace on stderr) on a header value it cannot
+    # send: name the setting instead, never its value.
+    for variable, value in os.environ.items():
+        if variable.startswith(("AWS_", "AZURE_", "GOOGLE_")) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise RemoteError(f"Cannot configure the client for {url}: {variable} holds a control character (a "
+                              "newline?) that no request may carry. Set it again without it.")
     if scheme in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
@@ -407,6 +429,24 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
     except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
         raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc).rstrip('.')}. Check "
                           f"{_hints(url)[2]}.") from None
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
+        raise _panic(exc, url) from None
+
+
+def _cache_space(scheme: str, url: str) -> str:
+    """What the local cache files this registry under: its URL and the server it is on. The URL
+    alone is not enough: the same ``s3://bucket/p`` on two endpoints (two MinIOs), or the same
+    ``az://container/p`` in two storage accounts, are two registries."""
+    env = os.environ.get
+    if scheme in ("s3", "s3a"):
+        where = env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL") or "aws"
+    elif scheme == "gs":
+        where = _gcs_base_url() or "gcs"
+    elif (env("AZURE_STORAGE_USE_EMULATOR") or "").lower() in ("1", "true"):
+        where = env("AZURITE_BLOB_STORAGE_URL") or "azurite"
+    else:
+        where = f"{env('AZURE_STORAGE_ACCOUNT_NAME') or env('AZURE_STORAGE_ACCOUNT') or ''} {env('AZURE_ENDPOINT') or ''}"
+    return f"{url}\n{where}"
 
 
 def _gcs_base_url() -> str:

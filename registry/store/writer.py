@@ -206,19 +206,22 @@ class Transaction:
             self._delete_quietly(self._placed)
 
     def _replay(self) -> None:
+        built_on = self.token
         for attempt in range(MAX_COMMIT_ATTEMPTS):
             try:
                 self.view, self.token = self._read_view()
-            except UnsafeFileError:
+            except UnsafeFileError:  # no root, objects there: perhaps only this writer's own
                 if self.backend.read_root()[0] is not None:
                     raise
+                self.token = None
+            if self.token is None and built_on is not None:
                 # The root this change was built on is gone: the registry was deleted (or is being
-                # repaired). This writer's own objects would read as "kernels without an index".
+                # repaired). Replaying would commit a root naming objects that may be gone too.
                 raise StoreWriteError(
                     f"The index of {self.backend.url} disappeared while this change was being committed: the "
                     "registry was deleted, or is being repaired. Nothing was committed. Run the command again: "
                     "on a deleted registry it starts a new one; if kernels are still there, it says so."
-                ) from None
+                )
             self.edit = Edit(self.view)
             try:
                 for op, a, b in self._ops:
