@@ -434,7 +434,7 @@ def end_of_file(head: bytes) -> int | None:
     (v1) bytes; versions 2 and 3 keep base, extension, end-of-file and root addresses
     after 12 bytes. ``sizeof offsets`` is at byte 13 (v0, v1) or 9 (v2, v3).
     """
-    if len(head) < 12 or head[:8] != HDF5_SIGNATURE:
+    if len(head) < 14 or head[:8] != HDF5_SIGNATURE:  # byte 13 is read below: a shorter file is no HDF5
         return None
     version = head[8]
     if version in (0, 1):

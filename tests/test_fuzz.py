@@ -130,6 +130,7 @@ def run_fuzz(base: bytes, box: Sandbox, cases: int) -> None:
               suppress_health_check=list(HealthCheck))
     @given(mutations(len(base)))
     @example(known_hang(base))
+    @example(([(8, 1)], 12))  # superblock version 1 in a 12-byte file: an IndexError once (fuzzing found it)
     def case(mutation) -> None:  # type: ignore[no-untyped-def]
         path = directory / "case.h5"
         path.write_bytes(mutate(base, mutation))

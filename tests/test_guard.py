@@ -134,6 +134,19 @@ def test_the_end_of_file_is_read_from_every_superblock_version(tmp_path: Path, l
     assert end_of_file(data[:128]) == len(data)
 
 
+def test_a_superblock_cut_anywhere_is_refused_cleanly(pack: Path) -> None:
+    # A version-1 superblock cut at 12 bytes raised IndexError (found by the fuzz test).
+    from registry._guard import end_of_file
+
+    head = pack.read_bytes()[:128]
+    for version in range(5):
+        for length in range(len(head) + 1):
+            end_of_file(head[:8] + bytes([version]) + head[9:length])  # never raises
+    pack.write_bytes(head[:8] + b"\x01" + head[9:12])
+    with pytest.raises(UnsafeFileError, match="superblock is damaged"):
+        GuardedFile(pack)
+
+
 def test_data_after_the_end_of_the_hdf5_file_is_refused(pack: Path) -> None:
     """An HDF5+zip polyglot: h5py reads the HDF5 half, unzip the zip half."""
     import zipfile

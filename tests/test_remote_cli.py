@@ -160,10 +160,12 @@ def test_cache_pinned_loads_need_no_request_even_offline(s3_url: str, monkeypatc
     warm = registry.Registry(s3_url, builtins=False)
     np.testing.assert_array_equal(warm.load("c/k@1").array, np.eye(3))
     assert sum(warm.backend.stats.values()) == 0
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # offline
-    offline = registry.Registry(s3_url, builtins=False)
+    offline = registry.Registry(s3_url, builtins=False)  # the same registry (its cache is filed by endpoint)...
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # ...whose client, made on first use, finds nobody
     np.testing.assert_array_equal(offline.load("c/k@2").array, np.eye(3) * 2)
     assert sum(offline.backend.stats.values()) == 0
+    with pytest.raises(registry.RemoteError, match="Cannot reach"):  # it really is offline
+        offline.load("c/k")
 
 
 def test_latest_costs_one_small_request_or_none_within_the_freshness_window(
