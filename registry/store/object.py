@@ -445,7 +445,8 @@ def _cache_space(scheme: str, url: str) -> str:
     elif (env("AZURE_STORAGE_USE_EMULATOR") or "").lower() in ("1", "true"):
         where = env("AZURITE_BLOB_STORAGE_URL") or "azurite"
     else:
-        where = f"{env('AZURE_STORAGE_ACCOUNT_NAME') or env('AZURE_STORAGE_ACCOUNT') or ''} {env('AZURE_ENDPOINT') or ''}"
+        account = env("AZURE_STORAGE_ACCOUNT_NAME") or env("AZURE_STORAGE_ACCOUNT") or ""
+        where = f"{account} {env('AZURE_STORAGE_ENDPOINT') or env('AZURE_ENDPOINT') or ''}"
     return f"{url}\n{where}"
 
 
