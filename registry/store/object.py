@@ -172,7 +172,6 @@ class ObjectBackend:
         return held[0] if held is not None else None
 
     def read(self, key: str) -> bytes:
-
         immutable = key.startswith(_IMMUTABLE) and self.cache is not None
         if immutable:
             data = self.cache.get(self._space, key)  # type: ignore[union-attr]
