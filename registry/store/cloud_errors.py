@@ -12,6 +12,11 @@ import re
 from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
 
 
+def shown_url(url: str) -> str:
+    """``url`` without its query or fragment, which may hold a token: the form a message may print."""
+    return re.split(r"[?#]", url, maxsplit=1)[0]
+
+
 def _check_plain(url: str) -> None:
     """Refuse what the client would read as other than a path: a query or fragment is dropped (and
     may be a SAS token, never to be printed) and ``%`` is an escape, so the registry would live
@@ -23,7 +28,7 @@ def _check_plain(url: str) -> None:
         raise UnsafeFileError(f"{scheme}://...@{host}{slash}{path}: a registry URL carries no user or key "
                               "before '@' (not shown: it may be a secret, and the client would ignore it). Give "
                               "credentials in the environment and the registry as scheme://BUCKET/PREFIX.")
-    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    head = shown_url(url)
     if head != url:
         raise UnsafeFileError(f"{head}...: a registry URL has no query or fragment ('?', '#'; what follows is not "
                               "shown: it may hold a token). Give credentials in the environment (e.g. "
@@ -74,11 +79,14 @@ def _refused(error: Exception) -> Exception:
     return error
 
 
-def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
-    """One actionable error for a failed request, naming the registry, never a credential."""
+def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool = False) -> Exception:
+    """One actionable error for a failed request, naming the registry, never a credential. For the
+    commit's own request (``committing``) a failure without an answer does not say "nothing was
+    committed": the PUT may have landed."""
     import obstore.exceptions as oe
 
     text = str(exc)
+    nothing = "" if committing else "; nothing was committed"
     word, create, credentials, endpoint, grants, busy = _hints(url)
     if _NO_BUCKET.search(text):
         return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
@@ -97,11 +105,10 @@ def _translate(exc: BaseException, url: str, *, writing: bool) -> Exception:
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect", "body error")):
         return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
-                           f"({endpoint}) and the network; nothing was committed.")
+                           f"({endpoint}) and the network{nothing}.")
     if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
                                                                             text):
-        return RemoteError(f"{url} kept throttling requests ({busy}) after the retries; nothing was "
-                           "committed. Try again later.")
+        return RemoteError(f"{url} kept throttling requests ({busy}) after the retries{nothing}. Try again later.")
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from typing import Any
 from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, open_cache
-from .cloud_errors import _LEASED, _NO_BUCKET, _check_plain, _first_line, _hints, _panic, _translate
+from .cloud_errors import _LEASED, _NO_BUCKET, _check_plain, _first_line, _hints, _panic, _refused, _translate
 
 #: The root document (the commit point), as in a local registry.
 ROOT = "index.json"
@@ -101,7 +100,7 @@ class ObjectBackend:
             self._store = _make_store(self._scheme, self._bucket, self._prefix, self._retries, self._timeout, self.url)
         return self._store
 
-    def _request(self, verb: str, call: Any, key: str, *, writing: bool = False) -> Any:
+    def _request(self, verb: str, call: Any, key: str, *, writing: bool = False, committing: bool = False) -> Any:
         """One HTTP request, counted; the client's errors become kreg's (never with secrets)."""
         import obstore.exceptions as oe
 
@@ -117,7 +116,7 @@ class ObjectBackend:
         except KregError:
             raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
         except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
-            raise _translate(exc, self.url, writing=writing) from None
+            raise _translate(exc, self.url, writing=writing, committing=committing) from None
         except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
             raise _panic(exc, self.url) from None
 
@@ -317,16 +316,14 @@ class ObjectBackend:
         try:
             try:
                 result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
-                                       ROOT, writing=True)
+                                       ROOT, writing=True, committing=True)
             except (oe.AlreadyExistsError, oe.PreconditionError) as exc:
                 if _LEASED.search(str(exc)):
                     # Azure answers 412 to any write of a leased blob: no replay can win it.
-                    refused = StoreWriteError(
+                    raise _refused(StoreWriteError(
                         f"{self.url}/{ROOT} is leased (an Azure blob lease is held on it), so no commit can "
                         f"replace it; nothing was committed. Break the lease ('az storage blob lease break "
-                        f"--container-name {self._bucket} --blob-name {self._key(ROOT)}') and try again.")
-                    refused.committed = False  # type: ignore[attr-defined]
-                    raise refused from None
+                        f"--container-name {self._bucket} --blob-name {self._key(ROOT)}') and try again.")) from None
                 self._stale()
                 try:
                     there, meta = self._get(ROOT)
@@ -345,9 +342,7 @@ class ObjectBackend:
             # the new root may name. Uncommitted, it is only orphans, which fsck lists.
             self._stale()
             error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
-            # A request's message may say "nothing was committed": for the root's PUT that is not known.
-            said = re.sub(r"; nothing was committed(?=[.;])", "", str(error))
-            error.args = (f"{said} The commit may or may not have landed: check with 'kreg list' before "
+            error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
                           "adding again.",)
             error.committed = True  # type: ignore[attr-defined]
             raise error from None
@@ -408,7 +403,7 @@ def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: fl
             raise RemoteError(f"Cannot configure the client for {url}: {variable} holds a control character (a "
                               "newline?) that no request may carry. Set it again without it.")
     if scheme in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = _s3_endpoint()
         if endpoint:
             # A local server (SeaweedFS, MinIO) is plain HTTP and addressed by path, not by
             # virtual host; AWS_ENDPOINT_URL alone must be enough to reach it.
@@ -438,7 +433,7 @@ def _cache_space(scheme: str, url: str) -> str:
     ``az://container/p`` in two storage accounts, are two registries."""
     env = os.environ.get
     if scheme in ("s3", "s3a"):
-        where = env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL") or "aws"
+        where = _s3_endpoint() or "aws"
     elif scheme == "gs":
         where = _gcs_base_url() or "gcs"
     elif (env("AZURE_STORAGE_USE_EMULATOR") or "").lower() in ("1", "true"):
@@ -447,6 +442,11 @@ def _cache_space(scheme: str, url: str) -> str:
         account = env("AZURE_STORAGE_ACCOUNT_NAME") or env("AZURE_STORAGE_ACCOUNT") or ""
         where = f"{account} {env('AZURE_STORAGE_ENDPOINT') or env('AZURE_ENDPOINT') or ''}"
     return f"{url}\n{where}"
+
+
+def _s3_endpoint() -> str | None:
+    """The S3 endpoint the environment names (a local server), or None for AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def _gcs_base_url() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,9 +51,10 @@ def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0
         scheme = text.split("://", 1)[0]
         if scheme in SCHEMES:
             return ObjectBackend(text)
-        shown = re.split(r"[?#]", text, maxsplit=1)[0]  # a query may hold a token: never echoed
+        from .cloud_errors import shown_url
+
         raise InvalidKernelError(f"Registries at {scheme}:// URLs are not supported by this kreg "
-                                 f"(s3://, gs://, az://, file:// are). Received: {shown!r}.")
+                                 f"(s3://, gs://, az://, file:// are). Received: {shown_url(text)!r}.")
     from .local import LocalBackend
 
     return LocalBackend(text, lock_timeout=lock_timeout)
