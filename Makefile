@@ -62,10 +62,10 @@ mutants: $(VENV)/.test
 	$(BIN)/python tests/mutants.py $(MUTANTS_ARGS)
 
 schema: $(VENV)/.demo
-	$(BIN)/python -m registry._spec schema
+	$(BIN)/python -m registry.format.spec schema
 
 kernels: $(VENV)/.demo
-	$(BIN)/python -m registry._kernels_db kernels_db/kernels.toml kernels_db/builtin.h5
+	$(BIN)/python -m registry.kernels.build_db kernels_db/kernels.toml kernels_db/builtin.h5
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .hypothesis demo-out

@@ -17,7 +17,7 @@ from collections.abc import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import registry  # noqa: E402
-from registry import _adapt  # noqa: E402
+from registry.adapters import plan as _adapt  # noqa: E402
 
 TARGET_MS = 5.0
 REPEAT = 25

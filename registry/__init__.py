@@ -27,14 +27,13 @@ from ._exceptions import (
     StoreWriteError,
     UnsafeFileError,
 )
-from ._index import KernelInfo
-from ._kernel import Kernel
+from ._version import __version__
+from .format.rows import KernelInfo
+from .kernels.kernel import Kernel
 from .store import Registry
 
 if _typing.TYPE_CHECKING:
-    from ._spec import KernelRecord, Provenance
-
-__version__ = "0.1.0"
+    from .format.spec import KernelRecord, Provenance
 
 __all__ = [
     "IntegrityError",
@@ -72,7 +71,7 @@ _LAZY = {"KernelRecord", "Provenance"}
 def __getattr__(name: str) -> _typing.Any:
     # The pydantic models cost ~90 ms to build; load them only when asked for.
     if name in _LAZY:
-        from . import _spec
+        from .format import spec as _spec
 
         return getattr(_spec, name)
     raise AttributeError(f"module 'registry' has no attribute {name!r}")

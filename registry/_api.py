@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._index import KernelInfo
-from ._kernel import Kernel
 from ._paths import default_registry_path
+from .format.rows import KernelInfo
+from .kernels.kernel import Kernel
 from .store import Registry
 
 _default: dict[Path | str, Registry] = {}
@@ -25,7 +25,7 @@ def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     location = os.fspath(path) if path else os.environ.get("KREG_DB", "")
     resolved: Path | str
     if "://" in location and not location.startswith("file://"):
-        resolved = location  # an object-store URL (issue 10): no path to resolve
+        resolved = location  # an object-store URL: no path to resolve
     else:
         resolved = Path(path).expanduser().absolute() if path else default_registry_path().absolute()
     reg = _default.get(resolved)
@@ -124,7 +124,7 @@ def bank(kernels: str | Kernel | Sequence[str | Kernel]) -> Kernel:
         (3, 3, 1, 2)
     """
     from ._exceptions import InvalidKernelError
-    from ._kernel import stack
+    from .kernels.kernel import stack
 
     items = [kernels] if isinstance(kernels, (str, Kernel)) else list(kernels)
     chosen: list[Kernel] = []

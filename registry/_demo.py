@@ -21,7 +21,7 @@ OUT = Path("demo-out")
 
 def kreg(*args: str) -> None:
     """Run one ``kreg`` command in-process, echoing it first; stop the demo if it fails."""
-    from ._cli import cli
+    from .cli import cli
 
     print(f"\n$ kreg {shlex.join(args)}", flush=True)
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ._exceptions import InvalidKernelError
-from ._kernel import Kernel
 from ._lazy import require
+from .kernels.kernel import Kernel
 
 #: Output channels per row of the grid; each cell is CELL inches at DPI dots per inch.
 COLUMNS, CELL, DPI = 8, 2.0, 100

@@ -3,7 +3,7 @@
 Importing this module imports JAX; ``import registry`` never does. A layer here is a small
 callable holding its weights (NHWC in, NHWC out, the same numbers as the Keras layer); Keras
 users on the JAX backend use :mod:`registry.keras` instead. What a layer computes is decided
-by :func:`registry._adapt.plan`.
+by :func:`registry.adapters.plan.plan`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt, _learned
-from ._adapt import BORDERS, Plan, parse_border
 from ._exceptions import InvalidKernelError
-from ._kernel import Kernel
 from ._lazy import require
+from .adapters import learned
+from .adapters import plan as planning
+from .adapters.plan import BORDERS, Plan, parse_border
+from .kernels.kernel import Kernel
 
 jax = require("jax", feature="The JAX adapter (registry.jax)")
 jnp, lax = jax.numpy, jax.lax
@@ -33,7 +34,7 @@ def _pad(x: Any, plan: Plan) -> Any:
     if mode in ("zero", "constant"):
         return jnp.pad(x, ((0, 0), *plan.pads, (0, 0)), constant_values=value)
     for axis, (before, after) in zip((1, 2), plan.pads):
-        x = jnp.take(x, _adapt.source_index(x.shape[axis], before, after, mode), axis=axis)
+        x = jnp.take(x, planning.source_index(x.shape[axis], before, after, mode), axis=axis)
     return x
 
 
@@ -126,7 +127,7 @@ def to_layer(
         dilation_rate=dilation_rate,
         use_bias=use_bias,
     )
-    p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
+    p = planning.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
     dt = dtype or p.weight.dtype.name
     params: dict[str, Any] = {"kernel": jnp.asarray(p.weight, dtype=dt)}
     if p.factors is not None:
@@ -135,10 +136,10 @@ def to_layer(
     if p.bias is not None:
         params["bias"] = jnp.asarray(p.bias, dtype=dt)
     layer = Conv(p, params)
-    if _adapt.probe_enabled(probe):
-        x = _adapt.probe_input(p)
+    if planning.probe_enabled(probe):
+        x = planning.probe_input(p)
         got = layer(jnp.asarray(x, dtype=dt))
-        _adapt.check_probe(
+        planning.check_probe(
             kernel,
             np.asarray(got.astype("float32")),
             x,
@@ -187,8 +188,8 @@ def from_layer(params: Mapping[str, Any], layer: str | None = None, *, groups: i
     if "bias" in node:
         tensors["w.bias"] = np.asarray(node["bias"])
     info = {"framework": "jax", "framework_version": jax.__version__}
-    kernel = _learned.from_tensors(tensors, "w.weight", groups=groups, source=info)
+    kernel = learned.from_tensors(tensors, "w.weight", groups=groups, source=info)
     source = {**kernel._record["provenance"]["source"], "layer": layer or None}
-    return _learned.learned_kernel(
+    return learned.learned_kernel(
         kernel.array, kernel.layout, bias=kernel.bias, source=source, source_layout="HWIO"
     )

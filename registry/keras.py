@@ -3,13 +3,12 @@
 The layers use ``keras.ops`` only, so the same model runs with ``KERAS_BACKEND`` set to
 ``tensorflow``, ``jax`` or ``torch``; TensorFlow is not needed. Importing this module
 imports Keras (and its backend); ``import registry`` never does. What a layer computes is
-decided by :func:`registry._adapt.plan`; this module only builds it, then runs the probe
-check (see :func:`to_layer`). Border modes are listed in :mod:`registry._adapt`.
+decided by :func:`registry.adapters.plan.plan`; this module only builds it, then runs the probe
+check (see :func:`to_layer`). Border modes are listed in :mod:`registry.adapters.plan`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,33 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt, _learned
-from ._adapt import BORDERS, Plan, parse_border
-from ._exceptions import InvalidKernelError, MissingDependencyError
-from ._kernel import Kernel
-from ._lazy import require
+from ._exceptions import InvalidKernelError
+from ._lazy import require_keras
+from .adapters import learned
+from .adapters import plan as planning
+from .adapters.plan import BORDERS, Plan, parse_border
+from .format.content import file_sha256
+from .kernels.kernel import Kernel
 
-
-def _import_keras() -> Any:
-    """Keras, or an error that says whether Keras or its backend is what is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec("keras") is None:
-        return require("keras", feature="The Keras adapter (registry.keras)")
-    try:
-        import keras as module
-    except ImportError as exc:
-        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-        extra = backend if backend in ("jax", "torch") else "tensorflow"
-        raise MissingDependencyError(
-            f"The Keras adapter (registry.keras) needs a Keras backend: KERAS_BACKEND={backend} could not be "
-            f"imported ({exc}). Install it (pip install 'kreg[{extra}]'), "
-            f"or set KERAS_BACKEND to jax or torch where that is installed."
-        ) from None
-    return module
-
-
-keras = _import_keras()
+keras = require_keras()
 
 __all__ = ["BORDERS", "BorderPadding2D", "PlaneConv2D", "from_layer", "parse_border", "to_layer", "to_tensor"]
 
@@ -121,9 +102,9 @@ class BorderPadding2D(keras.layers.Layer):
         return x
 
     def _source_index(self, n: Any, before: int, after: int) -> Any:
-        """For each padded position, the index of the input pixel it copies (as _adapt.source_index)."""
+        """For each padded position, the index of the input pixel it copies (as planning.source_index)."""
         if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
-            return _adapt.source_index(n, before, after, self.mode).astype("int32")
+            return planning.source_index(n, before, after, self.mode).astype("int32")
         ops = keras.ops
         i = ops.arange(-before, n + after, dtype="int32")
         n = ops.cast(n, "int32")
@@ -308,7 +289,7 @@ def to_layer(
             ``HWIO`` and ``HWIM`` kernels already say how channels combine: leave it unset.
         padding: Keras ``valid`` or ``same`` (zero padding, Keras' anchor).
         border: instead of ``padding``, keep the size with a border mode (see
-            :mod:`registry._adapt`); returns a ``Sequential`` of a :class:`BorderPadding2D`
+            :mod:`registry.adapters.plan`); returns a ``Sequential`` of a :class:`BorderPadding2D`
             and a ``valid`` convolution.
         strides, dilation_rate, data_format: as for ``Conv2D``.
         dtype: ``float16``, ``bfloat16``, ``float32``, a policy name such as
@@ -344,9 +325,9 @@ def to_layer(
         dilation_rate=dilation_rate,
         use_bias=use_bias,
     )
-    p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
+    p = planning.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
     layer = _build(p, data_format=data_format, dtype=dtype, trainable=trainable)
-    if _adapt.probe_enabled(probe):
+    if planning.probe_enabled(probe):
         check_layer(kernel, layer, options, data_format=data_format)
     return layer
 
@@ -360,14 +341,14 @@ def check_layer(
     channels: int | None = None,
 ) -> None:
     """The probe check of an emitted (or hand-made) layer; raises ``ProbeMismatchError``."""
-    p = _adapt.plan(kernel, name="probe", **options)
-    x = _adapt.probe_input(p, channels)
+    p = planning.plan(kernel, name="probe", **options)
+    x = planning.probe_input(p, channels)
     first = data_format == "channels_first"
     got = x.transpose(0, 3, 1, 2) if first else x
     # A Sequential called once would pin its input shape to the probe's: run its layers instead.
     for part in layer.layers if isinstance(layer, keras.Sequential) else [layer]:
         got = part(got)
-    _adapt.check_probe(
+    planning.check_probe(
         kernel,
         keras.ops.convert_to_numpy(got),
         x,
@@ -392,18 +373,18 @@ def to_tensor(
     ``HWIM`` kernel or of a plane with ``in_channels``; a plane alone is ``(H, W, 1, 1)``.
     """
     options = dict(in_channels=in_channels, mode=mode)
-    p = _adapt.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
+    p = planning.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
     ops = keras.ops
     weight = ops.convert_to_tensor(p.weight, dtype=dtype)
-    if _adapt.probe_enabled(probe):
-        x = _adapt.probe_input(p)
+    if planning.probe_enabled(probe):
+        x = planning.probe_input(p)
         xt = ops.convert_to_tensor(x, dtype=dtype)
         if p.kind == "conv":
             got = ops.conv(xt, weight)
         else:
             filt = ops.tile(weight, (1, 1, x.shape[3], 1)) if p.kind == "plane" else weight
             got = ops.depthwise_conv(xt, filt)
-        _adapt.check_probe(
+        planning.check_probe(
             kernel,
             ops.convert_to_numpy(got),
             x,
@@ -438,7 +419,7 @@ def from_layer(source: Any, layer: str | None = None) -> Kernel:
         path = Path(source)
         if not path.is_file():
             raise InvalidKernelError(f"No such model file: {path}.")
-        checkpoint = _sha256(path)
+        checkpoint = file_sha256(path)
         try:
             source = keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:  # Keras raises many types for a bad file
@@ -457,7 +438,7 @@ def from_layer(source: Any, layer: str | None = None) -> Kernel:
             f"kernels."
         )
     if groups != 1:  # one input per group: depthwise (HWIM); otherwise the full kernel, zeros across groups
-        values, layout = _learned.oihw_to_stored(values.transpose(3, 2, 0, 1), groups)
+        values, layout = learned.oihw_to_stored(values.transpose(3, 2, 0, 1), groups)
     bias = keras.ops.convert_to_numpy(target.bias).ravel() if getattr(target, "use_bias", False) else None
     source_info = {
         "framework": "keras",
@@ -467,15 +448,7 @@ def from_layer(source: Any, layer: str | None = None) -> Kernel:
         "checkpoint_sha256": checkpoint,
     }
     source_layout = "HWIM" if isinstance(target, keras.layers.DepthwiseConv2D) else "HWIO"
-    return _learned.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=source_layout)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return learned.learned_kernel(values, layout, bias=bias, source=source_info, source_layout=source_layout)
 
 
 def _find_layer(source: Any, layer: str | None) -> tuple[Any, Any]:

@@ -3,7 +3,7 @@
 Importing this module imports TensorFlow; ``import registry`` never does. Every function
 takes a :class:`registry.Kernel` and never changes it. The layers themselves live in
 :mod:`registry.keras` (they run on every Keras backend); they are re-exported here so
-``registry.tensorflow.to_keras`` keeps working. Border modes: see :mod:`registry._adapt`.
+``registry.tensorflow.to_keras`` keeps working. Border modes: see :mod:`registry.adapters.plan`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt
-from ._adapt import BORDERS, parse_border
 from ._exceptions import InvalidKernelError
-from ._kernel import Kernel
 from ._lazy import require
+from .adapters import plan as planning
+from .adapters.plan import BORDERS, parse_border
+from .kernels.kernel import Kernel
 
 tf = require("tensorflow", feature="The TensorFlow adapter (registry.tensorflow)")
 
@@ -60,10 +60,10 @@ def to_tensor(
         TensorShape([3, 3, 3, 1])
     """
     options = dict(in_channels=in_channels, mode=mode)
-    p = _adapt.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
+    p = planning.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
     weight = tf.constant(p.weight, dtype=dtype)
-    if _adapt.probe_enabled(probe):
-        x = _adapt.probe_input(p)
+    if planning.probe_enabled(probe):
+        x = planning.probe_input(p)
         xt = tf.constant(x, dtype=dtype)
         if p.kind == "conv":
             got = tf.nn.conv2d(xt, weight, 1, "VALID")
@@ -71,7 +71,7 @@ def to_tensor(
             channels = x.shape[3]
             filt = tf.tile(weight, (1, 1, channels, 1)) if p.kind == "plane" else weight
             got = tf.nn.depthwise_conv2d(xt, filt, [1, 1, 1, 1], "VALID")
-        _adapt.check_probe(
+        planning.check_probe(
             kernel, got.numpy(), x, {**options, "use_bias": False}, what=f"the tf.nn filter for {kernel.ref}"
         )
     return weight

@@ -3,7 +3,7 @@
 Importing this module imports torch; ``import registry`` never does. The layers take NCHW
 batches and give what the Keras layer from :mod:`registry.keras` gives on the same NHWC
 batch, border modes included (PyTorch has no symmetric padding; :class:`BorderPad2d` does
-every mode by indexing). What a layer computes is decided by :func:`registry._adapt.plan`.
+every mode by indexing). What a layer computes is decided by :func:`registry.adapters.plan.plan`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _adapt, _learned
-from ._adapt import BORDERS, Plan, parse_border
 from ._exceptions import InvalidKernelError
-from ._kernel import Kernel
 from ._lazy import require
+from .adapters import learned
+from .adapters import plan as planning
+from .adapters.plan import BORDERS, Plan, parse_border
+from .kernels.kernel import Kernel
 
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
 nn, F = torch.nn, torch.nn.functional
@@ -88,7 +89,7 @@ class BorderPad2d(nn.Module):
             return F.pad(x, (left, right, top, bottom), value=self.value if self.mode == "constant" else 0.0)
         for axis, (before, after) in ((2, (top, bottom)), (3, (left, right))):
             if before or after:
-                index = _adapt.source_index(int(x.shape[axis]), before, after, self.mode)
+                index = planning.source_index(int(x.shape[axis]), before, after, self.mode)
                 x = x.index_select(axis, torch.as_tensor(index, device=x.device))
         return x
 
@@ -110,7 +111,7 @@ class SamePad2d(nn.Module):
 
     def forward(self, x: Any) -> Any:
         (top, bottom), (left, right) = (
-            _adapt.same_pads(int(n), k, s) for n, k, s in zip(x.shape[2:], self.kernel_size, self.strides)
+            planning.same_pads(int(n), k, s) for n, k, s in zip(x.shape[2:], self.kernel_size, self.strides)
         )
         return F.pad(x, (left, right, top, bottom))
 
@@ -200,7 +201,7 @@ def _build(p: Plan, dtype: Any) -> nn.Module:
             ("col", first, None, (sy, 1), (dy, 1)),
             ("row", second, p.bias, (1, sx), (1, dx)),
         ):
-            oihw, groups = _adapt.to_oihw(kind, weight)
+            oihw, groups = planning.to_oihw(kind, weight)
             layers[key] = _conv(
                 kind,
                 oihw,
@@ -212,7 +213,7 @@ def _build(p: Plan, dtype: Any) -> nn.Module:
                 dtype=dtype,
             )
     else:
-        oihw, groups = _adapt.to_oihw(p.kind, p.weight)
+        oihw, groups = planning.to_oihw(p.kind, p.weight)
         layers["conv"] = _conv(
             p.kind,
             oihw,
@@ -267,11 +268,11 @@ def to_layer(
         dilation_rate=dilation_rate,
         use_bias=use_bias,
     )
-    p = _adapt.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
+    p = planning.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
     module = _build(p, _dtype(dtype, p))
     module.requires_grad_(trainable)
     module.kreg_name, module.kreg_ref = p.name, kernel.ref
-    if _adapt.probe_enabled(probe):
+    if planning.probe_enabled(probe):
         check_module(kernel, module, options)
     return module
 
@@ -280,12 +281,12 @@ def check_module(
     kernel: Kernel, module: nn.Module, options: Mapping[str, Any], *, channels: int | None = None
 ) -> None:
     """The probe check of an emitted (or hand-made) module; raises ``ProbeMismatchError``."""
-    p = _adapt.plan(kernel, name="probe", **options)
-    x = _adapt.probe_input(p, channels)
+    p = planning.plan(kernel, name="probe", **options)
+    x = planning.probe_input(p, channels)
     param = next(module.parameters())
     with torch.no_grad():
         got = module(torch.tensor(x.transpose(0, 3, 1, 2), dtype=param.dtype, device=param.device))
-    _adapt.check_probe(
+    planning.check_probe(
         kernel,
         got.double().cpu().numpy(),
         x,
@@ -316,17 +317,17 @@ def to_tensor(
         torch.Size([3, 1, 3, 3])
     """
     options = dict(in_channels=in_channels, mode=mode)
-    p = _adapt.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
-    oihw, groups = _adapt.to_oihw(p.kind, p.weight)
+    p = planning.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
+    oihw, groups = planning.to_oihw(p.kind, p.weight)
     weight = torch.tensor(oihw, dtype=_dtype(dtype, p))
-    if _adapt.probe_enabled(probe):
-        x = _adapt.probe_input(p)
+    if planning.probe_enabled(probe):
+        x = planning.probe_input(p)
         xt = torch.tensor(x.transpose(0, 3, 1, 2), dtype=weight.dtype)
         c = x.shape[3]
         w = weight.expand(c, 1, *weight.shape[2:]) if p.kind == "plane" else weight
         with torch.no_grad():
             got = F.conv2d(xt, w, groups=c if p.kind == "plane" else groups)
-        _adapt.check_probe(
+        planning.check_probe(
             kernel,
             got.double().numpy(),
             x,
@@ -345,7 +346,7 @@ def save_file(kernel: Kernel, path: str | Path) -> None:
     takes it as it is; ``from_layer(path, "weight")`` and ``kreg add --tensor weight`` read it back.
     Needs only safetensors and NumPy (this module imports torch, the writer does not).
     """
-    from ._files import write_safetensors
+    from .adapters.files import write_safetensors
 
     write_safetensors(kernel, Path(path))
 
@@ -373,7 +374,7 @@ def from_layer(source: Any, layer: str | None = None, *, groups: int | None = No
     """
     info: dict[str, Any] = {"framework": "pytorch", "framework_version": torch.__version__.split("+")[0]}
     if isinstance(source, (str, Path)):
-        from ._files import read_checkpoint
+        from .adapters.files import read_checkpoint
 
         if layer is None:
             raise InvalidKernelError(
@@ -381,14 +382,14 @@ def from_layer(source: Any, layer: str | None = None, *, groups: int | None = No
             )
         tensors, sha256, metadata = read_checkpoint(Path(source), layer)
         info["checkpoint_sha256"] = sha256
-        return _learned.from_checkpoint(tensors, layer, metadata, groups=groups, source=info)
+        return learned.from_checkpoint(tensors, layer, metadata, groups=groups, source=info)
     if isinstance(source, nn.Module):
         target, where = _find_conv(source, layer)
         info["model"] = type(source).__name__
         tensors = {f"{where}.weight": target.weight.detach().cpu().numpy()}
         if target.bias is not None:
             tensors[f"{where}.bias"] = target.bias.detach().cpu().numpy()
-        return _learned.from_tensors(tensors, f"{where}.weight", groups=target.groups, source=info)
+        return learned.from_tensors(tensors, f"{where}.weight", groups=target.groups, source=info)
     if isinstance(source, Mapping):
         if layer is None:
             raise InvalidKernelError(
@@ -403,7 +404,7 @@ def from_layer(source: Any, layer: str | None = None, *, groups: int | None = No
             else None
             for k, v in source.items()
         }
-        return _learned.from_tensors(arrays, layer, groups=groups or 1, source=info)
+        return learned.from_tensors(arrays, layer, groups=groups or 1, source=info)
     raise InvalidKernelError(
         f"from_layer takes an nn.Module, a state_dict or a .safetensors path. "
         f"Received: {type(source).__name__}."

@@ -93,7 +93,7 @@ def _isolated_default_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("KREG_FRESHNESS", raising=False)
 
 
-# -- a real S3-compatible server (SeaweedFS) for the remote tests (issue 10) ---------------------
+# -- a real S3-compatible server (SeaweedFS) for the remote tests ---------------------
 
 
 @pytest.fixture(scope="module")

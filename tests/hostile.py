@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 
 from registry import _exceptions as E
-from registry._content import content_hash
-from registry._pack import _canonical
+from registry.format.content import content_hash
+from registry.format.pack import _canonical
 
 Builder = Callable[[Path, Path], Path]  # (valid pack, scratch dir) -> hostile file
 KINDS: dict[str, tuple[Builder, type[Exception], str]] = {}

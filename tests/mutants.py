@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REBUILD_DB = (sys.executable, "-m", "registry._kernels_db", "kernels_db/kernels.toml", "kernels_db/builtin.h5")
+REBUILD_DB = (sys.executable, "-m", "registry.kernels.build_db", "kernels_db/kernels.toml", "kernels_db/builtin.h5")
 
 
 @dataclass(frozen=True)
@@ -55,82 +55,82 @@ BUILTINS = ("tests/test_fidelity.py", "tests/test_builtins.py")
 
 MUTANTS: list[Mutant] = [
     # -- guard: hostile files -------------------------------------------------------------------
-    Mutant("guard: external links allowed", "registry/_guard.py",
+    Mutant("guard: external links allowed", "registry/format/guard.py",
            "            if isinstance(link, h5py.ExternalLink):\n",
            "            if False and isinstance(link, h5py.ExternalLink):\n", GUARD),
     # One limit serves the dataset-level and the per-chunk checks, so it is the line to break.
-    Mutant("guard: any compression ratio", "registry/_limits.py",
+    Mutant("guard: any compression ratio", "registry/format/limits.py",
            "    max_compression_ratio: int = 100\n", "    max_compression_ratio: int = 10**12\n", GUARD),
-    Mutant("guard: values not checked against sha256", "registry/_guard.py",
+    Mutant("guard: values not checked against sha256", "registry/format/guard.py",
            "            if digest != entry.record.get(\"sha256\"):\n", "            if False:\n",
            ("tests/test_store.py", "tests/test_guard.py", "tests/test_hostile.py")),
     # -- packs and signatures -------------------------------------------------------------------
-    Mutant("signing: any signature verifies", "registry/_signing.py",
+    Mutant("signing: any signature verifies", "registry/format/signing.py",
            "        nacl.VerifyKey(bytes.fromhex(public_hex)).verify(message, bytes.fromhex(signature_hex))\n",
            "        nacl.VerifyKey(bytes.fromhex(public_hex))\n", PACKS),
-    Mutant("pack: manifest digest unchecked", "registry/_pack.py",
+    Mutant("pack: manifest digest unchecked", "registry/format/pack.py",
            "    elif digest != _sha256(data):\n", "    elif False:\n", PACKS),
-    Mutant("pack: kernel vs manifest hash unchecked", "registry/_pack.py",
+    Mutant("pack: kernel vs manifest hash unchecked", "registry/format/pack.py",
            "        if listed[ref].get(\"sha256\") != record[\"sha256\"] or", "        if False and", PACKS),
-    Mutant("pack: reader has no time limit", "registry/_pack.py",
+    Mutant("pack: reader has no time limit", "registry/format/pack.py",
            "        out, err = child.communicate(timeout=timeout)\n", "        out, err = child.communicate()\n",
            ("tests/test_fuzz.py::test_a_libhdf5_hang_found_by_fuzzing_is_a_clean_refusal",)),
     # -- built-ins: values rebuilt into builtin.h5, so only the references can tell ------------
     Mutant("built-ins: log9 sigma 1.4 -> 1.5", "kernels_db/kernels.toml",
            "params = { ksize = 9, sigma = 1.4 }", "params = { ksize = 9, sigma = 1.5 }", BUILTINS, REBUILD_DB),
-    Mutant("built-ins: unsharp blurs with sigma 1", "registry/_filters.py",
+    Mutant("built-ins: unsharp blurs with sigma 1", "registry/kernels/filters.py",
            "identity - get_gaussian_kernel2d(ksize=ksize, sigma=sigma))", "identity - get_gaussian_kernel2d(ksize=ksize, sigma=1.0))",
            BUILTINS, REBUILD_DB),
-    Mutant("built-ins: LoG not shifted to sum 0", "registry/_filters.py",
+    Mutant("built-ins: LoG not shifted to sum 0", "registry/kernels/filters.py",
            "    kernel -= kernel.mean()\n", "    pass\n", BUILTINS, REBUILD_DB),
-    Mutant("built-ins: Roberts diagonal flipped", "registry/_filters.py",
+    Mutant("built-ins: Roberts diagonal flipped", "registry/kernels/filters.py",
            "else np.array([[1.0, 0.0], [0.0, -1.0]])", "else np.array([[-1.0, 0.0], [0.0, 1.0]])",
            BUILTINS, REBUILD_DB),
-    Mutant("built-ins: OpenCV's sigma-from-size rule", "registry/_filters.py",
+    Mutant("built-ins: OpenCV's sigma-from-size rule", "registry/kernels/filters.py",
            "        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8\n", "        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.9\n",
            BUILTINS, REBUILD_DB),
-    Mutant("built-ins: Gabor rotated the other way", "registry/_filters.py",
+    Mutant("built-ins: Gabor rotated the other way", "registry/kernels/filters.py",
            "xr, yr = x * c + y * s, -x * s + y * c", "xr, yr = x * c - y * s, x * s + y * c", BUILTINS, REBUILD_DB),
 ]
 
 # The store (registry/store/, v2): its mutants are a list of their own, to be kept with it.
 STORE = ("tests/test_store.py", "tests/test_crash.py", "tests/test_faults.py", "tests/test_concurrency.py",
          "tests/test_full_disk.py", "tests/test_store_attacks.py")
-LOCAL, WRITER = "registry/store/local.py", "registry/store/writer.py"
+LOCAL, TREE, WRITER = "registry/store/local.py", "registry/store/tree.py", "registry/store/writer.py"
 LISTING, RECEIPTS = ("tests/test_listing.py",), ("tests/test_remote_receipts.py",)
 STORE_MUTANTS: list[Mutant] = [
     Mutant("store: no writers' lock", LOCAL,
            "            _flock(fd, self.lock_timeout, self.url)\n", "            pass\n", STORE),
     Mutant("store: a failed write is not undone", WRITER,
            "            self._delete_quietly(self._placed)\n", "            pass\n", STORE),
-    Mutant("store: file not fsynced before it is named", LOCAL,
+    Mutant("store: file not fsynced before it is named", TREE,
            "                if sync:\n                    os.fsync(fd)\n",
            "                if False:\n                    os.fsync(fd)\n", STORE),
     Mutant("store: directory not fsynced after the link", LOCAL,
            "            try:\n                os.fsync(parent)\n", "            try:\n                pass\n", STORE),
-    Mutant("store: new directory's parent not fsynced", LOCAL,
-           "                    if sync:\n                        self._os(lambda: os.fsync(fd), where)\n",
-           "                    if False:\n                        self._os(lambda: os.fsync(fd), where)\n", STORE),
+    Mutant("store: new directory's parent not fsynced", TREE,
+           "                    if sync:\n                        self.call(lambda: os.fsync(fd), where)\n",
+           "                    if False:\n                        self.call(lambda: os.fsync(fd), where)\n", STORE),
     Mutant("store: root rename not fsynced", LOCAL,
-           "            self._os(lambda: os.fsync(fd), ROOT, committed=True)\n", "            pass\n", STORE),
+           "            self._tree.call(lambda: os.fsync(fd), ROOT, committed=True)\n", "            pass\n", STORE),
     # (verify's `_view(fresh=True)` is not a mutant worth having: a local root is re-read whenever
     # its stamp changes, so `_view()` is equivalent there.)
     Mutant("store: verify() and fsck do not hash the values", "registry/store/fsck.py",
            "            values = obj.read(entry, verify=True)\n", "            values = obj.read(entry, verify=False)\n",
            STORE),
-    # The listing (issue 9) and the receipts (issue 10, against SeaweedFS).
+    # The listing and the receipts (against SeaweedFS).
     Mutant("listing: segments' runs not merged", "registry/store/listing.py",
            "    entries.sort(key=_version_order if all_versions else None)\n", "    pass\n", LISTING),
     Mutant("listing: fsck trusts the root's column widths", "registry/store/fsck.py",
            "and facts[1:] == column_widths(head)", "", LISTING),
-    Mutant("listing: a block cut short is believed", "registry/store/index.py",
+    Mutant("listing: a block cut short is believed", "registry/format/index.py",
            "        if entries.pop() != \"\" or set(map(str.count, entries, repeat(\"\\t\"))) - {9}:\n",
            "        if False:\n", LISTING),
     Mutant("receipts: kept while a removal commits", WRITER,
            "                    self.backend.delete(receipt_key(name, version))\n", "                    pass\n", RECEIPTS),
     Mutant("receipts: one naming another version is believed", "registry/store/reading.py",
            " or (record.get(\"name\"), record.get(\"version\")) != (name, version)", "", RECEIPTS),
-    Mutant("gcs: the commit names the ETag, not the generation", "registry/store/object.py",
+    Mutant("gcs: the commit names the ETag, not the generation", "registry/store/clients.py",
            '{"e_tag": etag, "version": version} if version else {"e_tag": etag}', '{"e_tag": etag}',
            ("tests/test_remote_gcs.py",)),
 ]

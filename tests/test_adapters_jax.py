@@ -131,7 +131,7 @@ def test_bad_input_and_the_probe() -> None:
         layer(RGB[None, :, :, :1])
     with pytest.raises(registry.InvalidKernelError, match=r"takes a batch of images \(N, H, W, C\)"):
         layer(RGB[:, :, 0])
-    from registry import _adapt
+    from registry.adapters import plan as _adapt
 
     flipped = rj.Conv(layer.plan, {"kernel": layer.params["kernel"][::-1, ::-1]})
     x = _adapt.probe_input(layer.plan)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import registry
-from registry import _adapt
+from registry.adapters import plan as _adapt
 
 skimage_data = pytest.importorskip("skimage.data")
 RGB = (skimage_data.astronaut()[:96, :128] / 255.0).astype(np.float32)
@@ -215,7 +215,7 @@ def test_bias_and_separable_are_public() -> None:
 
 def test_the_core_and_the_package_import_no_framework() -> None:
     code = (
-        "import sys, numpy as np, registry, registry._adapt as a\n"
+        "import sys, numpy as np, registry, registry.adapters.plan as a\n"
         "k = registry.load('gaussian5')\n"
         "p = a.plan(k, in_channels=3, border='symmetric', separable=True)\n"
         "a.reference(k, a.probe_input(p), border='symmetric')\n"

@@ -7,8 +7,8 @@ import pytest
 
 import registry
 from registry import Registry
-from registry._families import FAMILIES, get_family, separable_factors
-from registry._kernels_db import build
+from registry.kernels.families import FAMILIES, get_family, separable_factors
+from registry.kernels.build_db import build
 from registry._paths import builtin_db_path
 
 SOURCE = builtin_db_path().parent / "kernels.toml"
@@ -128,8 +128,8 @@ def test_verify_catches_a_stored_kernel_that_no_longer_matches_its_generator(reg
     with pytest.raises(registry.InvalidKernelError, match="does not make these values"):
         reg.add("my/odd", values, provenance=generator)  # add() refuses the lie...
     # ...so plant it below add(), as a damaged or hand-edited store would hold it.
-    from registry._content import content_hash
-    from registry._records import validated
+    from registry.format.content import content_hash
+    from registry.kernels.records import validated
 
     record = validated({"name": "my/odd", "version": 1, "shape": values.shape, "dtype": "float32",
                         "layout": "HW", "sha256": content_hash(values),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from registry._cli import cli
+from registry.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -288,7 +288,7 @@ def test_python_dash_m_registry_and_quiet(tmp_path: Path) -> None:
 
 def test_kreg_list_and_show_do_not_import_tensorflow(tmp_path: Path) -> None:
     code = (
-        "import sys; from registry._cli import cli\n"
+        "import sys; from registry.cli import cli\n"
         f"for args in (['list'], ['show', 'sobel_x'], ['verify', 'sobel_x'], ['export', 'sobel_x', '-o', {str(tmp_path / 'p.h5')!r}]):\n"
         f"    try: cli.main(['--db', {str(tmp_path / 'db')!r}, *args], standalone_mode=False)\n"
         "    except SystemExit as exc:\n"  # a command that fails must fail this test, not pass unseen

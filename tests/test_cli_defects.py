@@ -1,4 +1,4 @@
-"""CLI and API defects a new user hit (issue 12): each a one-line error, the right output, the right exit code."""
+"""CLI and API defects a new user hit: each a one-line error, the right output, the right exit code."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from registry import Registry
-from registry._cli import cli
+from registry.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def test_gabor_bank_orientations_are_capped(kreg) -> None:
 
 def test_verify_of_a_forged_huge_generator_is_cheap(tmp_path: Path) -> None:
     # A stored 3x3 whose record claims ksize=999999999: verify reports it, it does not allocate exabytes.
-    from registry import _families
+    from registry.kernels import families as _families
 
     record = {"provenance": {"generator": {"family": "box", "parameters": {"ksize": 999999999}}}}
     problems = _families.regenerate_problems(record, np.ones((3, 3), np.float32))
@@ -203,7 +203,7 @@ def test_values_too_large_for_the_dtype(kreg, args, dtype) -> None:
 def test_check_values_gives_no_runtime_warning() -> None:
     import warnings
 
-    from registry._content import check_values
+    from registry.format.content import check_values
     from registry._exceptions import InvalidKernelError
 
     with warnings.catch_warnings():
@@ -216,7 +216,7 @@ def test_check_values_gives_no_runtime_warning() -> None:
 
 
 def test_dtype_message_speaks_both_languages() -> None:
-    from registry._content import check_values
+    from registry.format.content import check_values
     from registry._exceptions import InvalidKernelError
 
     with pytest.raises(InvalidKernelError) as err:
@@ -254,7 +254,7 @@ def test_trust_hints(kreg, tmp_path: Path) -> None:
 
 
 def test_families_lists_parameters_and_defaults(kreg) -> None:
-    from registry._families import FAMILIES
+    from registry.kernels.families import FAMILIES
 
     result = kreg("families")
     assert result.exit_code == 0
@@ -281,7 +281,7 @@ def test_no_color_is_honoured(kreg) -> None:
 def test_tab_completion_completes_kernel_names(tmp_path: Path) -> None:
     env = {**os.environ, "_KREG_COMPLETE": "bash_complete", "COMP_WORDS": "kreg show sobel_x", "COMP_CWORD": "2",
            "KREG_DB": str(tmp_path / "db"), "PYTHONPATH": str(ROOT)}
-    code = "from registry._cli import main; main()"
+    code = "from registry.cli import main; main()"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     words = [line.split(",", 1)[1] for line in out.stdout.splitlines()]
     assert words == ["sobel_x", "sobel_x_unit", "sobel_xx", "sobel_xy"], out

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from registry import Registry
-from registry._content import content_hash
+from registry.format.content import content_hash
 
 NAMES = [f"crash/k{i}" for i in range(5)]
 

@@ -22,7 +22,7 @@ from scipy import ndimage
 from scipy.special import comb
 
 import registry
-from registry._builtins import BuiltinLayer
+from registry.kernels.builtins import BuiltinLayer
 from registry._paths import builtin_db_path
 
 # Gray and colour sample images, as float64 in [0, 1]: no download, they ship with scikit-image.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from registry import IntegrityError, InvalidKernelError, Registry, UnsafeFileError
-from registry._container import write_container
-from registry._content import content_hash
-from registry._guard import GuardedFile
+from registry.format.container import write_container
+from registry.format.content import content_hash
+from registry.format.guard import GuardedFile
 
 
 def record_for(name: str, values: np.ndarray, version: int = 1) -> dict:
@@ -124,7 +124,7 @@ def test_a_declared_size_larger_than_the_stored_bytes_is_refused_by_its_own_chec
 
 @pytest.mark.parametrize("libver", ["earliest", "latest"])
 def test_the_end_of_file_is_read_from_every_superblock_version(tmp_path: Path, libver: str) -> None:
-    from registry._guard import end_of_file
+    from registry.format.guard import end_of_file
 
     path = tmp_path / "f.h5"
     with h5py.File(path, "w", libver=libver) as f:
@@ -136,7 +136,7 @@ def test_the_end_of_file_is_read_from_every_superblock_version(tmp_path: Path, l
 
 def test_a_superblock_cut_anywhere_is_refused_cleanly(pack: Path) -> None:
     # A version-1 superblock cut at 12 bytes raised IndexError (found by the fuzz test).
-    from registry._guard import end_of_file
+    from registry.format.guard import end_of_file
 
     head = pack.read_bytes()[:128]
     for version in range(5):

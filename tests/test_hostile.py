@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from registry import Registry, UnsafeFileError
-from registry._guard import Limits
-from registry._pack import import_pack, parse_pack, write_pack
+from registry.format.guard import Limits
+from registry.format.pack import parse_pack, write_pack
+from registry.store.packs import import_pack
 
 from hostile import KINDS
 
@@ -121,7 +122,7 @@ OPEN_ALLOW_LIST = textwrap.dedent(
     code = args[args.index("-c") + 1]
     sys.argv = ["-c", *args[args.index("-c") + 2:]]
     sys.path[:] = json.loads(sys.argv[2])
-    import registry._guard as guard
+    import registry.format.guard as guard
     guard.ALLOWED_FILTERS[32999] = "test"
     exec(compile(code, "<child>", "exec"))
     """
@@ -134,7 +135,7 @@ def planted_filter_with_a_record(pack: Path) -> Path:
 
     import h5py
 
-    from registry._content import content_hash
+    from registry.format.content import content_hash
 
     values = np.ones((4, 4), np.float32)
     record = {"schema_version": 1, "name": "plug", "version": 1, "shape": [4, 4], "dtype": "float32",
@@ -152,7 +153,7 @@ def planted_filter_with_a_record(pack: Path) -> Path:
 
 def test_the_reader_child_disables_hdf5_plugins_on_its_own(pack: Path, reg: Registry, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defence in depth, tested apart from the guard's filter allow-list (issue 13): with the
+    """Defence in depth, tested apart from the guard's filter allow-list: with the
     allow-list opened in the child, a pack whose filter is a planted plugin must still not load it."""
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler to build the marker plugin")
@@ -168,8 +169,8 @@ def test_the_reader_child_disables_hdf5_plugins_on_its_own(pack: Path, reg: Regi
     marker = tmp_path / "marker"
     env = {"HDF5_PLUGIN_PATH": str(plugins), "KREG_MARKER": str(marker)}
     # Control: parsing in a process without the switch does reach the plugin loader.
-    control = ("import registry._guard as g; g.ALLOWED_FILTERS[32999] = 'test'\n"
-               f"from registry._pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(e)")
+    control = ("import registry.format.guard as g; g.ALLOWED_FILTERS[32999] = 'test'\n"
+               f"from registry.format.pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(e)")
     out = subprocess.run([sys.executable, "-c", control], env={**os.environ, **env}, capture_output=True, text=True)
     if not marker.exists():
         pytest.skip(f"this libhdf5 does not load filter plugins at all ({out.stdout.strip()[-200:]})")
@@ -192,7 +193,7 @@ def test_no_file_outside_the_pack_is_opened(kind: str, pack: Path, tmp_path: Pat
         pytest.skip("strace is not installed")
     hostile = KINDS[kind][0](pack, tmp_path)
     log = tmp_path / "strace.log"
-    code = f"from registry._pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(type(e).__name__)"
+    code = f"from registry.format.pack import parse_pack\ntry: parse_pack({str(hostile)!r})\nexcept Exception as e: print(type(e).__name__)"
     result = subprocess.run([strace, "-f", "-e", "trace=open,openat,openat2", "-o", str(log), sys.executable, "-c", code],
                             capture_output=True, text=True, timeout=60)
     if "Operation not permitted" in result.stderr or not log.exists():

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from registry import Registry
-from registry._pack import import_pack, write_pack
+from registry.format.pack import write_pack
+from registry.store.packs import import_pack
 
 KERNELS = 100
 

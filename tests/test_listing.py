@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry import Registry
-from registry._names import NAME_PATTERN, natural_key, sort_key
-from registry.store import index
+from registry.format.names import NAME_PATTERN, natural_key, sort_key
+from registry.format import index
 
 PY = sys.executable
 
@@ -252,7 +252,7 @@ def test_the_shipped_builtin_listing_matches_the_pack_and_a_stale_one_is_ignored
 
     import tomllib
 
-    from registry._builtins import BuiltinLayer
+    from registry.kernels.builtins import BuiltinLayer
     from registry._paths import builtin_db_path
 
     shipped_layer = BuiltinLayer(builtin_db_path())

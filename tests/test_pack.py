@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from registry import IntegrityError, InvalidKernelError, Registry
-from registry._pack import import_pack, parse_pack, write_pack
+from registry.format.pack import parse_pack, write_pack
+from registry.store.packs import import_pack
 
 DATA = Path(__file__).parent / "data"
 
@@ -88,7 +89,7 @@ def test_another_bias_is_a_new_version(reg: Registry, tmp_path: Path) -> None:
 
 
 def test_same_content_is_values_layout_and_bias() -> None:
-    from registry._content import same_content
+    from registry.format.content import same_content
 
     a = {"sha256": "ab" * 32, "layout": "HWIO", "shape": [1, 1, 1, 2], "dtype": "float32", "bias": [1.0, 2.0]}
     assert same_content(a, dict(a))
@@ -103,14 +104,14 @@ def test_same_content_is_values_layout_and_bias() -> None:
 
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    from registry._signing import keygen
+    from registry.format.signing import keygen
 
     private, _, _ = keygen(tmp_path / "keys" / "team.key")
     return private
 
 
 def signed(tmp_path: Path, key: Path, name: str, values: list, pack_name: str = "edges") -> Path:
-    from registry._signing import read_key
+    from registry.format.signing import read_key
 
     source = Registry(tmp_path / f"src-{name}", builtins=False)
     kernel = source.add("edge", values)
@@ -149,7 +150,7 @@ def test_the_cli_refuses_a_rollback_unless_told(kreg_cli, tmp_path: Path, key: P
 def kreg_cli(tmp_path: Path):
     from click.testing import CliRunner
 
-    from registry._cli import cli
+    from registry.cli import cli
 
     def run(*args: str):
         return CliRunner().invoke(cli, ["--db", str(tmp_path / "cli-reg"), *args], catch_exceptions=False)
@@ -157,7 +158,7 @@ def kreg_cli(tmp_path: Path):
 
 
 def test_keygen_writes_the_secret_0600_even_over_a_world_readable_file(tmp_path: Path) -> None:
-    from registry._signing import keygen
+    from registry.format.signing import keygen
 
     target = tmp_path / "key"
     target.write_text("old\n")
@@ -172,7 +173,7 @@ def test_keygen_writes_the_secret_0600_even_over_a_world_readable_file(tmp_path:
 
 
 def test_a_public_key_cannot_sign(tmp_path: Path, key: Path) -> None:
-    from registry._signing import read_key
+    from registry.format.signing import read_key
 
     with pytest.raises(InvalidKernelError, match="is a public key: anyone who has it could make the same signature"):
         read_key(f"{key}.pub", what="--sign")
@@ -215,9 +216,9 @@ def test_true_separable_factors_are_kept(reg: Registry) -> None:
 
 def test_metadata_printed_by_the_cli_is_sanitized() -> None:
     """Records that predate the schema's text rule (or a damaged index) still never reach the
-    terminal raw: the CLI prints metadata through registry._names.escape."""
-    from registry._cli import _flatten
-    from registry._names import escape
+    terminal raw: the CLI prints metadata through registry.format.names.escape."""
+    from registry.cli import _flatten
+    from registry.format.names import escape
 
     hostile = "ok\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\u202eevil\x9b2J"
     shown = dict(_flatten({"provenance": {"description": hostile, "references": [hostile]}}))
@@ -237,8 +238,8 @@ def test_metadata_printed_by_the_cli_is_sanitized() -> None:
     ],
 )
 def test_claims_a_writer_cannot_make(options: dict, reason: str) -> None:
-    """The pure check the store's add() calls (registry._claims); add() itself is tested below."""
-    from registry._claims import claim_problems
+    """The pure check the store's add() calls (registry.kernels.claims); add() itself is tested below."""
+    from registry.kernels.claims import claim_problems
 
     provenance = {"origin": options.get("origin", "handmade"), **options.get("provenance", {})}
     problems = claim_problems({"provenance": provenance}, np.ones((3, 3), np.float32))

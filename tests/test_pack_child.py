@@ -1,4 +1,4 @@
-"""read_pack's child process never re-runs the caller's ``__main__`` and works inside a Pool worker (issue 12)."""
+"""read_pack's child process never re-runs the caller's ``__main__`` and works inside a Pool worker."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from registry import Registry
-from registry._pack import import_pack, read_pack, write_pack
+from registry.format.pack import read_pack, write_pack
+from registry.store.packs import import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(f"""
         import registry
-        from registry._pack import import_pack
+        from registry.store.packs import import_pack
         print("RUN", flush=True)
         report = import_pack(registry.Registry({str(tmp_path / 'dst')!r}), {str(pack)!r})
         print("STEPS", [step.action for step in report.steps], flush=True)

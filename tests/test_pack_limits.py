@@ -1,4 +1,4 @@
-"""One set of limits: whatever add, batch and export accept, load and import accept (issue 9).
+"""One set of limits: whatever add, batch and export accept, load and import accept.
 
 Before, add() accepted a 16-segment name and a record over 64 KiB that load, verify and
 export then refused. Hypothesis drives the writers to and past every limit that a record
@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from registry import InvalidKernelError, InvalidNameError, Registry
-from registry._limits import LIMITS
-from registry._pack import import_pack, parse_pack, write_pack
+from registry.format.limits import LIMITS
+from registry.format.pack import parse_pack, write_pack
+from registry.store.packs import import_pack
 
 segment = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,15}", fullmatch=True)
 names = st.lists(segment, min_size=1, max_size=LIMITS.max_name_segments + 3).map("/".join)
@@ -69,7 +70,7 @@ def test_the_writer_limit_leaves_room_for_what_import_adds() -> None:
     a key and a time; the reserve must hold it."""
     import json
 
-    from registry._container import record_text
+    from registry.format.container import record_text
 
     origin = {"pack": {"name": "\u2603" * 256, "author": "\u2603" * 256, "sha256": "a" * 64,
                        "public_key": "b" * 64, "created_at": "2026-11-25T00:00:00.000000+00:00"}}
@@ -103,7 +104,7 @@ def test_a_record_at_the_writer_limit_round_trips_and_one_byte_more_is_refused(t
     writer's limit exports, imports (growing by provenance.pack) and loads."""
     from datetime import datetime, timezone
 
-    from registry._container import record_text
+    from registry.format.container import record_text
 
     reg = Registry(tmp_path / "reg", builtins=False)
     when = {"created_at": datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=timezone.utc)}

@@ -41,7 +41,7 @@ def test_wheel_is_typed_and_has_the_console_script(wheel: zipfile.ZipFile) -> No
     names = set(wheel.namelist())
     assert "registry/py.typed" in names
     (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
-    assert "kreg = registry._cli:main" in wheel.read(entry_points).decode()
+    assert "kreg = registry.cli:main" in wheel.read(entry_points).decode()
     assert not any(n.startswith(("tests/", "schema/", "kernels_db/")) for n in names)
 
 

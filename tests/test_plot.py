@@ -1,4 +1,4 @@
-"""kreg plot: responses as the layer computes them, scales, colour maps and values that fit (issue 12)."""
+"""kreg plot: responses as the layer computes them, scales, colour maps and values that fit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ pytest.importorskip("matplotlib")
 cv2 = pytest.importorskip("cv2")
 
 from registry import Registry  # noqa: E402
-from registry._kernel import Kernel  # noqa: E402
+from registry.kernels.kernel import Kernel  # noqa: E402
 from registry._plot import figure, layer_input, response, units  # noqa: E402
 
 

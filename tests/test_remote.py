@@ -8,7 +8,8 @@ import scipy.ndimage
 
 import registry
 from registry import KernelNotFoundError
-from registry._pack import import_pack, write_pack
+from registry.format.pack import write_pack
+from registry.store.packs import import_pack
 
 
 def test_add_load_versions(any_registry: registry.Registry) -> None:

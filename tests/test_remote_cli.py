@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import registry
-from registry._cli import cli
+from registry.cli import cli
 from registry.store.cache import DiskCache
 from registry.store.object import ObjectBackend
 from azserver import account_sas
@@ -305,7 +305,7 @@ def test_without_the_s3_extra_the_error_names_it(tmp_path: Path) -> None:
     import sys
 
     code = ("import sys; sys.modules['obstore'] = None\n"
-            "from click.testing import CliRunner\nfrom registry._cli import cli\n"
+            "from click.testing import CliRunner\nfrom registry.cli import cli\n"
             "r = CliRunner().invoke(cli, ['--db', 's3://b/p', 'list'])\nprint(r.exit_code, r.output)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("1 Error: ") and "pip install 'kreg[s3]'" in out and out.strip().count("\n") == 0

@@ -17,7 +17,7 @@ import pytest
 from azserver import ACCOUNT_KEY
 
 import registry
-from registry._content import content_hash
+from registry.format.content import content_hash
 
 #: A writer process: N adds over 4 names, printing "ref sha256" once each add is acknowledged.
 WRITER = """

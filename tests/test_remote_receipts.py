@@ -13,7 +13,7 @@ import pytest
 
 import registry
 from registry._exceptions import KernelNotFoundError
-from registry.store import index
+from registry.format import index
 from registry.store.object import ObjectBackend
 from registry.store.writer import receipt_key
 

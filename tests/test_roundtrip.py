@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from registry import Registry
-from registry._content import DTYPES, content_hash
+from registry.format.content import DTYPES, content_hash
 
 segment = st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,12}", fullmatch=True).filter(lambda s: ".." not in s)
 names = st.lists(segment, min_size=1, max_size=3).map("/".join).filter(lambda n: len(n) <= 128)

@@ -11,7 +11,7 @@ import pytest
 
 from registry import InvalidKernelError, Registry, SchemaVersionError
 from registry._paths import schema_dir
-from registry._spec import SCHEMA_VERSION, KernelRecord, json_schema, parse_record
+from registry.format.spec import SCHEMA_VERSION, KernelRecord, json_schema, parse_record
 
 EXAMPLES = sorted((schema_dir() / "v1" / "examples").glob("*.json"))
 
@@ -117,7 +117,7 @@ def test_older_versions_are_migrated_forward(monkeypatch: pytest.MonkeyPatch) ->
     a v1 record must pass through MIGRATIONS[1] and validate as v2."""
     from typing import Literal
 
-    from registry import _spec
+    from registry.format import spec as _spec
 
     class RecordV2(KernelRecord):
         schema_version: Literal[2] = 2  # type: ignore[assignment]
@@ -144,7 +144,7 @@ def test_a_v2_file_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         record["schema_version"] = 2
         record["new_in_v2"] = {"anything": True}
         f["kernels/k/@1"].attrs["record"] = json.dumps(record)
-    from registry._guard import GuardedFile
+    from registry.format.guard import GuardedFile
 
     with pytest.raises(SchemaVersionError, match="schema version 2, but this kreg reads schema versions up to 1"):
         GuardedFile(obj)
@@ -223,7 +223,7 @@ def test_the_json_schema_names_its_draft_and_checks_date_times() -> None:
 
 def test_equal_values_in_different_layouts_share_a_content_hash() -> None:
     """FORMAT.md says so: the hash covers dtype, shape and values, not the layout."""
-    from registry._content import content_hash
+    from registry.format.content import content_hash
 
     values = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
     assert content_hash(values) == content_hash(values.copy())  # as HWIO and as HWIM alike
@@ -231,8 +231,8 @@ def test_equal_values_in_different_layouts_share_a_content_hash() -> None:
 
 @pytest.fixture
 def signed_pack(tmp_path: Path) -> Path:
-    from registry._pack import write_pack
-    from registry._signing import keygen, read_key
+    from registry.format.pack import write_pack
+    from registry.format.signing import keygen, read_key
 
     reg = Registry(tmp_path / "reg", builtins=True)
     kernels = [

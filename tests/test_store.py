@@ -270,8 +270,8 @@ def test_module_functions_use_kreg_db(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_builtin_names_cannot_be_shadowed(tmp_path: Path) -> None:
-    from registry._container import write_container
-    from registry._records import validated as _validated
+    from registry.format.container import write_container
+    from registry.kernels.records import validated as _validated
 
     values = np.array([[1.0, -1.0]], np.float32)
     record = _validated(
@@ -281,7 +281,7 @@ def test_builtin_names_cannot_be_shadowed(tmp_path: Path) -> None:
             "shape": (1, 2),
             "dtype": "float32",
             "layout": "HW",
-            "sha256": registry._content.content_hash(values),
+            "sha256": registry.format.content.content_hash(values),
             "provenance": {"origin": "builtin", "created_at": "2026-01-01T00:00:00Z"},
         }
     )
@@ -331,7 +331,7 @@ def test_loading_a_stored_kernel_in_a_fresh_process_needs_neither_hdf5_nor_pydan
 
 
 def test_packs_have_a_public_api_on_the_registry(tmp_path: Path) -> None:
-    from registry._signing import keygen
+    from registry.format.signing import keygen
 
     src = Registry(tmp_path / "src", builtins=False)
     src.add("team/edge", [[1.0, -1.0]], description="step")

@@ -321,7 +321,7 @@ def test_without_tensorflow_the_error_names_the_extra() -> None:
 def test_kreg_add_from_keras_on_the_command_line(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from registry._cli import cli
+    from registry.cli import cli
 
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv1")], name="m")
     model.save(tmp_path / "m.keras")

@@ -231,7 +231,7 @@ def _two_convs() -> nn.Module:
 def test_kreg_add_from_a_safetensors_checkpoint_and_export_back(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from registry._cli import cli
+    from registry.cli import cli
 
     model = learned_conv(nn.Conv2d(3, 4, 5, bias=True))
     ckpt = tmp_path / "model.safetensors"

@@ -194,3 +194,58 @@ def _unlink(path: Path) -> None:
 
 
 __all__ = ["DiskCache", "open_cache"]
+
+
+class HeldRoot:
+    """The root this machine holds for one registry: in memory, and in the disk cache (``None``:
+    memory only), with when the server last confirmed it.
+
+    Args:
+        cache: the disk cache, or ``None``.
+        space: the cache's name for the registry (its URL and server).
+        gcs: the store is GCS, whose commits need the generation in the token.
+    """
+
+    def __init__(self, cache: DiskCache | None, space: str, *, gcs: bool = False) -> None:
+        self.cache, self.space, self.gcs = cache, space, gcs
+        self.value: tuple[bytes, str, float] | None = None  # bytes, token, when the server last confirmed it
+
+    def in_memory_only(self) -> HeldRoot:
+        """A copy holding the same root that never reads or writes the disk cache."""
+        twin = HeldRoot(None, self.space, gcs=self.gcs)
+        twin.value = self.value
+        return twin
+
+    def remember(self, data: bytes, token: str) -> None:
+        """The server confirmed ``data`` (with ``token``) just now."""
+        self.value = (data, token, time.time())
+        if self.cache is not None:
+            self.cache.put_root(self.space, data, token)
+
+    def last(self) -> tuple[bytes, str, float] | None:
+        """The last root seen, in memory or on disk, whatever its age."""
+        if self.value is None and self.cache is not None:
+            self.value = self.cache.get_root(self.space)
+        return self.value
+
+    def for_commit(self) -> tuple[bytes, str, float] | None:
+        """The root held, if its token can serve a commit. On gs:// a token without the generation
+        (a cache written before tokens carried it) cannot: a commit on it is refused by the client,
+        and a 304 on its ETag would keep it forever; a full read mends it."""
+        held = self.last()
+        if held is not None and self.gcs and "\t" not in held[1]:
+            return None
+        return held
+
+    def stale(self) -> None:
+        """Forget when the root was last confirmed: the next read asks the server."""
+        if self.value is not None:
+            self.value = (self.value[0], self.value[1], 0.0)
+        if self.cache is not None:
+            self.cache.expire_root(self.space)
+
+    def forget(self) -> None:
+        """The server no longer has a root: neither does this machine."""
+        self.value = None
+        if self.cache is not None:
+            self.cache.forget_root(self.space)

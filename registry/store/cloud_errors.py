@@ -8,8 +8,10 @@ never a credential: the client's own report, which may hold request URLs, is not
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
+from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
+from .backend import ObjectMissing
 
 
 def shown_url(url: str) -> str:
@@ -130,3 +132,24 @@ def _status(text: str) -> str:
 
 
 __all__: list[str] = []
+
+
+def translated(call: Any, url: str, key: str, *, writing: bool = False, committing: bool = False) -> Any:
+    """``call()``, one request of the client to the registry at ``url``, with the client's errors
+    turned into kreg's (never with secrets); a missing ``key`` is :class:`ObjectMissing`."""
+    import obstore.exceptions as oe
+
+    try:
+        return call()
+    except (oe.NotFoundError, FileNotFoundError) as exc:
+        if _NO_BUCKET.search(str(exc)):
+            raise _translate(exc, url, writing=writing) from None
+        raise ObjectMissing(f"{url}/{key} does not exist.") from None
+    except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):
+        raise
+    except KregError:
+        raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
+    except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
+        raise _translate(exc, url, writing=writing, committing=committing) from None
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
+        raise _panic(exc, url) from None

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._exceptions import KregError
-from .._index import column_widths
+from ..format.index import SEGMENT_KEY, Edit, Segment, View, canonical, object_key
+from ..format.rows import column_widths
 from .backend import Backend, ObjectMissing
-from .index import SEGMENT_KEY, Edit, Segment, View, canonical, object_key
 from .writer import TOMBSTONE, tombstone_key
 
 if TYPE_CHECKING:
-    from .._builtins import BuiltinLayer
+    from ..kernels.builtins import BuiltinLayer
 
 _OBJECT = re.compile(r"^kernels/(?P<name>.+)/@(?P<version>[1-9][0-9]{0,17})\.(?P<kind>h5|gone|json)$")
 _KNOWN = re.compile(r"^(index\.json|kreg-registry\.json|\.lock|index\.h5|index/[0-9a-f]{32}\.json|tmp/.*|attic/.*)$")
@@ -51,7 +51,7 @@ class Report:
 
 def check_object(backend: Backend, row: list[Any] | None, record: dict[str, Any]) -> tuple[list[str], np.ndarray | None]:
     """Problems of one committed version's object, and its values when they could be read."""
-    from .._guard import GuardedFile
+    from ..format.guard import GuardedFile
 
     name, version = record["name"], record["version"]
     key = object_key(name, version)
@@ -145,7 +145,7 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
 
 def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
     """Under the writers' lock: a new index from the objects' own records (see the module docs)."""
-    from .._spec import parse_record
+    from ..format.spec import parse_record
 
     report = Report(backend.url, repaired=True)
     old_next: dict[str, int] = {}
@@ -223,9 +223,9 @@ def verify_refs(backend: Backend, view: View, builtins: BuiltinLayer | None, ref
                 progress: Callable[[str], object] | None) -> list[tuple[str, str]]:
     """``Registry.verify``: each of ``refs`` (``name@v``) re-read from the store and checked
     against its record, its hash, the schema and, for a generated kernel, its generator."""
-    from .._families import regenerate_problems
-    from .._kernel import Kernel
-    from .._names import parse_ref
+    from ..format.names import parse_ref
+    from ..kernels.families import regenerate_problems
+    from ..kernels.kernel import Kernel
 
     problems: list[tuple[str, str]] = []
     for ref in refs:
@@ -269,7 +269,7 @@ def _check_receipt(backend: Backend, view: View, key: str, match: re.Match[str],
 
 def _read_object(backend: Backend, key: str, name: str, version: int) -> tuple[dict[str, Any], int | None]:
     """The record of a stored object and where its values start, after checking them."""
-    from .._guard import GuardedFile
+    from ..format.guard import GuardedFile
 
     with GuardedFile(backend.read(key), kind="object", where=f"{backend.url}/{key}") as obj:
         entry = obj.entries.get(f"{name}@{version}")

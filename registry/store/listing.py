@@ -5,8 +5,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from .._index import Listing, column_widths, entry_name, select
-from .._names import sort_key
+from ..format.names import sort_key
+from ..format.rows import Listing, column_widths, entry_name, select
 
 
 def merged_listing(entries: list[str], widths: list[int] | None, builtins: list[str], *, all_versions: bool,

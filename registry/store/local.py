@@ -1,9 +1,9 @@
 """A registry in a local directory: create-only objects, an atomically renamed root, a lock that waits.
 
-Every file operation is relative to a directory descriptor opened with ``O_NOFOLLOW``, so a
-symbolic link (or a FIFO, a device, a directory where a file belongs) planted anywhere
-inside the store is refused, and nothing outside the store is ever read, written or
-deleted. Writes go to ``tmp/``, are fsynced and read back, then hard-linked into place
+Every file operation goes through a :class:`~registry.store.tree.Tree`: relative to a directory
+descriptor opened with ``O_NOFOLLOW``, so a symbolic link (or a FIFO, a device, a directory
+where a file belongs) planted anywhere inside the store is refused, and nothing outside the
+store is ever read, written or deleted. Writes go to ``tmp/``, are fsynced and read back, then hard-linked into place
 (``link`` fails if the name is taken: create-only) or renamed over the root (the commit);
 the directories they land in are fsynced too. Only writers holding the lock sweep ``tmp/``,
 and only regular files whose names kreg itself writes.
@@ -11,20 +11,19 @@ and only regular files whose names kreg itself writes.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
 import stat
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .._exceptions import InvalidKernelError, LockTimeoutError, StoreWriteError, UnsafeFileError
+from .._exceptions import InvalidKernelError, LockTimeoutError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
+from .tree import RDONLY, Tree, fsync_dir, lexists, read_exactly, split_key, unlink_quietly, walk, write_error
 
 #: The root document: the commit point of the registry (format version 2).
 ROOT = "index.json"
@@ -38,11 +37,6 @@ TMP = "tmp"
 _OWN_NAMES = {ROOT, MARKER, LEGACY_INDEX, LOCK, TMP, "index", "kernels", "attic"}
 #: The names of the files kreg writes in ``tmp/``; the sweep removes nothing else.
 _TMP_NAME = re.compile(r"^(put|root)-[0-9a-f]{32}\.tmp$")
-#: One path segment of a key: what kernel names, versions and kreg's own files use.
-_SEGMENT = re.compile(r"^[a-z0-9@][a-z0-9_.@+-]*$")
-
-_RDONLY = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LocalBackend:
@@ -58,7 +52,7 @@ class LocalBackend:
         self.url = str(self.path)
         self.lock_timeout = lock_timeout
         self._pending: list[str] = []  # puts made with durable=False, made durable by flush()
-        self._pending_dirs: list[str] = []  # directories they created, whose parents need an fsync
+        self._tree = Tree(self.path, self.url)  # every file operation goes through it
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.url!r})"
@@ -68,8 +62,8 @@ class LocalBackend:
     def exists(self) -> bool:
         """True when a registry is here: a root, a format-1 index, or any kernel object."""
         try:
-            with self._root_dir() as fd:
-                if any(_lexists(fd, name) for name in (ROOT, LEGACY_INDEX)):
+            with self._tree.root_dir() as fd:
+                if any(lexists(fd, name) for name in (ROOT, LEGACY_INDEX)):
                     return True
         except ObjectMissing:
             return False
@@ -85,27 +79,27 @@ class LocalBackend:
     def root_stamp(self) -> tuple[int, ...] | None:
         """A cheap fingerprint of the root file (no read): equal stamps, equal roots."""
         try:
-            with self._root_dir() as fd:
+            with self._tree.root_dir() as fd:
                 st = os.stat(ROOT, dir_fd=fd, follow_symlinks=False)
         except (ObjectMissing, FileNotFoundError):
             return None
         except OSError as exc:
-            raise self._unsafe(ROOT, exc) from None
+            raise self._tree.unsafe(ROOT, exc) from None
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def read(self, key: str) -> bytes:
-        with self._open(key) as fd:
+        with self._tree.open(key) as fd:
             size = os.fstat(fd).st_size
-            return _read_exactly(fd, 0, size, key)
+            return read_exactly(fd, 0, size, key)
 
     def read_range(self, key: str, offset: int, size: int) -> bytes:
-        with self._open(key) as fd:
+        with self._tree.open(key) as fd:
             if offset < 0 or offset + size > os.fstat(fd).st_size:
                 raise UnsafeFileError(
-                    f"{self._where(key)} is shorter than its index entry says ({offset} + {size} bytes); "
+                    f"{self._tree.where(key)} is shorter than its index entry says ({offset} + {size} bytes); "
                     "it was truncated or replaced. Run 'kreg fsck'."
                 )
-            return _read_exactly(fd, offset, size, key)
+            return read_exactly(fd, offset, size, key)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         for key, kind in self.scan(prefix):
@@ -115,10 +109,10 @@ class LocalBackend:
     def scan(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         """``(key, kind)`` for everything under ``prefix``: kind is ``file``, ``link`` or
         ``other`` (FIFOs, devices, sockets); directories are walked, never followed."""
-        parts = _split(prefix) if prefix else []
+        parts = split_key(prefix) if prefix else []
         try:
-            with self._dir(parts, create=False) as fd:
-                yield from _walk(fd, "/".join(parts))
+            with self._tree.dir(parts, create=False) as fd:
+                yield from walk(fd, "/".join(parts))
         except ObjectMissing:
             return
 
@@ -128,12 +122,12 @@ class LocalBackend:
     def writer(self) -> Iterator[None]:
         """The writers' lock (waits for another writer); sweeps what a crashed writer left."""
         self._create_root()
-        with self._root_dir() as root:
-            fd = self._os(lambda: os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        with self._tree.root_dir() as root:
+            fd = self._tree.call(lambda: os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
                                           | os.O_NONBLOCK, 0o644, dir_fd=root), LOCK)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafeFileError(f"{self._where(LOCK)} is not a regular file; kreg refuses to use it as its lock.")
+                raise UnsafeFileError(f"{self._tree.where(LOCK)} is not a regular file; kreg refuses to use it as its lock.")
             _flock(fd, self.lock_timeout, self.url)
             try:
                 self._sweep()
@@ -146,61 +140,61 @@ class LocalBackend:
             os.close(fd)
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
-        parts = _split(key)
-        with self._dir([TMP], create=True) as tmp, self._dir(parts[:-1], create=True, sync=durable) as parent:
-            name = self._write_tmp(tmp, "put", data, sync=durable)
+        parts = split_key(key)
+        with self._tree.dir([TMP], create=True) as tmp, self._tree.dir(parts[:-1], create=True, sync=durable) as parent:
+            name = self._tree.write_tmp(tmp, "put", data, sync=durable)
             try:
                 os.link(name, parts[-1], src_dir_fd=tmp, dst_dir_fd=parent, follow_symlinks=False)
             except FileExistsError:
-                raise ObjectExists(f"{self._where(key)} already exists.") from None
+                raise ObjectExists(f"{self._tree.where(key)} already exists.") from None
             except OSError as exc:
-                raise _write_error(self.url, exc) from None
+                raise write_error(self.url, exc) from None
             finally:
-                _unlink_quietly(tmp, name)
+                unlink_quietly(tmp, name)
             if not durable:
                 self._pending.append(key)
                 return
             try:
                 os.fsync(parent)
             except OSError as exc:  # the name is ours but not durable: take it back
-                _unlink_quietly(parent, parts[-1])
-                raise _write_error(self.url, exc) from None
+                unlink_quietly(parent, parts[-1])
+                raise write_error(self.url, exc) from None
 
     def flush(self) -> None:
         """Make every put with ``durable=False`` durable: one ``syncfs`` of the registry's
         filesystem where Linux offers it, else an fsync of each file and its directory."""
         pending, self._pending = self._pending, []
-        dirs, self._pending_dirs = self._pending_dirs, []
+        dirs, self._tree.pending_dirs = self._tree.pending_dirs, []
         if not pending:
             return
-        with self._root_dir() as root:
-            if self._os(lambda: _syncfs(root), ROOT):
+        with self._tree.root_dir() as root:
+            if self._tree.call(lambda: _syncfs(root), ROOT):
                 return
         for key in pending:
-            parts = _split(key)
-            with self._dir(parts[:-1], create=False) as parent:
-                fd = self._os(lambda: os.open(parts[-1], _RDONLY, dir_fd=parent), key)
+            parts = split_key(key)
+            with self._tree.dir(parts[:-1], create=False) as parent:
+                fd = self._tree.call(lambda: os.open(parts[-1], RDONLY, dir_fd=parent), key)
                 try:
-                    self._os(lambda: os.fsync(fd), key)
+                    self._tree.call(lambda: os.fsync(fd), key)
                 finally:
                     os.close(fd)
-                self._os(lambda: os.fsync(parent), key)
+                self._tree.call(lambda: os.fsync(parent), key)
         for where in dirs:
-            with self._dir(_split(where) if where else [], create=False) as fd:
-                self._os(lambda: os.fsync(fd), where)
+            with self._tree.dir(split_key(where) if where else [], create=False) as fd:
+                self._tree.call(lambda: os.fsync(fd), where)
 
     def delete(self, key: str) -> None:
-        parts = _split(key)
+        parts = split_key(key)
         try:
-            with self._dir(parts[:-1], create=False) as parent:
+            with self._tree.dir(parts[:-1], create=False) as parent:
                 try:
                     st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
                 except FileNotFoundError:
                     return
                 if not stat.S_ISREG(st.st_mode):
-                    raise UnsafeFileError(f"{self._where(key)} is not a regular file; kreg does not delete it.")
+                    raise UnsafeFileError(f"{self._tree.where(key)} is not a regular file; kreg does not delete it.")
                 # No fsync: a delete that a crash undoes leaves an unreferenced file, which fsck lists.
-                self._os(lambda: os.unlink(parts[-1], dir_fd=parent), key)
+                self._tree.call(lambda: os.unlink(parts[-1], dir_fd=parent), key)
         except ObjectMissing:
             return
 
@@ -208,32 +202,32 @@ class LocalBackend:
         current, current_token = self.read_root()
         if current_token != token:
             raise CommitConflict(f"{self.url}: another writer committed first.")
-        with self._root_dir() as fd, self._dir([TMP], create=True) as tmp:
-            name = self._write_tmp(tmp, "root", root)
+        with self._tree.root_dir() as fd, self._tree.dir([TMP], create=True) as tmp:
+            name = self._tree.write_tmp(tmp, "root", root)
             try:
                 os.rename(name, ROOT, src_dir_fd=tmp, dst_dir_fd=fd)
             except OSError as exc:
-                _unlink_quietly(tmp, name)
-                raise _write_error(self.url, exc) from None
+                unlink_quietly(tmp, name)
+                raise write_error(self.url, exc) from None
             # The rename is the commit; a failed fsync after it cannot be undone, only reported.
-            self._os(lambda: os.fsync(fd), ROOT, committed=True)
+            self._tree.call(lambda: os.fsync(fd), ROOT, committed=True)
         return hashlib.sha256(root).hexdigest()
 
     def put_marker(self, data: bytes) -> None:
         """Under the lock, before the first write: the format marker, and an empty root when
         there is none. A root missing while objects exist then always means a lost index, never
         a first add that was killed before its commit."""
-        with self._root_dir() as fd:
-            if _lexists(fd, MARKER) and _lexists(fd, ROOT):
+        with self._tree.root_dir() as fd:
+            if lexists(fd, MARKER) and lexists(fd, ROOT):
                 return
-            has_root_or_legacy = _lexists(fd, ROOT) or _lexists(fd, LEGACY_INDEX)
+            has_root_or_legacy = lexists(fd, ROOT) or lexists(fd, LEGACY_INDEX)
         try:
             self.put(MARKER, data)
         except ObjectExists:
             pass
         if has_root_or_legacy or next(iter(self.scan("kernels")), None) is not None:
             return
-        from .index import empty_root
+        from ..format.index import empty_root
 
         segment_key, segment, root = empty_root()
         self.put(segment_key, segment)
@@ -266,202 +260,22 @@ class LocalBackend:
         else:
             try:
                 path.mkdir(parents=True)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             except FileExistsError:
                 pass
             except OSError as exc:
-                raise _write_error(self.url, exc) from None
-
-    @contextmanager
-    def _root_dir(self) -> Iterator[int]:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ObjectMissing(f"No registry at {self.url}.") from None
-        except NotADirectoryError:
-            raise UnsafeFileError(f"The registry path {self.url} is a file; a registry is a directory.") from None
-        except OSError as exc:
-            raise UnsafeFileError(f"Cannot open the registry at {self.url}: {exc.strerror}.") from None
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-    @contextmanager
-    def _dir(self, parts: list[str], *, create: bool, sync: bool = True) -> Iterator[int]:
-        """A descriptor of the directory ``parts`` below the root, walked without following
-        links; missing directories are made (and their parents fsynced) when ``create``."""
-        with self._root_dir() as root:
-            fd = os.dup(root)
-        try:
-            for i, part in enumerate(parts):
-                where = "/".join(parts[: i + 1])
-                try:
-                    child = os.open(part, _DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise ObjectMissing(f"{self._where(where)} does not exist.") from None
-                    try:
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    except OSError as exc:
-                        raise _write_error(self.url, exc) from None
-                    if sync:
-                        self._os(lambda: os.fsync(fd), where)
-                    else:
-                        self._pending_dirs.append(where.rpartition("/")[0])
-                    child = self._open_dir_at(fd, part, where)
-                except OSError as exc:
-                    raise self._unsafe(where, exc) from None
-                os.close(fd)
-                fd = child
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _open_dir_at(self, fd: int, part: str, where: str) -> int:
-        try:
-            return os.open(part, _DIR, dir_fd=fd)
-        except OSError as exc:
-            raise self._unsafe(where, exc) from None
-
-    @contextmanager
-    def _open(self, key: str) -> Iterator[int]:
-        parts = _split(key)
-        with self._dir(parts[:-1], create=False) as parent:
-            try:
-                fd = os.open(parts[-1], _RDONLY, dir_fd=parent)
-            except FileNotFoundError:
-                raise ObjectMissing(f"{self._where(key)} does not exist.") from None
-            except OSError as exc:
-                raise self._unsafe(key, exc) from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UnsafeFileError(
-                    f"{self._where(key)} is not a regular file (a FIFO, device or directory was planted "
-                    "there); kreg refuses it. Run 'kreg fsck'."
-                )
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _write_tmp(self, tmp: int, kind: str, data: bytes, *, sync: bool = True) -> str:
-        """Write ``data`` to a new file in ``tmp/``, fsync it (unless deferred to :meth:`flush`)
-        and read it back; return its name."""
-        name = f"{kind}-{uuid.uuid4().hex}.tmp"
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                         dir_fd=tmp)
-        except OSError as exc:
-            raise _write_error(self.url, exc) from None
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if sync:
-                    os.fsync(fd)
-                # Known good before it is named: what the disk gives back is what was meant.
-                if hashlib.sha256(_read_exactly(fd, 0, len(data), name)).digest() != hashlib.sha256(data).digest():
-                    raise OSError(errno.EIO, "the file read back differs from what was written")
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            _unlink_quietly(tmp, name)
-            raise _write_error(self.url, exc) from None
-        return name
+                raise write_error(self.url, exc) from None
 
     def _sweep(self) -> None:
         """Remove what crashed writers left in ``tmp/``: regular files with kreg's names only."""
         try:
-            with self._dir([TMP], create=False) as tmp:
+            with self._tree.dir([TMP], create=False) as tmp:
                 for entry in os.scandir(tmp):
                     if _TMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
-                        _unlink_quietly(tmp, entry.name)
+                        unlink_quietly(tmp, entry.name)
         except ObjectMissing:
             pass
 
-    def _os(self, call, where: str, *, committed: bool = False):  # type: ignore[no-untyped-def]
-        try:
-            return call()
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise self._unsafe(where, exc) from None
-            raise _write_error(self.url, exc, committed=committed) from None
-
-    def _unsafe(self, key: str, exc: OSError) -> Exception:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            return UnsafeFileError(
-                f"{self._where(key)} is a symbolic link or not what kreg put there; kreg never follows "
-                "links inside a registry. Remove it (see 'kreg fsck')."
-            )
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return UnsafeFileError(f"{self._where(key)}: permission denied ({exc.strerror}).")
-        return UnsafeFileError(f"{self._where(key)}: {exc.strerror or exc}.")
-
-    def _where(self, key: str) -> str:
-        return f"{self.url}/{key}"
-
-
-def _split(key: str) -> list[str]:
-    parts = key.split("/")
-    if not parts or not all(_SEGMENT.match(p) and ".." not in p for p in parts):
-        raise UnsafeFileError(f"Refused store key {key!r}: not a name kreg writes.")
-    return parts
-
-
-def _walk(fd: int, prefix: str) -> Iterator[tuple[str, str]]:
-    for entry in sorted(os.scandir(fd), key=lambda e: e.name):
-        key = f"{prefix}/{entry.name}" if prefix else entry.name
-        if entry.is_symlink():
-            yield key, "link"
-        elif entry.is_dir(follow_symlinks=False):
-            try:
-                child = os.open(entry.name, _DIR, dir_fd=fd)
-            except OSError:
-                yield key, "link"
-                continue
-            try:
-                yield from _walk(child, key)
-            finally:
-                os.close(child)
-        elif entry.is_file(follow_symlinks=False):
-            yield key, "file"
-        else:
-            yield key, "other"
-
-
-def _lexists(fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _read_exactly(fd: int, offset: int, size: int, where: str) -> bytes:
-    """``size`` bytes from ``offset``: small reads as ``bytes``, large ones straight into an
-    uninitialised NumPy buffer (no zero-fill, no copy; it supports the buffer protocol)."""
-    if size < 1 << 20:
-        data = os.pread(fd, size, offset)
-        while len(data) < size:
-            more = os.pread(fd, size - len(data), offset + len(data))
-            if not more:
-                raise UnsafeFileError(f"{where}: the file ended early (it shrank while being read).")
-            data += more
-        return data
-    import numpy as np
-
-    buffer = np.empty(size, np.uint8)
-    view = memoryview(buffer)
-    done = 0
-    while done < size:
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n == 0:
-            raise UnsafeFileError(f"{where}: the file ended early (it shrank while being read).")
-        done += n
-    return buffer  # type: ignore[return-value]
 
 
 def _flock(fd: int, timeout: float, url: str) -> None:
@@ -502,39 +316,3 @@ def _syncfs(fd: int) -> bool:
     return True
 
 
-def _unlink_quietly(dir_fd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_error(url: str, exc: OSError, *, committed: bool = False) -> StoreWriteError:
-    reason = exc.strerror or str(exc)
-    if committed:
-        return _committed(StoreWriteError(
-            f"The change to the registry at {url} was committed, but flushing it to disk failed: "
-            f"{reason}. It may not survive a power loss; run 'kreg fsck' once the disk is fixed."
-        ))
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StoreWriteError(
-            f"Cannot write to the registry at {url}: {reason}. It is read-only for you; "
-            "use a registry you own (--db PATH or KREG_DB)."
-        )
-    return StoreWriteError(
-        f"Could not write to the registry at {url}: {reason}. Nothing was added or removed; "
-        "free space or fix the disk, then try again."
-    )
-
-
-def _committed(error: StoreWriteError) -> StoreWriteError:
-    error.committed = True  # type: ignore[attr-defined]  # the writer must not undo a swapped root
-    return error

@@ -16,19 +16,18 @@ environment and never appear in a message: errors name the registry's URL only.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
-from datetime import timedelta
 from typing import Any
 
-from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
+from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
-from .cache import DiskCache, open_cache
-from .cloud_errors import _LEASED, _NO_BUCKET, _check_plain, _first_line, _hints, _panic, _refused, _translate
+from .cache import DiskCache, HeldRoot, open_cache
+from .clients import cache_space, etag_matches, etag_of, make_store, token_of, update_mode
+from .cloud_errors import _LEASED, _check_plain, _panic, _refused, _translate, translated
 
 #: The root document (the commit point), as in a local registry.
 ROOT = "index.json"
@@ -70,11 +69,11 @@ class ObjectBackend:
         env = os.environ.get(FRESHNESS_ENV, "")
         self.freshness = float(freshness if freshness is not None else (env or 0))
         self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
-        self._space = _cache_space(scheme, self.url)  # the cache's name for this registry
+        self._space = cache_space(scheme, self.url)  # the cache's name for this registry
         self.stats: Counter[str] = Counter()  # requests by verb, bytes_in, bytes_out (the benchmark reads it)
         self._retries, self._timeout = retries, timeout
         self._store: Any = None
-        self._root: tuple[bytes, str, float] | None = None  # bytes, ETag, when the server last confirmed it
+        self._held = HeldRoot(self.cache, self._space, gcs=scheme == "gs")
         self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
 
     #: A committed version gets a receipt (see ``writer.receipt``): a pinned load costs two requests.
@@ -90,6 +89,7 @@ class ObjectBackend:
         ``fsck`` check is the store, not this machine's copies); its requests count here too."""
         twin = copy.copy(self)
         twin.cache = None
+        twin._held = self._held.in_memory_only()
         return twin
 
     # -- the client -------------------------------------------------------
@@ -97,28 +97,13 @@ class ObjectBackend:
     @property
     def store(self) -> Any:
         if self._store is None:
-            self._store = _make_store(self._scheme, self._bucket, self._prefix, self._retries, self._timeout, self.url)
+            self._store = make_store(self._scheme, self._bucket, self._prefix, self._retries, self._timeout, self.url)
         return self._store
 
     def _request(self, verb: str, call: Any, key: str, *, writing: bool = False, committing: bool = False) -> Any:
         """One HTTP request, counted; the client's errors become kreg's (never with secrets)."""
-        import obstore.exceptions as oe
-
         self.stats[verb] += 1
-        try:
-            return call()
-        except (oe.NotFoundError, FileNotFoundError) as exc:
-            if _NO_BUCKET.search(str(exc)):
-                raise _translate(exc, self.url, writing=writing) from None
-            raise ObjectMissing(f"{self.url}/{key} does not exist.") from None
-        except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):
-            raise
-        except KregError:
-            raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
-        except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
-            raise _translate(exc, self.url, writing=writing, committing=committing) from None
-        except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
-            raise _panic(exc, self.url) from None
+        return translated(call, self.url, key, writing=writing, committing=committing)
 
     def _get(self, key: str, options: dict[str, Any] | None = None) -> tuple[bytes, dict[str, Any]]:
         """One GET: the body and the object's metadata. The body is read inside the request, so a
@@ -143,14 +128,14 @@ class ObjectBackend:
         GET (304: the copy held is current)."""
         import obstore.exceptions as oe
 
-        held = self._held_root()
+        held = self._held.for_commit()
         just_checked, self._root_checked_now = self._root_checked_now, False
         if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
-        options = {"if_none_match": _etag_of(held[1])} if held is not None else None
+        options = {"if_none_match": etag_of(held[1])} if held is not None else None
         try:
             data, meta = self._get(ROOT, options)
-            etag = _token(meta)
+            etag = token_of(meta)
             self.stats["bytes_in"] += len(data)
         except oe.NotModifiedError:
             assert held is not None
@@ -158,16 +143,14 @@ class ObjectBackend:
         except ObjectMissing:
             # Gone from the server: forget it here too, or a writer would build on it (and skip
             # creating the empty root first) for the next five minutes.
-            self._root = None
-            if self.cache is not None:
-                self.cache.forget_root(self._space)
+            self._held.forget()
             return None, None
-        self._remember_root(data, etag)
+        self._held.remember(data, etag)
         return data, etag
 
     def cached_root(self) -> bytes | None:
         """The last root this machine saw, without any request (pinned versions resolve through it)."""
-        held = self._root or self._disk_root()
+        held = self._held.last()
         return held[0] if held is not None else None
 
     def read(self, key: str) -> bytes:
@@ -179,15 +162,15 @@ class ObjectBackend:
         try:
             data, meta = self._get(key)
         except ObjectMissing:
-            self._stale()  # a writer moved it: the next root read must ask the server
+            self._held.stale()  # a writer moved it: the next root read must ask the server
             raise
         self.stats["bytes_in"] += len(data)
-        if not _etag_matches(data, meta.get("e_tag")):
+        if not etag_matches(data, meta.get("e_tag")):
             # Damaged on the way, or an ETag that is no MD5 (SSE-KMS): fetch again; the same
             # bytes twice are what the server holds, a damaged transfer does not repeat itself.
             again = self._get(key)[0]
             self.stats["bytes_in"] += len(again)
-            if again != data and not _etag_matches(again, meta.get("e_tag")):
+            if again != data and not etag_matches(again, meta.get("e_tag")):
                 raise RemoteError(f"{self.url}/{key}: two downloads differ and neither matches the server's "
                                   "checksum (ETag); the network damages transfers. Try again.")
             data = again
@@ -266,9 +249,9 @@ class ObjectBackend:
         kernel objects exist would be ambiguous (a first commit under way, or a lost index), so
         a new registry gets an empty root (naming one empty segment) before any object is put.
         No request when this machine has seen the root before."""
-        from .index import empty_root
+        from ..format.index import empty_root
 
-        held = self._held_root()
+        held = self._held.for_commit()
         if held is not None:
             # Optimistic: a writer may build on a root confirmed lately without asking again; the
             # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
@@ -312,7 +295,7 @@ class ObjectBackend:
         import obstore as obs
         import obstore.exceptions as oe
 
-        mode: Any = _update_mode(str(token)) if token is not None else "create"
+        mode: Any = update_mode(str(token)) if token is not None else "create"
         try:
             try:
                 result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
@@ -324,12 +307,12 @@ class ObjectBackend:
                         f"{self.url}/{ROOT} is leased (an Azure blob lease is held on it), so no commit can "
                         f"replace it; nothing was committed. Break the lease ('az storage blob lease break "
                         f"--container-name {self._bucket} --blob-name {self._key(ROOT)}') and try again.")) from None
-                self._stale()
+                self._held.stale()
                 try:
                     there, meta = self._get(ROOT)
                     if there == bytes(root):
-                        self._remember_root(there, _token(meta))
-                        return _token(meta)
+                        self._held.remember(there, token_of(meta))
+                        return token_of(meta)
                 except ObjectMissing:
                     pass
                 raise CommitConflict(f"{self.url}: another writer committed first.") from None
@@ -340,169 +323,20 @@ class ObjectBackend:
                 raise
             # The PUT may have landed before the connection broke: the writer must not delete what
             # the new root may name. Uncommitted, it is only orphans, which fsck lists.
-            self._stale()
+            self._held.stale()
             error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
             error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
                           "adding again.",)
             error.committed = True  # type: ignore[attr-defined]
             raise error from None
         self.stats["bytes_out"] += len(root)
-        self._remember_root(bytes(root), _token(result))
-        return _token(result)
+        self._held.remember(bytes(root), token_of(result))
+        return token_of(result)
 
     def _key(self, key: str) -> str:
         """``key`` as the store names it: under the registry's prefix."""
         return f"{self._prefix}/{key}" if self._prefix else key
 
-    # -- the root in memory and on disk -----------------------------------
-
-    def _remember_root(self, data: bytes, etag: str) -> None:
-        self._root = (data, etag, time.time())
-        if self.cache is not None:
-            self.cache.put_root(self._space, data, etag)
-
-    def _held_root(self) -> tuple[bytes, str, float] | None:
-        """The root held in memory or on disk, if its token can serve a commit. On gs:// a token
-        without the generation (a cache written before tokens carried it) cannot: a commit on it
-        is refused by the client, and a 304 on its ETag would keep it forever; a full read mends it."""
-        held = self._root or self._disk_root()
-        if held is not None and self._scheme == "gs" and "\t" not in held[1]:
-            return None
-        return held
-
-    def _disk_root(self) -> tuple[bytes, str, float] | None:
-        if self.cache is None:
-            return None
-        held = self.cache.get_root(self._space)
-        if held is not None:
-            self._root = held
-        return held
-
-    def _stale(self) -> None:
-        """Forget when the root was last confirmed: the next read asks the server."""
-        if self._root is not None:
-            self._root = (self._root[0], self._root[1], 0.0)
-        if self.cache is not None:
-            self.cache.expire_root(self._space)
-
-
-def _make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
-    """The obstore client for ``url``, configured from the cloud's standard environment."""
-    from obstore.store import from_url
-
-    client: dict[str, Any] = {"connect_timeout": timedelta(seconds=timeout),
-                              "timeout": timedelta(seconds=max(60.0, 20 * timeout))}
-    retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=max(10.0, 4 * timeout)),
-             "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=3),
-                         "base": 2}}
-    kwargs: dict[str, Any] = {}
-    # The client panics (a Rust panic, with a backtrace on stderr) on a header value it cannot
-    # send: name the setting instead, never its value.
-    for variable, value in os.environ.items():
-        if variable.startswith(("AWS_", "AZURE_", "GOOGLE_")) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise RemoteError(f"Cannot configure the client for {url}: {variable} holds a control character (a "
-                              "newline?) that no request may carry. Set it again without it.")
-    if scheme in ("s3", "s3a"):
-        endpoint = _s3_endpoint()
-        if endpoint:
-            # A local server (SeaweedFS, MinIO) is plain HTTP and addressed by path, not by
-            # virtual host; AWS_ENDPOINT_URL alone must be enough to reach it.
-            client["allow_http"] = endpoint.startswith("http://")
-            kwargs["endpoint"] = endpoint
-            kwargs.setdefault("virtual_hosted_style_request", False)
-            if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
-                kwargs["region"] = "us-east-1"
-        provider = _profile_credentials()
-        if provider is not None:
-            kwargs["credential_provider"] = provider
-    elif scheme == "gs" and _gcs_base_url().startswith("http://"):
-        client["allow_http"] = True  # a local GCS stand-in named by the service-account file, as for S3
-    try:
-        return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
-                        client_options=client, retry_config=retry, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
-        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc).rstrip('.')}. Check "
-                          f"{_hints(url)[2]}.") from None
-    except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
-        raise _panic(exc, url) from None
-
-
-def _cache_space(scheme: str, url: str) -> str:
-    """What the local cache files this registry under: its URL and the server it is on. The URL
-    alone is not enough: the same ``s3://bucket/p`` on two endpoints (two MinIOs), or the same
-    ``az://container/p`` in two storage accounts, are two registries."""
-    env = os.environ.get
-    if scheme in ("s3", "s3a"):
-        where = _s3_endpoint() or "aws"
-    elif scheme == "gs":
-        where = _gcs_base_url() or "gcs"
-    elif (env("AZURE_STORAGE_USE_EMULATOR") or "").lower() in ("1", "true"):
-        where = env("AZURITE_BLOB_STORAGE_URL") or "azurite"
-    else:
-        account = env("AZURE_STORAGE_ACCOUNT_NAME") or env("AZURE_STORAGE_ACCOUNT") or ""
-        where = f"{account} {env('AZURE_STORAGE_ENDPOINT') or env('AZURE_ENDPOINT') or ''}"
-    return f"{url}\n{where}"
-
-
-def _s3_endpoint() -> str | None:
-    """The S3 endpoint the environment names (a local server), or None for AWS itself."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-def _gcs_base_url() -> str:
-    """The ``gcs_base_url`` of the service-account file the client will read, if any (it points
-    the client at a local server; real GCS is always HTTPS)."""
-    import json
-
-    path = os.environ.get("GOOGLE_SERVICE_ACCOUNT") or os.environ.get("GOOGLE_SERVICE_ACCOUNT_PATH")
-    try:
-        with open(path or "", encoding="utf-8") as handle:
-            url = json.load(handle).get("gcs_base_url", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return url if isinstance(url, str) else ""
-
-
-def _profile_credentials() -> Any:
-    """Credentials from an AWS profile (``AWS_PROFILE``, ``~/.aws/config``) through boto3, when the
-    environment holds no keys of its own; ``None`` lets the client read the environment."""
-    if os.environ.get("AWS_ACCESS_KEY_ID") or not os.environ.get("AWS_PROFILE"):
-        return None
-    try:
-        import boto3
-        from obstore.auth.boto3 import Boto3CredentialProvider
-    except ImportError:
-        from .._exceptions import MissingDependencyError
-
-        raise MissingDependencyError("AWS_PROFILE is set: reading AWS profiles needs boto3 (pip install boto3), "
-                                     "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead.") from None
-    return Boto3CredentialProvider(boto3.Session(profile_name=os.environ["AWS_PROFILE"]))
-
-
-def _token(meta: Any) -> str:
-    """The root's compare-and-swap token: its ETag, and its generation where the store has one.
-    GCS conditions an update on the generation (``x-goog-if-generation-match``), not the ETag:
-    without it the client refuses the update ("missing version")."""
-    etag, version = meta["e_tag"], meta.get("version")
-    return f"{etag}\t{version}" if version else str(etag)
-
-
-def _etag_of(token: str) -> str:
-    return token.partition("\t")[0]
-
-
-def _update_mode(token: str) -> dict[str, str]:
-    """``If-Match`` on the ETag (S3, Azure), with the generation for GCS when the token has one."""
-    etag, _, version = token.partition("\t")
-    return {"e_tag": etag, "version": version} if version else {"e_tag": etag}
-
-
-def _etag_matches(data: bytes, etag: str | None) -> bool:
-    """False when the ETag looks like an MD5 (single-part S3 uploads) and the bytes do not hash to it."""
-    tag = (etag or "").strip('"')
-    if len(tag) == 32 and all(c in "0123456789abcdef" for c in tag):
-        return hashlib.md5(data, usedforsecurity=False).hexdigest() == tag
-    return True
 
 
 __all__ = ["ObjectBackend", "SCHEMES"]

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._content import content_hash
 from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
-from .._kernel import Kernel
-from .._names import Ref, did_you_mean, escape
+from ..format.content import content_hash
+from ..format.index import View, object_key
+from ..format.names import Ref, did_you_mean, escape
+from ..kernels.kernel import Kernel
 from .backend import Backend
-from .index import View, object_key
 from .state import Committed, KernelMemo
 from .writer import RECEIPT_FORMAT, receipt_key
 
 if TYPE_CHECKING:
-    from .._builtins import BuiltinLayer
+    from ..kernels.builtins import BuiltinLayer
 
 
 class Loader:
@@ -42,7 +42,7 @@ class Loader:
         return self.state.read(lambda view: self.load_from(view, parsed, verify, cached=True))
 
     def _pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
-        """``name@v`` without reading the index when it can be (issue 10: remote registries):
+        """``name@v`` without reading the index when it can be:
         through the last root this machine saw (no request at all when it is cached), else
         through the version's receipt (an object store: the receipt and the values, two
         requests). None sends the load down the index path, which decides."""
@@ -119,14 +119,14 @@ def generate(parsed: Ref, params: dict[str, Any]) -> Kernel:
     """A kernel made on the fly by the family ``parsed.name``."""
     if parsed.version is not None:
         raise InvalidKernelError(f"A family takes parameters, not a version. Received: {parsed}.")
-    from .._families import generate_kernel
+    from ..kernels.families import generate_kernel
 
     dtype = params.pop("dtype", "float32")
     return Kernel(*generate_kernel(parsed.name, params, dtype=dtype))
 
 
 def family_names() -> list[str]:
-    from .._families import FAMILIES
+    from ..kernels.families import FAMILIES
 
     return list(FAMILIES)
 
@@ -138,7 +138,7 @@ def read_values(backend: Backend, record: dict[str, Any], offset: int | None, *,
     key = object_key(name, version)
     dtype = np.dtype(record["dtype"]).newbyteorder("<")
     if offset is None:
-        from .._guard import GuardedFile
+        from ..format.guard import GuardedFile
 
         with GuardedFile(backend.read(key), kind="object", where=f"{backend.url}/{key}") as obj:
             entry = obj.entries.get(f"{name}@{version}")

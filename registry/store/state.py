@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._exceptions import IntegrityError, UnsafeFileError
-from .._kernel import Kernel
+from ..format.index import ROOT_FORMAT, Segment, View
+from ..kernels.kernel import Kernel
 from .backend import Backend, ObjectMissing
-from .index import ROOT_FORMAT, Segment, View
 
 #: Times a reader re-reads the root when a concurrent writer moved what it was reading.
 READ_ATTEMPTS = 8
@@ -66,7 +66,7 @@ class Committed:
                               fetch_head=lambda key, size: self.backend.read_range(key, 0, size))
         legacy = getattr(self.backend, "legacy_index", lambda: None)()
         if legacy is not None:
-            from .v1 import LEGACY_KEY, legacy_segment
+            from ..format.index_v1 import LEGACY_KEY, legacy_segment
 
             self.segments[LEGACY_KEY] = legacy_segment(legacy, where=f"{self.url}/index.h5")
             return View({"format": ROOT_FORMAT, "version": 1, "generation": "legacy",

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .._content import content_hash
 from .._exceptions import KregError, StoreWriteError, UnsafeFileError
+from ..format.content import content_hash
+from ..format.index import Edit, Segment, View, canonical, object_key
 from .backend import Backend, CommitConflict, ObjectExists, ObjectMissing
-from .index import Edit, Segment, View, canonical, object_key
 
 #: Create-only attempts at successive version numbers before giving up (orphans are rare).
 MAX_VERSION_PROBES = 64
 #: Commit attempts on an object store before giving up (each after a jittered backoff). Measured
-#: against SeaweedFS (issue 10): with 8 processes adding at once a writer can lose a dozen CAS
+#: against SeaweedFS: with 8 processes adding at once a writer can lose a dozen CAS
 #: rounds in a row, so the backoff is capped low (a slow writer must still try often) and long.
 MAX_COMMIT_ATTEMPTS = 40
 MAX_BACKOFF = 0.25
@@ -71,7 +71,7 @@ def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]
     """
     import h5py
 
-    from .._container import dataset_path, write_container
+    from ..format.container import dataset_path, write_container
 
     buffer = io.BytesIO()
     write_container(buffer, "object", [(record, array)])
@@ -108,7 +108,7 @@ class Transaction:
 
     # -- operations -------------------------------------------------------
 
-    # -- reads inside a transaction (issue 10) ------------------------------
+    # -- reads inside a transaction ------------------------------------------
     # Without a lock (an object store), a writer that committed meanwhile may already have
     # deleted a segment the root read here names: read the root again, replay, retry.
 

@@ -1,0 +1,100 @@
+"""What every ``kreg`` command shares: the group class that turns library errors into one-line
+messages and exit codes, the registry in use, messages for people, and name completion.
+
+Exit codes: 0 success, 1 failure (damage found, lock timeout, ...), 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .._exceptions import (
+    InvalidKernelError,
+    InvalidNameError,
+    KernelNotFoundError,
+    KregError,
+    SchemaVersionError,
+    UnsafeFileError,
+)
+from ..store import Registry
+
+#: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
+BAD_INPUT = (InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError, UnsafeFileError)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class KregGroup(click.Group):
+    """Runs a command and turns any KregError into ``Error: ...`` and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BAD_INPUT as exc:
+            fail(str(exc), 2)
+        except KregError as exc:
+            fail(str(exc), 1)
+        except BrokenPipeError:  # `kreg list | head`: the reader left; nothing to say
+            os._exit(1)
+        except OSError as exc:  # the machine said no (permissions, a full disk): one line, never a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}.", 1)
+
+
+def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of kernel names (``kreg show sob<Tab>``) from the registry in use."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        from .._api import default_registry
+
+        reg = default_registry(ctx.find_root().params.get("db"))
+        names = [row.name for row in reg.list_kernels(incomplete + "*")]
+        if "@" in incomplete:
+            name = incomplete.partition("@")[0]
+            names = [f"{name}@{v}" for v in reg.versions(name) if f"{name}@{v}".startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    return [CompletionItem(name) for name in names]
+
+
+def current_registry(ctx: click.Context) -> Registry:
+    obj = ctx.find_root().obj
+    if obj.get("registry") is None:
+        from .._api import default_registry
+
+        obj["registry"] = default_registry(obj.get("db"))
+    return obj["registry"]
+
+
+def show_progress() -> bool:
+    """Progress bars are for a person at a terminal: never with --quiet or when piped."""
+    return not click.get_current_context().find_root().obj.get("quiet") and sys.stderr.isatty()
+
+
+def tell(message: str) -> None:
+    """A message for people: stderr, silent with --quiet."""
+    if not click.get_current_context().find_root().obj.get("quiet"):
+        click.echo(message, err=True)
+
+
+class Location(click.ParamType):
+    """--db: a registry directory, or an object-store URL kept as it is."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        text = str(value)
+        if "://" in text and not text.startswith("file://"):
+            return text
+        return click.Path(file_okay=False, path_type=Path).convert(text.removeprefix("file://"), param, ctx)
+
+

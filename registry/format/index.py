@@ -1,0 +1,490 @@
+"""The format-2 index: a small root naming immutable segments, each holding the names of one hash range.
+
+A name lives in the segment whose *prefix* (a string of bits) starts the bits of
+``sha256(name)``; the prefixes form a complete prefix-free set, and a segment that grows past
+:data:`MAX_ROWS` splits in two (extendible hashing). So resolving ``name`` or ``name@v`` reads
+the root (a few KB) and one segment (at most a few thousand rows) whatever the registry's
+size; listing reads every segment's listing block, nothing else; an add rewrites one segment
+and the root. Segments are written once under a fresh key and never changed, so a reader
+holding an old root still reads a consistent old state, and a parsed segment can be cached by
+its key forever. See ``schema/FORMAT.md``.
+
+A segment file is UTF-8 text: first the *listing block*, one line per name for its latest
+version (an *entry*, tab-separated text; see :mod:`registry.format.rows`) in natural order; then a
+JSON header line ``{"next": {name: n}, "rows": [row, ...]}``; then one line per row with that
+kernel's full record (canonical JSON), in row order. A row is ``[name, version, shape, dtype,
+layout, origin, summary, tags, sha256, offset]``, ``offset`` being where the values start in
+the object (``null`` if unknown). The header is the first line that starts with ``{``; a
+segment with no line before it (the layout before the listing block, or an empty segment)
+lists its rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from itertools import repeat
+from typing import Any
+
+from .._exceptions import UnsafeFileError
+from .container import load_document
+from .rows import WIDTHS, column_widths, listing_entry, row_of
+
+ROOT_FORMAT = "kreg-registry-index"
+ROOT_VERSION = 2
+#: Rows a segment holds before it splits in two.
+MAX_ROWS = 2048
+#: Longest prefix (bits of sha256(name)); past it a segment just grows.
+MAX_DEPTH = 24
+SEGMENT_KEY = re.compile(r"index/[0-9a-f]{32}\.json")
+#: Replaced segments an object-store writer deletes in one bulk request, and how old (seconds)
+#: they must be first.
+RETIRE_BATCH = 16
+RETIRE_AFTER = 60.0
+#: Widest column a reader takes on the root's word (a name is at most 128 characters).
+MAX_WIDTH = 1024
+#: Largest listing block a reader reads on the root's word (bytes).
+MAX_HEAD = 64 << 20
+
+
+def canonical(record: dict[str, Any]) -> str:
+    """The one JSON text of a record, as stored in its object and its segment line."""
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+def name_bits(name: str, depth: int) -> str:
+    """The first ``depth`` bits of ``sha256(name)`` as a string of ``0``/``1``."""
+    if depth == 0:
+        return ""
+    value = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big")
+    return format(value >> (32 - depth), f"0{depth}b")
+
+
+def empty_root() -> tuple[str, bytes, bytes]:
+    """``(segment key, segment bytes, root bytes)`` of a new, empty registry."""
+    key = f"index/{uuid.uuid4().hex}.json"
+    data = Segment(None, {}, {}).dump()
+    return key, data, root_document({"": key}, {key: listing_facts(data, [])})
+
+
+def root_document(segments: dict[str, str], listing: dict[str, list[int]] | None = None,
+                  retired: dict[str, float] | None = None) -> bytes:
+    """The root naming ``segments`` (prefix -> key), under a fresh generation token, with what
+    it knows of each segment's listing block (key -> ``[bytes, column widths...]``) and the
+    replaced segments not deleted yet (key -> when they were replaced, Unix seconds)."""
+    document: dict[str, Any] = {"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": uuid.uuid4().hex,
+                                "segments": dict(sorted(segments.items()))}
+    if listing:
+        document["listing"] = {key: listing[key] for key in sorted(listing) if key in segments.values()}
+    if retired:
+        document["retired"] = dict(sorted(retired.items()))
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def listing_facts(data: bytes, entries: list[str]) -> list[int]:
+    """What the root records of a dumped segment's listing block: its length in bytes, then the
+    widths of its entries' first columns (see :func:`column_widths`)."""
+    return [0 if data[:1] == b"{" else data.index(b"\n{") + 1, *column_widths(entries)]
+
+
+def object_key(name: str, version: int) -> str:
+    """Where ``name@version``'s object lives in the store."""
+    return f"kernels/{name}/@{version}.h5"
+
+
+class Segment:
+    """One immutable segment: its listing block, then name -> version -> (row, record line) and
+    next versions.
+
+    Nothing is parsed up front: a listing splits the listing block only, a lookup parses the
+    header, and the record lines are split out of the raw bytes the first time one is asked for.
+    """
+
+    __slots__ = ("_body", "_data", "_listing", "_names", "_next", "_rows", "_where", "key")
+
+    def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
+                 next_version: dict[str, int] | None) -> None:
+        self.key = key
+        self._names = names
+        self._next = next_version
+        self._data: bytes | None = None  # the raw segment, until its parts are parsed
+        self._listing: list[str] | None = None
+        self._rows: list[list[Any]] | None = None
+        self._body = b""
+        self._where = "?"
+
+    @classmethod
+    def parse(cls, key: str, data: bytes, *, where: str) -> Segment:
+        segment = cls(key, None, None)
+        segment._data, segment._where = bytes(data), where
+        return segment
+
+    @classmethod
+    def parse_listing(cls, key: str, head: bytes, *, where: str) -> Segment:
+        """A segment known by its listing block alone: ``head`` is the block and the header's
+        first byte, ``{``, which proves the block whole (its length came from the root)."""
+        if head[-1:] != b"{" or (len(head) > 1 and head[-2:-1] != b"\n"):
+            raise _damaged(where, key)
+        segment = cls.parse(key, head[:-1], where=where)  # the block, and no header
+        segment._listing = segment._split_block(segment._data or b"")
+        return segment
+
+    def _block_end(self) -> int:
+        """Where the listing block of the raw bytes ends: the header is the first line that
+        starts with ``{`` (an entry starts with a name's sort key, never with ``{``)."""
+        data = self._data or b""
+        if data[:1] == b"{":
+            return 0
+        end = data.find(b"\n{")
+        return len(data) if end < 0 else end + 1  # no header: a read of the block alone
+
+    def listing(self) -> list[str]:
+        """The listing entries (see :mod:`registry.format.rows`) of each name's latest version, in
+        natural order. Reads the listing block alone (a segment parsed from it alone works);
+        a segment without a block (the layout before it, or an empty one) lists its rows."""
+        if self._listing is None:
+            block = self._data[:self._block_end()] if self._data is not None else b""
+            self._listing = self._split_block(block) if block else _listing_of(self.rows())
+        return self._listing
+
+    def _split_block(self, block: bytes) -> list[str]:
+        entries = block.decode("utf-8", "replace").split("\n")
+        if entries.pop() != "" or set(map(str.count, entries, repeat("\t"))) - {9}:
+            raise _damaged(self._where, self.key or "?")  # every entry: ten fields
+        return entries
+
+    def _header(self) -> None:
+        data = self._data or b""
+        start = self._block_end()
+        end = data.find(b"\n", start)
+        if start >= len(data) or end < 0:
+            raise _damaged(self._where, self.key or "?")
+        line, body = data[start:end], data[end + 1:]
+        try:
+            header = json.loads(line)
+            rows, next_version = header["rows"], header["next"]
+            if not isinstance(rows, list) or not isinstance(next_version, dict):
+                raise ValueError("not a segment header")
+            next_version = {str(k): int(v) for k, v in next_version.items()}
+        except (ValueError, KeyError, TypeError):
+            raise _damaged(self._where, self.key or "?") from None
+        self._rows, self._next, self._body = rows, next_version, body
+        self._data = None
+
+    @property
+    def next(self) -> dict[str, int]:
+        """name -> the lowest version number never handed out."""
+        if self._next is None:
+            self._header()
+        assert self._next is not None
+        return self._next
+
+    @property
+    def names(self) -> dict[str, dict[int, tuple[list[Any], str | None]]]:
+        if self._names is None:
+            if self._rows is None:
+                self._header()
+            rows = self._rows or []
+            lines = self._body.decode("utf-8", "replace").split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            if len(lines) != len(rows):
+                raise _damaged(self._where, self.key or "?")
+            names: dict[str, dict[int, tuple[list[Any], str | None]]] = {}
+            try:
+                for row, line in zip(rows, lines):
+                    names.setdefault(row[0], {})[row[1]] = (row, line)
+            except (TypeError, IndexError):
+                raise _damaged(self._where, self.key or "?") from None
+            self._names, self._rows, self._body = names, None, b""
+        return self._names
+
+    def rows(self) -> list[list[Any]]:
+        """Every row, without splitting out the records."""
+        if self._names is None:
+            if self._rows is None:
+                self._header()
+            return self._rows or []
+        return [row for versions in self._names.values() for row, _ in versions.values()]
+
+    def dump(self) -> bytes:
+        rows, lines = [], []
+        for versions in self.names.values():
+            for version in sorted(versions):
+                row, line = versions[version]
+                rows.append(row)
+                lines.append(line or "")
+        self._listing = _listing_of(rows)
+        header = json.dumps({"next": self.next, "rows": rows}, separators=(",", ":"), sort_keys=True)
+        return "".join(entry + "\n" for entry in [*self._listing, header, *lines]).encode("utf-8")
+
+    def copy(self) -> Segment:
+        return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next))
+
+    def __len__(self) -> int:
+        return len(self.rows())
+
+    def listing_matches_rows(self) -> bool:
+        """Whether the listing block says what the rows say (``kreg fsck`` checks it)."""
+        return self.listing() == _listing_of(self.rows())
+
+
+def _listing_of(rows: list[list[Any]]) -> list[str]:
+    """The sorted listing entries of the latest version of each name among ``rows``."""
+    latest: dict[str, list[Any]] = {}
+    for row in rows:
+        held = latest.get(row[0])
+        if held is None or row[1] > held[1]:
+            latest[row[0]] = row
+    try:
+        return sorted(listing_entry(row) for row in latest.values())
+    except (TypeError, ValueError):
+        raise UnsafeFileError("A damaged row in the index. Run 'kreg fsck --repair'.") from None
+
+
+def _damaged(where: str, key: str) -> UnsafeFileError:
+    return UnsafeFileError(f"{where}: the index segment {key} is damaged. Run 'kreg fsck --repair'.")
+
+
+class View:
+    """One committed state of the index: the root, and segments fetched (and cached) on demand.
+
+    Args:
+        root: the parsed root document.
+        fetch: reads a segment's bytes by key.
+        cache: parsed segments by key, shared between views (keys never change meaning).
+    """
+
+    def __init__(self, root: dict[str, Any], fetch: Callable[[str], bytes], cache: dict[str, Segment],
+                 *, where: str, fetch_head: Callable[[str, int], bytes] | None = None) -> None:
+        self.root = root
+        self.generation: str = root["generation"]
+        self.segments: dict[str, str] = root["segments"]
+        heads = root.get("listing")
+        self.heads: dict[str, list[int]] = {
+            k: facts for k, facts in heads.items()
+            if isinstance(facts, list) and len(facts) == 1 + WIDTHS and all(type(n) is int and n >= 0 for n in facts)
+            and facts[0] <= MAX_HEAD and max(facts[1:]) <= MAX_WIDTH
+        } if isinstance(heads, dict) else {}
+        retired = root.get("retired")
+        live = set(self.segments.values())
+        # only segment keys this root does not name: a damaged or forged root must never make a
+        # writer delete a kernel or a live segment
+        self.retired: dict[str, float] = {
+            k: float(t) for k, t in retired.items()
+            if type(t) in (int, float) and 0 <= t < 1e11 and SEGMENT_KEY.fullmatch(k) and k not in live
+        } if isinstance(retired, dict) else {}
+        self._depths = sorted({len(p) for p in self.segments})
+        self._fetch = fetch
+        self._fetch_head = fetch_head
+        self._cache = cache
+        self.where = where
+
+    @classmethod
+    def empty(cls, fetch: Callable[[str], bytes], cache: dict[str, Segment], *, where: str) -> View:
+        return cls({"format": ROOT_FORMAT, "version": ROOT_VERSION, "generation": "", "segments": {"": None}},
+                   fetch, cache, where=where)
+
+    @classmethod
+    def parse(cls, data: bytes, fetch: Callable[[str], bytes], cache: dict[str, Segment], *, where: str,
+              fetch_head: Callable[[str, int], bytes] | None = None) -> View:
+        root = load_document(data, where=where, what="index", fmt=ROOT_FORMAT, supported=ROOT_VERSION)
+        segments = root.get("segments")
+        if (not isinstance(segments, dict) or not segments or not isinstance(root.get("generation"), str)
+                or not all(set(p) <= {"0", "1"} and isinstance(k, str) for p, k in segments.items())):
+            raise UnsafeFileError(f"{where}: the index root is damaged. Run 'kreg fsck --repair'.")
+        return cls(root, fetch, cache, where=where, fetch_head=fetch_head)
+
+    def prefix_of(self, name: str) -> str:
+        for depth in self._depths:
+            prefix = name_bits(name, depth)
+            if prefix in self.segments:
+                return prefix
+        raise UnsafeFileError(f"{self.where}: the index root covers no segment for {name!r}. Run 'kreg fsck --repair'.")
+
+    def segment(self, prefix: str) -> Segment:
+        key = self.segments[prefix]
+        if key is None:
+            return Segment(None, {}, {})
+        return self.segment_by_key(key)
+
+    def segment_by_key(self, key: str) -> Segment:
+        segment = self._cache.get(key)
+        if segment is None:
+            segment = Segment.parse(key, self._fetch(key), where=self.where)
+            self._cache[key] = segment
+        return segment
+
+    def segment_listing(self, prefix: str) -> list[str]:
+        """The listing of one segment: its listing block alone is read when the root gives its
+        length (a range read), else the whole segment."""
+        key = self.segments[prefix]
+        if key is None:
+            return []
+        if key not in self._cache and self._fetch_head is not None and key in self.heads:
+            if self.heads[key][0] == 0:
+                return []  # an empty segment
+            head = self._cache.get(key + "#listing")
+            if head is None:
+                # one byte more than the block: the header's "{" proves the block is whole
+                head = Segment.parse_listing(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where)
+                self._cache[key + "#listing"] = head
+            return head.listing()
+        return self.segment(prefix).listing()
+
+    def listing_widths(self) -> list[int] | None:
+        """The widest text of each first column over every segment's listing, when the root
+        records them for every segment (then a table needs no pass to measure its rows)."""
+        keys = [key for key in self.segments.values() if key is not None]
+        if not all(key in self.heads for key in keys):
+            return None
+        return [max([0, *(self.heads[key][1 + i] for key in keys)]) for i in range(WIDTHS)]
+
+    def all_segments(self) -> Iterator[Segment]:
+        for prefix in sorted(self.segments):
+            yield self.segment(prefix)
+
+    # -- lookups ----------------------------------------------------------
+
+    def versions(self, name: str) -> dict[int, tuple[list[Any], str | None]]:
+        return self.segment(self.prefix_of(name)).names.get(name, {})
+
+    def row(self, name: str, version: int | None) -> list[Any] | None:
+        versions = self.versions(name)
+        if not versions:
+            return None
+        entry = versions.get(max(versions) if version is None else version)
+        return entry[0] if entry else None
+
+    def record(self, name: str, version: int) -> dict[str, Any]:
+        entry = self.versions(name).get(version)
+        if entry is None or not entry[1]:
+            raise UnsafeFileError(f"{self.where}: no record for {name}@{version} in the index. Run 'kreg fsck'.")
+        return json.loads(entry[1])
+
+    def next_version(self, name: str) -> int:
+        segment = self.segment(self.prefix_of(name))
+        versions = segment.names.get(name, {})
+        return max([segment.next.get(name, 1), *(v + 1 for v in versions)])
+
+    def listing(self, *, all_versions: bool = False) -> list[str]:
+        """Listing entries of every kernel's latest version (or of every version), each
+        segment's run in natural order: ``list.sort`` on the whole merges the runs."""
+        out: list[str] = []
+        for prefix in sorted(self.segments):
+            if not all_versions:
+                out += self.segment_listing(prefix)
+                continue
+            segment = self.segment(prefix)
+            try:
+                out += map(listing_entry, segment.rows())
+            except (TypeError, ValueError):
+                raise _damaged(self.where, segment.key or "?") from None
+        return out
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys(row[0] for segment in self.all_segments() for row in segment.rows()))
+
+    def __len__(self) -> int:
+        return sum(len(segment) for segment in self.all_segments())
+
+
+class Edit:
+    """The changes of one transaction on top of a :class:`View`, turned into new segments and a root."""
+
+    def __init__(self, base: View) -> None:
+        self.base = base
+        self._dirty: dict[str, Segment] = {}
+        self.written: dict[str, Segment] = {}  # by :meth:`write`: key -> segment, for a reader's cache
+
+    def _segment(self, name: str) -> Segment:
+        prefix = self.base.prefix_of(name)
+        if prefix not in self._dirty:
+            self._dirty[prefix] = self.base.segment(prefix).copy()
+        return self._dirty[prefix]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty)
+
+    def versions(self, name: str) -> dict[int, tuple[list[Any], str | None]]:
+        prefix = self.base.prefix_of(name)
+        segment = self._dirty.get(prefix) or self.base.segment(prefix)
+        return segment.names.get(name, {})
+
+    def next_version(self, name: str) -> int:
+        segment = self._dirty.get(self.base.prefix_of(name))
+        if segment is None:
+            return self.base.next_version(name)
+        versions = segment.names.get(name, {})
+        return max([segment.next.get(name, 1), *(v + 1 for v in versions)])
+
+    def put(self, record: dict[str, Any], offset: int | None) -> None:
+        segment = self._segment(record["name"])
+        name, version = record["name"], record["version"]
+        segment.names.setdefault(name, {})[version] = (row_of(record, offset), canonical(record))
+        segment.next[name] = max(segment.next.get(name, 1), version + 1)
+
+    def reserve(self, name: str, version: int) -> None:
+        """Never hand out ``version`` (or below) of ``name`` again (an orphan or removed object holds it)."""
+        segment = self._segment(name)
+        segment.next[name] = max(segment.next.get(name, 1), version + 1)
+
+    def drop(self, name: str, version: int) -> None:
+        segment = self._segment(name)
+        versions = segment.names.get(name, {})
+        versions.pop(version, None)
+        segment.next[name] = max(segment.next.get(name, 1), version + 1)
+        if not versions:
+            segment.names.pop(name, None)
+
+    def write(self, put: Callable[[str, bytes], None], *,
+              retire: Callable[[list[str]], bool] | None = None) -> tuple[bytes, list[str]]:
+        """Write the changed segments (splitting big ones) with ``put``; return the new root
+        document and the keys of the segments to delete once it is committed.
+
+        With ``retire`` (an object store, where each delete is a request) the replaced segments
+        are listed in the root instead, and :data:`RETIRE_BATCH` or more of them at least
+        :data:`RETIRE_AFTER` seconds old are handed to ``retire`` (one bulk delete, before the
+        commit: they are named by no root) and dropped from the list only if it returns True.
+        An add then costs no delete, and a reader holding an older root rarely finds its
+        segment gone."""
+        segments = dict(self.base.segments)
+        heads = dict(self.base.heads)
+        replaced = []
+        for prefix, segment in self._dirty.items():
+            old = segments.pop(prefix)
+            if old is not None:
+                replaced.append(old)
+            for sub_prefix, part in _split(prefix, segment):
+                key = f"index/{uuid.uuid4().hex}.json"
+                data = part.dump()
+                put(key, data)
+                heads[key] = listing_facts(data, part.listing())
+                part.key = key
+                self.written[key] = part
+                segments[sub_prefix] = key
+        if retire is None:
+            return root_document(segments, heads, self.base.retired), replaced
+        now = time.time()
+        retired = {**self.base.retired, **dict.fromkeys(replaced, now)}
+        due = [key for key, when in self.base.retired.items() if now - when >= RETIRE_AFTER]
+        if len(due) >= RETIRE_BATCH and retire(due):
+            retired = {key: when for key, when in retired.items() if key not in due}
+        return root_document(segments, heads, retired), []
+
+
+def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:
+    if len(segment) <= MAX_ROWS or len(prefix) >= MAX_DEPTH:
+        return [(prefix, segment)]
+    halves = {bit: Segment(None, {}, {}) for bit in "01"}
+    depth = len(prefix) + 1
+    for name, versions in segment.names.items():
+        halves[name_bits(name, depth)[-1]].names[name] = versions
+    for name, n in segment.next.items():
+        halves[name_bits(name, depth)[-1]].next[name] = n
+    return [part for bit in "01" for part in _split(prefix + bit, halves[bit])]

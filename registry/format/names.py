@@ -1,0 +1,197 @@
+"""Kernel names, ``name@version`` refs, natural sorting and "did you mean" hints."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from .._exceptions import InvalidNameError
+from .limits import LIMITS
+
+#: Longest kernel name accepted, in characters.
+MAX_NAME_LENGTH = LIMITS.max_name_length
+#: Most ``/``-separated segments in a name (the reader's nesting limit less one).
+MAX_NAME_SEGMENTS = LIMITS.max_name_segments
+#: Most digits of a version number (``KernelRef`` in the schema allows 12 characters after the name).
+MAX_VERSION_DIGITS = 11
+
+# Segments start with a letter or digit, so "." and ".." segments, hidden
+# files and leading dashes can never appear; "/" joins namespace segments.
+_SEGMENT = r"[a-z0-9][a-z0-9_.-]*"
+NAME_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_NATURAL_RE = re.compile(r"(\d+)")
+
+
+class Ref(NamedTuple):
+    """A parsed kernel reference: a name and, when pinned, a version."""
+
+    name: str
+    version: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+def check_name(name: object) -> str:
+    """Return ``name`` unchanged if it follows the kernel-name grammar.
+
+    The grammar: lowercase ``[a-z0-9_.-]`` segments joined by ``/``, each
+    starting with a letter or digit, at most 128 characters and 15 segments, no ``..``.
+
+    Raises:
+        InvalidNameError: naming the rule that was broken.
+
+    Example:
+        >>> check_name("team/edge_x")
+        'team/edge_x'
+    """
+    if not isinstance(name, str):
+        raise InvalidNameError(
+            f"A kernel name must be a string. Received: name={name!r} "
+            f"of type {type(name).__name__}."
+        )
+    shown = escape(name)
+    if not name:
+        raise InvalidNameError("A kernel name must not be empty.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNameError(
+            f"A kernel name is at most {MAX_NAME_LENGTH} characters. "
+            f"Received: {len(name)} characters ({shown[:40]}...)."
+        )
+    if ".." in name:
+        raise InvalidNameError(f"A kernel name must not contain '..'. Received: name={shown}.")
+    if name.startswith("/"):
+        raise InvalidNameError(
+            f"A kernel name must not start with '/'. Received: name={shown}."
+        )
+    if name.count("/") >= MAX_NAME_SEGMENTS:
+        raise InvalidNameError(
+            f"A kernel name has at most {MAX_NAME_SEGMENTS} '/'-separated segments. "
+            f"Received: {name.count('/') + 1} segments ({shown[:40]}...)."
+        )
+    if not _NAME_RE.match(name):
+        hint = " Use lowercase letters." if name.lower() != name else ""
+        raise InvalidNameError(
+            "A kernel name is lowercase [a-z0-9_.-] segments joined by '/', each "
+            f"starting with a letter or digit.{hint} Received: name={shown}."
+        )
+    return name
+
+
+def parse_ref(ref: object) -> Ref:
+    """Parse ``"name"`` or ``"name@version"`` into a :class:`Ref`.
+
+    Example:
+        >>> parse_ref("sobel_x@2")
+        Ref(name='sobel_x', version=2)
+    """
+    if isinstance(ref, Ref):
+        return ref
+    if not isinstance(ref, str):
+        raise InvalidNameError(
+            f"A kernel ref is a string such as 'sobel_x' or 'sobel_x@2'. Received: {ref!r}."
+        )
+    name, sep, version = ref.partition("@")
+    if not sep:
+        return Ref(check_name(name))
+    # The length check comes first: int() of thousands of digits raises its own ValueError.
+    if not version.isascii() or not version.isdigit() or len(version) > MAX_VERSION_DIGITS or int(version) < 1:
+        raise InvalidNameError(
+            f"The version after '@' is a whole number from 1, at most {MAX_VERSION_DIGITS} digits. "
+            f"Received: ref={escape(ref[:80])}{'...' if len(ref) > 80 else ''}."
+        )
+    return Ref(check_name(name), int(version))
+
+
+def escape(text: object, *, quote: bool = True) -> str:
+    """Make ``text`` safe to print to a terminal: kreg's one sanitizer for metadata.
+
+    Control characters (so OSC and CSI escape sequences: window titles, OSC 52
+    clipboard writes, colours), bidirectional overrides and other invisible format
+    characters are shown as ``\\xNN`` / ``\\uNNNN`` escapes, never emitted.
+
+    Args:
+        text: what to show (not a string: its ``str``).
+        quote: quote it as Python would (for names inside messages), escaping all
+            non-ASCII too; ``False`` keeps printable Unicode and adds no quotes (for
+            descriptions and authors in tables).
+
+    Example:
+        >>> escape("a\\x1b]0;owned\\x07b", quote=False)
+        'a\\\\x1b]0;owned\\\\x07b'
+    """
+    text = str(text)
+    if quote:
+        return repr(text) if text.isprintable() and text.isascii() else ascii(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else ascii(c)[1:-1] for c in text)
+
+
+def natural_key(text: str) -> list[object]:
+    """Sort key that orders ``gauss_3`` before ``gauss_11``.
+
+    Example:
+        >>> sorted(["gauss_11", "gauss_3"], key=natural_key)
+        ['gauss_3', 'gauss_11']
+    """
+    parts: list[object] = _NATURAL_RE.split(text)  # digit runs land at the odd indices
+    parts[1::2] = map(int, parts[1::2])  # type: ignore[arg-type]
+    return parts
+
+
+def sort_key(name: str) -> str:
+    """A string whose plain order is the natural order of names: listings sort on it in C.
+
+    Each run of digits becomes ``!``, one character for its length without leading zeros,
+    then those digits, so a longer number sorts after a shorter one; ``!`` sorts below every
+    character a name may hold, so a text part that ends sorts before one that goes on. A tab
+    (below ``!``) ends the key in a listing entry, so a name that is a prefix of another sorts
+    first. Orders exactly as :func:`natural_key` wherever that key tells two names apart.
+
+    Example:
+        >>> sort_key("gauss_11") > sort_key("gauss_3")
+        True
+    """
+    return _NATURAL_RE.sub(_number_key, name)
+
+
+def _number_key(digits: re.Match[str]) -> str:
+    number = digits[0].lstrip("0") or "0"
+    return f"!{chr(0x30 + len(number))}{number}"
+
+
+def match(
+    names: Iterable[str],
+    patterns: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """Names matching any of ``patterns`` and none of ``exclude``, naturally sorted.
+
+    Example:
+        >>> match(["gauss_11", "gauss_3", "sobel_x"], ["gauss*"])
+        ['gauss_3', 'gauss_11']
+    """
+    patterns = [p for p in patterns or ("*",)]
+    if "*" in patterns:
+        kept = set(names)  # the common `kreg list`: no pattern work at all
+    else:
+        wanted = re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+        kept = {n for n in names if wanted(n)}
+    if exclude:
+        unwanted = re.compile("|".join(fnmatch.translate(p) for p in exclude)).match
+        kept = {n for n in kept if not unwanted(n)}
+    return sorted(kept, key=natural_key)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A " Did you mean ...?" sentence for ``name``, or "" when nothing is close."""
+    import difflib  # only on the error path
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

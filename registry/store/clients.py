@@ -1,0 +1,131 @@
+"""The object-store client of a registry URL, configured from each cloud's standard environment,
+and the compare-and-swap token of its root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import timedelta
+from typing import Any
+
+from .._exceptions import RemoteError
+from .cloud_errors import _first_line, _hints, _panic
+
+
+def make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
+    """The obstore client for ``url``, configured from the cloud's standard environment."""
+    from obstore.store import from_url
+
+    client: dict[str, Any] = {"connect_timeout": timedelta(seconds=timeout),
+                              "timeout": timedelta(seconds=max(60.0, 20 * timeout))}
+    retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=max(10.0, 4 * timeout)),
+             "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=3),
+                         "base": 2}}
+    kwargs: dict[str, Any] = {}
+    # The client panics (a Rust panic, with a backtrace on stderr) on a header value it cannot
+    # send: name the setting instead, never its value.
+    for variable, value in os.environ.items():
+        if variable.startswith(("AWS_", "AZURE_", "GOOGLE_")) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise RemoteError(f"Cannot configure the client for {url}: {variable} holds a control character (a "
+                              "newline?) that no request may carry. Set it again without it.")
+    if scheme in ("s3", "s3a"):
+        endpoint = s3_endpoint()
+        if endpoint:
+            # A local server (SeaweedFS, MinIO) is plain HTTP and addressed by path, not by
+            # virtual host; AWS_ENDPOINT_URL alone must be enough to reach it.
+            client["allow_http"] = endpoint.startswith("http://")
+            kwargs["endpoint"] = endpoint
+            kwargs.setdefault("virtual_hosted_style_request", False)
+            if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+                kwargs["region"] = "us-east-1"
+        provider = _profile_credentials()
+        if provider is not None:
+            kwargs["credential_provider"] = provider
+    elif scheme == "gs" and gcs_base_url().startswith("http://"):
+        client["allow_http"] = True  # a local GCS stand-in named by the service-account file, as for S3
+    try:
+        return from_url(f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}",
+                        client_options=client, retry_config=retry, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a bad configuration value names no secret
+        raise RemoteError(f"Cannot configure the client for {url}: {_first_line(exc).rstrip('.')}. Check "
+                          f"{_hints(url)[2]}.") from None
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
+        raise _panic(exc, url) from None
+
+
+def cache_space(scheme: str, url: str) -> str:
+    """What the local cache files this registry under: its URL and the server it is on. The URL
+    alone is not enough: the same ``s3://bucket/p`` on two endpoints (two MinIOs), or the same
+    ``az://container/p`` in two storage accounts, are two registries."""
+    env = os.environ.get
+    if scheme in ("s3", "s3a"):
+        where = s3_endpoint() or "aws"
+    elif scheme == "gs":
+        where = gcs_base_url() or "gcs"
+    elif (env("AZURE_STORAGE_USE_EMULATOR") or "").lower() in ("1", "true"):
+        where = env("AZURITE_BLOB_STORAGE_URL") or "azurite"
+    else:
+        account = env("AZURE_STORAGE_ACCOUNT_NAME") or env("AZURE_STORAGE_ACCOUNT") or ""
+        where = f"{account} {env('AZURE_STORAGE_ENDPOINT') or env('AZURE_ENDPOINT') or ''}"
+    return f"{url}\n{where}"
+
+
+def s3_endpoint() -> str | None:
+    """The S3 endpoint the environment names (a local server), or None for AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def gcs_base_url() -> str:
+    """The ``gcs_base_url`` of the service-account file the client will read, if any (it points
+    the client at a local server; real GCS is always HTTPS)."""
+    import json
+
+    path = os.environ.get("GOOGLE_SERVICE_ACCOUNT") or os.environ.get("GOOGLE_SERVICE_ACCOUNT_PATH")
+    try:
+        with open(path or "", encoding="utf-8") as handle:
+            url = json.load(handle).get("gcs_base_url", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return url if isinstance(url, str) else ""
+
+
+def _profile_credentials() -> Any:
+    """Credentials from an AWS profile (``AWS_PROFILE``, ``~/.aws/config``) through boto3, when the
+    environment holds no keys of its own; ``None`` lets the client read the environment."""
+    if os.environ.get("AWS_ACCESS_KEY_ID") or not os.environ.get("AWS_PROFILE"):
+        return None
+    try:
+        import boto3
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        from .._exceptions import MissingDependencyError
+
+        raise MissingDependencyError("AWS_PROFILE is set: reading AWS profiles needs boto3 (pip install boto3), "
+                                     "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead.") from None
+    return Boto3CredentialProvider(boto3.Session(profile_name=os.environ["AWS_PROFILE"]))
+
+
+def token_of(meta: Any) -> str:
+    """The root's compare-and-swap token: its ETag, and its generation where the store has one.
+    GCS conditions an update on the generation (``x-goog-if-generation-match``), not the ETag:
+    without it the client refuses the update ("missing version")."""
+    etag, version = meta["e_tag"], meta.get("version")
+    return f"{etag}\t{version}" if version else str(etag)
+
+
+def etag_of(token: str) -> str:
+    return token.partition("\t")[0]
+
+
+def update_mode(token: str) -> dict[str, str]:
+    """``If-Match`` on the ETag (S3, Azure), with the generation for GCS when the token has one."""
+    etag, _, version = token.partition("\t")
+    return {"e_tag": etag, "version": version} if version else {"e_tag": etag}
+
+
+def etag_matches(data: bytes, etag: str | None) -> bool:
+    """False when the ETag looks like an MD5 (single-part S3 uploads) and the bytes do not hash to it."""
+    tag = (etag or "").strip('"')
+    if len(tag) == 32 and all(c in "0123456789abcdef" for c in tag):
+        return hashlib.md5(data, usedforsecurity=False).hexdigest() == tag
+    return True
