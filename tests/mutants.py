@@ -72,7 +72,7 @@ MUTANTS: list[Mutant] = [
            "    elif digest != _sha256(data):\n", "    elif False:\n", PACKS),
     Mutant("pack: kernel vs manifest hash unchecked", "registry/format/pack.py",
            "        if listed[ref].get(\"sha256\") != record[\"sha256\"] or", "        if False and", PACKS),
-    Mutant("pack: reader has no time limit", "registry/format/pack.py",
+    Mutant("pack: reader has no time limit", "registry/store/packs.py",
            "        out, err = child.communicate(timeout=timeout)\n", "        out, err = child.communicate()\n",
            ("tests/test_fuzz.py::test_a_libhdf5_hang_found_by_fuzzing_is_a_clean_refusal",)),
     # -- built-ins: values rebuilt into builtin.h5, so only the references can tell ------------

@@ -227,7 +227,7 @@ def test_the_core_and_the_package_import_no_framework() -> None:
 
 
 def test_the_adapters_import_neither_the_api_nor_the_store() -> None:
-    """Adapters convert, they never add; the core imports no framework; _kernel imports adapters lazily."""
+    """Adapters convert, they never add; the core imports no framework; the Kernel imports adapters lazily."""
     import ast
     from pathlib import Path
 
@@ -243,12 +243,15 @@ def test_the_adapters_import_neither_the_api_nor_the_store() -> None:
                 found.update(alias.name for alias in node.names)
         return found
 
-    for module in ("_adapt.py", "_learned.py", "keras.py", "torch.py", "jax.py", "tensorflow.py"):
+    for module in ("keras.py", "torch.py", "jax.py", "tensorflow.py"):
         imports = top_level_imports(module)
-        assert not imports & {"._api", "._store", "._index", "._transactions", "._pack"}, (module, imports)
-    for core in ("_adapt.py", "_learned.py"):
+        assert not imports & {"._api", ".store", ".format.pack", ".store.writer"}, (module, imports)
+    for module in ("adapters/plan.py", "adapters/learned.py", "adapters/files.py"):
+        imports = top_level_imports(module)
+        assert not imports & {".._api", "..store", "..format.pack", "..store.writer"}, (module, imports)
+    for core in ("adapters/plan.py", "adapters/learned.py"):
         assert not top_level_imports(core) & {"tensorflow", "keras", "torch", "jax"}
-    assert not top_level_imports("_kernel.py") & {".keras", ".tensorflow", ".torch", "."}
+    assert not top_level_imports("kernels/kernel.py") & {"..keras", "..tensorflow", "..torch", ".."}
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 import registry
 from registry._exceptions import KregError
-from registry.format.pack import parse_pack, read_pack, write_pack
+from registry.format.pack import parse_pack, write_pack
+from registry.store.packs import read_pack
 
 CASES = int(os.environ.get("KREG_FUZZ_CASES", "2000"))
 OWN_ERRORS = {"UnsafeFileError", "IntegrityError", "SchemaVersionError", "InvalidKernelError", "InvalidNameError"}
@@ -186,7 +187,7 @@ def test_a_hanging_reader_child_ends_by_itself_when_its_parent_is_gone(base_pack
     import sys
     import time
 
-    from registry.format.pack import _CHILD
+    from registry.store.packs import _CHILD
 
     path = tmp_path / "hang.h5"
     path.write_bytes(mutate(base_pack, known_hang(base_pack)))

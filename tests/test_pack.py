@@ -217,7 +217,7 @@ def test_true_separable_factors_are_kept(reg: Registry) -> None:
 def test_metadata_printed_by_the_cli_is_sanitized() -> None:
     """Records that predate the schema's text rule (or a damaged index) still never reach the
     terminal raw: the CLI prints metadata through registry.format.names.escape."""
-    from registry.cli import _flatten
+    from registry.cli.kernels import _flatten
     from registry.format.names import escape
 
     hostile = "ok\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\u202eevil\x9b2J"

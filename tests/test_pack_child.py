@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from registry import Registry
-from registry.format.pack import read_pack, write_pack
-from registry.store.packs import import_pack
+from registry.format.pack import write_pack
+from registry.store.packs import import_pack, read_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import _exceptions
-from .._exceptions import IntegrityError, KregError, UnsafeFileError
+from .._exceptions import IntegrityError, UnsafeFileError
 from .._version import __version__
 from .container import load_document, record_text, write_container
 from .content import file_sha256
-from .guard import GuardedFile, check_plain_file
+from .guard import GuardedFile
 from .limits import LIMITS, Limits
 from .names import escape
 
@@ -145,8 +144,17 @@ def write_pack(path: Path, kernels: Sequence[tuple[dict[str, Any], np.ndarray]],
 # -- parsing (runs in the child) ------------------------------------------------------------
 
 
-def parse_pack(path: str | os.PathLike[str], *, limits: Limits = LIMITS) -> Pack:
-    """Open, check and read a whole pack in this process. Prefer :func:`read_pack`.
+def parse_pack(path: str | os.PathLike[str], *, limits: Limits = LIMITS,
+               check: Callable[[Path, str, dict[str, Any], np.ndarray], None] | None = None) -> Pack:
+    """Open, check and read a whole pack in this process. Prefer
+    :func:`registry.store.packs.read_pack`, which does it in a child process.
+
+    Args:
+        path: the pack.
+        limits: caps on sizes and counts.
+        check: called with ``(path, ref, record, values)`` for each kernel once its values are
+            read and hash-checked: what the format cannot know (a generator's claim) is
+            checked by the layer that can.
 
     Raises:
         UnsafeFileError, IntegrityError, SchemaVersionError, InvalidKernelError: naming
@@ -166,6 +174,8 @@ def parse_pack(path: str | os.PathLike[str], *, limits: Limits = LIMITS) -> Pack
             values = f.read(entry)  # sha256 and the record's claims checked
             if values.dtype.kind == "f" and not np.isfinite(values).all():
                 raise UnsafeFileError(f"{path}: {escape(ref)} holds NaN or infinite values.")
+            if check is not None:
+                check(path, ref, record, values)
             kernels.append((record, values))
             stored[ref] = entry.text
         signature, digest = f.attrs.get("signature"), f.attrs.get("digest")
@@ -245,68 +255,3 @@ def read_frames(data: bytes) -> list[memoryview]:
         frames.append(view[at:at + size])
         at += size
     return frames
-
-
-# -- the child process ---------------------------------------------------------------------
-
-
-#: The child's program: the parent's import path (not the current directory), then the reader,
-#: under a CPU-time limit of its own (``argv[3]`` seconds).
-_CHILD = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); from registry.format.packreader import main; "
-          "main(sys.argv[1], cpu_seconds=int(sys.argv[3]))")
-#: CPU seconds the child may use beyond the parent's wall-clock limit before the kernel ends it.
-CHILD_CPU_SLACK = 10
-
-
-def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -> Pack:
-    """Parse a pack in a child process (no HDF5 plugins, a time limit); see :func:`parse_pack`.
-
-    The child is a fresh ``python -I`` running :mod:`registry.format.packreader`, not a
-    ``multiprocessing`` spawn: that would re-import the caller's ``__main__`` (re-running a
-    script without a ``__main__`` guard) and cannot start from a daemonic pool worker.
-    """
-    import subprocess
-    import sys
-
-    path = Path(path)
-    check_plain_file(path)  # the guard's first step, here too: no process starts for a non-HDF5 file
-    env = dict(os.environ, HDF5_PLUGIN_PRELOAD="::", HDF5_PLUGIN_PATH=tempfile.gettempdir() + "/kreg-no-plugins")
-    search = [p for p in sys.path if p]  # "" is the current directory: never import from it
-    package_root = str(Path(__file__).resolve().parents[1])
-    if package_root not in search:
-        search.insert(0, package_root)
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-c", _CHILD, str(path), json.dumps(search),
-             str(math.ceil(timeout) + CHILD_CPU_SLACK)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        )
-    except OSError as exc:
-        raise UnsafeFileError(f"{path}: cannot start the pack reader process ({exc}); nothing imported.") from None
-    try:
-        out, err = child.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
-        raise UnsafeFileError(f"{path}: reading the pack took longer than {timeout:g} s; refused.") from None
-    except BaseException:  # Ctrl-C, or any error here: the child must not go on without its reader
-        child.kill()
-        child.wait()
-        raise
-    frames = read_frames(out)
-    if not frames:
-        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        raise UnsafeFileError(
-            f"{path}: the reader process died (exit code {child.returncode}) on this file; refused. {last[0][:200]}".rstrip()
-        )
-    if frames[0][:2] == b"er":
-        kind, text = json.loads(bytes(frames[0][2:]))
-        error = getattr(_exceptions, kind, UnsafeFileError)
-        raise (error if isinstance(error, type) and issubclass(error, KregError) else UnsafeFileError)(text)
-    header = json.loads(bytes(frames[0][2:]))
-    if len(frames) != 1 + len(header["kernels"]):
-        raise UnsafeFileError(f"{path}: the reader process stopped part way (exit code {child.returncode}); refused.")
-    kernels = []
-    for (record, dtype, shape), raw in zip(header["kernels"], frames[1:]):
-        kernels.append((record, np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()))
-    return Pack(path, header["sha256"], header["manifest"], kernels, header["signer"])

@@ -1,13 +1,17 @@
 """Importing a pack into a registry: all or nothing, with the claims, versions and rollbacks checked.
 
-The pack is read whole first (:func:`registry.format.pack.read_pack`); then every record's
-claims are checked, the import is planned under the writers' lock, and every kernel lands in
-one commit, or none does.
+The pack is read whole first, in a child process with a time limit (:func:`read_pack`: a
+libhdf5 crash or hang on a hostile file is a clean error), each generator's claim checked
+there; then the import is planned under the writers' lock, and every kernel lands in one
+commit, or none does.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .._exceptions import IntegrityError, ReadOnlyError
+from .. import _exceptions
+from .._exceptions import IntegrityError, KregError, ReadOnlyError, UnsafeFileError
 from ..format.content import same_content
+from ..format.guard import check_plain_file
 from ..format.names import check_name, escape
-from ..format.pack import PARSE_TIMEOUT, Pack, parse_time, read_pack
+from ..format.pack import PARSE_TIMEOUT, Pack, parse_time, read_frames
 
 
 @dataclass
@@ -41,7 +47,7 @@ class ImportReport:
     dry_run: bool = False
 
 
-def _check_generator(path: Path, ref: str, record: dict[str, Any], values: np.ndarray) -> None:
+def check_generator(path: Path, ref: str, record: dict[str, Any], values: np.ndarray) -> None:
     """A record that names a generator must be what that generator makes: a pack cannot
     pass off other values as, say, ``gaussian(sigma=2)``."""
     generator = record["provenance"].get("generator")
@@ -56,6 +62,68 @@ def _check_generator(path: Path, ref: str, record: dict[str, Any], values: np.nd
             f"({escape(str(generator.get('parameters', {})), quote=False)[:200]}) but {'; '.join(p.rstrip('.') for p in problems)}. Refused."
         )
 
+
+
+#: The child's program: the parent's import path (not the current directory), then the reader,
+#: under a CPU-time limit of its own (``argv[3]`` seconds).
+_CHILD = ("import sys, json; sys.path[:] = json.loads(sys.argv[2]); from registry.store.packreader import main; "
+          "main(sys.argv[1], cpu_seconds=int(sys.argv[3]))")
+#: CPU seconds the child may use beyond the parent's wall-clock limit before the kernel ends it.
+CHILD_CPU_SLACK = 10
+
+
+def read_pack(path: str | os.PathLike[str], *, timeout: float = PARSE_TIMEOUT) -> Pack:
+    """Parse a pack in a child process (no HDF5 plugins, a time limit); see :func:`parse_pack`.
+
+    The child is a fresh ``python -I`` running :mod:`registry.store.packreader`, not a
+    ``multiprocessing`` spawn: that would re-import the caller's ``__main__`` (re-running a
+    script without a ``__main__`` guard) and cannot start from a daemonic pool worker.
+    """
+    import subprocess
+    import sys
+
+    path = Path(path)
+    check_plain_file(path)  # the guard's first step, here too: no process starts for a non-HDF5 file
+    env = dict(os.environ, HDF5_PLUGIN_PRELOAD="::", HDF5_PLUGIN_PATH=tempfile.gettempdir() + "/kreg-no-plugins")
+    search = [p for p in sys.path if p]  # "" is the current directory: never import from it
+    package_root = str(Path(__file__).resolve().parents[2])
+    if package_root not in search:
+        search.insert(0, package_root)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-c", _CHILD, str(path), json.dumps(search),
+             str(math.ceil(timeout) + CHILD_CPU_SLACK)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+    except OSError as exc:
+        raise UnsafeFileError(f"{path}: cannot start the pack reader process ({exc}); nothing imported.") from None
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise UnsafeFileError(f"{path}: reading the pack took longer than {timeout:g} s; refused.") from None
+    except BaseException:  # Ctrl-C, or any error here: the child must not go on without its reader
+        child.kill()
+        child.wait()
+        raise
+    frames = read_frames(out)
+    if not frames:
+        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        raise UnsafeFileError(
+            f"{path}: the reader process died (exit code {child.returncode}) on this file; refused. {last[0][:200]}".rstrip()
+        )
+    if frames[0][:2] == b"er":
+        kind, text = json.loads(bytes(frames[0][2:]))
+        error = getattr(_exceptions, kind, UnsafeFileError)
+        raise (error if isinstance(error, type) and issubclass(error, KregError) else UnsafeFileError)(text)
+    header = json.loads(bytes(frames[0][2:]))
+    if len(frames) != 1 + len(header["kernels"]):
+        raise UnsafeFileError(f"{path}: the reader process stopped part way (exit code {child.returncode}); refused.")
+    kernels = []
+    for (record, dtype, shape), raw in zip(header["kernels"], frames[1:]):
+        kernels.append((record, np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()))
+    return Pack(path, header["sha256"], header["manifest"], kernels, header["signer"])
 
 
 def _held(registry: Any, name: str) -> dict[int, dict[str, Any]]:
@@ -156,8 +224,6 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
         UnsafeFileError: the file breaks a structural rule (the message names it).
     """
     pack = read_pack(path, timeout=timeout)
-    for record, values in pack.kernels:
-        _check_generator(pack.path, f"{record['name']}@{record['version']}", record, values)
     if trusted_keys and pack.signer not in set(trusted_keys):
         who = "unsigned" if pack.signer is None else f"signed by {pack.signer[:16]}..., not a trusted key"
         raise IntegrityError(f"{pack.path}: the pack is {who}; refused because --trust was given.")

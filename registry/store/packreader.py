@@ -1,4 +1,4 @@
-"""The child process that parses one pack for :func:`registry.format.pack.read_pack` and streams it back.
+"""The child process that parses one pack for :func:`registry.store.packs.read_pack` and streams it back.
 
 Run as ``python -I -c ...`` with the parent's ``sys.path`` (never its ``__main__``, never the
 current directory): a caller's script without a ``__main__`` guard is not re-run, and it
@@ -14,7 +14,8 @@ import sys
 
 
 def main(path: str, *, cpu_seconds: int | None = None) -> None:
-    """Parse ``path`` with :func:`registry.format.pack.parse_pack` and write the frames to stdout.
+    """Parse ``path`` with :func:`registry.format.pack.parse_pack`, each generator's claim checked,
+    and write the frames to stdout.
 
     With ``cpu_seconds``, the kernel ends this process once it has used that much CPU time: a
     file that sends libhdf5 into an endless loop cannot keep a core busy after the parent that
@@ -31,11 +32,12 @@ def main(path: str, *, cpu_seconds: int | None = None) -> None:
     import numpy as np
 
     from .._exceptions import KregError
-    from .pack import _canonical, parse_pack, write_frame
+    from ..format.pack import _canonical, parse_pack, write_frame
+    from .packs import check_generator
 
     out = sys.stdout.buffer
     try:
-        pack = parse_pack(path)
+        pack = parse_pack(path, check=check_generator)
         header = {"sha256": pack.sha256, "manifest": pack.manifest, "signer": pack.signer,
                   "kernels": [[r, v.dtype.str, list(v.shape)] for r, v in pack.kernels]}
         frames = [b"ok" + _canonical(header)] + [np.ascontiguousarray(v).tobytes() for _, v in pack.kernels]
