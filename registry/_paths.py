@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ._env import env_text
 
 #: Environment variable naming the default registry directory.
 ENV_VAR = "KREG_DB"
@@ -15,12 +16,13 @@ def default_registry_path() -> Path:
     """The registry used when none is named: ``$KREG_DB``, else the user data directory.
 
     Example:
+        >>> import os
         >>> os.environ["KREG_DB"] = "/tmp/kreg-example"
         >>> default_registry_path()
         PosixPath('/tmp/kreg-example')
         >>> del os.environ["KREG_DB"]
     """
-    env = os.environ.get(ENV_VAR)
+    env = env_text(ENV_VAR)
     if env:
         return Path(env).expanduser()
     import platformdirs  # only here: explicit paths never pay for it

@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from .._env import env_number, env_text
 from .tree import Tree, lexists, split_key, unlink_quietly
 
 CACHE_DIR_ENV = "KREG_CACHE_DIR"
@@ -221,10 +222,11 @@ class DiskCache:
 
 def open_cache() -> DiskCache | None:
     """The cache named by the environment, or the platform's; None when ``KREG_CACHE_BYTES=0``."""
-    cap = int(os.environ.get(CACHE_BYTES_ENV) or DEFAULT_BYTES)
-    if cap <= 0:
+    cap = int(env_number(CACHE_BYTES_ENV, DEFAULT_BYTES, integer=True,
+                         what="a number of bytes (0 turns the cache off)"))
+    if cap == 0:
         return None
-    where = os.environ.get(CACHE_DIR_ENV)
+    where = env_text(CACHE_DIR_ENV)
     if not where:
         import platformdirs
 
