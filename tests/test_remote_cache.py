@@ -86,3 +86,17 @@ def test_eviction_follows_no_link_and_removes_only_blob_names(tmp_path: Path) ->
     assert (cache_dir / "blobs" / "ab").is_symlink()
     assert cache.get("u", "k4") == b"\x04" * 600  # the cache still works around what it refused
     assert cache.get("u", "k0") is None  # and still evicts its own blobs
+
+
+def test_a_link_planted_where_a_blob_belongs_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "outside.txt"
+    target.write_bytes(b"keep me")
+    data = b"the real bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    blob = tmp_path / "cache" / "blobs" / digest[:2] / digest
+    blob.parent.mkdir(parents=True)
+    blob.symlink_to(target)
+    cache = DiskCache(tmp_path / "cache")
+    cache.put("u", "k", data)
+    assert cache.get("u", "k") == data and not blob.is_symlink()
+    assert target.read_bytes() == b"keep me"

@@ -24,12 +24,13 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 import uuid
 from pathlib import Path
 
 from .._env import env_number, env_text
-from .tree import Tree, lexists, split_key, unlink_quietly
+from .tree import Tree, split_key, unlink_quietly
 
 CACHE_DIR_ENV = "KREG_CACHE_DIR"
 CACHE_BYTES_ENV = "KREG_CACHE_BYTES"
@@ -61,7 +62,7 @@ class DiskCache:
         """The bytes cached for ``key`` of the registry ``url``, checked against their digest; else None."""
         ref = self._ref(url, key)
         try:
-            digest = self._read(ref).decode("ascii").strip()
+            digest = self._read(ref, 128).decode("ascii").strip()
             blob = self._blob(digest)
             with self._tree.open(blob) as fd:
                 with open(fd, "rb", closefd=False) as f:
@@ -144,15 +145,16 @@ class DiskCache:
             raise ValueError("not a sha256 digest")
         return f"blobs/{digest[:2]}/{digest}"
 
-    def _read(self, key: str) -> bytes:
+    def _read(self, key: str, limit: int = -1) -> bytes:
         with self._tree.open(key) as fd, open(fd, "rb", closefd=False) as f:
-            return f.read()
+            return f.read(limit)
 
     def _exists(self, key: str) -> bool:
+        """A regular file is there (anything else planted in its place is renamed over)."""
         *parts, name = split_key(key)
         try:
             with self._tree.dir(parts, create=False) as fd:
-                return lexists(fd, name)
+                return stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
         except (OSError, ValueError):
             return False
 
