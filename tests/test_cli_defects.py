@@ -268,7 +268,7 @@ def test_families_lists_parameters_and_defaults(kreg) -> None:
 
 
 def test_no_color_is_honoured(kreg) -> None:
-    from registry import _cli
+    from registry.cli import kernels as _cli
 
     assert _cli._coloured("1", 1.0) != "1"  # colour by default (click strips it when piped)
     os.environ["NO_COLOR"] = "1"
