@@ -13,6 +13,7 @@ import typing as _typing
 
 from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
 from ._exceptions import (
+    ConfigError,
     IntegrityError,
     InvalidKernelError,
     InvalidNameError,
@@ -36,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from .format.spec import KernelRecord, Provenance
 
 __all__ = [
+    "ConfigError",
     "IntegrityError",
     "InvalidKernelError",
     "InvalidNameError",

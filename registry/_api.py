@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._paths import default_registry_path
+from ._env import env_text
+from ._paths import ENV_VAR, default_registry_path
 from .format.rows import KernelInfo
 from .kernels.kernel import Kernel
 from .store import Registry
@@ -22,7 +23,7 @@ def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     else the platform's user data directory (``platformdirs``). One
     :class:`Registry` is kept per resolved path, so its caches are shared.
     """
-    location = os.fspath(path) if path else os.environ.get("KREG_DB", "")
+    location = os.fspath(path) if path else (env_text(ENV_VAR) or "")
     resolved: Path | str
     if "://" in location and not location.startswith("file://"):
         resolved = location  # an object-store URL: no path to resolve

@@ -11,6 +11,7 @@ working for callers who do not know kreg::
     ├── SchemaVersionError       (ValueError)   record written by a newer kreg
     ├── IntegrityError           (ValueError)   stored bytes do not match their sha256
     ├── UnsafeFileError          (ValueError)   a file refused by the guarded reader
+    ├── ConfigError              (ValueError)   an environment variable kreg cannot use
     ├── ProbeMismatchError       (ValueError)   an emitted layer failed the probe check
     ├── ReadOnlyError            (PermissionError)  write to the built-ins
     ├── LockTimeoutError         (TimeoutError) another writer held the lock too long
@@ -25,6 +26,7 @@ prints them as one ``Error: ...`` line.
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "IntegrityError",
     "InvalidKernelError",
     "InvalidNameError",
@@ -71,6 +73,10 @@ class IntegrityError(KregError, ValueError):
 
 class UnsafeFileError(KregError, ValueError):
     """A file the guarded reader refused before reading any values from it."""
+
+
+class ConfigError(KregError, ValueError):
+    """An environment variable kreg reads holds a value it cannot use (``KREG_CACHE_BYTES=lots``)."""
 
 
 class ProbeMismatchError(KregError, ValueError):

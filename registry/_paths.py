@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from ._env import env_text
+from ._exceptions import UnsafeFileError
 
 #: Environment variable naming the default registry directory.
 ENV_VAR = "KREG_DB"
@@ -20,7 +24,7 @@ def default_registry_path() -> Path:
         PosixPath('/tmp/kreg-example')
         >>> del os.environ["KREG_DB"]
     """
-    env = os.environ.get(ENV_VAR)
+    env = env_text(ENV_VAR)
     if env:
         return Path(env).expanduser()
     import platformdirs  # only here: explicit paths never pay for it
@@ -38,6 +42,25 @@ def _shipped(relative: str) -> Path:
 def builtin_db_path() -> Path:
     """The built-in kernel database shipped with kreg (it may not exist in a bare checkout)."""
     return _shipped("kernels_db/builtin.h5")
+
+
+def read_shipped(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a file shipped with kreg, at most ``max_bytes``, opened without following a
+    link or waiting on a FIFO: a device (``/dev/zero``) or a runaway file put in its place is
+    refused, never read until memory runs out."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafeFileError(f"Cannot open {path}: {exc.strerror or exc}.") from None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeFileError(f"{path} is not a regular file (a directory, FIFO or device); "
+                                  "reinstall kreg to restore it.")
+        data = f.read(max_bytes + 1)  # a /proc file says 0 bytes and holds more: the read is the bound
+    if len(data) > max_bytes:
+        raise UnsafeFileError(f"{path} holds more than the {max_bytes} bytes kreg reads from it; "
+                              "reinstall kreg to restore it.")
+    return data
 
 
 def schema_dir() -> Path:

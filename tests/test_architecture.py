@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "registry"
 #: The store sits on the kernel library (it serves the built-ins as a read-only layer), and
 #: the adapters on the store's level without using it (see ``test_no_adapter_uses_the_store``).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("registry._exceptions", "registry._paths", "registry._lazy", "registry._version")),
+    ("base", ("registry._exceptions", "registry._env", "registry._paths", "registry._lazy", "registry._version")),
     ("format", ("registry.format",)),
     ("kernels", ("registry.kernels",)),
     ("store", ("registry.store",)),

@@ -96,6 +96,10 @@ def test_unknown_name_suggests_and_exits_2(kreg) -> None:
         (["verify", "nope"], "Error: No kernel named 'nope'"),
         (["export", "sobel_x", "-o", "x.npy", "--format", "npy", "sobel_y"], "Error: --format npy writes one kernel"),
         (["schema", "--version", "7"], "Error: This kreg knows kernel-record schema version 1 only"),
+        # 0 printed version 1's schema with exit 0 (it read as "no version given").
+        (["schema", "--version", "0"], "Error: This kreg knows kernel-record schema version 1 only (the versions "
+                                       "it can print: 1). Received: 0, which is no schema version"),
+        (["schema", "--version", "-1"], "Error: This kreg knows kernel-record schema version 1 only"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(kreg, args: list[str], message: str) -> None:

@@ -280,6 +280,50 @@ def test_the_shipped_builtin_listing_matches_the_pack_and_a_stale_one_is_ignored
     assert not any("TAMPERED" in e for e in fallback) and sorted(fallback) == sorted(shipped)
 
 
+# A child with its memory capped: the old reader waited on a FIFO forever and read /dev/zero
+# until MemoryError, so each case must finish, quickly, within a small address space.
+_LIST_BUILTINS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+from pathlib import Path
+from registry.kernels.builtins import BuiltinLayer
+try:
+    print(len(BuiltinLayer(Path(sys.argv[1])).listing(all_versions=True)))
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("planted", ["fifo listing", "dev/zero listing", "sparse 4 GiB listing", "fifo pack"])
+def test_a_shipped_file_that_is_no_bounded_file_is_refused_without_waiting(tmp_path: Path, planted: str) -> None:
+    import os
+    import shutil
+
+    from registry._paths import builtin_db_path
+    from registry.kernels.builtins import BuiltinLayer
+
+    pack, listing = tmp_path / "builtin.h5", tmp_path / "builtin.listing.json"
+    shutil.copy(builtin_db_path(), pack)
+    expected = len(BuiltinLayer(builtin_db_path()).listing(all_versions=True))
+    if planted == "fifo listing":
+        os.mkfifo(listing)
+    elif planted == "dev/zero listing":
+        listing.symlink_to("/dev/zero")
+    elif planted == "sparse 4 GiB listing":
+        with open(listing, "wb") as f:
+            f.truncate(4 * 2**30)
+    else:
+        shutil.copy(builtin_db_path().with_name("builtin.listing.json"), listing)
+        pack.unlink()
+        os.mkfifo(pack)
+    done = subprocess.run([PY, "-c", _LIST_BUILTINS, str(pack)], capture_output=True, text=True, timeout=30,
+                          check=False)
+    if planted == "fifo pack":  # no listing without its pack: the guarded reader names the FIFO
+        assert done.stdout.startswith("UnsafeFileError") and "not a regular file" in done.stdout, done
+    else:  # the listing is ignored: the pack itself lists the built-ins
+        assert done.stdout.strip() == str(expected), (done.stdout, done.stderr[-500:])
+
+
 @pytest.mark.parametrize("hostile", ["huge widths", "huge retired time", "a ragged block", "a terminal escape"])
 def test_hostile_roots_and_blocks_give_one_error_or_are_ignored(tmp_path: Path, hostile: str) -> None:
     db = three_kernels(tmp_path)

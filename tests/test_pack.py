@@ -137,6 +137,43 @@ def test_an_older_signed_pack_cannot_roll_back_a_newer_one(reg: Registry, tmp_pa
     import_pack(reg, new)
 
 
+@pytest.mark.parametrize("order", ["oldest first", "newest first"])
+def test_a_rollback_is_judged_against_the_newest_earlier_import(tmp_path: Path, key: Path, order: str) -> None:
+    # Two earlier imports of the same key and pack name: a pack between them in time is older
+    # than the newest, whichever version that one became, so it is refused.
+    first, middle, last = (signed(tmp_path, key, n, [[1.0, -v]]) for n, v in (("t1", 1.0), ("t2", 2.0), ("t3", 3.0)))
+    times = []
+    for path in (first, middle, last):
+        with h5py.File(path, "r") as f:
+            times.append(json.loads(f["manifest"][()].tobytes())["created_at"])
+    assert times == sorted(times) and len(set(times)) == 3  # the manifests' own times, read with h5py
+    reg = Registry(tmp_path / order.replace(" ", "-"), builtins=False)
+    if order == "oldest first":
+        import_pack(reg, first)
+        import_pack(reg, last)
+    else:
+        import_pack(reg, last)
+        import_pack(reg, first, allow_downgrade=True)
+    assert reg.versions("edge") == [1, 2]
+    with pytest.raises(IntegrityError, match="a rollback") as caught:
+        import_pack(reg, middle)
+    assert parse_pack(last).created_at.isoformat() in str(caught.value)  # the newest is the one named
+    assert reg.versions("edge") == [1, 2]
+
+
+def test_a_signed_pack_stripped_of_its_signature_is_not_read_as_unsigned(reg: Registry, tmp_path: Path,
+                                                                         key: Path) -> None:
+    pack = signed(tmp_path, key, "stripped", [[1.0, -1.0]])
+    with h5py.File(pack, "r+") as f:
+        assert "signature" in f.attrs
+        del f.attrs["signature"]  # the manifest still names the key that signed it
+    with pytest.raises(IntegrityError, match="half signed"):
+        parse_pack(pack)
+    with pytest.raises(IntegrityError, match="half signed"):
+        import_pack(reg, pack)
+    assert reg.list_kernels() == []
+
+
 def test_the_cli_refuses_a_rollback_unless_told(kreg_cli, tmp_path: Path, key: Path) -> None:
     old = signed(tmp_path, key, "old", [[1.0, -1.0]])
     new = signed(tmp_path, key, "new", [[1.0, -2.0]])

@@ -53,3 +53,50 @@ def test_the_root_is_kept_with_its_etag_and_can_be_expired(tmp_path: Path) -> No
     path = next((tmp_path / "roots").iterdir())
     path.write_bytes(path.read_bytes().replace(b'"root":1', b'"root":2'))
     assert cache.get_root("u") is None  # damaged: not used
+
+
+def _plant_outside(where: Path) -> dict[Path, bytes]:
+    """Five files outside the cache, two of them named as kreg names its blobs."""
+    where.mkdir()
+    names = ["notes.txt", "photo.jpg", "ab" + "0" * 62, "ab" + "1" * 62, "data.bin"]
+    planted = {where / name: bytes([i]) * 4000 for i, name in enumerate(names)}
+    for path, data in planted.items():
+        path.write_bytes(data)
+    return planted
+
+
+def test_eviction_follows_no_link_and_removes_only_blob_names(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    outside = _plant_outside(tmp_path / "outside")
+    (cache_dir / "blobs" / "cd").mkdir(parents=True)
+    (cache_dir / "blobs" / "ab").symlink_to(tmp_path / "outside")  # a whole blob folder elsewhere
+    (cache_dir / "blobs" / "cd" / ("cd" + "2" * 62)).symlink_to(tmp_path / "outside" / "data.bin")
+    # Files kreg never names so, inside a real blob folder: the oldest and largest there are.
+    foreign = {cache_dir / "blobs" / "cd" / "mine.txt": b"x" * 5000,
+               cache_dir / "blobs" / "cd" / ("ef" + "3" * 62): b"y" * 5000,
+               cache_dir / "blobs" / "cd" / ("cd" + "4" * 61): b"z" * 5000}
+    for path, data in foreign.items():
+        path.write_bytes(data)
+        os.utime(path, (1, 1))
+    cache = DiskCache(cache_dir, max_bytes=1000)
+    for i in range(5):
+        cache.put("u", f"k{i}", bytes([i]) * 600)  # each past the cap: eviction runs every time
+    for path, data in {**outside, **foreign}.items():
+        assert path.read_bytes() == data
+    assert (cache_dir / "blobs" / "ab").is_symlink()
+    assert cache.get("u", "k4") == b"\x04" * 600  # the cache still works around what it refused
+    assert cache.get("u", "k0") is None  # and still evicts its own blobs
+
+
+def test_a_link_planted_where_a_blob_belongs_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "outside.txt"
+    target.write_bytes(b"keep me")
+    data = b"the real bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    blob = tmp_path / "cache" / "blobs" / digest[:2] / digest
+    blob.parent.mkdir(parents=True)
+    blob.symlink_to(target)
+    cache = DiskCache(tmp_path / "cache")
+    cache.put("u", "k", data)
+    assert cache.get("u", "k") == data and not blob.is_symlink()
+    assert target.read_bytes() == b"keep me"

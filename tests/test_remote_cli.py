@@ -198,6 +198,23 @@ def test_a_damaged_cache_entry_is_refetched_never_used(s3_url: str, tmp_path: Pa
     assert again.backend.stats["get"] >= 2  # the segment and the object came from the server again
 
 
+def test_cache_eviction_on_a_load_deletes_nothing_outside_the_cache(s3_url: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KREG_CACHE_BYTES", "0")  # added without the cache: the load below fetches
+    registry.Registry(s3_url, builtins=False).add("e/k", np.arange(64, dtype="f4").reshape(8, 8))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for i in range(5):
+        (outside / f"file{i}").write_bytes(b"keep me" * 100)
+    blobs = tmp_path / "kreg-cache" / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (blobs / "ab").symlink_to(outside)
+    monkeypatch.setenv("KREG_CACHE_BYTES", "1000")  # everything loaded is past the cap: eviction runs
+    loaded = registry.Registry(s3_url, builtins=False).load("e/k@1")
+    np.testing.assert_array_equal(loaded.array, np.arange(64).reshape(8, 8))
+    assert sorted(p.name for p in outside.iterdir()) == [f"file{i}" for i in range(5)]
+
+
 def test_import_registry_and_local_use_never_import_the_s3_client(tmp_path: Path) -> None:
     import subprocess
     import sys

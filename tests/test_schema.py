@@ -26,6 +26,15 @@ def test_there_is_one_schema_file_per_version() -> None:
     assert versions == [f"v{v}" for v in range(1, SCHEMA_VERSION + 1)]
 
 
+@pytest.mark.parametrize("version", [0, -1, SCHEMA_VERSION + 1])
+def test_a_schema_version_this_kreg_cannot_print_names_the_ones_it_has(version: int) -> None:
+    shipped = sorted(int(p.name[1:]) for p in schema_dir().glob("v*") if p.is_dir())  # the checked-in folders
+    with pytest.raises(SchemaVersionError, match=rf"the versions it can print: {', '.join(map(str, shipped))}\)\. "
+                                                 rf"Received: {version}, ") as caught:
+        json_schema(version)
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_golden_examples_validate(example: Path) -> None:
     record = parse_record(example.read_text(), stored=True)

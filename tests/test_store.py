@@ -136,6 +136,34 @@ def test_bad_values_say_what_was_received(reg: Registry, values, options, messag
     assert reg.list_kernels() == []
 
 
+def test_a_masked_array_is_refused_and_its_filled_values_are_stored(reg: Registry) -> None:
+    # The mask used to be dropped: what was under it was stored as if it were values.
+    data = np.array([[1.0, 99.0], [3.0, 4.0]], "f4")
+    masked = np.ma.masked_array(data, mask=[[False, True], [False, False]])
+    with pytest.raises(InvalidKernelError, match=r"masked array \(1 of 4 values masked\).*values\.filled\(") as caught:
+        reg.add("k", masked)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InvalidKernelError, match="The bias values came as a numpy masked array"):
+        reg.add("k", data, bias=np.ma.masked_array([1.0], mask=[True]))
+    nothing_masked = np.ma.masked_array(data, mask=False)  # the caller still says what a mask means
+    with pytest.raises(InvalidKernelError, match=r"\(0 of 4 values masked\)"):
+        reg.add("k", nothing_masked)
+    assert reg.list_kernels() == []
+    reg.add("k", masked.filled(0))
+    np.testing.assert_array_equal(reg.load("k@1").array, [[1.0, 0.0], [3.0, 4.0]])
+
+
+def test_a_masked_tensor_is_refused_before_it_becomes_a_kernel() -> None:
+    from registry.adapters.learned import from_tensors
+
+    weight = np.ma.masked_array(np.ones((1, 1, 3, 3), "f4"), mask=np.eye(3, dtype=bool)[None, None])
+    with pytest.raises(InvalidKernelError, match=r"The tensor 'c.weight' came as a numpy masked array \(3 of 9"):
+        from_tensors({"c.weight": weight}, "c")
+    bias = np.ma.masked_array([0.5], mask=[True])
+    with pytest.raises(InvalidKernelError, match=r"The tensor 'c.bias' came as a numpy masked array"):
+        from_tensors({"c.weight": weight.filled(0), "c.bias": bias}, "c")
+
+
 def test_invalid_metadata_is_refused_before_anything_is_written(reg: Registry) -> None:
     reg.add("k", [[1.0]])
     before = tree(reg.path)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InvalidKernelError
-from ..format.content import check_values, content_hash
+from ..format.content import check_values, content_hash, refuse_masked
 from ..kernels.kernel import Kernel
 
 
@@ -71,6 +71,8 @@ def learned_kernel(
 
     ``registry.add(name, kernel)`` or :func:`registry._api.add_converted` stores it.
     """
+    refuse_masked(values)  # before np.asarray, which would drop the mask
+    refuse_masked(bias, "The bias values")
     array = check_values(np.asarray(values))
     expected = {"HW": 2, "HWIO": 4, "HWIM": 4}[layout]
     if array.ndim != expected:
@@ -130,8 +132,10 @@ def from_tensors(
         keys = ", ".join(sorted(k for k in tensors if k.endswith("weight"))[:12])
         raise InvalidKernelError(f"No tensor {key!r} in the checkpoint. Weights there: {keys or 'none'}.")
     layer = name[: -len(".weight")] if name.endswith(".weight") else name
-    weight = np.asarray(tensors[name])
     bias_key = f"{layer}.bias" if name.endswith(".weight") else None
+    for tensor in (name, bias_key):
+        refuse_masked(tensors.get(tensor) if tensor else None, f"The tensor {tensor!r}")
+    weight = np.asarray(tensors[name])
     bias = np.asarray(tensors[bias_key]) if bias_key in tensors else None
     if layout == "OIHW":
         values, stored = oihw_to_stored(weight, groups)

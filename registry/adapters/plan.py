@@ -28,7 +28,6 @@ never uses the bare word. With a border, a kernel is anchored where OpenCV ancho
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._env import env_flag
 from .._exceptions import InvalidKernelError, ProbeMismatchError
 from ..kernels.kernel import Kernel
 
@@ -340,7 +340,7 @@ def probe_enabled(probe: bool | None) -> bool:
     """``probe`` if given, else on unless the environment says ``KREG_PROBE=0``."""
     if probe is not None:
         return bool(probe)
-    return os.environ.get(PROBE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag(PROBE_ENV, True)
 
 
 def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:

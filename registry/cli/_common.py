@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from .._exceptions import (
+    ConfigError,
     InvalidKernelError,
     InvalidNameError,
     KernelNotFoundError,
@@ -24,7 +25,8 @@ from .._exceptions import (
 from ..store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
-BAD_INPUT = (InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError, UnsafeFileError)
+BAD_INPUT = (ConfigError, InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError,
+             UnsafeFileError)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -22,7 +22,7 @@ def schema(version: int | None) -> None:
     """
     from ..format.spec import SCHEMA_VERSION, json_schema
 
-    click.echo(json.dumps(json_schema(version or SCHEMA_VERSION), indent=2, sort_keys=True))
+    click.echo(json.dumps(json_schema(SCHEMA_VERSION if version is None else version), indent=2, sort_keys=True))
 
 
 @click.command()

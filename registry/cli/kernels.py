@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import click
 import numpy as np
 
+from .._env import env_text
 from .._exceptions import InvalidKernelError, UnsafeFileError
 from ..format.names import escape
 from ..format.rows import Listing, column_widths
@@ -157,7 +157,7 @@ def _values_text(array: np.ndarray, layout: str) -> str:
 
 def _coloured(text: str, weight: float) -> str:
     # Diverging: red for positive, blue for negative, bold where large. https://no-color.org
-    if os.environ.get("NO_COLOR"):
+    if env_text("NO_COLOR"):
         return text
     if weight == 0:
         return click.style(text, dim=True)

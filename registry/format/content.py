@@ -29,6 +29,17 @@ VIEW_LAYOUTS = {
 MAX_ELEMENTS = LIMITS.max_elements
 
 
+def refuse_masked(values: object, what: str = "The kernel values") -> None:
+    """A numpy masked array carries a mask no kreg file can hold: refused, never silently
+    stripped of it (``np.asarray`` would); the caller picks what the masked entries become."""
+    if isinstance(values, np.ma.MaskedArray):
+        raise InvalidKernelError(
+            f"{what} came as a numpy masked array ({int(np.ma.count_masked(values))} of {values.size} values "
+            "masked); kreg stores plain arrays and would drop the mask. Pass values.filled(x) with the value "
+            "the masked entries should take (e.g. values.filled(0))."
+        )
+
+
 def check_values(values: object, *, dtype: str | None = None) -> np.ndarray:
     """Return ``values`` as a C-ordered array of an allowed dtype, or explain why not.
 
@@ -37,12 +48,13 @@ def check_values(values: object, *, dtype: str | None = None) -> np.ndarray:
 
     Raises:
         InvalidKernelError: for an unknown dtype, a lossy integer cast,
-            an empty or oversized array, or NaN / infinity.
+            an empty or oversized array, NaN / infinity, or a masked array.
     """
     if dtype is not None and dtype not in DTYPES:
         raise InvalidKernelError(
             f"dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}."
         )
+    refuse_masked(values)
     if isinstance(values, np.ndarray):
         array = values
     else:

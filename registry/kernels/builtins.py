@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import KernelNotFoundError
+from .._paths import read_shipped
 from ..format.names import Ref
 from ..format.rows import KernelInfo, listing_entry
 from .kernel import Kernel
 
 if TYPE_CHECKING:
     from ..format.guard import GuardedFile
+
+# What is read to trust the listing, at most: a FIFO, a device or a runaway file there is
+# refused without waiting and the listing comes from the pack itself (far above today's
+# 12 KiB listing and 150 KiB pack).
+MAX_LISTING_BYTES = 16 * 2**20
+MAX_PACK_BYTES = 256 * 2**20
 
 
 class BuiltinLayer:
@@ -83,9 +90,10 @@ class BuiltinLayer:
 
     def _shipped_listing(self) -> list[str] | None:
         try:
-            shipped = json.loads(self.listing_path.read_bytes())
+            shipped = json.loads(read_shipped(self.listing_path, MAX_LISTING_BYTES))
             entries = shipped["entries"]
-            if shipped["pack_sha256"] != hashlib.sha256(self.path.read_bytes()).hexdigest() or not (
+            pack = read_shipped(self.path, MAX_PACK_BYTES)
+            if shipped["pack_sha256"] != hashlib.sha256(pack).hexdigest() or not (
                     isinstance(entries, list) and all(isinstance(e, str) and e.count("\t") == 9 for e in entries)):
                 return None
         except (OSError, ValueError, KeyError, TypeError):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InvalidKernelError
-from ..format.content import check_values, content_hash, to_stored_layout
+from ..format.content import check_values, content_hash, refuse_masked, to_stored_layout
 from .kernel import Kernel
 
 
@@ -64,6 +64,7 @@ def build_record(
         if src["version"] >= 1:
             inherited["parent"] = source.ref
     array = check_values(values, dtype=dtype)
+    refuse_masked(bias, "The bias values")
     if layout is None:
         if array.ndim == 4:
             raise InvalidKernelError(

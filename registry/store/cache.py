@@ -9,7 +9,9 @@ is kept too (``roots/URLHASH``) with its ETag and when the server last confirmed
 pinned ``name@v`` resolves offline and ``name`` costs one conditional request (or none
 within the freshness window). Writes are a temporary file renamed into place, so racing
 processes and a kill at any instant leave either no entry or a whole one. When the cache
-grows past its cap, the least recently used blobs go first.
+grows past its cap, the least recently used blobs go first. Like the local store, the cache
+follows no symbolic link (every file is reached through ``O_NOFOLLOW`` descriptors) and
+removes only files named as it names them, whatever else is planted there.
 
 Where: ``$KREG_CACHE_DIR``, else the platform's user cache directory; the cap is
 ``$KREG_CACHE_BYTES`` (default 2 GiB; ``0`` disables the cache).
@@ -17,16 +19,24 @@ Where: ``$KREG_CACHE_DIR``, else the platform's user cache directory; the cap is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import stat
 import time
 import uuid
 from pathlib import Path
 
+from .._env import env_number, env_text
+from .tree import Tree, split_key, unlink_quietly
+
 CACHE_DIR_ENV = "KREG_CACHE_DIR"
 CACHE_BYTES_ENV = "KREG_CACHE_BYTES"
 DEFAULT_BYTES = 2 * 2**30
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_FOLDER = re.compile(r"[0-9a-f]{2}")
 
 
 class DiskCache:
@@ -40,6 +50,7 @@ class DiskCache:
     def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_BYTES) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self._tree = Tree(self.path, str(self.path))
         self._size: int | None = None  # bytes of blobs, measured once per process, then kept up to date
 
     def __repr__(self) -> str:
@@ -51,20 +62,20 @@ class DiskCache:
         """The bytes cached for ``key`` of the registry ``url``, checked against their digest; else None."""
         ref = self._ref(url, key)
         try:
-            digest = ref.read_text("ascii").strip()
+            digest = self._read(ref, 128).decode("ascii").strip()
             blob = self._blob(digest)
-            data = blob.read_bytes()
+            with self._tree.open(blob) as fd:
+                with open(fd, "rb", closefd=False) as f:
+                    data = f.read()
+                with contextlib.suppress(OSError):
+                    os.utime(fd)  # recently used: evicted last
         except (OSError, ValueError):
             return None
         if hashlib.sha256(data).hexdigest() != digest:
             # Damaged on disk (or altered): never used; the caller fetches it again.
-            _unlink(blob)
-            _unlink(ref)
+            self._unlink(blob)
+            self._unlink(ref)
             return None
-        try:
-            os.utime(blob)  # recently used: evicted last
-        except OSError:
-            pass
         return data
 
     def put(self, url: str, key: str, data: bytes) -> None:
@@ -72,23 +83,23 @@ class DiskCache:
         digest = hashlib.sha256(data).hexdigest()
         blob = self._blob(digest)
         try:
-            if not blob.exists():
-                _write(blob, data)
+            if not self._exists(blob):
+                self._write(blob, data)
                 self._grow(len(data))
-            _write(self._ref(url, key), digest.encode("ascii"))
-        except OSError:
+            self._write(self._ref(url, key), digest.encode("ascii"))
+        except (OSError, ValueError):
             pass
 
     def forget(self, url: str, key: str) -> None:
         """Drop the key's mapping (its blob stays until evicted: another key may share it)."""
-        _unlink(self._ref(url, key))
+        self._unlink(self._ref(url, key))
 
     # -- the last root seen -----------------------------------------------
 
     def get_root(self, url: str) -> tuple[bytes, str, float] | None:
         """``(root bytes, ETag, time the server confirmed it)`` last seen for ``url``, or None."""
         try:
-            head, _, body = self._root_path(url).read_bytes().partition(b"\n")
+            head, _, body = self._read(self._root_path(url)).partition(b"\n")
             meta = json.loads(head)
             if hashlib.sha256(body).hexdigest() != meta["sha256"]:
                 return None
@@ -100,13 +111,13 @@ class DiskCache:
         meta = {"etag": etag, "checked": time.time() if checked is None else checked,
                 "sha256": hashlib.sha256(data).hexdigest()}
         try:
-            _write(self._root_path(url), json.dumps(meta).encode() + b"\n" + data)
-        except OSError:
+            self._write(self._root_path(url), json.dumps(meta).encode() + b"\n" + data)
+        except (OSError, ValueError):
             pass
 
     def forget_root(self, url: str) -> None:
         """Drop the root held for ``url`` (the server said it is gone)."""
-        _unlink(self._root_path(url))
+        self._unlink(self._root_path(url))
 
     def expire_root(self, url: str) -> None:
         """Keep the root but mark it unconfirmed: the next unpinned read asks the server."""
@@ -119,78 +130,110 @@ class DiskCache:
     def _space(self, url: str) -> str:
         return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
 
-    def _ref(self, url: str, key: str) -> Path:
-        return self.path / "keys" / self._space(url) / hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # Keys below the cache directory, every one a name kreg writes; the files are reached through
+    # a ``Tree`` (descriptors walked with O_NOFOLLOW), so a link or FIFO planted in the cache is
+    # refused, and nothing outside it is read, written or deleted.
 
-    def _root_path(self, url: str) -> Path:
-        return self.path / "roots" / self._space(url)
+    def _ref(self, url: str, key: str) -> str:
+        return f"keys/{self._space(url)}/{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
 
-    def _blob(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+    def _root_path(self, url: str) -> str:
+        return f"roots/{self._space(url)}"
+
+    def _blob(self, digest: str) -> str:
+        if not _DIGEST.fullmatch(digest):
             raise ValueError("not a sha256 digest")
-        return self.path / "blobs" / digest[:2] / digest
+        return f"blobs/{digest[:2]}/{digest}"
+
+    def _read(self, key: str, limit: int = -1) -> bytes:
+        with self._tree.open(key) as fd, open(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+
+    def _exists(self, key: str) -> bool:
+        """A regular file is there (anything else planted in its place is renamed over)."""
+        *parts, name = split_key(key)
+        try:
+            with self._tree.dir(parts, create=False) as fd:
+                return stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+        except (OSError, ValueError):
+            return False
+
+    def _write(self, key: str, data: bytes) -> None:
+        """A temporary file renamed over ``key``: racing processes see no entry or a whole one."""
+        *parts, name = split_key(key)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._tree.dir(parts, create=True) as parent:
+            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                             dir_fd=parent)
+                with open(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            except OSError:
+                unlink_quietly(parent, tmp)
+                raise
+
+    def _unlink(self, key: str) -> None:
+        *parts, name = split_key(key)
+        try:
+            with self._tree.dir(parts, create=False) as fd:
+                unlink_quietly(fd, name)
+        except (OSError, ValueError):
+            pass
 
     def _grow(self, size: int) -> None:
         if self._size is None:
-            self._size = sum(f.stat().st_size for f in self._blobs())
+            self._size = sum(size for _, size, _ in self._blobs())
         else:
             self._size += size
         if self._size > self.max_bytes:
             self._evict()
 
-    def _blobs(self) -> list[Path]:
-        root = self.path / "blobs"
-        return [f for d in root.iterdir() if d.is_dir() for f in d.iterdir()] if root.is_dir() else []
+    def _blobs(self) -> list[tuple[float, int, str]]:
+        """``(mtime, size, digest)`` of every blob: only names kreg gives blobs, in real folders."""
+        try:
+            with self._tree.dir(["blobs"], create=False) as fd:
+                folders = [e.name for e in os.scandir(fd) if _FOLDER.fullmatch(e.name) and not e.is_symlink()]
+        except (OSError, ValueError):
+            return []
+        found = []
+        for folder in folders:
+            try:
+                with self._tree.dir(["blobs", folder], create=False) as fd:
+                    for entry in os.scandir(fd):
+                        named = entry.name[:2] == folder and _DIGEST.fullmatch(entry.name)
+                        if named and entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            found.append((st.st_mtime, st.st_size, entry.name))
+            except (OSError, ValueError):
+                continue  # a link or a FIFO planted where a folder belongs: not the cache's
+        return found
 
     def _evict(self) -> None:
         """Delete least recently used blobs until the cache is under 80% of its cap."""
-        entries = []
-        for blob in self._blobs():
-            try:
-                st = blob.stat()
-            except OSError:
-                continue
-            entries.append((st.st_mtime, st.st_size, blob))
-        entries.sort()
+        entries = sorted(self._blobs())
         total = sum(size for _, size, _ in entries)
-        for _, size, blob in entries:
+        for _, size, digest in entries:
             if total <= self.max_bytes * 0.8:
                 break
-            _unlink(blob)
+            self._unlink(self._blob(digest))
             total -= size
         self._size = total
 
 
 def open_cache() -> DiskCache | None:
     """The cache named by the environment, or the platform's; None when ``KREG_CACHE_BYTES=0``."""
-    cap = int(os.environ.get(CACHE_BYTES_ENV) or DEFAULT_BYTES)
-    if cap <= 0:
+    cap = int(env_number(CACHE_BYTES_ENV, DEFAULT_BYTES, integer=True,
+                         what="a number of bytes (0 turns the cache off)"))
+    if cap == 0:
         return None
-    where = os.environ.get(CACHE_DIR_ENV)
+    where = env_text(CACHE_DIR_ENV)
     if not where:
         import platformdirs
 
         where = str(platformdirs.user_cache_path("kreg", appauthor=False) / "remote")
     return DiskCache(where, max_bytes=cap)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass
 
 
 __all__ = ["DiskCache", "open_cache"]

@@ -16,13 +16,13 @@ environment and never appear in a message: errors name the registry's URL only.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
+from .._env import env_seconds
 from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, HeldRoot, open_cache
@@ -66,8 +66,7 @@ class ObjectBackend:
 
         require("obstore", feature=f"The registry at {self.url}")  # names the extra: pip install 'kreg[s3]'
         self._scheme, self._bucket, self._prefix = scheme, bucket, prefix.strip("/")
-        env = os.environ.get(FRESHNESS_ENV, "")
-        self.freshness = float(freshness if freshness is not None else (env or 0))
+        self.freshness = float(freshness if freshness is not None else env_seconds(FRESHNESS_ENV, 0.0))
         self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
         self._space = cache_space(scheme, self.url)  # the cache's name for this registry
         self.stats: Counter[str] = Counter()  # requests by verb, bytes_in, bytes_out (the benchmark reads it)

@@ -91,8 +91,12 @@ def parse_record(data: Mapping[str, Any] | str | bytes, *, where: str = "record"
 def json_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """The JSON Schema of kernel records for ``version``, as checked in under ``schema/``."""
     if version != SCHEMA_VERSION:
+        # Only the current version is held as models; an older record is migrated, not printed.
+        why = ("written by a newer kreg: upgrade kreg (pip install -U kreg) to print it" if version > SCHEMA_VERSION
+               else "which is no schema version: they count from 1")
         raise SchemaVersionError(
-            f"This kreg knows kernel-record schema version {SCHEMA_VERSION} only. Received: {version}."
+            f"This kreg knows kernel-record schema version {SCHEMA_VERSION} only (the versions it can print: "
+            f"{SCHEMA_VERSION}). Received: {version}, {why}."
         )
     schema = KernelRecord.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
