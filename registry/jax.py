@@ -18,7 +18,8 @@ from ._exceptions import InvalidKernelError
 from ._lazy import require
 from .adapters import learned
 from .adapters import plan as planning
-from .adapters.plan import BORDERS, Plan, parse_border
+from .adapters.borders import BORDERS, parse_border, source_index
+from .adapters.plan import Plan
 from .kernels.kernel import Kernel
 
 jax = require("jax", feature="The JAX adapter (registry.jax)")
@@ -34,7 +35,7 @@ def _pad(x: Any, plan: Plan) -> Any:
     if mode in ("zero", "constant"):
         return jnp.pad(x, ((0, 0), *plan.pads, (0, 0)), constant_values=value)
     for axis, (before, after) in zip((1, 2), plan.pads):
-        x = jnp.take(x, planning.source_index(x.shape[axis], before, after, mode), axis=axis)
+        x = jnp.take(x, source_index(x.shape[axis], before, after, mode), axis=axis)
     return x
 
 
@@ -101,6 +102,7 @@ def to_layer(
     mode: str | None = None,
     padding: str = "valid",
     border: str | tuple[str, float] | None = None,
+    anchor: int | tuple[int, int] | None = None,
     strides: int | tuple[int, int] = 1,
     dilation_rate: int | tuple[int, int] = 1,
     dtype: str | None = None,
@@ -123,6 +125,7 @@ def to_layer(
         mode=mode,
         padding=padding,
         border=border,
+        anchor=anchor,
         strides=strides,
         dilation_rate=dilation_rate,
         use_bias=use_bias,
@@ -150,10 +153,40 @@ def to_layer(
     return layer
 
 
-def to_tensor(kernel: Kernel, *, dtype: str = "float32") -> Any:
-    """The ``HWIO`` weight for ``lax.conv_general_dilated`` (an ``HWIM`` kernel in its grouped
-    ``(H, W, 1, C*M)`` form, for ``feature_group_count=C``)."""
-    return jnp.asarray(np.array(kernel.as_layout("HWIO")), dtype=dtype)
+def to_tensor(
+    kernel: Kernel,
+    *,
+    in_channels: int | None = None,
+    mode: str | None = None,
+    dtype: str = "float32",
+    probe: bool | None = None,
+) -> Any:
+    """The ``HWIO`` weight for ``lax.conv_general_dilated``, checked on the probe.
+
+    A full kernel, or an ``HW`` plane in ``sum``/``mean`` mode, is ``HWIO`` for
+    ``feature_group_count=1``; an ``HWIM`` kernel, or a plane in ``depthwise`` mode with
+    ``in_channels``, its grouped ``(H, W, 1, C*M)`` form for ``feature_group_count=C``; a plane
+    alone is ``(H, W, 1, 1)``. The options are those of :func:`registry.keras.to_tensor`.
+
+    Example:
+        >>> import registry, registry.jax as rj                                  # doctest: +SKIP
+        >>> rj.to_tensor(registry.load("sobel_x"), in_channels=3).shape           # doctest: +SKIP
+        (3, 3, 1, 3)
+    """
+    options = dict(in_channels=in_channels, mode=mode)
+    p = planning.plan(kernel, name="tensor", **options)  # type: ignore[arg-type]
+    h, w, c, m = p.weight.shape
+    weight = jnp.asarray(p.weight if p.kind == "conv" else p.weight.reshape(h, w, 1, c * m), dtype=dtype)
+    if planning.probe_enabled(probe):
+        x = planning.probe_input(p)
+        xt = jnp.asarray(x, dtype=dtype)
+        channels = x.shape[3]
+        filt = jnp.tile(weight, (1, 1, 1, channels)) if p.kind == "plane" else weight
+        got = lax.conv_general_dilated(xt, filt, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                       feature_group_count=1 if p.kind == "conv" else channels)
+        planning.check_probe(kernel, np.asarray(got.astype("float32")), x, {**options, "use_bias": False},
+                             what=f"the JAX weight for {kernel.ref}", itemsize=got.dtype.itemsize)
+    return weight
 
 
 def from_layer(params: Mapping[str, Any], layer: str | None = None, *, groups: int = 1) -> Kernel:

@@ -4,7 +4,7 @@ The layers use ``keras.ops`` only, so the same model runs with ``KERAS_BACKEND``
 ``tensorflow``, ``jax`` or ``torch``; TensorFlow is not needed. Importing this module
 imports Keras (and its backend); ``import registry`` never does. What a layer computes is
 decided by :func:`registry.adapters.plan.plan`; this module only builds it, then runs the probe
-check (see :func:`to_layer`). Border modes are listed in :mod:`registry.adapters.plan`.
+check (see :func:`to_layer`). Border modes are listed in :mod:`registry.adapters.borders`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from ._exceptions import InvalidKernelError
 from ._lazy import require_keras
 from .adapters import learned
 from .adapters import plan as planning
-from .adapters.plan import BORDERS, Plan, parse_border
+from .adapters.borders import BORDERS, parse_border, source_index
+from .adapters.plan import Plan
 from .format.content import file_sha256
 from .kernels.kernel import Kernel
 
@@ -54,8 +55,11 @@ def _check_images(layer: Any, x: Any, channels: int | None, data_format: str) ->
         )
 
 
-@keras.saving.register_keras_serializable(package="kreg")
-class BorderPadding2D(keras.layers.Layer):
+# The class names carry "Kreg" and the registered names stay "kreg>BorderPadding2D" (files saved by
+# earlier releases load): a .keras file opened where registry.keras was not imported fails with
+# Keras' "Could not locate class 'KregBorderPadding2D'" followed by its module, registry.keras.
+@keras.saving.register_keras_serializable(package="kreg", name="BorderPadding2D")
+class KregBorderPadding2D(keras.layers.Layer):
     """Pads height and width with one of kreg's border modes (Keras only zero-pads).
 
     Args:
@@ -104,20 +108,23 @@ class BorderPadding2D(keras.layers.Layer):
     def _source_index(self, n: Any, before: int, after: int) -> Any:
         """For each padded position, the index of the input pixel it copies (as planning.source_index)."""
         if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
-            return planning.source_index(n, before, after, self.mode).astype("int32")
+            return source_index(n, before, after, self.mode).astype("int32")
         ops = keras.ops
         i = ops.arange(-before, n + after, dtype="int32")
         n = ops.cast(n, "int32")
+        # Each modulus is taken of a non-negative number (shifted by a whole number of periods):
+        # converters such as tf2onnx turn a floor modulus into a truncating one, which differs
+        # below zero, and the border would come out wrong in the exported model.
         if self.mode == "reflect101":
             period = ops.maximum(2 * n - 2, 1)
-            i = ops.mod(i, period)
+            i = ops.mod(i + before * period, period)
             return ops.where(i >= n, period - i, i)
         if self.mode == "symmetric":
-            i = ops.mod(i, 2 * n)
+            i = ops.mod(i + before * 2 * n, 2 * n)
             return ops.where(i >= n, 2 * n - 1 - i, i)
         if self.mode == "replicate":
             return ops.clip(i, 0, n - 1)
-        return ops.mod(i, n)  # wrap
+        return ops.mod(i + before * n, n)  # wrap
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         # Keras builds a Sequential from shapes alone: the check must happen here too.
@@ -139,8 +146,8 @@ class BorderPadding2D(keras.layers.Layer):
         }
 
 
-@keras.saving.register_keras_serializable(package="kreg")
-class PlaneConv2D(keras.layers.Layer):
+@keras.saving.register_keras_serializable(package="kreg", name="PlaneConv2D")
+class KregPlaneConv2D(keras.layers.Layer):
     """One ``HW`` plane applied to every channel of any input, channel by channel (depthwise).
 
     The weight is ``(H, W, 1, 1)`` whatever the input; the channel count is read from the
@@ -210,6 +217,10 @@ class PlaneConv2D(keras.layers.Layer):
         }
 
 
+#: The public names of kreg's two Keras layers.
+BorderPadding2D, PlaneConv2D = KregBorderPadding2D, KregPlaneConv2D
+
+
 def _conv(
     kind: str, weight: np.ndarray, bias: np.ndarray | None, *, padding: str, options: dict[str, Any]
 ) -> Any:
@@ -268,6 +279,7 @@ def to_layer(
     mode: str | None = None,
     padding: str = "valid",
     border: str | tuple[str, float] | None = None,
+    anchor: int | tuple[int, int] | None = None,
     strides: int | tuple[int, int] = 1,
     dilation_rate: int | tuple[int, int] = 1,
     data_format: str = "channels_last",
@@ -289,8 +301,12 @@ def to_layer(
             ``HWIO`` and ``HWIM`` kernels already say how channels combine: leave it unset.
         padding: Keras ``valid`` or ``same`` (zero padding, Keras' anchor).
         border: instead of ``padding``, keep the size with a border mode (see
-            :mod:`registry.adapters.plan`); returns a ``Sequential`` of a :class:`BorderPadding2D`
+            :mod:`registry.adapters.borders`); returns a ``Sequential`` of a :class:`BorderPadding2D`
             and a ``valid`` convolution.
+        anchor: with a border, the ``(row, column)`` of the kernel tap that lands on each output
+            pixel (OpenCV's ``anchor``); default ``k // 2`` of the dilated size, as OpenCV. An
+            even kernel from another library may need another: scikit-image's
+            ``roberts_pos_diag`` is ``anchor=(0, 0), border="symmetric"``.
         strides, dilation_rate, data_format: as for ``Conv2D``.
         dtype: ``float16``, ``bfloat16``, ``float32``, a policy name such as
             ``mixed_float16``, or ``None`` for the active policy.
@@ -321,6 +337,7 @@ def to_layer(
         mode=mode,
         padding=padding,
         border=border,
+        anchor=anchor,
         strides=strides,
         dilation_rate=dilation_rate,
         use_bias=use_bias,

@@ -15,7 +15,7 @@ import numpy as np
 from ._exceptions import InvalidKernelError
 from ._lazy import require
 from .adapters import plan as planning
-from .adapters.plan import BORDERS, parse_border
+from .adapters.borders import BORDERS, parse_border
 from .kernels.kernel import Kernel
 
 tf = require("tensorflow", feature="The TensorFlow adapter (registry.tensorflow)")

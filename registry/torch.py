@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from ._exceptions import InvalidKernelError
 from ._lazy import require
 from .adapters import learned
 from .adapters import plan as planning
-from .adapters.plan import BORDERS, Plan, parse_border
+from .adapters.borders import BORDERS, parse_border
+from .adapters.plan import Plan
 from .kernels.kernel import Kernel
 
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
@@ -28,6 +29,7 @@ nn, F = torch.nn, torch.nn.functional
 __all__ = [
     "BORDERS",
     "BorderPad2d",
+    "KregConv2d",
     "PlaneConv2d",
     "SamePad2d",
     "from_layer",
@@ -52,11 +54,11 @@ def _dtype(dtype: str | None, plan: Plan) -> Any:
     return _DTYPES[name]
 
 
-def _check_images(module: nn.Module, x: Any, channels: int | None) -> None:
+def _check_images(what: str, x: torch.Tensor, channels: Optional[int]) -> None:
+    # Plain types only: this runs inside forward(), which torch.jit.script compiles.
     if x.dim() != 4:
         raise InvalidKernelError(
-            f"{type(module).__name__} takes a batch of images (N, C, H, W). "
-            f"Received: shape={tuple(x.shape)}. "
+            f"{what} takes a batch of images (N, C, H, W). Received: shape={list(x.shape)}. "
             f"For one grayscale image use x[None, None]; for one image (C, H, W) x[None]."
         )
     if channels is not None and x.shape[1] != channels:
@@ -65,6 +67,22 @@ def _check_images(module: nn.Module, x: Any, channels: int | None) -> None:
             f"Emit it with in_channels={x.shape[1]} "
             "(an HW plane with mode='depthwise' and no in_channels takes any)."
         )
+
+
+def _source_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
+    """:func:`registry.adapters.borders.source_index` in torch operations, so that the index follows
+    the input's size in a scripted or exported module (NumPy would freeze it at trace time)."""
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "reflect101":
+        period = 2 * n - 2 + 1 // n  # 1 when n == 1: every position copies the one pixel
+        i = torch.remainder(i + before * period, period)  # non-negative: exporters truncate below zero
+        return torch.where(i >= n, period - i, i)
+    if mode == "symmetric":
+        i = torch.remainder(i + before * 2 * n, 2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+    if mode == "replicate":
+        return torch.clamp(i, 0, n - 1)
+    return torch.remainder(i + before * n, n)  # wrap
 
 
 class BorderPad2d(nn.Module):
@@ -80,17 +98,20 @@ class BorderPad2d(nn.Module):
         super().__init__()
         if mode not in BORDERS:
             raise InvalidKernelError(f"mode must be one of {', '.join(BORDERS)}. Received: mode={mode!r}.")
-        self.padding, self.mode, self.value, self.channels = padding, mode, float(value), channels
+        (top, bottom), (left, right) = padding
+        self.padding = ((int(top), int(bottom)), (int(left), int(right)))
+        self.mode, self.value = mode, float(value) if mode == "constant" else 0.0
+        self.channels: Optional[int] = channels
 
-    def forward(self, x: Any) -> Any:
-        _check_images(self, x, self.channels)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images("BorderPad2d", x, self.channels)
         (top, bottom), (left, right) = self.padding
-        if self.mode in ("zero", "constant"):
-            return F.pad(x, (left, right, top, bottom), value=self.value if self.mode == "constant" else 0.0)
-        for axis, (before, after) in ((2, (top, bottom)), (3, (left, right))):
-            if before or after:
-                index = planning.source_index(int(x.shape[axis]), before, after, self.mode)
-                x = x.index_select(axis, torch.as_tensor(index, device=x.device))
+        if self.mode == "zero" or self.mode == "constant":
+            return F.pad(x, [left, right, top, bottom], value=self.value)
+        if top or bottom:
+            x = x.index_select(2, _source_index(x.shape[2], top, bottom, self.mode, x.device))
+        if left or right:
+            x = x.index_select(3, _source_index(x.shape[3], left, right, self.mode, x.device))
         return x
 
     def extra_repr(self) -> str:
@@ -107,17 +128,34 @@ class SamePad2d(nn.Module):
 
     def __init__(self, kernel_size: tuple[int, int], strides: tuple[int, int]) -> None:
         super().__init__()
-        self.kernel_size, self.strides = kernel_size, strides
+        self.kernel_size = (int(kernel_size[0]), int(kernel_size[1]))
+        self.strides = (int(strides[0]), int(strides[1]))
 
-    def forward(self, x: Any) -> Any:
-        (top, bottom), (left, right) = (
-            planning.same_pads(int(n), k, s) for n, k, s in zip(x.shape[2:], self.kernel_size, self.strides)
-        )
-        return F.pad(x, (left, right, top, bottom))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads: list[int] = []
+        for axis in (3, 2):  # F.pad lists the last axis first
+            n, k, s = x.shape[axis], self.kernel_size[axis - 2], self.strides[axis - 2]
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
+
+class KregConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that casts its input to its own dtype (as the Keras and JAX layers do) and
+    names a wrong channel count in kreg's words."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images("KregConv2d", x, self.in_channels)
+        return self._conv_forward(x.to(self.weight.dtype), self.weight, self.bias)
 
 
 class PlaneConv2d(nn.Module):
-    """One ``HW`` plane applied to every channel of any NCHW input (groups = channels)."""
+    """One ``HW`` plane applied to every channel of any NCHW input.
+
+    The channels are folded into the batch and filtered by one single-channel convolution,
+    so the weight keeps its ``(1, 1, H, W)`` shape whatever the input (an exported model
+    takes any batch and channel count) and no per-channel copy of it is made.
+    """
 
     def __init__(
         self,
@@ -131,21 +169,20 @@ class PlaneConv2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias) if bias is not None else None
-        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.stride = (int(stride[0]), int(stride[1]))
+        self.dilation = (int(dilation[0]), int(dilation[1]))
+        self.same = padding == "same"
+        self.padding = (0, 0) if self.same else (int(padding), int(padding))
 
-    def forward(self, x: Any) -> Any:
-        _check_images(self, x, None)
-        c = x.shape[1]
-        bias = self.bias.expand(c) if self.bias is not None else None
-        return F.conv2d(
-            x,
-            self.weight.expand(c, 1, *self.weight.shape[2:]),
-            bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            groups=c,
-        )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_images("PlaneConv2d", x, None)
+        n, c, h, w = x.shape
+        planes = x.to(self.weight.dtype).reshape(n * c, 1, h, w)
+        if self.same:
+            y = F.conv2d(planes, self.weight, self.bias, self.stride, "same", self.dilation)
+        else:
+            y = F.conv2d(planes, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return y.reshape(n, c, y.shape[2], y.shape[3])
 
 
 def _conv(
@@ -165,7 +202,7 @@ def _conv(
     if kind == "plane":
         return PlaneConv2d(w, b, stride=stride, padding=padding, dilation=dilation)
     out, per_group, h, width = weight.shape
-    conv = nn.Conv2d(
+    conv = KregConv2d(
         per_group * groups,
         out,
         (h, width),
@@ -236,6 +273,7 @@ def to_layer(
     mode: str | None = None,
     padding: str = "valid",
     border: str | tuple[str, float] | None = None,
+    anchor: int | tuple[int, int] | None = None,
     strides: int | tuple[int, int] = 1,
     dilation_rate: int | tuple[int, int] = 1,
     dtype: str | None = None,
@@ -264,6 +302,7 @@ def to_layer(
         mode=mode,
         padding=padding,
         border=border,
+        anchor=anchor,
         strides=strides,
         dilation_rate=dilation_rate,
         use_bias=use_bias,

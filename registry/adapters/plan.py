@@ -4,25 +4,8 @@ Every framework module (:mod:`registry.keras`, :mod:`registry.tensorflow`,
 :mod:`registry.torch`, :mod:`registry.jax`) asks :func:`plan` what to build and only
 converts the answer; :func:`check_probe` then runs what it built on a small fixed probe and
 compares it with :func:`reference`, a NumPy correlation of the *registered* values that
-never looks at the plan. This module imports no framework.
-
-Border modes, named once (each library's word for the same thing):
-
-============  ====================  ============  ===========  ===============  ==========
-kreg          OpenCV                TensorFlow    NumPy pad    scipy.ndimage    PyTorch
-============  ====================  ============  ===========  ===============  ==========
-zero          BORDER_CONSTANT (0)   CONSTANT      constant     constant         constant
-constant(v)   BORDER_CONSTANT (v)   CONSTANT      constant     constant         constant
-reflect101    BORDER_REFLECT_101    REFLECT       reflect      mirror           reflect
-symmetric     BORDER_REFLECT        SYMMETRIC     symmetric    reflect          (none)
-replicate     BORDER_REPLICATE      (none)        edge         nearest          replicate
-wrap          BORDER_WRAP           (none)        wrap         wrap             circular
-============  ====================  ============  ===========  ===============  ==========
-
-"reflect" means reflect101 in TensorFlow, NumPy and PyTorch but symmetric in scipy: kreg
-never uses the bare word. With a border, a kernel is anchored where OpenCV anchors it
-(``k // 2`` on the dilated size), which for even sizes is one pixel later than Keras'
-``same`` padding.
+never looks at the plan. This module imports no framework. Border modes and the padding
+they need are named once in :mod:`registry.adapters.borders`.
 """
 
 from __future__ import annotations
@@ -38,86 +21,15 @@ import numpy as np
 from .._env import env_flag
 from .._exceptions import InvalidKernelError, ProbeMismatchError
 from ..kernels.kernel import Kernel
+from .borders import NUMPY_PAD, border_pads, parse_border, same_pads
 
-#: Border modes; ``constant`` takes a value: ``"constant(0.5)"`` or ``("constant", 0.5)``.
-BORDERS = ("zero", "constant", "reflect101", "symmetric", "replicate", "wrap")
-#: ``np.pad`` mode for each border mode.
-NUMPY_PAD = {
-    "zero": "constant",
-    "constant": "constant",
-    "reflect101": "reflect",
-    "symmetric": "symmetric",
-    "replicate": "edge",
-    "wrap": "wrap",
-}
 #: What ``mode`` means for an ``HW`` plane over several channels.
 MODES = ("depthwise", "sum", "mean")
 #: Set ``KREG_PROBE=0`` to skip the probe check everywhere (``probe=False`` skips it per call).
 PROBE_ENV = "KREG_PROBE"
 #: Most values in one probe image: beyond it (a huge dilation) the check refuses rather than stall.
 MAX_PROBE = 1 << 22
-_CONSTANT = re.compile(r"^constant\(\s*([-+0-9.eE]+)\s*\)$")
 _NAMES: dict[str, itertools.count] = {}
-
-
-def parse_border(border: str | tuple[str, float]) -> tuple[str, float]:
-    """A border as ``(mode, fill)``: ``"constant(2)"`` or ``("constant", 2)`` -> ``("constant", 2.0)``.
-
-    Example:
-        >>> parse_border("constant(0.5)")
-        ('constant', 0.5)
-    """
-    if isinstance(border, tuple):
-        mode, value = border
-        return parse_border(mode if mode != "constant" else "constant(0)")[0], float(value)
-    match = _CONSTANT.match(border) if isinstance(border, str) else None
-    if match:
-        return "constant", float(match.group(1))
-    if border not in BORDERS or border == "constant":
-        raise InvalidKernelError(
-            f"border must be one of zero, constant(v), reflect101, symmetric, replicate, wrap. "
-            f"Received: border={border!r}."
-        )
-    return border, 0.0
-
-
-def anchor_pads(size: int) -> tuple[int, int]:
-    """OpenCV's anchor on a (dilated) kernel of ``size``: ``size // 2`` before, the rest after.
-
-    Example:
-        >>> anchor_pads(4)
-        (2, 1)
-    """
-    return size // 2, size - 1 - size // 2
-
-
-def same_pads(n: int, size: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's ``same`` padding of an axis of ``n`` pixels: the extra pixel goes after."""
-    out = -(-n // stride)
-    total = max((out - 1) * stride + size - n, 0)
-    return total // 2, total - total // 2
-
-
-def source_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
-    """For each padded position along an axis of ``n`` pixels, the input pixel it copies.
-
-    Example:
-        >>> source_index(3, 2, 2, "symmetric").tolist()
-        [1, 0, 0, 1, 2, 2, 1]
-    """
-    i = np.arange(-before, n + after)
-    if mode == "reflect101":
-        period = max(2 * n - 2, 1)
-        i = np.mod(i, period)
-        return np.where(i >= n, period - i, i)
-    if mode == "symmetric":
-        i = np.mod(i, 2 * n)
-        return np.where(i >= n, 2 * n - 1 - i, i)
-    if mode == "replicate":
-        return np.clip(i, 0, n - 1)
-    if mode == "wrap":
-        return np.mod(i, n)
-    raise InvalidKernelError(f"{mode} is not an index border mode; zero and constant fill instead.")
 
 
 def pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -218,6 +130,25 @@ def to_oihw(kind: str, weight: np.ndarray) -> tuple[np.ndarray, int]:
     )
 
 
+def require_kernel(kernel: Any, verb: str = "to_layer") -> Kernel:
+    """``kernel`` if it is a :class:`Kernel`; else kreg's error naming what was received.
+
+    Example:
+        >>> require_kernel(np.ones((3, 3)))
+        Traceback (most recent call last):
+        ...
+        registry._exceptions.InvalidKernelError: to_layer takes a registry Kernel, e.g. ...
+    """
+    if isinstance(kernel, Kernel):
+        return kernel
+    shape = getattr(kernel, "shape", None)
+    received = type(kernel).__name__ + (f" of shape {tuple(shape)}" if shape is not None else "")
+    raise InvalidKernelError(
+        f"{verb} takes a registry Kernel, e.g. registry.load('sobel_x'). Received: {received}. "
+        "For values of your own, registry.add(name, values) stores them and returns their Kernel."
+    )
+
+
 def emit_dtype(kernel: Kernel) -> np.dtype:
     """float32 unless the kernel is already a float (integers are emitted as float32)."""
     return kernel.dtype if kernel.dtype.kind == "f" else np.dtype(np.float32)
@@ -230,6 +161,7 @@ def plan(
     mode: str | None = None,
     padding: str = "valid",
     border: str | tuple[str, float] | None = None,
+    anchor: int | Sequence[int] | None = None,
     strides: int | Sequence[int] = 1,
     dilation_rate: int | Sequence[int] = 1,
     use_bias: bool | None = None,
@@ -248,6 +180,7 @@ def plan(
         >>> p.kind, p.weight.shape, p.groups, p.pads
         ('depthwise', (3, 3, 3, 1), 3, ((1, 1), (1, 1)))
     """
+    require_kernel(kernel)
     if padding not in ("valid", "same"):
         raise InvalidKernelError(f"padding must be 'valid' or 'same'. Received: padding={padding!r}.")
     if border is not None and padding != "valid":
@@ -299,8 +232,12 @@ def plan(
     border_ = None
     if border is not None:
         border_ = parse_border(border)
-        sizes = ((s - 1) * d + 1 for s, d in zip(kernel.shape[:2], dilation))
-        pads = tuple(anchor_pads(size) for size in sizes)
+        pads = border_pads(kernel.shape[:2], dilation, anchor)
+    elif anchor is not None:
+        raise InvalidKernelError(
+            "anchor places the kernel for a border mode; give border=... too (padding='same' keeps "
+            f"Keras' own anchor). Received: anchor={anchor!r}, border=None."
+        )
     return Plan(
         ref=kernel.ref,
         kind=kind,
@@ -382,6 +319,7 @@ def reference(
     mode: str | None = None,
     padding: str = "valid",
     border: str | tuple[str, float] | None = None,
+    anchor: int | Sequence[int] | None = None,
     strides: int | Sequence[int] = 1,
     dilation_rate: int | Sequence[int] = 1,
     use_bias: bool | None = None,
@@ -400,7 +338,7 @@ def reference(
     x = np.asarray(x, np.float64)
     if border is not None:
         how, fill = parse_border(border)
-        widths = ((0, 0), anchor_pads(kh), anchor_pads(kw), (0, 0))
+        widths = ((0, 0), *border_pads(values.shape[:2], (dh, dw), anchor), (0, 0))
         x = np.pad(x, widths, NUMPY_PAD[how], **({"constant_values": fill} if how == "constant" else {}))
     elif padding == "same":
         widths = ((0, 0), same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw), (0, 0))
@@ -454,7 +392,7 @@ def check_probe(
         channels_first: whether ``got`` is NCHW.
         itemsize: bytes per value of the computation (default: ``got``'s), which sets the tolerance.
     """
-    keys = ("mode", "padding", "border", "strides", "dilation_rate", "use_bias")
+    keys = ("mode", "padding", "border", "anchor", "strides", "dilation_rate", "use_bias")
     expected = reference(kernel, x, **{k: options[k] for k in keys if options.get(k) is not None})
     dtype = itemsize or getattr(got, "dtype", np.float32)
     out = np.asarray(got).astype(np.float64)
