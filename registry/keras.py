@@ -21,7 +21,6 @@ from ._lazy import require_keras
 from .adapters import learned
 from .adapters import plan as planning
 from .adapters.borders import BORDERS, parse_border, source_index
-from .adapters.plan import Plan
 from .format.content import file_sha256
 from .kernels.kernel import Kernel
 
@@ -242,7 +241,7 @@ def _conv(
     return layer
 
 
-def _build(p: Plan, *, data_format: str, dtype: str | None, trainable: bool) -> Any:
+def _build(p: planning.Plan, *, data_format: str, dtype: str | None, trainable: bool) -> Any:
     options = dict(
         strides=p.strides, dilation_rate=p.dilation, data_format=data_format, dtype=dtype, trainable=trainable
     )
