@@ -98,6 +98,7 @@ STORE = ("tests/test_store.py", "tests/test_crash.py", "tests/test_faults.py", "
          "tests/test_full_disk.py", "tests/test_store_attacks.py")
 LOCAL, TREE, WRITER = "registry/store/local.py", "registry/store/tree.py", "registry/store/writer.py"
 LISTING, RECEIPTS = ("tests/test_listing.py",), ("tests/test_remote_receipts.py",)
+INDEX_ATTACKS = ("tests/test_index_attacks.py",)
 STORE_MUTANTS: list[Mutant] = [
     Mutant("store: no writers' lock", LOCAL,
            "            _flock(fd, self.lock_timeout, self.url)\n", "            pass\n", STORE),
@@ -126,6 +127,8 @@ STORE_MUTANTS: list[Mutant] = [
     Mutant("listing: a block cut short is believed", "registry/format/index.py",
            "        if entries.pop() != \"\" or set(map(str.count, entries, repeat(\"\\t\"))) - {9}:\n",
            "        if False:\n", LISTING),
+    Mutant("index: a root whose prefixes overlap or leave gaps is believed", "registry/format/index.py",
+           " or not covers_once(segments)", "", INDEX_ATTACKS),
     Mutant("receipts: kept while a removal commits", WRITER,
            "                    self.backend.delete(receipt_key(name, version))\n", "                    pass\n", RECEIPTS),
     Mutant("receipts: one naming another version is believed", "registry/store/reading.py",

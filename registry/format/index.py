@@ -91,6 +91,22 @@ def listing_facts(data: bytes, entries: list[str]) -> list[int]:
     return [0 if data[:1] == b"{" else data.index(b"\n{") + 1, *column_widths(entries)]
 
 
+def covers_once(segments: dict[str, Any]) -> bool:
+    """Whether the prefixes of ``segments`` put every name in exactly one segment, each segment
+    under one prefix: a complete prefix-free set of bit strings at most :data:`MAX_DEPTH` long,
+    naming distinct keys. Overlapping prefixes would list a name twice and a gap would lose
+    names; no writer makes either."""
+    prefixes = sorted(segments)
+    if not prefixes or len(set(segments.values())) != len(prefixes):
+        return False
+    if not all(len(p) <= MAX_DEPTH and set(p) <= {"0", "1"} for p in prefixes):
+        return False
+    # sorted, a prefix of any later string is a prefix of the one right after it
+    if any(b.startswith(a) for a, b in zip(prefixes, prefixes[1:])):
+        return False
+    return sum(1 << (MAX_DEPTH - len(p)) for p in prefixes) == 1 << MAX_DEPTH  # prefix-free: no gap
+
+
 def object_key(name: str, version: int) -> str:
     """Where ``name@version``'s object lives in the store."""
     return f"kernels/{name}/@{version}.h5"
@@ -294,8 +310,8 @@ class View:
               fetch_head: Callable[[str, int], bytes] | None = None) -> View:
         root = load_document(data, where=where, what="index", fmt=ROOT_FORMAT, supported=ROOT_VERSION)
         segments = root.get("segments")
-        if (not isinstance(segments, dict) or not segments or not isinstance(root.get("generation"), str)
-                or not all(set(p) <= {"0", "1"} and isinstance(k, str) for p, k in segments.items())):
+        if (not isinstance(segments, dict) or not isinstance(root.get("generation"), str)
+                or not all(isinstance(k, str) for k in segments.values()) or not covers_once(segments)):
             raise UnsafeFileError(f"{where}: the index root is damaged. Run 'kreg fsck --repair'.")
         return cls(root, fetch, cache, where=where, fetch_head=fetch_head)
 
