@@ -124,7 +124,7 @@ STORE_MUTANTS: list[Mutant] = [
            "    entries.sort(key=_version_order if all_versions else None)\n", "    pass\n", LISTING),
     Mutant("listing: fsck trusts the root's column widths", "registry/store/fsck.py",
            "and facts[1:] == column_widths(head)", "", LISTING),
-    Mutant("listing: a block cut short is believed", "registry/format/index.py",
+    Mutant("listing: a block cut short is believed", "registry/format/segment.py",
            "        if entries.pop() != \"\" or set(map(str.count, entries, repeat(\"\\t\"))) - {9}:\n",
            "        if False:\n", LISTING),
     Mutant("index: a root whose prefixes overlap or leave gaps is believed", "registry/format/index.py",

@@ -85,7 +85,7 @@ def test_a_receipt_that_outlived_its_version_shows_nothing_and_fsck_sets_it_asid
         cold(s3_url).load("r/k@1")
 
 
-@pytest.mark.parametrize("lie", ["another version's record", "a wrong offset", "not json"])
+@pytest.mark.parametrize("lie", ["another version's record", "a wrong offset", "not json", "nested too deep"])
 def test_a_receipt_that_lies_is_overruled_by_the_index(s3_url: str, lie: str) -> None:
     reg = registry.Registry(s3_url, builtins=False)
     reg.add("r/k", np.full((2, 2), 1, "f4"))
@@ -93,7 +93,7 @@ def test_a_receipt_that_lies_is_overruled_by_the_index(s3_url: str, lie: str) ->
     first, second = (json.loads(raw(s3_url).read(receipt_key("r/k", v))) for v in (1, 2))
     forged = {"another version's record": json.dumps(second).encode(),
               "a wrong offset": json.dumps({**first, "offset": first["offset"] + 4}).encode(),
-              "not json": b"{"}[lie]
+              "not json": b"{", "nested too deep": b"[" * 200_000}[lie]
     raw(s3_url).delete(receipt_key("r/k", 1))
     raw(s3_url).put(receipt_key("r/k", 1), forged)
     np.testing.assert_array_equal(cold(s3_url).load("r/k@1").array, np.full((2, 2), 1))

@@ -8,13 +8,13 @@ loading a stored kernel imports neither h5py nor pydantic.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
+from ..format.container import parse_json
 from ..format.content import content_hash
 from ..format.index import View, object_key
 from ..format.names import Ref, did_you_mean, escape
@@ -164,7 +164,7 @@ def load_by_receipt(backend: Backend, name: str, version: int, *, verify: bool) 
     values. None if there is no receipt or it does not hold together: a receipt naming another
     version, a bad offset, values that do not match its record; the index path then decides."""
     try:
-        document = json.loads(backend.read(receipt_key(name, version)))
+        document = parse_json(backend.read(receipt_key(name, version)))
         record, offset = document["record"], document["offset"]
         if (document.get("format") != RECEIPT_FORMAT or (record.get("name"), record.get("version")) != (name, version)
                 or not (offset is None or (type(offset) is int and offset >= 0))):
