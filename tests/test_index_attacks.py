@@ -162,3 +162,39 @@ def test_a_deeply_nested_format_1_index_is_one_clear_error(tmp_path: Path) -> No
         f["records"] = np.frombuffer(DEEP, "u1")
     with pytest.raises(UnsafeFileError, match="format-1 index is damaged"):
         Registry(db, builtins=False).list_kernels()
+
+
+def phantom_entries(count: int) -> bytes:
+    """Listing entries (ten tab-separated fields) for kernels no row holds."""
+    return b"".join(f"ph{i:06d}\tph{i:06d}\t1\t3x3\tfloat32\tHW\thandmade\tphantom\t\t{'0' * 64}\n".encode()
+                    for i in range(count))
+
+
+@pytest.mark.parametrize(("count", "root_facts"), [(150_000, "updated"), (5_000, "updated"), (150_000, "none"), (2, "none")])
+def test_phantom_listing_entries_are_refused_on_list(tmp_path: Path, count: int, root_facts: str) -> None:
+    db = three_kernels(tmp_path)
+    path = segment_path(db)
+    data = phantom_entries(count) + path.read_bytes()  # placed before the segment's listing block
+    path.chmod(0o644)
+    path.write_bytes(data)
+    root = read_root(db)
+    if root_facts == "none":  # the layout before the root gave lengths: the whole segment is read
+        del root["listing"]
+    else:  # a root that agrees on the new length: the block alone is read
+        (key,) = root["listing"]
+        root["listing"][key][0] = data.index(b"\n{") + 1
+    write_root(db, json.dumps(root).encode())
+
+    reg = Registry(db, builtins=False)
+    with pytest.raises(UnsafeFileError, match="index segment index/[0-9a-f]{32}.json is damaged"):
+        reg.list_kernels()
+    listing = subprocess.run([sys.executable, "-m", "registry", "--db", str(db), "list"], capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert listing.returncode != 0 and "phantom" not in listing.stdout
+    assert listing.stderr.startswith("Error: ") and "fsck --repair" in listing.stderr
+    assert reg.load("n1").array.tolist() == [[1.0, 1.0], [1.0, 1.0]]  # loads read the rows, not the block
+    report = Registry(db, builtins=False).fsck()
+    assert any("listing block does not match its rows" in problem for _, problem in report.problems)
+    assert report.kernels == len(NAMES)
+    Registry(db, builtins=False).fsck(repair=True)
+    assert [info.ref for info in Registry(db, builtins=False).list_kernels()] == [f"{n}@1" for n in NAMES]

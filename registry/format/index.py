@@ -193,7 +193,8 @@ class View:
             head = self._cache.get(key + "#listing")
             if head is None:
                 # one byte more than the block: the header's "{" proves the block is whole
-                head = Segment.parse_listing(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where)
+                head = Segment.parse_listing(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where,
+                                             most=MAX_ROWS if len(prefix) < MAX_DEPTH else None)
                 self._cache[key + "#listing"] = head
             return head.listing()
         return self.segment(prefix).listing()

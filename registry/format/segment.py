@@ -22,7 +22,7 @@ class Segment:
     header, and the record lines are split out of the raw bytes the first time one is asked for.
     """
 
-    __slots__ = ("_body", "_data", "_listing", "_names", "_next", "_rows", "_where", "key")
+    __slots__ = ("_body", "_data", "_head", "_listing", "_names", "_next", "_rows", "_where", "key")
 
     def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
                  next_version: dict[str, int] | None) -> None:
@@ -33,6 +33,7 @@ class Segment:
         self._listing: list[str] | None = None
         self._rows: list[list[Any]] | None = None
         self._body = b""
+        self._head = b""  # the listing block's bytes, kept once the header is parsed
         self._where = "?"
 
     @classmethod
@@ -42,13 +43,19 @@ class Segment:
         return segment
 
     @classmethod
-    def parse_listing(cls, key: str, head: bytes, *, where: str) -> Segment:
+    def parse_listing(cls, key: str, head: bytes, *, where: str, most: int | None = None) -> Segment:
         """A segment known by its listing block alone: ``head`` is the block and the header's
-        first byte, ``{``, which proves the block whole (its length came from the root)."""
+        first byte, ``{``, which proves the block whole (its length came from the root). The
+        block is taken on the root's word, but never with more than ``most`` entries (the rows
+        a segment holds before it splits): phantom entries cannot swell a listing past that."""
+        head = bytes(head)  # a large read may come as a buffer, which compares with no bytes
         if head[-1:] != b"{" or (len(head) > 1 and head[-2:-1] != b"\n"):
             raise _damaged(where, key)
         segment = cls.parse(key, head[:-1], where=where)  # the block, and no header
-        segment._listing = segment._split_block(segment._data or b"")
+        entries = segment._split_block(segment._data or b"")
+        if most is not None and len(entries) > most:
+            raise _damaged(where, key)
+        segment._listing = entries
         return segment
 
     def _block_end(self) -> int:
@@ -62,12 +69,27 @@ class Segment:
 
     def listing(self) -> list[str]:
         """The listing entries (see :mod:`registry.format.rows`) of each name's latest version, in
-        natural order. Reads the listing block alone (a segment parsed from it alone works);
-        a segment without a block (the layout before it, or an empty one) lists its rows."""
+        natural order. A segment parsed from its listing block alone lists the block; a whole
+        segment lists its rows, and a block that says anything else (entries for rows that are
+        not there, rows missing) makes it damaged rather than listed."""
         if self._listing is None:
-            block = self._data[:self._block_end()] if self._data is not None else b""
-            self._listing = self._split_block(block) if block else _listing_of(self.rows())
+            block = self._block_bytes()
+            listing = _listing_of(self.rows())
+            if block and self._split_block(block) != listing:
+                raise _damaged(self._where, self.key or "?")
+            self._listing = listing
         return self._listing
+
+    def block_listing(self) -> list[str]:
+        """The listing block as written, not compared with the rows (``kreg fsck`` compares
+        it); a segment without a block (the layout before it, or an empty one) lists its rows."""
+        if self._listing is not None and self._data is None and not self._head:
+            return self._listing  # dumped here or parsed from the block alone: nothing else to read
+        block = self._block_bytes()
+        return self._split_block(block) if block else _listing_of(self.rows())
+
+    def _block_bytes(self) -> bytes:
+        return self._data[:self._block_end()] if self._data is not None else self._head
 
     def _split_block(self, block: bytes) -> list[str]:
         entries = block.decode("utf-8", "replace").split("\n")
@@ -91,7 +113,7 @@ class Segment:
         except (ValueError, KeyError, TypeError):
             raise _damaged(self._where, self.key or "?") from None
         self._rows, self._next, self._body = rows, next_version, body
-        self._data = None
+        self._head, self._data = data[:start], None
 
     @property
     def next(self) -> dict[str, int]:
@@ -148,7 +170,7 @@ class Segment:
 
     def listing_matches_rows(self) -> bool:
         """Whether the listing block says what the rows say (``kreg fsck`` checks it)."""
-        return self.listing() == _listing_of(self.rows())
+        return self.block_listing() == _listing_of(self.rows())
 
 
 def _listing_of(rows: list[list[Any]]) -> list[str]:

@@ -102,7 +102,7 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
                 data = backend.read_range(key, 0, facts[0] + 1)
                 head = Segment.parse_listing(key, data, where=backend.url).listing() if facts[0] else (
                     [] if data == b"{" else None)
-                right = head == view.segment_by_key(key).listing() and facts[1:] == column_widths(head)
+                right = head == view.segment_by_key(key).block_listing() and facts[1:] == column_widths(head)
             except KregError:
                 right = False
             if not right:
@@ -306,7 +306,7 @@ def _segments(view: View, report: Report) -> list[Segment]:
     for prefix in sorted(view.segments):
         try:
             segment = view.segment(prefix)
-            segment.listing(), segment.names  # parsed lazily: make damage show here, as a problem
+            segment.block_listing(), segment.names  # parsed lazily: make damage show here, as a problem
             out.append(segment)
         except KregError as exc:
             report.problems.append((str(view.segments[prefix]), str(exc)))
