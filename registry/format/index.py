@@ -32,7 +32,7 @@ from typing import Any
 from .._exceptions import UnsafeFileError
 from .container import load_document
 from .rows import WIDTHS, column_widths, listing_entry, row_of
-from .segment import Segment, _damaged, record_of
+from .segment import Segment, damaged, record_of
 
 ROOT_FORMAT = "kreg-registry-index"
 ROOT_VERSION = 2
@@ -246,7 +246,7 @@ class View:
             try:
                 out += map(listing_entry, segment.rows())
             except (TypeError, ValueError):
-                raise _damaged(self.where, segment.key or "?") from None
+                raise damaged(self.where, segment.key or "?") from None
         return out
 
     def names(self) -> list[str]:

@@ -18,8 +18,10 @@ class Segment:
     """One immutable segment: its listing block, then name -> version -> (row, record line) and
     next versions.
 
-    Nothing is parsed up front: a listing splits the listing block only, a lookup parses the
-    header, and the record lines are split out of the raw bytes the first time one is asked for.
+    Nothing is parsed up front: a listing read alone splits the listing block only (a segment
+    read whole lists its rows, after checking that its block says the same), a lookup parses
+    the header, and the record lines are split out of the raw bytes the first time one is asked
+    for.
     """
 
     __slots__ = ("_body", "_data", "_head", "_listing", "_names", "_next", "_rows", "_where", "key")
@@ -50,11 +52,11 @@ class Segment:
         a segment holds before it splits): phantom entries cannot swell a listing past that."""
         head = bytes(head)  # a large read may come as a buffer, which compares with no bytes
         if head[-1:] != b"{" or (len(head) > 1 and head[-2:-1] != b"\n"):
-            raise _damaged(where, key)
+            raise damaged(where, key)
         segment = cls.parse(key, head[:-1], where=where)  # the block, and no header
         entries = segment._split_block(segment._data or b"")
         if most is not None and len(entries) > most:
-            raise _damaged(where, key)
+            raise damaged(where, key)
         segment._listing = entries
         return segment
 
@@ -76,7 +78,7 @@ class Segment:
             block = self._block_bytes()
             listing = _listing_of(self.rows())
             if block and self._split_block(block) != listing:
-                raise _damaged(self._where, self.key or "?")
+                raise damaged(self._where, self.key or "?")
             self._listing = listing
         return self._listing
 
@@ -94,7 +96,7 @@ class Segment:
     def _split_block(self, block: bytes) -> list[str]:
         entries = block.decode("utf-8", "replace").split("\n")
         if entries.pop() != "" or set(map(str.count, entries, repeat("\t"))) - {9}:
-            raise _damaged(self._where, self.key or "?")  # every entry: ten fields
+            raise damaged(self._where, self.key or "?")  # every entry: ten fields
         return entries
 
     def _header(self) -> None:
@@ -102,7 +104,7 @@ class Segment:
         start = self._block_end()
         end = data.find(b"\n", start)
         if start >= len(data) or end < 0:
-            raise _damaged(self._where, self.key or "?")
+            raise damaged(self._where, self.key or "?")
         line, body = data[start:end], data[end + 1:]
         try:
             header = parse_json(line)
@@ -111,7 +113,7 @@ class Segment:
                 raise ValueError("not a segment header")
             next_version = {str(k): int(v) for k, v in next_version.items()}
         except (ValueError, KeyError, TypeError):
-            raise _damaged(self._where, self.key or "?") from None
+            raise damaged(self._where, self.key or "?") from None
         self._rows, self._next, self._body = rows, next_version, body
         self._head, self._data = data[:start], None
 
@@ -133,13 +135,13 @@ class Segment:
             if lines and lines[-1] == "":
                 lines.pop()
             if len(lines) != len(rows):
-                raise _damaged(self._where, self.key or "?")
+                raise damaged(self._where, self.key or "?")
             names: dict[str, dict[int, tuple[list[Any], str | None]]] = {}
             try:
                 for row, line in zip(rows, lines):
                     names.setdefault(row[0], {})[row[1]] = (row, line)
             except (TypeError, IndexError):
-                raise _damaged(self._where, self.key or "?") from None
+                raise damaged(self._where, self.key or "?") from None
             self._names, self._rows, self._body = names, None, b""
         return self._names
 
@@ -194,9 +196,10 @@ def record_of(line: str, *, where: str, key: str) -> dict[str, Any]:
     except ValueError:
         record = None
     if not isinstance(record, dict):
-        raise _damaged(where, key)
+        raise damaged(where, key)
     return record
 
 
-def _damaged(where: str, key: str) -> UnsafeFileError:
+def damaged(where: str, key: str) -> UnsafeFileError:
+    """The error for a segment that does not parse or does not hold together."""
     return UnsafeFileError(f"{where}: the index segment {key} is damaged. Run 'kreg fsck --repair'.")
