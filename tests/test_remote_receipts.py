@@ -13,8 +13,8 @@ import pytest
 
 import registry
 from registry._exceptions import IntegrityError, KernelNotFoundError
-from registry.format.content import content_hash
 from registry.format import index
+from registry.format.content import content_hash
 from registry.store.object import ObjectBackend
 from registry.store.writer import receipt_key
 

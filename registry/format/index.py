@@ -27,6 +27,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 from .._exceptions import UnsafeFileError
@@ -102,7 +103,7 @@ def covers_once(segments: dict[str, Any]) -> bool:
     if not all(len(p) <= MAX_DEPTH and set(p) <= {"0", "1"} for p in prefixes):
         return False
     # sorted, a prefix of any later string is a prefix of the one right after it
-    if any(b.startswith(a) for a, b in zip(prefixes, prefixes[1:])):
+    if any(b.startswith(a) for a, b in pairwise(prefixes)):
         return False
     return sum(1 << (MAX_DEPTH - len(p)) for p in prefixes) == 1 << MAX_DEPTH  # prefix-free: no gap
 

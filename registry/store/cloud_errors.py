@@ -40,7 +40,7 @@ def _check_plain(url: str) -> None:
                               "so the registry would live elsewhere. Name the prefix without '%'.")
     # One trailing '/' names the same prefix; '.', '..' and empty segments would be resolved (or
     # collapsed) on the way to the store: 's3://b/dd/../../etc' wrote the registry under 'etc/'.
-    top, sep, below = (rest[:-1] if rest.endswith("/") else rest).partition("/")
+    top, sep, below = rest.removesuffix("/").partition("/")
     if top in (".", "..") or (sep and any(part in ("", ".", "..") for part in below.split("/"))):
         raise UnsafeFileError(f"{url}: a registry URL's path has no '.', '..' or empty ('//') segment; the store "
                               "would resolve it, so the registry would live elsewhere than the URL says. Name "
