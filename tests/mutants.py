@@ -105,6 +105,7 @@ STORE = ("tests/test_store.py", "tests/test_crash.py", "tests/test_faults.py", "
          "tests/test_full_disk.py", "tests/test_store_attacks.py")
 LOCAL, TREE, WRITER = "registry/store/local.py", "registry/store/tree.py", "registry/store/writer.py"
 LISTING, RECEIPTS = ("tests/test_listing.py",), ("tests/test_remote_receipts.py",)
+INDEX_ATTACKS = ("tests/test_index_attacks.py",)
 STORE_MUTANTS: list[Mutant] = [
     Mutant("store: no writers' lock", LOCAL,
            "            _flock(fd, self.lock_timeout, self.url)\n", "            pass\n", STORE),
@@ -130,13 +131,17 @@ STORE_MUTANTS: list[Mutant] = [
            "    entries.sort(key=_version_order if all_versions else None)\n", "    pass\n", LISTING),
     Mutant("listing: fsck trusts the root's column widths", "registry/store/fsck.py",
            "and facts[1:] == column_widths(head)", "", LISTING),
-    Mutant("listing: a block cut short is believed", "registry/format/index.py",
+    Mutant("listing: a block cut short is believed", "registry/format/segment.py",
            "        if entries.pop() != \"\" or set(map(str.count, entries, repeat(\"\\t\"))) - {9}:\n",
            "        if False:\n", LISTING),
+    Mutant("index: a root whose prefixes overlap or leave gaps is believed", "registry/format/index.py",
+           " or not covers_once(segments)", "", INDEX_ATTACKS),
     Mutant("receipts: kept while a removal commits", WRITER,
            "                    self.backend.delete(receipt_key(name, version))\n", "                    pass\n", RECEIPTS),
     Mutant("receipts: one naming another version is believed", "registry/store/reading.py",
-           " or (record.get(\"name\"), record.get(\"version\")) != (name, version)", "", RECEIPTS),
+           " or record[\"version\"] != version", "", RECEIPTS),
+    Mutant("receipts: one with another hash than the index held here is believed", "registry/store/reading.py",
+           "\n                or (sha256 is not None and record.get(\"sha256\") != sha256)", "", RECEIPTS),
     Mutant("cache: eviction removes files kreg never named", "registry/store/cache.py",
            "                        named = entry.name[:2] == folder and _DIGEST.fullmatch(entry.name)\n",
            "                        named = True\n", ("tests/test_remote_cache.py",)),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -411,6 +412,27 @@ def test_a_url_the_client_would_read_elsewhere_is_refused_without_echoing_a_toke
         assert "s3cr3t" not in result.output and url.split("?")[0].split("#")[0].split("%")[0] in lines[0]
     with pytest.raises(registry.UnsafeFileError):
         ObjectBackend(url)
+
+
+@pytest.mark.parametrize("path", ["dd/../../{other}", "{other}/./p", "{other}/a//c", "{other}/..", "{other}//"])
+def test_dot_segments_and_empty_segments_in_a_registry_url_are_refused_and_nothing_is_written(
+        s3_url: str, path: str) -> None:
+    # 's3://b/dd/../../etc' put the registry's keys under 'etc/': it lived elsewhere than named.
+    bucket_url = s3_url.rsplit("/", 1)[0]
+    url = f"{s3_url}/" + path.format(other=uuid.uuid4().hex[:8])
+    bucket = ObjectBackend(bucket_url, cache=False)
+    before = sorted(bucket.keys(""))
+    for args in (["--db", url, "add", "k", "--values", "[[1.0]]"], ["--db", url, "list"],
+                 ["copy", s3_url, url]):
+        result = CliRunner().invoke(cli, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: "), result.output
+        assert "'..' or empty ('//') segment" in lines[0]
+    with pytest.raises(registry.UnsafeFileError):
+        registry.Registry(url, builtins=False).add("k", [[1.0]])
+    assert sorted(bucket.keys("")) == before  # nothing written anywhere in the bucket
+    registry.Registry(f"{s3_url}/", builtins=False).add("k", [[1.0]])  # one trailing '/' is the same prefix
+    assert [i.ref for i in registry.Registry(s3_url, builtins=False).list_kernels()] == ["k@1"]
 
 
 def test_an_unsupported_scheme_is_named_without_its_query() -> None:

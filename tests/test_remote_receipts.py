@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import registry
-from registry._exceptions import KernelNotFoundError
+from registry._exceptions import IntegrityError, KernelNotFoundError
 from registry.format import index
+from registry.format.content import content_hash
 from registry.store.object import ObjectBackend
 from registry.store.writer import receipt_key
 
@@ -85,7 +86,8 @@ def test_a_receipt_that_outlived_its_version_shows_nothing_and_fsck_sets_it_asid
         cold(s3_url).load("r/k@1")
 
 
-@pytest.mark.parametrize("lie", ["another version's record", "a wrong offset", "not json"])
+@pytest.mark.parametrize("lie", ["another version's record", "a wrong offset", "not json", "nested too deep",
+                                 "a version that is not a number"])
 def test_a_receipt_that_lies_is_overruled_by_the_index(s3_url: str, lie: str) -> None:
     reg = registry.Registry(s3_url, builtins=False)
     reg.add("r/k", np.full((2, 2), 1, "f4"))
@@ -93,10 +95,14 @@ def test_a_receipt_that_lies_is_overruled_by_the_index(s3_url: str, lie: str) ->
     first, second = (json.loads(raw(s3_url).read(receipt_key("r/k", v))) for v in (1, 2))
     forged = {"another version's record": json.dumps(second).encode(),
               "a wrong offset": json.dumps({**first, "offset": first["offset"] + 4}).encode(),
-              "not json": b"{"}[lie]
+              "not json": b"{", "nested too deep": b"[" * 200_000,
+              "a version that is not a number": json.dumps({**first, "record": {**first["record"], "version": True}}
+                                                           ).encode()}[lie]
     raw(s3_url).delete(receipt_key("r/k", 1))
     raw(s3_url).put(receipt_key("r/k", 1), forged)
-    np.testing.assert_array_equal(cold(s3_url).load("r/k@1").array, np.full((2, 2), 1))
+    kernel = cold(s3_url).load("r/k@1")
+    np.testing.assert_array_equal(kernel.array, np.full((2, 2), 1))
+    assert kernel.ref == "r/k@1" and type(kernel.version) is int
     assert any(key == receipt_key("r/k", 1) for key, _ in reg.fsck().problems)
 
 
@@ -199,3 +205,74 @@ def test_fsck_reports_an_orphan_segment_and_repair_deletes_it(s3_url: str) -> No
     reg.fsck(repair=True)
     assert stray not in set(raw(s3_url).keys("index/")) and reg.fsck().problems == []
     np.testing.assert_array_equal(cold(s3_url).load("o/k").array, [[1.0]])
+
+
+# -- what a party with write access to the bucket can and cannot make a reader accept ----------
+# (schema/FORMAT.md, "What a party with write access to the bucket can and cannot do"). Each
+# test plays that party with obstore directly: team/b@1's object and receipt replaced by
+# team/a@1's, the receipt as copied or rewritten to name team/b@1.
+
+A_VALUES, B_VALUES = np.arange(9, dtype="f4").reshape(3, 3), np.full((2, 2), 5, "f4")
+
+
+def two_kernels(url: str) -> None:
+    """team/a@1 and team/b@1, written by a writer whose cache is none of the readers'."""
+    writer = cold(url)
+    writer.add("team/a", A_VALUES)
+    writer.add("team/b", B_VALUES)
+
+
+def swap_b_for_a(url: str, *, rename: bool) -> None:
+    """team/b@1's object and receipt replaced by team/a@1's; with ``rename`` the receipt's record
+    names team/b@1 (a receipt is unsigned: anyone who can write it can write that)."""
+    store = raw(url)
+    document = json.loads(store.read(receipt_key("team/a", 1)))
+    if rename:
+        document["record"]["name"] = "team/b"
+    for key, data in ((index.object_key("team/b", 1), store.read(index.object_key("team/a", 1))),
+                      (receipt_key("team/b", 1), json.dumps(document).encode())):
+        store.delete(key)
+        store.put(key, data)
+
+
+@pytest.mark.parametrize("rename", [False, True])
+def test_where_this_machine_holds_the_index_a_swapped_receipt_never_serves_another_kernel(
+        s3_url: str, rename: bool) -> None:
+    two_kernels(s3_url)
+    assert [i.ref for i in registry.Registry(s3_url, builtins=False).list_kernels()] == ["team/a@1", "team/b@1"]
+    swap_b_for_a(s3_url, rename=rename)  # after this machine read the root listing team/b@1
+    reader = registry.Registry(s3_url, builtins=False)  # a new process on this machine
+    with pytest.raises(IntegrityError, match="team/b@1"):
+        reader.load("team/b@1")
+    np.testing.assert_array_equal(reader.load("team/a@1").array, A_VALUES)
+    assert {key for key, _ in reader.fsck().problems} == {"team/b@1", receipt_key("team/b", 1)}
+
+
+def test_a_receipt_copied_from_another_kernel_is_refused_even_by_a_new_machine(s3_url: str) -> None:
+    two_kernels(s3_url)
+    swap_b_for_a(s3_url, rename=False)
+    with pytest.raises(IntegrityError, match="team/b@1"):  # the index decides: team/b@1's hash
+        cold(s3_url).load("team/b@1")
+
+
+def test_an_object_swapped_alone_is_refused_by_its_hash(s3_url: str) -> None:
+    two_kernels(s3_url)
+    store = raw(s3_url)
+    key = index.object_key("team/b", 1)
+    data = store.read(index.object_key("team/a", 1))
+    store.delete(key)
+    store.put(key, data)
+    with pytest.raises(IntegrityError, match="team/b@1"):
+        cold(s3_url).load("team/b@1")
+
+
+def test_a_consistent_forgery_is_what_a_new_machine_cannot_tell(s3_url: str) -> None:
+    """The other side of the line: a machine holding nothing of the registry takes a receipt
+    rewritten to name team/b@1 with the object it describes. What it gets still holds together
+    (its values hash to the record's sha256), and fsck, which reads the index, reports it."""
+    two_kernels(s3_url)
+    swap_b_for_a(s3_url, rename=True)
+    kernel = cold(s3_url).load("team/b@1")
+    np.testing.assert_array_equal(kernel.array, A_VALUES)
+    assert kernel.ref == "team/b@1" and kernel.sha256 == content_hash(A_VALUES)
+    assert receipt_key("team/b", 1) in {key for key, _ in registry.Registry(s3_url, builtins=False).fsck().problems}

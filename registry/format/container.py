@@ -28,6 +28,16 @@ KINDS = ("object", "pack", "index")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` for text read from a file or a store: nesting too deep for the parser (the
+    C decoder recurses once per bracket) is a ``ValueError`` like any other malformed text, so
+    the caller's one clear error covers it instead of a ``RecursionError`` traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
 def load_document(text: str | bytes, *, where: str, what: str, fmt: str, supported: int) -> dict[str, Any]:
     """Parse a versioned JSON document of the format (an index listing, a pack manifest).
 
@@ -38,7 +48,7 @@ def load_document(text: str | bytes, *, where: str, what: str, fmt: str, support
     from .._exceptions import UnsafeFileError, too_new
 
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except ValueError:
         raise UnsafeFileError(f"{where}: the {what} is not valid JSON.") from None
     if not isinstance(data, dict) or data.get("format") != fmt:

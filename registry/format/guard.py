@@ -9,7 +9,6 @@ their sha256 is checked against the record.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import stat
@@ -22,7 +21,7 @@ import h5py
 import numpy as np
 
 from .._exceptions import IntegrityError, KregError, UnsafeFileError, too_new
-from .container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS, SCHEMA_VERSION
+from .container import FORMAT_NAME, FORMAT_VERSION, HDF5_SIGNATURE, KINDS, SCHEMA_VERSION, parse_json
 from .content import DTYPES, content_hash, record_problems
 from .limits import LIMITS, Limits
 from .names import escape
@@ -258,7 +257,7 @@ class GuardedFile:
         if set(attrs) != {"record"} or not isinstance(attrs["record"], str):
             raise self._fail("a kernel dataset carries exactly one text attribute, 'record'", where)
         try:
-            record = json.loads(attrs["record"])
+            record = parse_json(attrs["record"])
         except ValueError:
             raise self._fail("the record is not valid JSON", where) from None
         if not isinstance(record, dict):

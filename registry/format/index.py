@@ -27,12 +27,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from itertools import repeat
+from itertools import pairwise
 from typing import Any
 
 from .._exceptions import UnsafeFileError
 from .container import load_document
 from .rows import WIDTHS, column_widths, listing_entry, row_of
+from .segment import Segment, damaged, record_of
 
 ROOT_FORMAT = "kreg-registry-index"
 ROOT_VERSION = 2
@@ -91,163 +92,25 @@ def listing_facts(data: bytes, entries: list[str]) -> list[int]:
     return [0 if data[:1] == b"{" else data.index(b"\n{") + 1, *column_widths(entries)]
 
 
+def covers_once(segments: dict[str, Any]) -> bool:
+    """Whether the prefixes of ``segments`` put every name in exactly one segment, each segment
+    under one prefix: a complete prefix-free set of bit strings at most :data:`MAX_DEPTH` long,
+    naming distinct keys. Overlapping prefixes would list a name twice and a gap would lose
+    names; no writer makes either."""
+    prefixes = sorted(segments)
+    if not prefixes or len(set(segments.values())) != len(prefixes):
+        return False
+    if not all(len(p) <= MAX_DEPTH and set(p) <= {"0", "1"} for p in prefixes):
+        return False
+    # sorted, a prefix of any later string is a prefix of the one right after it
+    if any(b.startswith(a) for a, b in pairwise(prefixes)):
+        return False
+    return sum(1 << (MAX_DEPTH - len(p)) for p in prefixes) == 1 << MAX_DEPTH  # prefix-free: no gap
+
+
 def object_key(name: str, version: int) -> str:
     """Where ``name@version``'s object lives in the store."""
     return f"kernels/{name}/@{version}.h5"
-
-
-class Segment:
-    """One immutable segment: its listing block, then name -> version -> (row, record line) and
-    next versions.
-
-    Nothing is parsed up front: a listing splits the listing block only, a lookup parses the
-    header, and the record lines are split out of the raw bytes the first time one is asked for.
-    """
-
-    __slots__ = ("_body", "_data", "_listing", "_names", "_next", "_rows", "_where", "key")
-
-    def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
-                 next_version: dict[str, int] | None) -> None:
-        self.key = key
-        self._names = names
-        self._next = next_version
-        self._data: bytes | None = None  # the raw segment, until its parts are parsed
-        self._listing: list[str] | None = None
-        self._rows: list[list[Any]] | None = None
-        self._body = b""
-        self._where = "?"
-
-    @classmethod
-    def parse(cls, key: str, data: bytes, *, where: str) -> Segment:
-        segment = cls(key, None, None)
-        segment._data, segment._where = bytes(data), where
-        return segment
-
-    @classmethod
-    def parse_listing(cls, key: str, head: bytes, *, where: str) -> Segment:
-        """A segment known by its listing block alone: ``head`` is the block and the header's
-        first byte, ``{``, which proves the block whole (its length came from the root)."""
-        if head[-1:] != b"{" or (len(head) > 1 and head[-2:-1] != b"\n"):
-            raise _damaged(where, key)
-        segment = cls.parse(key, head[:-1], where=where)  # the block, and no header
-        segment._listing = segment._split_block(segment._data or b"")
-        return segment
-
-    def _block_end(self) -> int:
-        """Where the listing block of the raw bytes ends: the header is the first line that
-        starts with ``{`` (an entry starts with a name's sort key, never with ``{``)."""
-        data = self._data or b""
-        if data[:1] == b"{":
-            return 0
-        end = data.find(b"\n{")
-        return len(data) if end < 0 else end + 1  # no header: a read of the block alone
-
-    def listing(self) -> list[str]:
-        """The listing entries (see :mod:`registry.format.rows`) of each name's latest version, in
-        natural order. Reads the listing block alone (a segment parsed from it alone works);
-        a segment without a block (the layout before it, or an empty one) lists its rows."""
-        if self._listing is None:
-            block = self._data[:self._block_end()] if self._data is not None else b""
-            self._listing = self._split_block(block) if block else _listing_of(self.rows())
-        return self._listing
-
-    def _split_block(self, block: bytes) -> list[str]:
-        entries = block.decode("utf-8", "replace").split("\n")
-        if entries.pop() != "" or set(map(str.count, entries, repeat("\t"))) - {9}:
-            raise _damaged(self._where, self.key or "?")  # every entry: ten fields
-        return entries
-
-    def _header(self) -> None:
-        data = self._data or b""
-        start = self._block_end()
-        end = data.find(b"\n", start)
-        if start >= len(data) or end < 0:
-            raise _damaged(self._where, self.key or "?")
-        line, body = data[start:end], data[end + 1:]
-        try:
-            header = json.loads(line)
-            rows, next_version = header["rows"], header["next"]
-            if not isinstance(rows, list) or not isinstance(next_version, dict):
-                raise ValueError("not a segment header")
-            next_version = {str(k): int(v) for k, v in next_version.items()}
-        except (ValueError, KeyError, TypeError):
-            raise _damaged(self._where, self.key or "?") from None
-        self._rows, self._next, self._body = rows, next_version, body
-        self._data = None
-
-    @property
-    def next(self) -> dict[str, int]:
-        """name -> the lowest version number never handed out."""
-        if self._next is None:
-            self._header()
-        assert self._next is not None
-        return self._next
-
-    @property
-    def names(self) -> dict[str, dict[int, tuple[list[Any], str | None]]]:
-        if self._names is None:
-            if self._rows is None:
-                self._header()
-            rows = self._rows or []
-            lines = self._body.decode("utf-8", "replace").split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-            if len(lines) != len(rows):
-                raise _damaged(self._where, self.key or "?")
-            names: dict[str, dict[int, tuple[list[Any], str | None]]] = {}
-            try:
-                for row, line in zip(rows, lines):
-                    names.setdefault(row[0], {})[row[1]] = (row, line)
-            except (TypeError, IndexError):
-                raise _damaged(self._where, self.key or "?") from None
-            self._names, self._rows, self._body = names, None, b""
-        return self._names
-
-    def rows(self) -> list[list[Any]]:
-        """Every row, without splitting out the records."""
-        if self._names is None:
-            if self._rows is None:
-                self._header()
-            return self._rows or []
-        return [row for versions in self._names.values() for row, _ in versions.values()]
-
-    def dump(self) -> bytes:
-        rows, lines = [], []
-        for versions in self.names.values():
-            for version in sorted(versions):
-                row, line = versions[version]
-                rows.append(row)
-                lines.append(line or "")
-        self._listing = _listing_of(rows)
-        header = json.dumps({"next": self.next, "rows": rows}, separators=(",", ":"), sort_keys=True)
-        return "".join(entry + "\n" for entry in [*self._listing, header, *lines]).encode("utf-8")
-
-    def copy(self) -> Segment:
-        return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next))
-
-    def __len__(self) -> int:
-        return len(self.rows())
-
-    def listing_matches_rows(self) -> bool:
-        """Whether the listing block says what the rows say (``kreg fsck`` checks it)."""
-        return self.listing() == _listing_of(self.rows())
-
-
-def _listing_of(rows: list[list[Any]]) -> list[str]:
-    """The sorted listing entries of the latest version of each name among ``rows``."""
-    latest: dict[str, list[Any]] = {}
-    for row in rows:
-        held = latest.get(row[0])
-        if held is None or row[1] > held[1]:
-            latest[row[0]] = row
-    try:
-        return sorted(listing_entry(row) for row in latest.values())
-    except (TypeError, ValueError):
-        raise UnsafeFileError("A damaged row in the index. Run 'kreg fsck --repair'.") from None
-
-
-def _damaged(where: str, key: str) -> UnsafeFileError:
-    return UnsafeFileError(f"{where}: the index segment {key} is damaged. Run 'kreg fsck --repair'.")
 
 
 class View:
@@ -294,8 +157,8 @@ class View:
               fetch_head: Callable[[str, int], bytes] | None = None) -> View:
         root = load_document(data, where=where, what="index", fmt=ROOT_FORMAT, supported=ROOT_VERSION)
         segments = root.get("segments")
-        if (not isinstance(segments, dict) or not segments or not isinstance(root.get("generation"), str)
-                or not all(set(p) <= {"0", "1"} and isinstance(k, str) for p, k in segments.items())):
+        if (not isinstance(segments, dict) or not isinstance(root.get("generation"), str)
+                or not all(isinstance(k, str) for k in segments.values()) or not covers_once(segments)):
             raise UnsafeFileError(f"{where}: the index root is damaged. Run 'kreg fsck --repair'.")
         return cls(root, fetch, cache, where=where, fetch_head=fetch_head)
 
@@ -331,7 +194,8 @@ class View:
             head = self._cache.get(key + "#listing")
             if head is None:
                 # one byte more than the block: the header's "{" proves the block is whole
-                head = Segment.parse_listing(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where)
+                head = Segment.parse_listing(key, self._fetch_head(key, self.heads[key][0] + 1), where=self.where,
+                                             most=MAX_ROWS if len(prefix) < MAX_DEPTH else None)
                 self._cache[key + "#listing"] = head
             return head.listing()
         return self.segment(prefix).listing()
@@ -364,7 +228,7 @@ class View:
         entry = self.versions(name).get(version)
         if entry is None or not entry[1]:
             raise UnsafeFileError(f"{self.where}: no record for {name}@{version} in the index. Run 'kreg fsck'.")
-        return json.loads(entry[1])
+        return record_of(entry[1], where=self.where, key=self.segments[self.prefix_of(name)] or "?")
 
     def next_version(self, name: str) -> int:
         segment = self.segment(self.prefix_of(name))
@@ -383,7 +247,7 @@ class View:
             try:
                 out += map(listing_entry, segment.rows())
             except (TypeError, ValueError):
-                raise _damaged(self.where, segment.key or "?") from None
+                raise damaged(self.where, segment.key or "?") from None
         return out
 
     def names(self) -> list[str]:
@@ -415,6 +279,15 @@ class Edit:
         prefix = self.base.prefix_of(name)
         segment = self._dirty.get(prefix) or self.base.segment(prefix)
         return segment.names.get(name, {})
+
+    def record(self, name: str, version: int) -> dict[str, Any]:
+        """The record of ``name@version`` as this edit holds it (put here, or committed)."""
+        prefix = self.base.prefix_of(name)
+        segment = self._dirty.get(prefix) or self.base.segment(prefix)
+        entry = segment.names.get(name, {}).get(version)
+        if entry is None or not entry[1]:
+            return self.base.record(name, version)
+        return record_of(entry[1], where=self.base.where, key=self.base.segments[prefix] or "?")
 
     def next_version(self, name: str) -> int:
         segment = self._dirty.get(self.base.prefix_of(name))

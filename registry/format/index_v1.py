@@ -7,9 +7,8 @@ migrates it (the objects stay where they are; a root and segments are written, t
 
 from __future__ import annotations
 
-import json
-
-from .container import load_document
+from .._exceptions import UnsafeFileError
+from .container import load_document, parse_json
 from .guard import GuardedFile
 from .index import Segment, canonical
 from .rows import row_of
@@ -26,7 +25,10 @@ def legacy_segment(data: bytes, *, where: str) -> Segment:
         listing, records = f.read_blob("listing"), f.read_blob("records")
     header = load_document(listing, where=where, what="index", fmt=INDEX_FORMAT, supported=INDEX_VERSION)
     names: dict[str, dict[int, tuple[list, str | None]]] = {}
-    for record in json.loads(records):
-        names.setdefault(record["name"], {})[record["version"]] = (row_of(record, None), canonical(record))
-    next_version = {str(k): int(v) for k, v in dict(header.get("next_version", {})).items()}
+    try:
+        for record in parse_json(records):
+            names.setdefault(record["name"], {})[record["version"]] = (row_of(record, None), canonical(record))
+        next_version = {str(k): int(v) for k, v in dict(header.get("next_version", {})).items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise UnsafeFileError(f"{where}: the format-1 index is damaged. Run 'kreg fsck --repair'.") from None
     return Segment(LEGACY_KEY, names, next_version)

@@ -38,6 +38,13 @@ def _check_plain(url: str) -> None:
     if "%" in url:
         raise UnsafeFileError(f"{url}: a '%' in a registry URL would be read as an escape ('a%20b' as 'a b'), "
                               "so the registry would live elsewhere. Name the prefix without '%'.")
+    # One trailing '/' names the same prefix; '.', '..' and empty segments would be resolved (or
+    # collapsed) on the way to the store: 's3://b/dd/../../etc' wrote the registry under 'etc/'.
+    top, sep, below = rest.removesuffix("/").partition("/")
+    if top in (".", "..") or (sep and any(part in ("", ".", "..") for part in below.split("/"))):
+        raise UnsafeFileError(f"{url}: a registry URL's path has no '.', '..' or empty ('//') segment; the store "
+                              "would resolve it, so the registry would live elsewhere than the URL says. Name "
+                              "the prefix plainly, e.g. s3://BUCKET/team/kernels.")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,7 +11,6 @@ twice), and sets aside (never deletes) objects it cannot place under ``attic/``.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._exceptions import KregError
-from ..format.index import SEGMENT_KEY, Edit, Segment, View, canonical, object_key
+from ..format.container import parse_json
+from ..format.index import SEGMENT_KEY, Edit, Segment, View, canonical, object_key, record_of
 from ..format.rows import column_widths
 from .backend import Backend, ObjectMissing
 from .writer import TOMBSTONE, tombstone_key
@@ -102,7 +102,7 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
                 data = backend.read_range(key, 0, facts[0] + 1)
                 head = Segment.parse_listing(key, data, where=backend.url).listing() if facts[0] else (
                     [] if data == b"{" else None)
-                right = head == view.segment_by_key(key).listing() and facts[1:] == column_widths(head)
+                right = head == view.segment_by_key(key).block_listing() and facts[1:] == column_widths(head)
             except KregError:
                 right = False
             if not right:
@@ -116,7 +116,12 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
                 for version, (row, line) in versions.items():
                     listed.add(object_key(name, version))
                     report.kernels += 1
-                    record = json.loads(line) if line else {"name": name, "version": version}
+                    try:
+                        record = record_of(line, where=backend.url, key=str(segment.key)) if line else {
+                            "name": name, "version": version}
+                    except KregError as exc:
+                        report.problems.append((f"{name}@{version}", str(exc)))
+                        continue
                     problems, _ = check_object(backend, row, record)
                     report.problems += [(f"{name}@{version}", p) for p in problems]
     for key, kind in _scan(backend):
@@ -258,7 +263,7 @@ def _check_receipt(backend: Backend, view: View, key: str, match: re.Match[str],
         return [("a receipt for a version the index does not list (removed while it was written); "
                  "'kreg fsck --repair' sets it aside")]
     try:
-        document = json.loads(backend.read(key))
+        document = parse_json(backend.read(key))
         row = view.row(name, version)
         same = (canonical(document["record"]) == canonical(view.record(name, version))
                 and row is not None and document["offset"] == (row[9] if len(row) > 9 else None))
@@ -301,7 +306,7 @@ def _segments(view: View, report: Report) -> list[Segment]:
     for prefix in sorted(view.segments):
         try:
             segment = view.segment(prefix)
-            segment.listing(), segment.names  # parsed lazily: make damage show here, as a problem
+            segment.block_listing(), segment.names  # parsed lazily: make damage show here, as a problem
             out.append(segment)
         except KregError as exc:
             report.problems.append((str(view.segments[prefix]), str(exc)))

@@ -8,13 +8,13 @@ loading a stored kernel imports neither h5py nor pydantic.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
+from ..format.container import parse_json
 from ..format.content import content_hash
 from ..format.index import View, object_key
 from ..format.names import Ref, did_you_mean, escape
@@ -45,20 +45,27 @@ class Loader:
         """``name@v`` without reading the index when it can be:
         through the last root this machine saw (no request at all when it is cached), else
         through the version's receipt (an object store: the receipt and the values, two
-        requests). None sends the load down the index path, which decides."""
+        requests). None sends the load down the index path, which decides.
+
+        Where that root lists the version, its hash is the index's word: a receipt is taken only
+        if it names the same hash (a receipt and an object swapped together in the bucket must
+        not serve another kernel where the index held here says otherwise)."""
         cached_root = getattr(self.backend, "cached_root", None)
         data = cached_root() if cached_root is not None else None
+        expected: str | None = None
         if data is not None:
             try:
                 view = View.parse(data, self.backend.read, self.state.segments, where=self.backend.url)
-                if view.row(*parsed) is not None:
+                row = view.row(*parsed)
+                if row is not None:
+                    expected = row[8]
                     return self.load_from(view, parsed, verify, cached=True)
             except KregError:
                 pass
         if not getattr(self.backend, "receipts", False):
             return None
         key = (parsed.name, int(parsed.version or 0))
-        kernel = load_by_receipt(self.backend, *key, verify=verify)
+        kernel = load_by_receipt(self.backend, *key, verify=verify, sha256=expected)
         if kernel is not None and verify:
             self.memo.remember(key, kernel)
         return kernel
@@ -159,14 +166,19 @@ def read_values(backend: Backend, record: dict[str, Any], offset: int | None, *,
     return array
 
 
-def load_by_receipt(backend: Backend, name: str, version: int, *, verify: bool) -> Kernel | None:
+def load_by_receipt(backend: Backend, name: str, version: int, *, verify: bool,
+                    sha256: str | None = None) -> Kernel | None:
     """``name@version`` from its receipt (see ``writer.receipt``): two reads, the receipt and the
     values. None if there is no receipt or it does not hold together: a receipt naming another
-    version, a bad offset, values that do not match its record; the index path then decides."""
+    name or version, another hash than ``sha256`` (the index's, when this machine holds a root
+    listing the version), a bad offset, values that do not match its record; the index path
+    then decides."""
     try:
-        document = json.loads(backend.read(receipt_key(name, version)))
+        document = parse_json(backend.read(receipt_key(name, version)))
         record, offset = document["record"], document["offset"]
-        if (document.get("format") != RECEIPT_FORMAT or (record.get("name"), record.get("version")) != (name, version)
+        if (document.get("format") != RECEIPT_FORMAT or record.get("name") != name
+                or type(record.get("version")) is not int or record["version"] != version
+                or (sha256 is not None and record.get("sha256") != sha256)
                 or not (offset is None or (type(offset) is int and offset >= 0))):
             return None
         return Kernel(record, read_values(backend, record, offset, verify=verify))

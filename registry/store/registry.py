@@ -7,7 +7,6 @@ through one :class:`~registry.store.writer.Transaction` per commit (``writer.py`
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -116,8 +115,7 @@ class Registry(RegistryReader):
         with self._writing() as txn:
             versions = txn.versions(name)
             if versions:
-                line = versions[max(versions)][1]
-                record = json.loads(line) if line else txn.record(name, max(versions))
+                record = txn.record(name, max(versions))
                 if same_content(record, draft):
                     return Kernel(record, array)
             record = txn.add(draft, array)

@@ -127,8 +127,8 @@ class Transaction:
         return self._retrying(lambda: self.edit.versions(name))
 
     def record(self, name: str, version: int) -> dict[str, Any]:
-        """The committed record of ``name@version`` in the state this transaction builds on."""
-        return self._retrying(lambda: self.view.record(name, version))
+        """The record of ``name@version`` as this transaction sees it."""
+        return self._retrying(lambda: self.edit.record(name, version))
 
     def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
         """Place ``record`` (any version) as the next free version of its name; return the record stored."""

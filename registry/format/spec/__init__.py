@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..._exceptions import InvalidKernelError, SchemaVersionError, too_new
-from ..container import SCHEMA_VERSION
+from ..container import SCHEMA_VERSION, parse_json
 from .v1 import (
     DTYPES,
     LAYOUT_RANKS,
@@ -57,7 +56,7 @@ def parse_record(data: Mapping[str, Any] | str | bytes, *, where: str = "record"
     """
     if isinstance(data, (str, bytes)):
         try:
-            data = json.loads(data)
+            data = parse_json(data)
         except ValueError as exc:
             raise InvalidKernelError(f"{where}: the record is not valid JSON ({exc}).") from None
     if not isinstance(data, Mapping):
