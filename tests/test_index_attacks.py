@@ -198,3 +198,33 @@ def test_phantom_listing_entries_are_refused_on_list(tmp_path: Path, count: int,
     assert report.kernels == len(NAMES)
     Registry(db, builtins=False).fsck(repair=True)
     assert [info.ref for info in Registry(db, builtins=False).list_kernels()] == [f"{n}@1" for n in NAMES]
+
+
+def test_deeply_nested_json_in_the_cache_the_shipped_listing_or_a_checkpoint_is_ignored(tmp_path: Path) -> None:
+    """Three more readers of JSON that came from a file: each treats nesting too deep to parse as a
+    damaged file (the cache entry re-read, the shipped listing rebuilt from the pack, the
+    checkpoint's kreg record not trusted), never a RecursionError."""
+    from registry.adapters.learned import from_checkpoint
+    from registry.kernels.builtins import BuiltinLayer
+    from registry.store.cache import DiskCache
+
+    deep = b"[" * 200_000
+    cache = DiskCache(tmp_path / "cache", max_bytes=1 << 20)
+    cache.put_root("s3://b/p", b"{}", "etag")
+    assert cache.get_root("s3://b/p") is not None
+    root_file = next(p for p in (tmp_path / "cache" / "roots").rglob("*") if p.is_file())
+    root_file.write_bytes(deep + b"\n{}")
+    assert cache.get_root("s3://b/p") is None
+
+    source = Registry(tmp_path / "r").builtin_path
+    copy = tmp_path / "db" / source.name
+    copy.parent.mkdir()
+    copy.write_bytes(source.read_bytes())
+    layer = BuiltinLayer(copy)
+    layer.listing_path.write_bytes(deep)
+    assert layer._shipped_listing() is None
+    assert "sobel_x" in [entry.split("\t")[1] for entry in layer.listing(all_versions=False)]
+
+    values = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+    kernel = from_checkpoint({"conv.weight": values}, "conv.weight", {"kreg.record": deep.decode()})
+    assert kernel.shape == (3, 3, 1, 1)

@@ -7,7 +7,6 @@ The adapters (``registry.keras``, ``registry.torch``, ``registry.jax``) and ``kr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import InvalidKernelError
+from ..format.container import parse_json
 from ..format.content import check_values, content_hash, refuse_masked
 from ..kernels.kernel import Kernel
 
@@ -165,7 +165,7 @@ def from_checkpoint(
     record = None
     if "kreg.record" in metadata:
         try:
-            record = json.loads(metadata["kreg.record"])
+            record = parse_json(metadata["kreg.record"])
         except ValueError:
             record = None
     if record is not None and layout is None and metadata.get("kreg.layout") == "OIHW":

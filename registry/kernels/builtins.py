@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import KernelNotFoundError
 from .._paths import read_shipped
+from ..format.container import parse_json
 from ..format.names import Ref
 from ..format.rows import KernelInfo, listing_entry
 from .kernel import Kernel
@@ -90,7 +91,7 @@ class BuiltinLayer:
 
     def _shipped_listing(self) -> list[str] | None:
         try:
-            shipped = json.loads(read_shipped(self.listing_path, MAX_LISTING_BYTES))
+            shipped = parse_json(read_shipped(self.listing_path, MAX_LISTING_BYTES))
             entries = shipped["entries"]
             pack = read_shipped(self.path, MAX_PACK_BYTES)
             if shipped["pack_sha256"] != hashlib.sha256(pack).hexdigest() or not (

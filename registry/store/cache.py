@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from .._env import env_number, env_text
+from ..format.container import parse_json
 from .tree import Tree, split_key, unlink_quietly
 
 CACHE_DIR_ENV = "KREG_CACHE_DIR"
@@ -100,7 +101,7 @@ class DiskCache:
         """``(root bytes, ETag, time the server confirmed it)`` last seen for ``url``, or None."""
         try:
             head, _, body = self._read(self._root_path(url)).partition(b"\n")
-            meta = json.loads(head)
+            meta = parse_json(head)
             if hashlib.sha256(body).hexdigest() != meta["sha256"]:
                 return None
             return body, str(meta["etag"]), float(meta["checked"])
