@@ -107,7 +107,7 @@ def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(cloud: str
     secret = server.env().get("AWS_SECRET_ACCESS_KEY") or ACCOUNT_KEY
     reg = registry.Registry(url, builtins=False)
     reg.backend._retries = 1  # fail fast while the server is down (the default retries for ~10 s)
-    reg.backend._timeout = 1.0
+    reg.backend._limits = (1.0, 5.0)
     # A commit cut off reads the root back once, not for seconds (which rides out the restart).
     monkeypatch.setattr(object_store, "SETTLE_ATTEMPTS", 1)
     acked: dict[str, str] = {}

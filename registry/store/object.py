@@ -27,7 +27,7 @@ from typing import Any
 from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, HeldRoot, open_cache
-from .clients import cache_space, etag_matches, etag_of, make_store, token_of, update_mode
+from .clients import cache_space, etag_matches, etag_of, make_store, token_of, update_mode, wait_limits
 from .cloud_errors import _LEASED, _check_plain, _panic, _refused, _translate, translated
 
 #: The root document (the commit point), as in a local registry.
@@ -57,11 +57,14 @@ class ObjectBackend:
         cache: the local read-through cache; ``None`` uses the platform cache directory,
             ``False`` disables it.
         retries: attempts on 5xx, throttling (429/503 SlowDown) and dropped connections.
-        timeout: seconds for one request to connect (and 20x that to finish).
+        timeout: seconds for one request, from connecting to the last byte of its answer
+            (default: ``$KREG_REQUEST_TIMEOUT``, else 10).
+        operation_timeout: seconds for one request with all its retries (default:
+            ``$KREG_OPERATION_TIMEOUT``, else 25).
     """
 
     def __init__(self, url: str, *, freshness: float | None = None, cache: DiskCache | bool | None = None,
-                 retries: int = 4, timeout: float = 5.0) -> None:
+                 retries: int = 4, timeout: float | None = None, operation_timeout: float | None = None) -> None:
         _check_plain(url)
         scheme, _, rest = url.partition("://")
         bucket, _, prefix = rest.partition("/")
@@ -77,7 +80,7 @@ class ObjectBackend:
         self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
         self._space = cache_space(scheme, self.url)  # the cache's name for this registry
         self.stats: Counter[str] = Counter()  # requests by verb, bytes_in, bytes_out (the benchmark reads it)
-        self._retries, self._timeout = retries, timeout
+        self._retries, self._limits = retries, wait_limits(timeout, operation_timeout)
         self._store: Any = None
         self._held = HeldRoot(self.cache, self._space, gcs=scheme == "gs")
         self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
@@ -103,13 +106,13 @@ class ObjectBackend:
     @property
     def store(self) -> Any:
         if self._store is None:
-            self._store = make_store(self._scheme, self._bucket, self._prefix, self._retries, self._timeout, self.url)
+            self._store = make_store(self._scheme, self._bucket, self._prefix, self._retries, self._limits, self.url)
         return self._store
 
     def _request(self, verb: str, call: Any, key: str, *, writing: bool = False, committing: bool = False) -> Any:
         """One HTTP request, counted; the client's errors become kreg's (never with secrets)."""
         self.stats[verb] += 1
-        return translated(call, self.url, key, writing=writing, committing=committing)
+        return translated(call, self.url, key, writing=writing, committing=committing, limits=self._limits)
 
     def _get(self, key: str, options: dict[str, Any] | None = None) -> tuple[bytes, dict[str, Any]]:
         """One GET: the body and the object's metadata. The body is read inside the request, so a
@@ -216,7 +219,7 @@ class ObjectBackend:
             try:
                 chunk = next(stream, None)
             except Exception as exc:  # noqa: BLE001
-                raise _translate(exc, self.url, writing=False) from None
+                raise _translate(exc, self.url, writing=False, key=prefix or "/", limits=self._limits) from None
             except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
                 raise _panic(exc, self.url) from None
             if not chunk:
