@@ -95,12 +95,12 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     word, create, credentials, endpoint, grants, busy = _hints(url)
     waited = _awaited(text)
     if waited is not None:
-        request, operation = limits or (0.0, 0.0)
         where = f"{url}/{key}" if key else url
         after = f" after {elapsed:.0f} s" if elapsed is not None and waited != _CUT else ""
-        return RemoteError(f"Gave up on {where}{after}: {waited} (limits: {request:g} s a request, {operation:g} s "
-                           f"with its retries; set KREG_REQUEST_TIMEOUT, KREG_OPERATION_TIMEOUT). Check the endpoint "
-                           f"({endpoint}) and the network, or raise the limits{nothing}.")
+        bounds = f"{limits[0]:g} s a request, {limits[1]:g} s with its retries; " if limits else ""
+        return RemoteError(f"Gave up on {where}{after}: {waited} (limits: {bounds}set KREG_REQUEST_TIMEOUT, "
+                           f"KREG_OPERATION_TIMEOUT). Check the endpoint ({endpoint}) and the network, or raise the "
+                           f"limits{nothing}.")
     if _NO_BUCKET.search(text):
         return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
                                     "the URL."))
