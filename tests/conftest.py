@@ -24,6 +24,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 NEVER_SKIP_IN_CI = {"test_hostile.py", "test_guard.py", "test_ci_tools.py"}
 #: The tools those tests need; .ci/run installs them.
 SECURITY_TOOLS = {"strace": "watches which files libhdf5 opens", "gcc": "builds the marker HDF5 plugin"}
+#: What tests/plain_reader.sh reads kreg files with (no HDF5 library); .ci/run installs them too.
+PLAIN_READER_TOOLS = {"h5dump": "prints offsets and attributes (hdf5-tools)", "jq": "parses the JSON",
+                      "sha256sum": "hashes", "dd": "reads values at their offset", "openssl": "verifies signatures"}
 
 
 def in_ci() -> bool:
@@ -34,7 +37,7 @@ def in_ci() -> bool:
 def skip_or_fail_in_ci(reason: str) -> None:
     """Skip locally; in CI, fail: a security test that cannot run there is a red build."""
     if in_ci():
-        pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip (.ci/run installs strace and gcc)",
+        pytest.fail(f"{reason}; CI=true, so this is a failure, not a skip (.ci/run installs the tools tests need)",
                     pytrace=False)
     pytest.skip(reason)
 

@@ -205,3 +205,25 @@ def test_integer_kernels_have_integer_factors(builtins: Registry, name: str) -> 
         return
     for values in (factors["column"], factors["row"]):
         assert values == [float(round(v)) for v in values], f"{name}: {factors}"
+
+
+def test_the_builtin_database_is_a_pack_as_format_md_defines_one() -> None:
+    """A reader that follows FORMAT.md requires a /manifest and its digest: the built-ins carry
+    both and pass every check an imported pack gets (manifest, digest, record hashes)."""
+    import hashlib
+
+    import h5py
+
+    from registry.kernels.build_db import load_source
+    from registry.format.pack import parse_pack
+
+    with h5py.File(builtin_db_path(), "r", locking=False) as f:  # other tests' registries hold it open
+        stored, digest = f["manifest"][()].tobytes(), f.attrs["digest"]
+    assert hashlib.sha256(stored).hexdigest() == digest
+    pack = parse_pack(builtin_db_path())
+    assert (pack.name, pack.manifest["author"], pack.signer) == ("kreg-builtins", "kreg", None)
+    # dated by the source, not by the clock of the build, so a rebuild is the same file
+    assert pack.manifest["created_at"] == load_source(SOURCE)["created_at"]
+    # record_sha256 is not compared with a rebuild: the separable factors' last bits vary with the BLAS
+    assert [(k["ref"], k["sha256"]) for k in pack.manifest["kernels"]] == [
+        (f"{r['name']}@1", r["sha256"]) for r, _ in BUILT]

@@ -1,11 +1,15 @@
 """Build the built-in database (a kreg pack) from its reviewable source, ``kernels_db/kernels.toml``.
 
-``make kernels`` (``python -m registry.kernels.build_db``) writes ``kernels_db/builtin.h5``;
-``tests/test_builtins.py`` rebuilds in memory and fails if the two disagree.
+``make kernels`` (``python -m registry.kernels.build_db``) writes ``kernels_db/builtin.h5``, a pack
+like any export (a ``/manifest`` and its ``digest``, so a reader following ``schema/FORMAT.md``
+verifies it as one), and checks it with the pack reader; ``tests/test_builtins.py`` rebuilds in
+memory and fails if the two disagree.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,12 +67,32 @@ def build(source_path: Path) -> list[tuple[dict[str, Any], np.ndarray]]:
     return built
 
 
+#: The built-in pack's name, in its manifest and its ``pack_name`` attribute.
+PACK_NAME = "kreg-builtins"
+
+
+def manifest_bytes(built: list[tuple[dict[str, Any], np.ndarray]], created_at: str) -> bytes:
+    """The pack manifest of the built-ins, as export writes one, but dated by the source
+    (not the clock) so that the same source always builds the same bytes."""
+    from ..format.pack import manifest_for
+
+    manifest = manifest_for(built, name=PACK_NAME, author="kreg")
+    manifest["created_at"] = created_at
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
 def main(source: str = "kernels_db/kernels.toml", out: str = "kernels_db/builtin.h5") -> None:
+    from ..format.pack import parse_pack
+
     built = build(Path(source))
+    created_at = load_source(Path(source))["created_at"]
+    manifest = manifest_bytes(built, created_at)
     target = Path(out)
     tmp = target.with_suffix(".h5.tmp")
     tmp.unlink(missing_ok=True)
-    write_container(tmp, "pack", built, attrs={"pack_name": "kreg-builtins"})
+    write_container(tmp, "pack", built, blobs={"manifest": manifest},
+                    attrs={"pack_name": PACK_NAME, "digest": hashlib.sha256(manifest).hexdigest()})
+    parse_pack(tmp)  # every check an imported pack gets (manifest, digest, hashes, generators)
     tmp.replace(target)
     from .builtins import BuiltinLayer, write_listing
 
