@@ -69,7 +69,12 @@ def _round(url: str, root: Path) -> None:
             b.wait()
     reg = registry.Registry(url, builtins=False)
     listed = {i.ref: i.sha256 for i in reg.list_kernels("soak/*", all_versions=True)}
-    assert {ref: added[ref] for ref in added if ref not in removed} == listed  # none lost, none extra
+    kept = {ref: added[ref] for ref in added if ref not in removed}
+    lost = sorted(set(kept) - set(listed))
+    back = sorted(set(listed) & removed)
+    unacked = sorted(set(listed) - set(added))
+    assert (lost, back, unacked) == ([], [], []), "lost, removed but back, never acknowledged"
+    assert kept == listed  # and each with the hash acknowledged
     for ref, sha in listed.items():
         assert content_hash(reg.load(ref).array) == sha
     assert not removed & set(listed)
