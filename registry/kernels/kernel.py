@@ -133,6 +133,9 @@ class Kernel:
         return column, row
 
     # Thin aliases: the adapters decide (registry.adapters.plan) and convert (one module per framework).
+    # Each imports its adapter inside the method, on purpose: the adapters import Kernel, so a
+    # module-level import would be a cycle (and would import a framework with `import registry`).
+    # These are the only imports allowed to point up a layer (tests/test_architecture.py).
 
     def to_keras(self, **options: Any) -> Any:
         """A ready Keras layer with exactly these weights, on any Keras 3 backend.
