@@ -148,6 +148,8 @@ STORE_MUTANTS: list[Mutant] = [
     Mutant("gcs: the commit names the ETag, not the generation", "registry/store/clients.py",
            '{"e_tag": etag, "version": version} if version else {"e_tag": etag}', '{"e_tag": etag}',
            ("tests/test_remote_gcs.py",)),
+    Mutant("commit: a lost answer's root built on ours taken for a conflict", "registry/store/object.py",
+           "    if ours and ours <= named:\n", "    if False:\n", ("tests/test_remote_commit.py",)),
 ]
 
 

@@ -18,6 +18,7 @@ from azserver import ACCOUNT_KEY
 
 import registry
 from registry.format.content import content_hash
+from registry.store import object as object_store
 
 #: A writer process: N adds over 4 names, printing "ref sha256" once each add is acknowledged.
 WRITER = """
@@ -100,13 +101,15 @@ def test_kill_9_mid_commit_leaves_every_acknowledged_kernel(remote_url: str, tmp
 
 
 @pytest.mark.parametrize("cloud", ["s3", "az"])
-def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(cloud: str,
-                                                                      request: pytest.FixtureRequest) -> None:
+def test_server_restart_mid_adds_gives_clean_errors_and_loses_nothing(cloud: str, request: pytest.FixtureRequest,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     server, url = request.getfixturevalue(f"{cloud}_server"), request.getfixturevalue(f"{cloud}_url")
     secret = server.env().get("AWS_SECRET_ACCESS_KEY") or ACCOUNT_KEY
     reg = registry.Registry(url, builtins=False)
     reg.backend._retries = 1  # fail fast while the server is down (the default retries for ~10 s)
-    reg.backend._timeout = 1.0
+    reg.backend._limits = (1.0, 5.0)
+    # A commit cut off reads the root back once, not for seconds (which rides out the restart).
+    monkeypatch.setattr(object_store, "SETTLE_ATTEMPTS", 1)
     acked: dict[str, str] = {}
     errors: list[str] = []
     restarted = threading.Event()

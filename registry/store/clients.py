@@ -4,6 +4,7 @@ and the compare-and-swap token of its root."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from datetime import timedelta
 from typing import Any
@@ -11,16 +12,51 @@ from typing import Any
 from .._exceptions import RemoteError
 from .cloud_errors import _first_line, _hints, _panic
 
+#: Environment variables bounding every wait on an object store, in seconds: one request (from
+#: connecting to the last byte of its answer), and one operation (a request with all its retries).
+REQUEST_TIMEOUT_ENV, OPERATION_TIMEOUT_ENV = "KREG_REQUEST_TIMEOUT", "KREG_OPERATION_TIMEOUT"
+#: Their defaults: a stalled or cut transfer ends in a clear error well within a minute (a
+#: pinned load whose receipt cannot be read tries the index once: two operations, 50 s at most).
+REQUEST_TIMEOUT, OPERATION_TIMEOUT = 10.0, 25.0
+#: Longest wait for a connection, and longest pause between two retries (seconds).
+CONNECT_TIMEOUT, MAX_BACKOFF = 5.0, 2.0
 
-def make_store(scheme: str, bucket: str, prefix: str, retries: int, timeout: float, url: str) -> Any:
-    """The obstore client for ``url``, configured from the cloud's standard environment."""
+
+def wait_limits(request: float | None = None, operation: float | None = None) -> tuple[float, float]:
+    """The request and operation limits in seconds: those given, else the environment's, else the
+    defaults. A request never outlasts its operation."""
+
+    def seconds(given: float | None, variable: str, default: float) -> float:
+        text = os.environ.get(variable, "").strip() if given is None else str(given)
+        if not text:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            shown = f"{variable}={text[:40]!r}" if given is None else f"a limit of {text[:40]} s"
+            raise RemoteError(f"{shown} is not a number of seconds above 0. Set it to one (e.g. {default:g}), "
+                              "or unset it for the default.")
+        return value
+
+    limit = seconds(operation, OPERATION_TIMEOUT_ENV, OPERATION_TIMEOUT)
+    return min(seconds(request, REQUEST_TIMEOUT_ENV, REQUEST_TIMEOUT), limit), limit
+
+
+def make_store(scheme: str, bucket: str, prefix: str, retries: int, limits: tuple[float, float], url: str) -> Any:
+    """The obstore client for ``url``, configured from the cloud's standard environment, its every
+    request bounded by ``limits`` (see :func:`wait_limits`)."""
     from obstore.store import from_url
 
-    client: dict[str, Any] = {"connect_timeout": timedelta(seconds=timeout),
-                              "timeout": timedelta(seconds=max(60.0, 20 * timeout))}
-    retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=max(10.0, 4 * timeout)),
-             "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=3),
-                         "base": 2}}
+    request, operation = limits
+    client: dict[str, Any] = {"connect_timeout": timedelta(seconds=min(CONNECT_TIMEOUT, request)),
+                              "timeout": timedelta(seconds=request)}
+    # The client starts no retry past ``retry_timeout``, then pauses at most MAX_BACKOFF and the
+    # retry takes at most ``request``: a request with its retries ends within ``operation``.
+    retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=max(0.0, operation - request - MAX_BACKOFF)),
+             "backoff": {"init_backoff": timedelta(milliseconds=100),
+                         "max_backoff": timedelta(seconds=MAX_BACKOFF), "base": 2}}
     kwargs: dict[str, Any] = {}
     # The client panics (a Rust panic, with a backtrace on stderr) on a header value it cannot
     # send: name the setting instead, never its value.

@@ -8,6 +8,7 @@ never a credential: the client's own report, which may hold request URLs, is not
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
@@ -88,15 +89,25 @@ def _refused(error: Exception) -> Exception:
     return error
 
 
-def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool = False) -> Exception:
+def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool = False, key: str = "",
+               limits: tuple[float, float] | None = None, elapsed: float | None = None) -> Exception:
     """One actionable error for a failed request, naming the registry, never a credential. For the
     commit's own request (``committing``) a failure without an answer does not say "nothing was
-    committed": the PUT may have landed."""
+    committed": the PUT may have landed. A wait given up names what was awaited (on ``key``)
+    and the limits (request, operation) that ended it."""
     import obstore.exceptions as oe
 
     text = str(exc)
     nothing = "" if committing else "; nothing was committed"
     word, create, credentials, endpoint, grants, busy = _hints(url)
+    waited = _awaited(text)
+    if waited is not None:
+        where = f"{url}/{key}" if key else url
+        after = f" after {elapsed:.0f} s" if elapsed is not None and waited != _CUT else ""
+        bounds = f"{limits[0]:g} s a request, {limits[1]:g} s with its retries; " if limits else ""
+        return RemoteError(f"Gave up on {where}{after}: {waited} (limits: {bounds}set KREG_REQUEST_TIMEOUT, "
+                           f"KREG_OPERATION_TIMEOUT). Check the endpoint ({endpoint}) and the network, or raise the "
+                           f"limits{nothing}.")
     if _NO_BUCKET.search(text):
         return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
                                     "the URL."))
@@ -121,6 +132,25 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
 
 
+#: A response whose connection closed before its body was whole.
+_CUT = "the connection closed before the whole response arrived, after the retries"
+
+
+def _awaited(text: str) -> str | None:
+    """What a request that got no whole answer was waiting for, from the client's report (None
+    when it is neither a timeout nor a transfer cut short)."""
+    if re.search(r"IncompleteBody|UnexpectedEof|end of file before message length|connection closed before message "
+                 r"completed", text):
+        return _CUT
+    if not re.search(r"TimedOut|kind: Timeout|timed out|deadline has elapsed", text):
+        return None
+    if re.search(r"kind: Body|body error", text):
+        return "waiting for the rest of the response body (a stalled transfer)"
+    if "connect" in text:
+        return "waiting for a connection to the server"
+    return "waiting for the server's answer"
+
+
 def _panic(exc: BaseException, url: str) -> BaseException:
     """The client's Rust code panicked (``PanicException``, a BaseException): seen when a setting
     holds a character no HTTP header may carry. Anything else (Ctrl-C, exit) is returned as it was."""
@@ -141,11 +171,13 @@ def _status(text: str) -> str:
 __all__: list[str] = []
 
 
-def translated(call: Any, url: str, key: str, *, writing: bool = False, committing: bool = False) -> Any:
+def translated(call: Any, url: str, key: str, *, writing: bool = False, committing: bool = False,
+               limits: tuple[float, float] | None = None) -> Any:
     """``call()``, one request of the client to the registry at ``url``, with the client's errors
     turned into kreg's (never with secrets); a missing ``key`` is :class:`ObjectMissing`."""
     import obstore.exceptions as oe
 
+    started = time.monotonic()
     try:
         return call()
     except (oe.NotFoundError, FileNotFoundError) as exc:
@@ -157,6 +189,7 @@ def translated(call: Any, url: str, key: str, *, writing: bool = False, committi
     except KregError:
         raise  # already kreg's: the client could not be configured (a malformed key, a missing boto3)
     except Exception as exc:  # noqa: BLE001 - every other client error is turned into one message
-        raise _translate(exc, url, writing=writing, committing=committing) from None
+        raise _translate(exc, url, writing=writing, committing=committing, key=key, limits=limits,
+                         elapsed=time.monotonic() - started) from None
     except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
         raise _panic(exc, url) from None

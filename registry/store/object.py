@@ -16,6 +16,7 @@ environment and never appear in a message: errors name the registry's URL only.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,10 +24,10 @@ from contextlib import nullcontext
 from typing import Any
 
 from .._env import env_seconds
-from .._exceptions import RemoteError, StoreWriteError, UnsafeFileError
+from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, HeldRoot, open_cache
-from .clients import cache_space, etag_matches, etag_of, make_store, token_of, update_mode
+from .clients import cache_space, etag_matches, etag_of, make_store, token_of, update_mode, wait_limits
 from .cloud_errors import _LEASED, _check_plain, _panic, _refused, _translate, translated
 
 #: The root document (the commit point), as in a local registry.
@@ -39,6 +40,11 @@ _IMMUTABLE = ("kernels/", "index/")
 OPTIMISTIC_SECONDS = 300.0
 #: Environment variable: seconds a validated root is trusted without asking the server.
 FRESHNESS_ENV = "KREG_FRESHNESS"
+#: A commit whose answer was lost: the root is read back (and the PUT sent again while the root
+#: is unchanged) this many times, for at most this many seconds, before the outcome is unknown.
+#: Well under ``index.RETIRE_AFTER`` (60 s): a root built on ours still names our segments.
+SETTLE_ATTEMPTS = 5
+SETTLE_SECONDS = 20.0
 
 
 class ObjectBackend:
@@ -51,11 +57,14 @@ class ObjectBackend:
         cache: the local read-through cache; ``None`` uses the platform cache directory,
             ``False`` disables it.
         retries: attempts on 5xx, throttling (429/503 SlowDown) and dropped connections.
-        timeout: seconds for one request to connect (and 20x that to finish).
+        timeout: seconds for one request, from connecting to the last byte of its answer
+            (default: ``$KREG_REQUEST_TIMEOUT``, else 10).
+        operation_timeout: seconds for one request with all its retries (default:
+            ``$KREG_OPERATION_TIMEOUT``, else 25).
     """
 
     def __init__(self, url: str, *, freshness: float | None = None, cache: DiskCache | bool | None = None,
-                 retries: int = 4, timeout: float = 5.0) -> None:
+                 retries: int = 4, timeout: float | None = None, operation_timeout: float | None = None) -> None:
         _check_plain(url)
         scheme, _, rest = url.partition("://")
         bucket, _, prefix = rest.partition("/")
@@ -70,7 +79,7 @@ class ObjectBackend:
         self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
         self._space = cache_space(scheme, self.url)  # the cache's name for this registry
         self.stats: Counter[str] = Counter()  # requests by verb, bytes_in, bytes_out (the benchmark reads it)
-        self._retries, self._timeout = retries, timeout
+        self._retries, self._limits = retries, wait_limits(timeout, operation_timeout)
         self._store: Any = None
         self._held = HeldRoot(self.cache, self._space, gcs=scheme == "gs")
         self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
@@ -96,13 +105,13 @@ class ObjectBackend:
     @property
     def store(self) -> Any:
         if self._store is None:
-            self._store = make_store(self._scheme, self._bucket, self._prefix, self._retries, self._timeout, self.url)
+            self._store = make_store(self._scheme, self._bucket, self._prefix, self._retries, self._limits, self.url)
         return self._store
 
     def _request(self, verb: str, call: Any, key: str, *, writing: bool = False, committing: bool = False) -> Any:
         """One HTTP request, counted; the client's errors become kreg's (never with secrets)."""
         self.stats[verb] += 1
-        return translated(call, self.url, key, writing=writing, committing=committing)
+        return translated(call, self.url, key, writing=writing, committing=committing, limits=self._limits)
 
     def _get(self, key: str, options: dict[str, Any] | None = None) -> tuple[bytes, dict[str, Any]]:
         """One GET: the body and the object's metadata. The body is read inside the request, so a
@@ -209,7 +218,7 @@ class ObjectBackend:
             try:
                 chunk = next(stream, None)
             except Exception as exc:  # noqa: BLE001
-                raise _translate(exc, self.url, writing=False) from None
+                raise _translate(exc, self.url, writing=False, key=prefix or "/", limits=self._limits) from None
             except BaseException as exc:  # noqa: BLE001 - a Rust panic of the client (others re-raised)
                 raise _panic(exc, self.url) from None
             if not chunk:
@@ -290,12 +299,17 @@ class ObjectBackend:
     def commit(self, root: bytes, token: object) -> object:
         """Replace the root if its ETag is still ``token`` (``If-Match``), or create it if there was
         none (``If-None-Match: *``). A 412 is a :class:`CommitConflict` unless the root there is
-        byte for byte the one sent (a retried PUT whose first attempt landed: each root is unique)."""
+        ours or built on ours (a retried PUT whose first attempt landed). A request whose answer
+        was lost is settled by reading the root back (see :func:`_settle`)."""
         import obstore as obs
         import obstore.exceptions as oe
 
         mode: Any = update_mode(str(token)) if token is not None else "create"
-        try:
+        lost: Exception | None = None
+        started = time.monotonic()
+        for attempt in range(SETTLE_ATTEMPTS):
+            if attempt:
+                time.sleep(0.1 * 2**attempt)
             try:
                 result = self._request("put", lambda: obs.put(self.store, ROOT, root, mode=mode, use_multipart=False),
                                        ROOT, writing=True, committing=True)
@@ -306,36 +320,90 @@ class ObjectBackend:
                         f"{self.url}/{ROOT} is leased (an Azure blob lease is held on it), so no commit can "
                         f"replace it; nothing was committed. Break the lease ('az storage blob lease break "
                         f"--container-name {self._bucket} --blob-name {self._key(ROOT)}') and try again.")) from None
-                self._held.stale()
-                try:
-                    there, meta = self._get(ROOT)
-                    if there == bytes(root):
-                        self._held.remember(there, token_of(meta))
-                        return token_of(meta)
-                except ObjectMissing:
-                    pass
-                raise CommitConflict(f"{self.url}: another writer committed first.") from None
-        except CommitConflict:
-            raise
-        except Exception as exc:
-            if getattr(exc, "committed", None) is False:
-                raise
-            # The PUT may have landed before the connection broke: the writer must not delete what
-            # the new root may name. Uncommitted, it is only orphans, which fsck lists.
-            self._held.stale()
-            error = exc if isinstance(exc, (RemoteError, StoreWriteError)) else RemoteError(str(exc))
-            error.args = (f"{error} The commit may or may not have landed: check with 'kreg list' before "
-                          "adding again.",)
-            error.committed = True  # type: ignore[attr-defined]
-            raise error from None
-        self.stats["bytes_out"] += len(root)
-        self._held.remember(bytes(root), token_of(result))
-        return token_of(result)
+                outcome = _settle(self, root, token, started)
+                if outcome is _UNCHANGED or outcome is _OTHER:
+                    raise CommitConflict(f"{self.url}: another writer committed first.") from None
+            except Exception as exc:
+                if getattr(exc, "committed", None) is False:
+                    raise
+                lost = exc
+                outcome = _settle(self, root, token, started)
+                if outcome is _OTHER:  # another writer's root, not built on ours: ours never landed
+                    raise CommitConflict(f"{self.url}: another writer committed first.") from None
+            else:
+                self.stats["bytes_out"] += len(root)
+                self._held.remember(bytes(root), token_of(result))
+                return token_of(result)
+            if outcome is not _UNCHANGED and outcome is not _UNKNOWN:
+                return outcome  # ours landed: its token (or that of a root built on it)
+            if time.monotonic() - started > SETTLE_SECONDS:
+                break
+            # The root is still the one built on (or could not be read): the same conditional PUT
+            # again is safe, it lands at most once (a landed first attempt makes it answer 412).
+        raise _outcome_unknown(self.url, lost)
 
     def _key(self, key: str) -> str:
         """``key`` as the store names it: under the registry's prefix."""
         return f"{self._prefix}/{key}" if self._prefix else key
 
+
+#: What reading the root back after a commit can tell (besides a token: it landed).
+_UNCHANGED, _OTHER, _UNKNOWN = object(), object(), object()
+
+
+def _settle(backend: ObjectBackend, root: bytes, token: object, started: float) -> object:
+    """After a commit got no answer (or a 412): read the root back and say whether ``root`` landed.
+
+    Each root names a segment key its writer just created at random, so the root there is ours
+    (it landed), or one built on ours (it names every segment ours names, live or retired: a
+    replaced segment stays listed for ``RETIRE_AFTER`` seconds: past ``SETTLE_SECONDS`` since the
+    first PUT (``started``), this says nothing), or the root ``token`` named (nothing landed yet: the
+    PUT may be sent again), or another writer's (ours never landed: replay). Returns the new
+    token, or ``_UNCHANGED``, ``_OTHER``, ``_UNKNOWN``."""
+    backend._held.stale()
+    try:
+        there, meta = backend._get(ROOT)
+    except ObjectMissing:
+        return _UNCHANGED if token is None else _OTHER  # a create not landed yet; else deleted meanwhile
+    except KregError:
+        return _UNKNOWN
+    current = token_of(meta)
+    if there == bytes(root):
+        backend._held.remember(there, current)
+        return current
+    if current == token:
+        return _UNCHANGED
+    ours, named = _segment_keys(bytes(root)), _segment_keys(there, retired=True)
+    if ours is None or named is None:
+        return _UNKNOWN  # a root that cannot be read says nothing about ours
+    if ours and ours <= named:
+        return current
+    return _OTHER if time.monotonic() - started < SETTLE_SECONDS else _UNKNOWN
+
+
+def _segment_keys(data: bytes, *, retired: bool = False) -> set[str] | None:
+    """The segment keys a root names (with its retired ones), or None if it is not a root."""
+    try:
+        document = json.loads(data)
+        keys = set(document["segments"].values())
+        if retired:
+            keys |= set(document.get("retired") or {})
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+    return keys if all(isinstance(key, str) for key in keys) else None
+
+
+def _outcome_unknown(url: str, lost: Exception | None) -> Exception:
+    """The error when the root could not be read back in time: the commit may have landed, so
+    the writer must not delete what the new root may name (uncommitted, they are orphans, which
+    fsck lists)."""
+    if lost is None:  # only refusals, and the root could not be read after them
+        lost = RemoteError(f"{url} answered the commit with a conflict.")
+    error = lost if isinstance(lost, (RemoteError, StoreWriteError)) else RemoteError(str(lost))
+    error.args = (f"{error} The commit may or may not have landed (the root could not be read back): check "
+                  "with 'kreg list' before adding again.",)
+    error.committed = True  # type: ignore[attr-defined]
+    return error
 
 
 __all__ = ["ObjectBackend", "SCHEMES"]
