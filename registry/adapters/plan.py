@@ -22,7 +22,6 @@ from .._env import env_flag
 from .._exceptions import InvalidKernelError, ProbeMismatchError
 from ..kernels.kernel import Kernel
 from .borders import NUMPY_PAD, border_pads, parse_border, same_pads
-from .taps import correlate_by_fft, correlate_by_taps, reads
 
 #: What ``mode`` means for an ``HW`` plane over several channels.
 MODES = ("depthwise", "sum", "mean")
@@ -30,13 +29,6 @@ MODES = ("depthwise", "sum", "mean")
 PROBE_ENV = "KREG_PROBE"
 #: Most values in one probe image: beyond it (a huge dilation) the check refuses rather than stall.
 MAX_PROBE = 1 << 22
-#: Most multiply-adds a padded probe asks of a framework (4 images x output pixels x taps per
-#: pixel): a framework may unfold every window into memory, so this bounds the check's memory and
-#: time (see :func:`probe_input`).
-MAX_PROBE_WORK = 1 << 26
-#: Largest padded image (bytes, complex) the reference correlates by FFT; past it (a large
-#: kernel on a small probe) it sums each output pixel's taps by the pixel they read instead.
-FFT_BYTES = 16 << 20
 _NAMES: dict[str, itertools.count] = {}
 
 
@@ -295,36 +287,15 @@ def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
     The size is the least that still puts every kernel tap on a real pixel: the dilated
     kernel and a stride or two for a ``valid`` layer, half of it when padding or a border
     keeps the size (the border then folds several times over a small probe, which checks it
-    harder). The framework's work on it (4 images x output pixels x the multiply-adds of each)
-    is then at most :data:`MAX_PROBE_WORK`, or 80 times the multiply-adds of one output pixel
-    (a 4 x 5 probe, or a ``valid`` one: at most 3 x 3 outputs) when the kernel alone exceeds
-    it, which bounds the check's time and memory (a framework may unfold every window) by a
-    constant plus a small multiple of the kernel's own size. To fit, a padded or bordered probe
-    shrinks: every tap within a few pixels of the anchor still meets real pixels (all of a
-    small kernel, the centre of a large one), so a transposed, flipped, shifted or regrouped
-    layer still shows.
+    harder). Small keeps the check under its 5 ms budget for large kernels.
     """
     c = channels or p.in_channels or 2
     sizes = [(k - 1) * d + 1 for k, d in zip(p.weight.shape[:2], p.dilation)]
-    valid = p.border is None and p.padding == "valid"
-    # Multiply-adds per output pixel: every tap of every channel pair the layer computes.
-    per_pixel = p.weight.size if p.kind != "plane" else p.weight.shape[0] * p.weight.shape[1] * c
-
-    def work(h: int, w: int) -> int:
-        outs = [(n - k) // s + 1 if valid else -(-n // s) for n, k, s in zip((h, w), sizes, p.strides)]
-        return 4 * outs[0] * outs[1] * per_pixel
-
-    if valid:
+    if p.border is None and p.padding == "valid":
         h, w = (k + s + 1 for k, s in zip(sizes, p.strides))
     else:
         h, w = (max(k // 2 + s + 2, 4) for k, s in zip(sizes, p.strides))
     w += 1  # never square, so that a transposition shows in the shape
-    if not valid and work(h, w) > MAX_PROBE_WORK:
-        shrink = (MAX_PROBE_WORK / work(h, w)) ** 0.5
-        h, w = max(4, int(h * shrink)), max(4, int(w * shrink))
-        w += w == h
-        while work(h, w) > MAX_PROBE_WORK and min(h, w) > 4:
-            h, w = h - 1, w - 1
     if h * w * c > MAX_PROBE:
         raise InvalidKernelError(
             f"The probe check of {p.ref} with dilation_rate={p.dilation} and strides={p.strides} needs a "
@@ -365,22 +336,27 @@ def reference(
     values = np.asarray(kernel.array, np.float64)
     kh, kw = (values.shape[0] - 1) * dh + 1, (values.shape[1] - 1) * dw + 1
     x = np.asarray(x, np.float64)
-    how, fill, widths = "zero", 0.0, ((0, 0), (0, 0))
     if border is not None:
         how, fill = parse_border(border)
-        widths = border_pads(values.shape[:2], (dh, dw), anchor)
+        widths = ((0, 0), *border_pads(values.shape[:2], (dh, dw), anchor), (0, 0))
+        x = np.pad(x, widths, NUMPY_PAD[how], **({"constant_values": fill} if how == "constant" else {}))
     elif padding == "same":
-        widths = (same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw))
-    n, h, w, channels = x.shape
-    hp, wp = h + sum(widths[0]), w + sum(widths[1])
-    if n * hp * wp * max(channels, values[0, 0].size) * 16 <= FFT_BYTES:
-        padded = np.pad(x, ((0, 0), *widths, (0, 0)), NUMPY_PAD[how],
-                        **({"constant_values": fill} if how == "constant" else {}))
-        out = correlate_by_fft(values, kernel.layout, padded, (dh, dw), (sh, sw))
-    else:  # a large kernel on a small probe: the FFT's padded image would dwarf both
-        rows = reads(h, widths[0], how, (hp - kh) // sh + 1, sh, values.shape[0], dh)
-        cols = reads(w, widths[1], how, (wp - kw) // sw + 1, sw, values.shape[1], dw)
-        out = correlate_by_taps(values, kernel.layout, x, rows, cols, fill)
+        widths = ((0, 0), same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw), (0, 0))
+        x = np.pad(x, widths)
+    # Correlation by FFT (float64): the same sums as a sliding window, in a fraction of the
+    # time for large kernels, which keeps the probe check within its budget.
+    n, hp, wp, channels = x.shape
+    dilated = np.zeros((kh, kw, *values.shape[2:]))
+    dilated[::dh, ::dw] = values
+    xf = np.fft.rfft2(x, axes=(1, 2))
+    kf = np.conj(np.fft.rfft2(dilated, s=(hp, wp), axes=(0, 1)))
+    if kernel.layout == "HW":
+        yf = xf * kf[None, :, :, None]
+    elif kernel.layout == "HWIO":
+        yf = np.einsum("nyxc,yxco->nyxo", xf, kf)
+    else:
+        yf = np.einsum("nyxc,yxcm->nyxcm", xf, kf).reshape(*xf.shape[:3], -1)
+    out = np.fft.irfft2(yf, s=(hp, wp), axes=(1, 2))[:, : hp - kh + 1 : sh, : wp - kw + 1 : sw]
     if kernel.layout == "HW" and (mode or "depthwise") != "depthwise":
         out = out.sum(axis=3, keepdims=True) / (channels if mode == "mean" else 1)
     bias = kernel.bias
