@@ -137,3 +137,69 @@ def test_a_landed_commit_removed_meanwhile_is_not_replayed_back(remote_url: str,
     # names and readers overrule (see test_remote_receipts.py).
     versions, objects = _server_state(remote_url, allowed=("kernels/k/@2.json",))
     assert versions == {"k": [1]} and objects == ["kernels/k/@1.h5"]
+
+
+def _objects(url: str) -> list[str]:
+    """The keys under kernels/ as the server lists them."""
+    store = registry.Registry(url, builtins=False).backend.store
+    return sorted(meta["path"] for page in obstore.list(store, prefix="kernels/") for meta in page)
+
+
+def test_a_number_added_and_removed_meanwhile_is_not_issued_again(remote_url: str) -> None:
+    # The writer builds on the root it holds (k@1, next 2) while another writer adds k@2 and
+    # removes it, deleting its object: the writer's create-only put of @2 then succeeds, and
+    # replaying it on the new root would list k@2 again, other values under an acknowledged,
+    # removed ref.
+    writer = registry.Registry(remote_url, builtins=False)
+    writer.add("k", [[1.0]])
+    other = registry.Registry(remote_url, builtins=False)
+    assert other.add("k", [[2.0]]).ref == "k@2"
+    assert other.remove("k@2") == ["k@2"]
+    kernel = writer.add("k", [[3.0]])
+    assert kernel.ref == "k@3" and kernel.version == 3
+    fresh = registry.Registry(remote_url, builtins=False)
+    assert [i.ref for i in fresh.list_kernels(all_versions=True)] == ["k@1", "k@3"]
+    assert fresh.load("k@3").array.tolist() == [[3.0]]
+    assert _objects(remote_url) == ["kernels/k/@1.h5", "kernels/k/@1.json", "kernels/k/@2.gone",
+                                    "kernels/k/@3.h5", "kernels/k/@3.json"]
+    assert fresh.fsck().problems == []
+
+
+def test_a_number_skipped_for_our_object_stays_ours(remote_url: str) -> None:
+    # Below the new root's next version but never issued: another writer found our object at @2
+    # and took @3. Ours keeps @2 (no tombstone there), and nothing is moved.
+    writer = registry.Registry(remote_url, builtins=False)
+    writer.add("k", [[1.0]])
+    other = registry.Registry(remote_url, builtins=False)
+    with writer.batch():
+        assert writer.add("k", [[2.0]]).ref == "k@2"
+        assert other.add("k", [[3.0]]).ref == "k@3"  # @2 is taken by our object: the other takes @3
+    fresh = registry.Registry(remote_url, builtins=False)
+    assert [i.ref for i in fresh.list_kernels(all_versions=True)] == ["k@1", "k@2", "k@3"]
+    assert fresh.load("k@2").array.tolist() == [[2.0]]
+    assert fresh.fsck().problems == []
+
+
+def test_a_removed_object_stays_until_its_tombstone_is_there(remote_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tombstone's put fails (best effort after the commit): the object is kept, an orphan
+    # fsck names, so its number can never be created again.
+    writer = registry.Registry(remote_url, builtins=False)
+    writer.add("k", [[1.0]])
+    other = registry.Registry(remote_url, builtins=False)
+    other.add("k", [[2.0]])
+    real = obstore.put
+
+    def put(store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        if path.endswith(".gone"):
+            raise oe.GenericError(LOST)
+        return real(store, path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(obstore, "put", put)
+        assert other.remove("k@2") == ["k@2"]
+    assert "kernels/k/@2.h5" in _objects(remote_url)
+    assert writer.add("k", [[3.0]]).ref == "k@3"
+    fresh = registry.Registry(remote_url, builtins=False)
+    assert [i.ref for i in fresh.list_kernels(all_versions=True)] == ["k@1", "k@3"]
+    assert [problem for _, problem in fresh.fsck().problems if "orphan" not in problem] == []

@@ -105,6 +105,7 @@ class Transaction:
         self._placed: list[str] = []  # objects this transaction created (deleted on abort)
         self.committed = False
         self.removed: list[tuple[str, int]] = []
+        self._own: set[tuple[str, int]] = set()  # numbers checked to be this transaction's (see _reissued)
 
     # -- operations -------------------------------------------------------
 
@@ -132,23 +133,71 @@ class Transaction:
 
     def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
         """Place ``record`` (any version) as the next free version of its name; return the record stored."""
+        stored, offset = self._place(record, array, lambda f: self._retrying(f))
+        self._retrying(lambda: self.edit.put(stored, offset))
+        self._ops.append(("put", stored, offset))
+        return stored
+
+    def _place(self, record: dict[str, Any], array: np.ndarray,
+               step: Callable[[Callable[[], Any]], Any]) -> tuple[dict[str, Any], int]:
+        """Create the object of ``record`` at the next version of its name that no object holds
+        (``step`` runs each read of the edit); return the record stored and where its values start."""
         name = record["name"]
-        version = self._retrying(lambda: self.edit.next_version(name))
+        version = step(lambda: self.edit.next_version(name))
         for _ in range(MAX_VERSION_PROBES):
             stored = {**record, "version": version}
             image, offset = object_image(stored, array)
             try:
                 self.backend.put(object_key(name, version), image, durable=not self.deferred)
             except ObjectExists:  # an orphan of a crashed writer, or a racing writer: that number is taken
-                self._retrying(lambda: self.edit.reserve(name, version))
+                step(lambda: self.edit.reserve(name, version))
                 version += 1
                 continue
             self._placed.append(object_key(name, version))
-            self._retrying(lambda: self.edit.put(stored, offset))
-            self._ops.append(("put", stored, offset))
-            return stored
+            return stored, offset
         raise StoreWriteError(f"{self.backend.url}: versions {version - MAX_VERSION_PROBES}..{version} of "
                               f"{name!r} are all taken by objects the index does not list. Run 'kreg fsck'.")
+
+    def _reissued(self, name: str, version: int) -> bool:
+        """Whether ``name@version``, placed on an older view, is a number the root just read had
+        already issued: the view did not show it, another writer added and removed it meanwhile,
+        and the removal deleted its object, so this transaction's create-only put succeeded. Only
+        a number below the root's next version can be one; of those, the ones another writer
+        merely skipped (our object was there) have no tombstone, a removed one has (a removal
+        deletes an object only once its tombstone is written)."""
+        if (name, version) in self._own:  # no writer can issue it while our object is there
+            return False
+        if version not in self.view.versions(name) and version >= self.view.next_version(name):
+            return False
+        try:
+            self.backend.read(tombstone_key(name, version))
+        except ObjectMissing:
+            if version in self.view.versions(name):
+                return True
+            self._own.add((name, version))
+            return False
+        return True
+
+    def _renumber(self, record: dict[str, Any], offset: int) -> int:
+        """Move this transaction's object of ``record`` to the next free version (its number was
+        issued and removed by another writer meanwhile: see :meth:`_reissued`). The record is
+        updated in place, so the kernel its add returned names the version committed."""
+        name, old = record["name"], record["version"]
+        image = self.backend.read(object_key(name, old))  # this machine's cache holds it: no request
+        dtype = np.dtype(record["dtype"]).newbyteorder("<")
+        count = int(np.prod(record["shape"], dtype=np.int64))
+        array = np.frombuffer(image, dtype, count=count, offset=offset).reshape(record["shape"])
+        if content_hash(array) != record["sha256"]:
+            raise StoreWriteError(f"{self.backend.url}/{object_key(name, old)} does not hold the values this "
+                                  "transaction wrote there; nothing was committed. Run 'kreg fsck'.")
+        stored, new_offset = self._place(record, array, lambda f: f())
+        self._placed.remove(object_key(name, old))
+        self._delete_quietly([object_key(name, old)])  # ours, and no root names it
+        record["version"] = stored["version"]
+        self.removed[:] = [(n, stored["version"] if (n, v) == (name, old) else v) for n, v in self.removed]
+        self._ops[:] = [("drop", n, stored["version"]) if op == "drop" and (n, v) == (name, old) else (op, n, v)
+                        for op, n, v in self._ops]
+        return new_offset
 
     def remove(self, name: str, version: int) -> None:
         self._retrying(lambda: self.edit.drop(name, version))
@@ -224,8 +273,11 @@ class Transaction:
                 )
             self.edit = Edit(self.view)
             try:
-                for op, a, b in self._ops:
+                for index, (op, a, b) in enumerate(self._ops):
                     if op == "put":
+                        if self._reissued(a["name"], a["version"]):
+                            b = self._renumber(a, b)
+                            self._ops[index] = (op, a, b)
                         self.edit.put(a, b)
                     else:
                         self.edit.drop(a, b)
@@ -240,15 +292,21 @@ class Transaction:
             for op, record, offset in self._ops:
                 if op == "put" and (record["name"], record["version"]) not in self.removed:
                     self._put_quietly(receipt_key(record["name"], record["version"]), receipt(record, offset))
-        for name, version in self.removed:
-            self._put_quietly(tombstone_key(name, version), TOMBSTONE)
-        self._delete_quietly([object_key(n, v) for n, v in self.removed] + replaced)
+        # A removed object goes only once its tombstone is there: then every number ever issued
+        # is held by an object or a tombstone, which is what tells a writer that built on an
+        # older root that the number its create-only put got is a removed one (see _reissued).
+        tombstoned = [(n, v) for n, v in self.removed if self._put_quietly(tombstone_key(n, v), TOMBSTONE)]
+        self._delete_quietly([object_key(n, v) for n, v in tombstoned] + replaced)
 
-    def _put_quietly(self, key: str, data: bytes) -> None:
+    def _put_quietly(self, key: str, data: bytes) -> bool:
+        """Put ``key`` if it is not there; whether it is there now (best effort: never raises)."""
         try:
             self.backend.put(key, data)
-        except (ObjectExists, KregError, OSError):
-            pass
+        except ObjectExists:
+            return True
+        except (KregError, OSError):
+            return False
+        return True
 
     def _delete_all(self, keys: list[str]) -> bool:
         """Delete ``keys``, in bulk where the backend can (one request for up to 1,000 keys);
