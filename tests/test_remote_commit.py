@@ -9,6 +9,7 @@ listing of the objects says.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import obstore.exceptions as oe
 import pytest
 
 import registry
+from registry.format import index as index_format
 
 LOST = "Generic error: error sending request for url (http://127.0.0.1/index.json): connection closed before " \
        "message completed"
@@ -93,6 +95,29 @@ def test_a_lost_answer_with_another_writer_in_between(remote_url: str, send: boo
     versions, objects = _server_state(remote_url)
     assert versions == {"k": [1, 2], "o": [1]}
     assert objects == ["kernels/k/@1.h5", "kernels/k/@2.h5", "kernels/o/@1.h5"]
+
+
+def test_a_lost_answer_under_a_root_sharing_our_unchanged_segments(remote_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two segments (one name each). Ours changes one and keeps the other's key; the other writer,
+    # first, changed that other one. Its root names our kept key (as a retired one) but not the
+    # key only our commit created: ours did not land, and is replayed on top.
+    monkeypatch.setattr(index_format, "MAX_ROWS", 1)
+    names = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    mine = names[0]
+    theirs = next(n for n in names if index_format.name_bits(n, 1) != index_format.name_bits(mine, 1))
+    reg = registry.Registry(remote_url, builtins=False)
+    reg.add(mine, [[1.0]])
+    reg.add(theirs, [[1.0]])
+    assert len(json.loads(reg.backend.read_root()[0])["segments"]) == 2
+    other = registry.Registry(remote_url, builtins=False)
+    acked: list[str] = []
+    with monkeypatch.context() as patch:
+        log = _lose_root_put(patch, send=False, meanwhile=lambda: acked.append(other.add(theirs, [[2.0]]).ref))
+        acked.append(reg.add(mine, [[2.0]]).ref)
+    assert log == ["unsent"] and sorted(acked) == sorted([f"{mine}@2", f"{theirs}@2"])
+    versions, _ = _server_state(remote_url)
+    assert versions == {mine: [1, 2], theirs: [1, 2]}
 
 
 def test_a_root_that_cannot_be_read_back_leaves_the_outcome_unknown(s3_url: str,
