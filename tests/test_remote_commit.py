@@ -228,3 +228,28 @@ def test_a_removed_object_stays_until_its_tombstone_is_there(remote_url: str,
     fresh = registry.Registry(remote_url, builtins=False)
     assert [i.ref for i in fresh.list_kernels(all_versions=True)] == ["k@1", "k@3"]
     assert [problem for _, problem in fresh.fsck().problems if "orphan" not in problem] == []
+
+
+@pytest.mark.parametrize("send", [True, False], ids=["answer-lost-after-landing", "failed-before-sending"])
+def test_an_object_put_whose_answer_is_lost_is_sent_again(remote_url: str, send: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client does not resend a conditional PUT: a late answer under load failed the add.
+    reg = registry.Registry(remote_url, builtins=False)
+    reg.add("k", [[1.0]])
+    real = obstore.put
+    log: list[str] = []
+
+    def put(store: Any, path: str, *args: Any, **kwargs: Any) -> Any:
+        if path.endswith(".h5") and not log:
+            log.append(path)
+            if send:
+                real(store, path, *args, **kwargs)
+            raise oe.GenericError(LOST)
+        return real(store, path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(obstore, "put", put)
+        assert reg.add("k", [[2.0]]).ref == "k@2"
+    assert log == ["kernels/k/@2.h5"]
+    versions, objects = _server_state(remote_url)
+    assert versions == {"k": [1, 2]} and objects == ["kernels/k/@1.h5", "kernels/k/@2.h5"]

@@ -89,6 +89,13 @@ def _refused(error: Exception) -> Exception:
     return error
 
 
+def _unanswered(error: Exception) -> Exception:
+    """Mark a request that got no whole answer (a timeout, a dropped connection): it may or may
+    not have been carried out, and one that can land only once may be sent again."""
+    error.unanswered = True  # type: ignore[attr-defined]
+    return error
+
+
 def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool = False, key: str = "",
                limits: tuple[float, float] | None = None, elapsed: float | None = None) -> Exception:
     """One actionable error for a failed request, naming the registry, never a credential. For the
@@ -105,9 +112,9 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
         where = f"{url}/{key}" if key else url
         after = f" after {elapsed:.0f} s" if elapsed is not None and waited != _CUT else ""
         bounds = f"{limits[0]:g} s a request, {limits[1]:g} s with its retries; " if limits else ""
-        return RemoteError(f"Gave up on {where}{after}: {waited} (limits: {bounds}set KREG_REQUEST_TIMEOUT, "
-                           f"KREG_OPERATION_TIMEOUT). Check the endpoint ({endpoint}) and the network, or raise the "
-                           f"limits{nothing}.")
+        return _unanswered(RemoteError(
+            f"Gave up on {where}{after}: {waited} (limits: {bounds}set KREG_REQUEST_TIMEOUT, KREG_OPERATION_TIMEOUT). "
+            f"Check the endpoint ({endpoint}) and the network, or raise the limits{nothing}."))
     if _NO_BUCKET.search(text):
         return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
                                     "the URL."))
@@ -124,8 +131,8 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect", "body error")):
-        return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
-                           f"({endpoint}) and the network{nothing}.")
+        return _unanswered(RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the "
+                                       f"endpoint ({endpoint}) and the network{nothing}."))
     if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
                                                                             text):
         return RemoteError(f"{url} kept throttling requests ({busy}) after the retries{nothing}. Try again later.")

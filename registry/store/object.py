@@ -27,7 +27,8 @@ from .._env import env_seconds
 from .._exceptions import KregError, RemoteError, StoreWriteError, UnsafeFileError
 from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, HeldRoot, open_cache
-from .clients import cache_space, etag_matches, etag_of, make_store, token_of, update_mode, wait_limits
+from .clients import (MAX_BACKOFF, cache_space, etag_matches, etag_of, make_store, token_of, update_mode,
+                      wait_limits)
 from .cloud_errors import _LEASED, _check_plain, _panic, _refused, _translate, translated
 
 #: The root document (the commit point), as in a local registry.
@@ -237,8 +238,7 @@ class ObjectBackend:
         import obstore.exceptions as oe
 
         try:
-            self._request("put", lambda: obs.put(self.store, key, data, mode="create", use_multipart=False),
-                          key, writing=True)
+            _create(self, key, lambda: obs.put(self.store, key, data, mode="create", use_multipart=False))
         except (oe.AlreadyExistsError, oe.PreconditionError):
             # A retried PUT whose first attempt landed also answers 412: if the bytes there are
             # ours, the put succeeded (segment keys are random; an object holds its own record).
@@ -347,6 +347,24 @@ class ObjectBackend:
         return f"{self._prefix}/{key}" if self._prefix else key
 
 
+def _create(backend: ObjectBackend, key: str, call: Any) -> None:
+    """A create-only PUT, sent again while its answer is lost and the operation limit allows:
+    the client never resends a conditional PUT, and under load one answer in many can be late.
+    It lands at most once; a 412 after a lost answer is read back by ``put``."""
+    request, operation = backend._limits
+    started = time.monotonic()
+    for attempt in range(backend._retries + 1):
+        try:
+            backend._request("put", call, key, writing=True)
+            return
+        except RemoteError as exc:
+            pause = min(MAX_BACKOFF, 0.1 * 2**attempt)
+            if (not getattr(exc, "unanswered", False) or attempt == backend._retries
+                    or time.monotonic() - started + pause + request > operation):
+                raise
+            time.sleep(pause)
+
+
 #: What reading the root back after a commit can tell (besides a token: it landed).
 _UNCHANGED, _OTHER, _UNKNOWN = object(), object(), object()
 
@@ -400,8 +418,8 @@ def _outcome_unknown(url: str, lost: Exception | None) -> Exception:
     if lost is None:  # only refusals, and the root could not be read after them
         lost = RemoteError(f"{url} answered the commit with a conflict.")
     error = lost if isinstance(lost, (RemoteError, StoreWriteError)) else RemoteError(str(lost))
-    error.args = (f"{error} The commit may or may not have landed (the root could not be read back): check "
-                  "with 'kreg list' before adding again.",)
+    error.args = ((f"{error} The commit may or may not have landed (the root could not be read back): check "
+                   "with 'kreg list' before adding again."),)
     error.committed = True  # type: ignore[attr-defined]
     return error
 
