@@ -134,9 +134,13 @@ class Transaction:
     def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
         """Place ``record`` (any version) as the next free version of its name; return the record stored."""
         stored, offset = self._place(record, array, lambda f: self._retrying(f))
-        self._retrying(lambda: self.edit.put(stored, offset))
         self._ops.append(("put", stored, offset))
+        self._retrying(self._put_last)  # a replay on the way checks this number too (see _reissued)
         return stored
+
+    def _put_last(self) -> None:
+        _, record, offset = self._ops[-1]  # as a replay may have moved it
+        self.edit.put(record, offset)
 
     def _place(self, record: dict[str, Any], array: np.ndarray,
                step: Callable[[Callable[[], Any]], Any]) -> tuple[dict[str, Any], int]:
