@@ -170,9 +170,10 @@ STORE_MUTANTS: list[Mutant] = [
     Mutant("versions: a removed object deleted without its tombstone", "registry/store/writer.py",
            "if self._put_quietly(tombstone_key(n, v), TOMBSTONE)]", "if self._put_quietly(tombstone_key(n, v), TOMBSTONE) or True]",
            ("tests/test_remote_commit.py::test_a_removed_object_stays_until_its_tombstone_is_there",)),
-    Mutant("put: a create-only PUT whose answer was lost is not sent again", "registry/store/object.py",
+    Mutant("put/delete: a request whose answer was lost is not sent again", "registry/store/object.py",
            'if (not getattr(exc, "unanswered", False) or', "if (True or",
-           ("tests/test_remote_commit.py::test_an_object_put_whose_answer_is_lost_is_sent_again",)),
+           ("tests/test_remote_commit.py::test_an_object_put_whose_answer_is_lost_is_sent_again",
+            "tests/test_remote_commit.py::test_a_receipt_delete_whose_answer_is_lost_is_sent_again")),
 ]
 
 

@@ -253,3 +253,27 @@ def test_an_object_put_whose_answer_is_lost_is_sent_again(remote_url: str, send:
     assert log == ["kernels/k/@2.h5"]
     versions, objects = _server_state(remote_url)
     assert versions == {"k": [1, 2]} and objects == ["kernels/k/@1.h5", "kernels/k/@2.h5"]
+
+
+def test_a_receipt_delete_whose_answer_is_lost_is_sent_again(remote_url: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A removal deletes the version's receipt before its commit; a dropped connection there (the
+    # client's own quick retries spent within one stall of a loaded server) failed the removal.
+    reg = registry.Registry(remote_url, builtins=False)
+    reg.add("k", [[1.0]])
+    reg.add("k", [[2.0]])
+    real = obstore.delete
+    log: list[str] = []
+
+    def delete(store: Any, paths: Any, *args: Any, **kwargs: Any) -> Any:
+        if paths == "kernels/k/@2.json" and not log:
+            log.append(paths)
+            raise oe.GenericError(LOST)
+        return real(store, paths, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(obstore, "delete", delete)
+        assert reg.remove("k@2") == ["k@2"]
+    assert log == ["kernels/k/@2.json"]
+    versions, objects = _server_state(remote_url)
+    assert versions == {"k": [1]} and objects == ["kernels/k/@1.h5"]

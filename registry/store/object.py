@@ -238,7 +238,7 @@ class ObjectBackend:
         import obstore.exceptions as oe
 
         try:
-            _create(self, key, lambda: obs.put(self.store, key, data, mode="create", use_multipart=False))
+            _again(self, "put", key, lambda: obs.put(self.store, key, data, mode="create", use_multipart=False))
         except (oe.AlreadyExistsError, oe.PreconditionError):
             # A retried PUT whose first attempt landed also answers 412: if the bytes there are
             # ours, the put succeeded (segment keys are random; an object holds its own record).
@@ -281,7 +281,7 @@ class ObjectBackend:
     def delete(self, key: str) -> None:
         import obstore as obs
 
-        self._request("delete", lambda: obs.delete(self.store, key), key, writing=True)
+        _again(self, "delete", key, lambda: obs.delete(self.store, key))
         if self.cache is not None:
             self.cache.forget(self._space, key)
 
@@ -347,15 +347,16 @@ class ObjectBackend:
         return f"{self._prefix}/{key}" if self._prefix else key
 
 
-def _create(backend: ObjectBackend, key: str, call: Any) -> None:
-    """A create-only PUT, sent again while its answer is lost and the operation limit allows:
-    the client never resends a conditional PUT, and under load one answer in many can be late.
-    It lands at most once; a 412 after a lost answer is read back by ``put``."""
+def _again(backend: ObjectBackend, verb: str, key: str, call: Any) -> None:
+    """A request that is safe to send twice (a create-only PUT lands at most once, a DELETE is
+    idempotent), sent again while its answer is lost and the operation limit allows: the client
+    never resends a conditional PUT, and its own quick retries of a dropped connection can all
+    fall within one stall of a loaded server. A 412 after a lost answer is read back by ``put``."""
     request, operation = backend._limits
     started = time.monotonic()
     for attempt in range(backend._retries + 1):
         try:
-            backend._request("put", call, key, writing=True)
+            backend._request(verb, call, key, writing=True)
             return
         except RemoteError as exc:
             pause = min(MAX_BACKOFF, 0.1 * 2**attempt)
