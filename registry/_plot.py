@@ -258,3 +258,4 @@ def frequency_response(plane: np.ndarray, size: int = 64) -> np.ndarray:
 def response_bound(result: np.ndarray) -> float:
     """The colour limit of a response (the 99.5th percentile of its magnitude), as :func:`figure` uses."""
     return _bound(result)
+

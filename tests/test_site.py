@@ -156,19 +156,14 @@ def test_hostile_metadata_is_text_never_markup(built) -> None:
 
 def test_control_characters_overrides_and_long_fields_render_as_visible_text() -> None:
     """A record kreg's schema would refuse (a forged pack's, say) still renders as text."""
-    import jinja2
-
-    from registry.site import _kernel_page
+    from registry.site import _kernel_page, environment
     from registry.site.model import NameView, TeamFacts, VersionView
-    from registry.format.names import escape
 
     record = {"name": "team/x", "version": 1, "shape": [1, 1], "dtype": "float32", "layout": "HW",
               "sha256": "0" * 64, "tags": [],
               "provenance": {"description": "red \x1b[31m\x1b]0;owned\x07 \u202eevil\u202c " + "y" * 10_000,
                              "author": "\u2066rtl\u2069"}}
-    env = jinja2.Environment(loader=jinja2.PackageLoader("registry.site", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["visible"] = lambda text: escape(text, quote=False)
+    env = environment()
     view = NameView("team/x", "k/team/x.html", [VersionView(record)], TeamFacts())
     text = _kernel_page(env, view, {"source": "here", "kreg_version": "0", "csp_script": "'none'"})
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text and "\u2066" not in text
@@ -246,6 +241,38 @@ def test_the_output_must_be_a_site_or_empty(tmp_path: Path) -> None:
     assert (other / "notes.txt").read_text() == "mine" and sorted(os.listdir(other)) == ["notes.txt"]
 
 
+def test_progress_and_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk is one StoreWriteError; the site before it stays whole and the next build finishes it."""
+    from registry._exceptions import StoreWriteError
+    from registry.site import output
+
+    with registry.Registry(tmp_path / "reg", builtins=False) as reg:
+        for name in ("a", "b", "c"):
+            reg.add(name, [[1.0, -1.0]])
+        calls: list[tuple[int, int]] = []
+        build_site(reg, tmp_path / "site", progress=lambda done, total: calls.append((done, total)))
+        assert calls == [(1, 3), (2, 3), (3, 3)]
+        manifest = (tmp_path / "site" / MANIFEST).read_bytes()
+        index = (tmp_path / "site/index.html").read_bytes()
+        reg.add("d", [[2.0, -1.0]])
+        real = os.replace
+
+        def full(src: object, dst: object) -> None:
+            if str(dst).endswith("heat.png"):
+                raise OSError(28, "No space left on device")
+            real(src, dst)
+
+        monkeypatch.setattr(output.os, "replace", full)
+        with pytest.raises(StoreWriteError, match="No space left on device"):
+            build_site(reg, tmp_path / "site")
+        assert (tmp_path / "site" / MANIFEST).read_bytes() == manifest
+        assert (tmp_path / "site/index.html").read_bytes() == index
+        assert not [p for p in (tmp_path / "site").rglob(".*tmp-*")]
+        monkeypatch.setattr(output.os, "replace", real)
+        report = build_site(reg, tmp_path / "site")
+    assert "k/d.html" in report.written and (tmp_path / "site/k/d@1/heat.png").is_file()
+
+
 def test_kreg_site_on_the_command_line(tmp_path: Path) -> None:
     runner = CliRunner()
     db = str(tmp_path / "db")
@@ -267,6 +294,10 @@ def test_publishing_to_s3_sets_content_types_and_rebuilds_incrementally(built, s
         first = build_site(reg, target, ["team/edge", "team/k2"])
         second = build_site(reg, target, ["team/edge", "team/k2"])
     assert first.written and second.written == [] and second.removed == []
+    with registry.Registry(s3_url, builtins=False) as remote:  # a remote registry, a local site
+        remote.add("team/far", [[1.0, 2.0]], description="from the bucket")
+        build_site(remote, reg_path.parent / "from-s3")
+    assert "from the bucket" in (reg_path.parent / "from-s3/k/team/far.html").read_text()
     prefix = target[len("s3://kreg-test/"):].strip("/")
     store = S3Store("kreg-test", endpoint=os.environ["AWS_ENDPOINT_URL"], region="us-east-1",
                     client_options={"allow_http": True}, virtual_hosted_style_request=False)
@@ -279,3 +310,20 @@ def test_publishing_to_s3_sets_content_types_and_rebuilds_incrementally(built, s
                      "k/team/edge.html": "text/html; charset=utf-8", "k/team/edge@2/heat.png": "image/png",
                      "k/team/edge@2/kernel.json": "application/json",
                      "k/team/edge@2/kernel.npy": "application/octet-stream"}
+
+
+def test_kreg_site_imports_no_framework(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from registry.cli import cli\n"
+        f"for args in (['add', 'a', '--values', '[[1, -1]]'], ['site', 'a', '-o', {str(tmp_path / 'out')!r}]):\n"
+        f"    try: cli.main(['--db', {str(tmp_path / 'db')!r}, '-q', *args], standalone_mode=False)\n"
+        "    except SystemExit as exc:\n"
+        "        if exc.code: raise\n"
+        "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []", result.stderr[-2000:]

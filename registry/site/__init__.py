@@ -58,12 +58,9 @@ def build_site(reg: Any, out: str | os.PathLike[str], patterns: str | Sequence[s
     Returns:
         A :class:`SiteReport`.
     """
-    jinja2 = require("jinja2", feature="kreg site")
+    env = environment()
     output = open_output(out)
     output.load_manifest()
-    env = jinja2.Environment(loader=jinja2.PackageLoader("registry.site", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    env.filters["visible"] = lambda text: escape(text, quote=False)
     common = {"source": reg.url, "kreg_version": __version__, "csp_script": "'none'"}
     infos = reg.list_kernels(list(patterns) if not isinstance(patterns, str) else patterns or "*", exclude)
     if not infos:
@@ -81,6 +78,16 @@ def build_site(reg: Any, out: str | os.PathLike[str], patterns: str | Sequence[s
     output.put("index.html", _index_page(env, rows, common).encode("utf-8"))
     removed = output.finish()
     return SiteReport(output.where, len(rows), output.written, removed, len(output.new))
+
+
+def environment() -> Any:
+    """The templates: every value autoescaped, and ``visible`` shows control characters and
+    bidirectional overrides as escapes (kreg's terminal sanitizer) instead of emitting them."""
+    jinja2 = require("jinja2", feature="kreg site")
+    env = jinja2.Environment(loader=jinja2.PackageLoader("registry.site", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["visible"] = lambda text: escape(text, quote=False)
+    return env
 
 
 def _name_view(reg: Any, info: Any, output: Any, painter: Painter) -> NameView:
