@@ -327,3 +327,30 @@ def test_kreg_site_imports_no_framework(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert result.stdout.strip().splitlines()[-1] == "LOADED []", result.stderr[-2000:]
+
+
+def test_a_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    with registry.Registry(tmp_path / "db", builtins=False) as reg:
+        reg.add("a", [[1.0, -1.0]])
+    command = [sys.executable, "-m", "registry", "--db", str(tmp_path / "db"), "site", "a", "-o"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    master, slave = pty.openpty()
+    with subprocess.Popen([*command, str(tmp_path / "tty")], stdin=slave, stdout=slave, stderr=slave, env=env) as run:
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    os.close(master)
+    assert run.returncode == 0 and b"building the site" in seen and b"100%" in seen
+    piped = subprocess.run([*command, str(tmp_path / "piped")], capture_output=True, env=env)
+    assert piped.returncode == 0 and b"building the site" not in piped.stderr
