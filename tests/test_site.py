@@ -227,6 +227,8 @@ def test_the_output_must_be_a_site_or_empty(tmp_path: Path) -> None:
         reg.add("a", [[1.0]])
         with pytest.raises(InvalidKernelError, match="not empty and holds no kreg site"):
             build_site(reg, other)
+        with pytest.raises(InvalidKernelError, match="inside the registry"):
+            build_site(reg, tmp_path / "reg" / "site")
         with pytest.raises(InvalidKernelError, match="No kernel matches"):
             build_site(reg, tmp_path / "s", ["nothing*"])
         site = tmp_path / "site"

@@ -59,9 +59,12 @@ def build_site(reg: Any, out: str | os.PathLike[str], patterns: str | Sequence[s
         A :class:`SiteReport`.
     """
     env = environment()
+    _outside_the_registry(reg, out)
     output = open_output(out)
     output.load_manifest()
-    common = {"source": reg.url, "kreg_version": __version__, "csp_script": "'none'"}
+    # A local registry is named by its folder alone: the site may be public, the home directory not.
+    source = reg.url if "://" in reg.url else os.path.basename(reg.url.rstrip("/"))
+    common = {"source": source, "kreg_version": __version__, "csp_script": "'none'"}
     infos = reg.list_kernels(list(patterns) if not isinstance(patterns, str) else patterns or "*", exclude)
     if not infos:
         raise InvalidKernelError(f"No kernel matches {list(patterns) or ['*']!r} in {reg.url}; nothing to publish. "
@@ -78,6 +81,18 @@ def build_site(reg: Any, out: str | os.PathLike[str], patterns: str | Sequence[s
     output.put("index.html", _index_page(env, rows, common).encode("utf-8"))
     removed = output.finish()
     return SiteReport(output.where, len(rows), output.written, removed, len(output.new))
+
+
+def _outside_the_registry(reg: Any, out: str | os.PathLike[str]) -> None:
+    """A site inside the registry's own directory or prefix would be foreign files to ``kreg fsck``."""
+    target, url = os.fspath(out).removeprefix("file://"), reg.url.removeprefix("file://")
+    if "://" in target or "://" in url:
+        inside = "://" in target and "://" in url and (target.rstrip("/") + "/").startswith(url.rstrip("/") + "/")
+    else:
+        inside = (os.path.realpath(target) + os.sep).startswith(os.path.realpath(url).rstrip(os.sep) + os.sep)
+    if inside:
+        raise InvalidKernelError(f"The site output {os.fspath(out)} is inside the registry {reg.url}; kreg fsck would "
+                                 "find its files foreign. Write the site beside the registry, not in it.")
 
 
 def environment() -> Any:
