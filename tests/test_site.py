@@ -275,6 +275,26 @@ def test_progress_and_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "k/d.html" in report.written and (tmp_path / "site/k/d@1/heat.png").is_file()
 
 
+@pytest.mark.parametrize("files", [{"../outside": "0"}, {"k": "0"}, {"a/./b": "0"}, "not a dict"])
+def test_a_tampered_manifest_is_one_clear_error_or_harmless(tmp_path: Path, files: object) -> None:
+    with registry.Registry(tmp_path / "reg", builtins=False) as reg:
+        reg.add("a", [[1.0, -1.0]])
+        reg.add("a", [[2.0, -1.0]])
+        build_site(reg, tmp_path / "site")
+        (tmp_path / "outside").write_text("keep")
+        manifest = json.loads((tmp_path / "site" / MANIFEST).read_text())
+        manifest["notes"] = {key: "garbage\twithout a source" for key in manifest["notes"]}
+        manifest["files"] = files if not isinstance(files, dict) else {**manifest["files"], **files}
+        (tmp_path / "site" / MANIFEST).write_text(json.dumps(manifest))
+        if files == {"k": "0"}:  # a directory named in it is never removed, and the notes are redrawn
+            build_site(reg, tmp_path / "site")
+            assert (tmp_path / "site/k/a.html").is_file() and (tmp_path / "site/k/a@2/diff-1.png").is_file()
+        else:
+            with pytest.raises(InvalidKernelError, match="not a kreg site manifest.*delete that file"):
+                build_site(reg, tmp_path / "site")
+    assert (tmp_path / "outside").read_text() == "keep"
+
+
 def test_kreg_site_on_the_command_line(tmp_path: Path) -> None:
     runner = CliRunner()
     db = str(tmp_path / "db")

@@ -174,9 +174,9 @@ def _difference(version: VersionView, previous: VersionView, folder: str, here: 
     source = f"{previous.record['sha256']} {version.record['sha256']} {STYLE}"
     name, notes_key = f"diff-{previous.version}.png", folder + f"diff-{previous.version}.txt"
     known = output.old_notes.get(notes_key, "")
-    if known.startswith(source + "\n") and (not known.endswith("\tpicture") or output.has(folder + name, source)):
-        note, drawn = known.split("\n", 1)[1].rsplit("\t", 1)
-        has_picture = drawn == "picture"
+    kept = known.split("\n", 1)[1].rpartition("\t") if known.startswith(source + "\n") else ("", "", "")
+    if kept[1] and (kept[2] != "picture" or output.has(folder + name, source)):
+        note, has_picture = kept[0], kept[2] == "picture"
     else:
         data, note = painter.difference(kernel(previous), kernel(version))
         has_picture = data is not None

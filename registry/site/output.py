@@ -37,6 +37,11 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _plain_path(path: str) -> bool:
+    """A relative path of named segments: what the site writes, and all a manifest may list."""
+    return path != MANIFEST and "\\" not in path and all(part not in ("", ".", "..") for part in path.split("/"))
+
+
 def open_output(target: str | os.PathLike[str]) -> LocalOutput | ObjectOutput:
     """The output for a directory, a ``file://`` URL or an ``s3://`` / ``gs://`` / ``az://`` prefix."""
     text = os.fspath(target)
@@ -68,7 +73,8 @@ class _Output:
             notes = document.get("notes", {})
         except (ValueError, KeyError, TypeError, AttributeError):
             files = notes = None
-        if not isinstance(files, dict) or not isinstance(notes, dict):
+        if (not isinstance(files, dict) or not isinstance(notes, dict)
+                or not all(isinstance(p, str) and _plain_path(p) for p in files)):
             raise InvalidKernelError(f"{self.where}/{MANIFEST} is not a kreg site manifest. Choose another "
                                      "output, or delete that file to rebuild the site from scratch.")
         self.old = {str(k): str(v) for k, v in files.items()}
@@ -165,11 +171,16 @@ class LocalOutput(_Output):
 
     def _delete(self, path: str) -> None:
         target = self._file(path)
-        target.unlink(missing_ok=True)
-        parent = target.parent
-        while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
+        try:
+            if target.is_dir():  # a manifest kreg did not write; only files of its own are removed
+                return
+            target.unlink(missing_ok=True)
+            parent = target.parent
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+        except OSError as exc:
+            raise StoreWriteError(f"Cannot remove the old site file {target}: {exc.strerror}.") from None
 
 
 class ObjectOutput(_Output):
