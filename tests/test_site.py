@@ -112,6 +112,10 @@ def test_a_kernel_page_has_its_versions_pictures_snippets_and_downloads(built) -
     for src in sources:
         picture = read_png(site / "k/team" / src)
         assert picture.shape[0] > 8 and picture.shape[1] > 8
+    # @2 - @1 is +1 in the right column, 0 elsewhere: white on the left, red (larger now) on the right
+    diff = read_png(site / "k/team/edge@2/diff-1.png")[..., :3]
+    left, right = diff[diff.shape[0] // 2, 2], diff[diff.shape[0] // 2, -3]
+    assert left.min() > 0.95 and right[0] > 0.3 > right[2], (left, right)
     assert 'k = registry.load("team/edge@2")' in page.body and "kreg show team/edge@2" in page.body
     assert "to_keras()" in page.body and "to_torch()" in page.body and "registry.jax.to_layer(k)" in page.body
     folder = site / "k/team/edge@2"
