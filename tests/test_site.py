@@ -214,13 +214,17 @@ def test_every_page_stays_under_its_budget(tmp_path: Path, monkeypatch: pytest.M
         with reg.batch():
             for i in range(20):
                 reg.add("big", [[float(i)]], description="<&>" * 2700 + str(i))
-            for i in range(30):
-                reg.add(f"small/k{i}", [[float(i)]], description="<" * 8000)
+            for i in range(30):  # the largest index rows the schema allows
+                reg.add(f"small/{'k' * 100}{i}", [[float(i)]], description='"' * 8000, author='"' * 256,
+                        tags=[f"{i:02d}{j:02d}" + "t" * 60 for j in range(64)])
+        build_site(reg, tmp_path / "one", ["big"])
         build_site(reg, tmp_path / "site")
     page = (tmp_path / "site/k/big.html").read_bytes()
     assert len(page) <= PAGE_BUDGET
     assert b'id="v20"' in page and b"older versions are listed above" in page
-    assert len((tmp_path / "site/index.html").read_bytes()) <= INDEX_BUDGET + 31 * INDEX_PER_NAME
+    one, index = (len((tmp_path / f"{d}/index.html").read_bytes()) for d in ("one", "site"))
+    assert one <= INDEX_BUDGET and index <= INDEX_BUDGET + 31 * INDEX_PER_NAME
+    assert (index - one) / 30 <= INDEX_PER_NAME
 
 
 def test_the_output_must_be_a_site_or_empty(tmp_path: Path) -> None:

@@ -15,8 +15,9 @@ from ..format.names import natural_key
 #: Versions of one name whose pictures and records are drawn in full; older ones are listed
 #: with their downloads (a name with hundreds of versions keeps its page under the budget).
 DETAILED_VERSIONS = 12
-#: Characters of a record field shown on the index (the kernel page shows all of it).
-INDEX_SUMMARY = 120
+#: Characters of a description shown on the index, and of an author, origin or label; tags
+#: and labels a row carries (the kernel page shows everything; these keep the index's size bounded).
+INDEX_SUMMARY, INDEX_FIELD, INDEX_TAGS = 120, 64, 16
 
 
 @dataclass
@@ -160,13 +161,19 @@ class IndexRow:
 
 
 def index_row(view: NameView, order: int) -> IndexRow:
+    """The index's row of a name: its fields cut to what a row holds (the page shows them whole)."""
     latest, prov = view.latest, view.latest.provenance
-    description = " ".join(str(prov.get("description", "")).split())
     return IndexRow(view.name, view.path, order, latest.version, latest.shape, latest.record.get("layout", ""),
-                    latest.record.get("dtype", ""), str(prov.get("origin", "")), str(prov.get("author") or ""),
-                    str(prov.get("created_at", ""))[:10], [str(t) for t in latest.record.get("tags", [])],
-                    sorted(view.facts.labels), view.facts.deprecated is not None,
-                    description[:INDEX_SUMMARY] + ("…" if len(description) > INDEX_SUMMARY else ""))
+                    latest.record.get("dtype", ""), _cut(prov.get("origin", ""), INDEX_FIELD),
+                    _cut(prov.get("author") or "", INDEX_FIELD), str(prov.get("created_at", ""))[:10],
+                    [str(t) for t in latest.record.get("tags", [])][:INDEX_TAGS],
+                    [_cut(label, INDEX_FIELD) for label in sorted(view.facts.labels)][:INDEX_TAGS],
+                    view.facts.deprecated is not None, _cut(prov.get("description", ""), INDEX_SUMMARY))
+
+
+def _cut(text: object, most: int) -> str:
+    flat = " ".join(str(text).split())
+    return flat[:most] + ("…" if len(flat) > most else "")
 
 
 def natural_order(names: list[str]) -> list[str]:

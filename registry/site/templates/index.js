@@ -8,12 +8,14 @@
   var count = document.getElementById("count");
   var filters = Array.prototype.slice.call(document.querySelectorAll("select[data-filter]"));
   var numeric = { name: true, version: true, shape: true };
+  // What the search box looks in: the row's own text and every tag it carries.
+  var texts = rows.map(function (row) { return (row.textContent + " " + row.getAttribute("data-tag")).toLowerCase(); });
 
   function apply() {
     var words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
     var shown = 0;
-    rows.forEach(function (row) {
-      var text = row.getAttribute("data-text");
+    rows.forEach(function (row, n) {
+      var text = texts[n];
       var ok = words.every(function (w) { return text.indexOf(w) >= 0; });
       filters.forEach(function (select) {
         if (!ok || !select.value) return;
