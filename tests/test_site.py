@@ -204,16 +204,20 @@ def test_a_rebuild_after_one_add_rewrites_only_what_changed(tmp_path: Path) -> N
 
 def test_every_page_stays_under_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Twenty versions whose descriptions are 8 KiB of markup (escaped to 4x their size)."""
+    import registry.site as site_module
     from registry.site import pictures
 
     monkeypatch.setattr(pictures.Painter, "heatmap", lambda self, k: b"png")
     monkeypatch.setattr(pictures.Painter, "spectrum", lambda self, k: b"png")
     monkeypatch.setattr(pictures.Painter, "responses", lambda self, k: [])
     monkeypatch.setattr(pictures.Painter, "difference", lambda self, a, b: (None, "changed"))
+    monkeypatch.setattr(pictures, "downloads", lambda reg, kernel: [("npy", "kernel.npy", b"")])
+    monkeypatch.setattr(site_module, "downloads", pictures.downloads)
     with registry.Registry(tmp_path / "reg", builtins=False) as reg:
         with reg.batch():
-            for i in range(20):
-                reg.add("big", [[float(i)]], description="<&>" * 2700 + str(i))
+            for i in range(130):  # more versions than a page lists, the newest 20 with 8 KiB of markup
+                reg.add("big", [[float(i)]], description=("<&>" * 2700 if i >= 110 else "") + str(i),
+                        author='"' * 256)
             for i in range(30):  # the largest index rows the schema allows
                 reg.add(f"small/{'k' * 100}{i}", [[float(i)]], description='"' * 8000, author='"' * 256,
                         tags=[f"{i:02d}{j:02d}" + "t" * 60 for j in range(64)])
@@ -221,7 +225,8 @@ def test_every_page_stays_under_its_budget(tmp_path: Path, monkeypatch: pytest.M
         build_site(reg, tmp_path / "site")
     page = (tmp_path / "site/k/big.html").read_bytes()
     assert len(page) <= PAGE_BUDGET
-    assert b'id="v20"' in page and b"older versions are listed above" in page
+    assert b'id="v130"' in page and b"older versions are listed above" in page
+    assert b"30 older versions are not listed here" in page and b"30 earlier events left out" in page
     one, index = (len((tmp_path / f"{d}/index.html").read_bytes()) for d in ("one", "site"))
     assert one <= INDEX_BUDGET and index <= INDEX_BUDGET + 31 * INDEX_PER_NAME
     assert (index - one) / 30 <= INDEX_PER_NAME

@@ -18,7 +18,7 @@ from .._exceptions import InvalidKernelError
 from .._lazy import require
 from .._version import __version__
 from ..format.names import escape
-from .model import DETAILED_VERSIONS, IndexRow, NameView, VersionView, index_row, page_path, team_facts
+from .model import DETAILED_VERSIONS, LISTED_VERSIONS, IndexRow, NameView, VersionView, index_row, page_path, team_facts
 from .output import open_output
 from .pictures import STYLE, Painter, downloads
 
@@ -67,10 +67,11 @@ def build_site(reg: Any, out: str | os.PathLike[str], patterns: str | Sequence[s
     # A local registry is named by its folder alone: the site may be public, the home directory not.
     source = reg.url if "://" in reg.url else os.path.basename(reg.url.rstrip("/"))
     common = {"source": source, "kreg_version": __version__, "csp_script": "'none'"}
-    infos = reg.list_kernels(list(patterns) if not isinstance(patterns, str) else patterns or "*", exclude)
+    chosen = [patterns] if isinstance(patterns, str) else list(patterns) or ["*"]
+    infos = reg.list_kernels(chosen, exclude)
     if not infos:
-        raise InvalidKernelError(f"No kernel matches {list(patterns) or ['*']!r} in {reg.url}; nothing to publish. "
-                                 "See 'kreg list'.")
+        raise InvalidKernelError(f"No kernel matches {', '.join(map(repr, chosen))} in {reg.url}; nothing to "
+                                 "publish. See 'kreg list'.")
     painter = Painter()
     rows: list[IndexRow] = []
     for n, info in enumerate(infos):
@@ -193,8 +194,9 @@ def _kernel_page(env: Any, view: NameView, common: dict[str, Any]) -> str:
     """The page, with as many versions' sections as the budget holds (the latest always)."""
     page = env.get_template("kernel.html")
     section = env.get_template("version.html")
-    shell = len(page.render(view=view, sections=[], omitted=0, budget_kib=PAGE_BUDGET // 1024, root=view.root, **common))
-    room = PAGE_BUDGET - shell - 1024
+    shell = page.render(view=view, sections=[], omitted=0, budget_kib=PAGE_BUDGET // 1024, root=view.root,
+                        listed=LISTED_VERSIONS, **common)
+    room = PAGE_BUDGET - len(shell.encode()) - 1024  # the note on omitted versions fits in the 1 KiB
     sections = []
     from markupsafe import Markup
 
@@ -209,7 +211,7 @@ def _kernel_page(env: Any, view: NameView, common: dict[str, Any]) -> str:
         sections.append(Markup(text))
     omitted = sum(1 for v in view.versions if not v.detailed)
     return page.render(view=view, sections=sections, omitted=omitted, budget_kib=PAGE_BUDGET // 1024,
-                       root=view.root, **common)
+                       root=view.root, listed=LISTED_VERSIONS, **common)
 
 
 def _index_page(env: Any, rows: list[IndexRow], common: dict[str, Any]) -> str:

@@ -15,6 +15,9 @@ from ..format.names import natural_key
 #: Versions of one name whose pictures and records are drawn in full; older ones are listed
 #: with their downloads (a name with hundreds of versions keeps its page under the budget).
 DETAILED_VERSIONS = 12
+#: Versions (and events of the history) listed on a kernel page, newest first; the rest are named
+#: by count (a name with thousands of versions keeps its page under the budget).
+LISTED_VERSIONS = 100
 #: Characters of a description shown on the index, and of an author, origin or label; tags
 #: and labels a row carries (the kernel page shows everything; these keep the index's size bounded).
 INDEX_SUMMARY, INDEX_FIELD, INDEX_TAGS = 120, 64, 16
