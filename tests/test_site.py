@@ -22,9 +22,9 @@ pytest.importorskip("jinja2")
 pytest.importorskip("matplotlib")
 pytest.importorskip("skimage")
 
-from registry.cli import cli  # noqa: E402
-from registry.site import INDEX_BUDGET, INDEX_PER_NAME, PAGE_BUDGET, build_site  # noqa: E402
-from registry.site.output import MANIFEST  # noqa: E402
+from registry.cli import cli
+from registry.site import INDEX_BUDGET, INDEX_PER_NAME, PAGE_BUDGET, build_site
+from registry.site.output import MANIFEST
 
 HOSTILE = {
     "description": "<script>alert(1)</script> and <img src=x onerror=alert(2)>",

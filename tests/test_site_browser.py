@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_in_ci
 
 import registry
-from conftest import skip_or_fail_in_ci
 
 pytest.importorskip("jinja2")
 pytest.importorskip("matplotlib")

@@ -18,7 +18,16 @@ from .._exceptions import InvalidKernelError
 from .._lazy import require
 from .._version import __version__
 from ..format.names import escape
-from .model import DETAILED_VERSIONS, LISTED_VERSIONS, IndexRow, NameView, VersionView, index_row, page_path, team_facts
+from .model import (
+    DETAILED_VERSIONS,
+    LISTED_VERSIONS,
+    IndexRow,
+    NameView,
+    VersionView,
+    index_row,
+    page_path,
+    team_facts,
+)
 from .output import open_output
 from .pictures import STYLE, Painter, downloads
 
