@@ -49,7 +49,11 @@ $(AZURITE): tests/azurite/package-lock.json
 demo: $(VENV)/.demo
 	$(BIN)/python -m registry._demo
 
+# The browser tests drive Debian's chromium through Playwright (installed by the test extra);
+# chromium itself comes from apt (.ci/run installs it as root).
 test: $(VENV)/.test $(AZURITE)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		echo "chromium not found: the browser tests will skip (under CI=true they fail); apt-get install chromium"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test

@@ -9,7 +9,8 @@ from ._exceptions import MissingDependencyError
 
 #: Which extra brings which module.
 EXTRAS = {"tensorflow": "tensorflow", "keras": "keras", "torch": "torch", "jax": "jax", "matplotlib": "plot",
-          "obstore": "s3"}
+          "obstore": "s3",
+          "jinja2": "site"}
 
 
 def require(module: str, *, feature: str) -> ModuleType:

@@ -214,3 +214,48 @@ def _write_values(ax: object, plane: np.ndarray, limit: float) -> None:
     for (y, x), value in np.ndenumerate(plane):
         ax.text(x, y, texts[y][x], ha="center", va="center", fontsize=VALUE_FONT,  # type: ignore[attr-defined]
                 color="white" if abs(value) > 0.6 * limit else "black")
+
+
+# -- small pictures for the catalogue site (``registry.site``) -------------------------------
+
+
+def png(fig: object) -> bytes:
+    """The PNG bytes of a figure from :func:`figure`, which is closed after."""
+    import io
+
+    plt = require("matplotlib.pyplot", feature="kreg site")
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=DPI)  # type: ignore[attr-defined]
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def raster(values: np.ndarray, *, signed: bool, bound: float | None = None, zoom: int = 1) -> bytes:
+    """A PNG of ``values`` with no axes: the diverging map centred on zero when ``signed``,
+    else the sequential one from zero, each value ``zoom`` pixels a side."""
+    import io
+
+    require("matplotlib", feature="kreg site").use("Agg")
+    image = require("matplotlib.image", feature="kreg site")
+    limit = bound if bound is not None else (_bound(values) if values.size > 64 else float(np.abs(values).max()) or 1.0)
+    shown = np.kron(values, np.ones((zoom, zoom))) if zoom > 1 else values
+    buffer = io.BytesIO()
+    image.imsave(buffer, shown, format="png", cmap=DIVERGING if signed else SEQUENTIAL,
+                 vmin=-limit if signed else 0.0, vmax=limit)
+    return buffer.getvalue()
+
+
+def frequency_response(plane: np.ndarray, size: int = 64) -> np.ndarray:
+    """The magnitude of the 2-D DFT of ``plane`` zero-padded to ``size`` a side (larger for a
+    larger plane), zero frequency in the centre: a smoother is bright in the middle, a
+    derivative dark there."""
+    n = max(size, *plane.shape)
+    return np.fft.fftshift(np.abs(np.fft.fft2(plane, s=(n, n))))
+
+
+def response_bound(result: np.ndarray) -> float:
+    """The colour limit of a response (the 99.5th percentile of its magnitude), as :func:`figure` uses."""
+    return _bound(result)
+

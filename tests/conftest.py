@@ -21,7 +21,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 #: Test modules that back a security claim: under CI=true a skip there is a failure.
-NEVER_SKIP_IN_CI = {"test_hostile.py", "test_guard.py", "test_ci_tools.py"}
+NEVER_SKIP_IN_CI = {"test_hostile.py", "test_guard.py", "test_ci_tools.py", "test_site_browser.py"}
 #: The tools those tests need; .ci/run installs them.
 SECURITY_TOOLS = {"strace": "watches which files libhdf5 opens", "gcc": "builds the marker HDF5 plugin"}
 #: What tests/plain_reader.sh reads kreg files with (no HDF5 library); .ci/run installs them too.

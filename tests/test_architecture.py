@@ -23,7 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kernels", ("registry.kernels",)),
     ("store", ("registry.store",)),
     ("adapters", ("registry.adapters", "registry.keras", "registry.torch", "registry.jax", "registry.tensorflow")),
-    ("faces", ("registry", "registry.__main__", "registry._api", "registry._demo", "registry._plot", "registry.cli")),
+    ("faces", ("registry", "registry.__main__", "registry._api", "registry._demo", "registry._plot", "registry.cli",
+               "registry.site")),
 ]
 
 #: Imports allowed to point up, each only inside a function body: ``Kernel.to_keras()`` and its
@@ -34,6 +35,8 @@ LAZY_ALIASES = {
     ("registry.kernels.kernel", "registry.tensorflow"),
     ("registry.kernels.kernel", "registry.torch"),
     ("registry.kernels.kernel", "registry.jax"),
+    # ``Registry.site()`` is the same kind of alias for the catalogue (a face over the store).
+    ("registry.store.registry", "registry.site"),
 }
 
 MAX_MODULE_LINES = 500

@@ -261,6 +261,13 @@ class Registry(RegistryReader):
         return import_pack(self, path, prefix=prefix, dry_run=dry_run, trusted_keys=keys,
                            allow_downgrade=allow_downgrade)
 
+    def site(self, out: str | os.PathLike[str], patterns: str | Sequence[str] = (), **options: Any) -> Any:
+        """Write the static catalogue of this registry to a directory or an ``s3://`` / ``az://``
+        prefix: :func:`registry.site.build_site` (``exclude=``, ``progress=``). Needs ``kreg[site]``."""
+        from ..site import build_site  # a face over the store, imported when called (as Kernel.to_keras)
+
+        return build_site(self, out, patterns, **options)
+
     # -- integrity --------------------------------------------------------
 
     def verify(
