@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._env import env_text
-from ._paths import ENV_VAR, default_registry_path
+from ._paths import ENV_VAR, check_location, default_registry_path
 from .format.rows import KernelInfo
 from .kernels.kernel import Kernel
 from .store import Registry
@@ -24,6 +24,8 @@ def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     :class:`Registry` is kept per resolved path, so its caches are shared.
     """
     location = os.fspath(path) if path else (env_text(ENV_VAR) or "")
+    if not isinstance(path, os.PathLike):  # a Path object is a path by choice, even one named 's3:x'
+        check_location(location)  # before a Path folds 's3//b' into 's3/b'
     resolved: Path | str
     if "://" in location and not location.startswith("file://"):
         resolved = location  # an object-store URL: no path to resolve

@@ -22,6 +22,7 @@ from .._exceptions import (
     SchemaVersionError,
     UnsafeFileError,
 )
+from .._paths import check_location
 from ..store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
@@ -95,6 +96,10 @@ class Location(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
         text = str(value)
+        try:
+            check_location(text)  # before a Path folds 's3//b' into 's3/b'
+        except UnsafeFileError as exc:
+            self.fail(str(exc), param, ctx)  # parsing happens before KregGroup.invoke: click's exit 2
         if "://" in text and not text.startswith("file://"):
             return text
         return click.Path(file_okay=False, path_type=Path).convert(text.removeprefix("file://"), param, ctx)

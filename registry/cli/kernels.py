@@ -41,6 +41,11 @@ def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, 
     """
     reg = current_registry(ctx)
     rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
+    if not any(not row.builtin for row in rows) and (  # stops at the first row of the registry's own
+            not (patterns or exclude or tags or origin) or reg._state.view().generation == ""):
+        # a typo'd prefix or a fresh bucket would otherwise list only the built-ins, as if fine
+        tell(f"No kernels at {reg.url} yet (only the built-ins are listed). Add one with kreg add, or check "
+             "the registry's location (--db, KREG_DB).")
     if as_json:
         # records(()) means "every record": nothing matched must print an empty list, not all.
         click.echo(json.dumps(reg.records([r.ref for r in rows]) if rows else [], indent=2))

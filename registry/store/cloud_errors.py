@@ -95,6 +95,9 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     import obstore.exceptions as oe
 
     text = str(exc)
+    foreign = _foreign_answer(text, url)
+    if foreign is not None:
+        return foreign
     nothing = "" if committing else "; nothing was committed"
     word, create, credentials, endpoint, grants, busy = _hints(url)
     if _NO_BUCKET.search(text):
@@ -119,6 +122,29 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
                                                                             text):
         return RemoteError(f"{url} kept throttling requests ({busy}) after the retries{nothing}. Try again later.")
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
+
+
+#: A failed request's status and the start of the body the server sent with it.
+_ANSWER = re.compile(r"status code: (\d{3})([^:]*):\s*(\S[^\n]{0,80})?")
+
+
+def _foreign_answer(text: str, url: str) -> Exception | None:
+    """An error when the server answered a request as no S3 or Azure service does: an S3 or Azure
+    error is an XML document (or nothing, for a HEAD), a web server's is an HTML page. An
+    endpoint set to a web server would otherwise look like an empty registry, or a damaged one."""
+    answer = _ANSWER.search(text)
+    scheme = url.partition("://")[0]
+    if answer is None or scheme == "gs" or not answer.group(3):
+        return None
+    status, body = int(answer.group(1)), answer.group(3).lstrip().lower()
+    # only a web page: a proxy's 502/503 page is a passing outage, and some services answer an
+    # error with a bare <Code> or with nothing
+    if not (400 <= status < 500 or status == 501) or not body.startswith(("<!doctype html", "<html")):
+        return None
+    service = "Azure Blob service" if scheme in ("az", "azure", "abfs", "abfss") else "S3 service"
+    return _refused(RemoteError(f"The endpoint of {url} answered {answer.group(1)}{answer.group(2).rstrip()} with "
+                                f"a web page: it is not an {service}. Check {_hints(url)[3]}: it must name the "
+                                "storage API itself, not a web page or console."))
 
 
 def _panic(exc: BaseException, url: str) -> BaseException:
@@ -149,7 +175,7 @@ def translated(call: Any, url: str, key: str, *, writing: bool = False, committi
     try:
         return call()
     except (oe.NotFoundError, FileNotFoundError) as exc:
-        if _NO_BUCKET.search(str(exc)):
+        if _NO_BUCKET.search(str(exc)) or _foreign_answer(str(exc), url) is not None:
             raise _translate(exc, url, writing=writing) from None
         raise ObjectMissing(f"{url}/{key} does not exist.") from None
     except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):

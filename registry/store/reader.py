@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError
-from .._paths import builtin_db_path
+from .._paths import builtin_db_path, check_location
 from ..format.names import check_name, parse_ref
 from ..format.rows import KernelInfo, Listing
 from ..kernels.builtins import BuiltinLayer
@@ -29,6 +29,8 @@ CACHE_BYTES = 64 * 2**20
 def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> Backend:
     """The backend for a path, a ``file://`` URL, or an object-store URL (``s3://``, ``gs://``, ``az://``)."""
     text = os.fspath(location)
+    if isinstance(location, str):  # a Path object is a path by choice, even one named 's3:x'
+        check_location(text)
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
