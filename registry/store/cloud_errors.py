@@ -98,8 +98,15 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     foreign = _foreign_answer(text, url)
     if foreign is not None:
         return foreign
-    nothing = "" if committing else "; nothing was committed"
+    # A put that failed committed nothing; a read has nothing to commit (a write's reads are told
+    # so by the registry, see ``offline_read``); a commit cut off may have landed.
+    nothing = "; nothing was committed" if writing and not committing else ""
     word, create, credentials, endpoint, grants, busy = _hints(url)
+    if any(host in text for host in METADATA_HOSTS):
+        # the client looked for credentials on the cloud's metadata service, as it does when the
+        # environment names none, and found none there: no request reached the store yet
+        return _refused(RemoteError(f"No credentials for {url}: the environment names none (and no instance "
+                                    f"role answered). Set {credentials}."))
     if _NO_BUCKET.search(text):
         return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
                                     "the URL."))
@@ -116,12 +123,28 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect", "body error")):
-        return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
-                           f"({endpoint}) and the network{nothing}.")
+        return offline_read(RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
+                                        f"({endpoint}) and the network{nothing}."), writing or committing)
     if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
                                                                             text):
         return RemoteError(f"{url} kept throttling requests ({busy}) after the retries{nothing}. Try again later.")
     return RemoteError(f"A request to {url} failed: {_status(text)}. Try again; 'kreg fsck' checks the registry.")
+
+
+#: The metadata services where the clients look for an instance's credentials (AWS, Azure, GCP).
+METADATA_HOSTS = ("169.254.169.254", "metadata.google.internal")
+#: Said after a read that found the store unreachable: what still works on this machine.
+OFFLINE_HINT = (" Meanwhile, versions this machine loaded before still load pinned (name@v, from its cache), and "
+                "KREG_FRESHNESS=SECONDS lets a bare name use the last index this machine saw within that time.")
+
+
+def offline_read(error: RemoteError, writing: bool) -> RemoteError:
+    """``error`` (the store could not be reached) with, for a read, what still works offline; the
+    message without it is kept for a write that fails on one of its reads (see ``Registry``)."""
+    error.unreached = str(error)  # type: ignore[attr-defined]
+    if not writing:
+        error.args = (f"{error}{OFFLINE_HINT}",)
+    return error
 
 
 #: A failed request's status and the start of the body the server sent with it.
