@@ -284,6 +284,8 @@ def _from_record(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "references": meta["references"] or tuple(prov.get("references", ())),
         "normalization": record.get("normalization"),
     }
+    if prov.get("source"):  # where learned values were taken from: framework, model, layer, checkpoint
+        given["provenance"] = {"source": prov["source"]}
     return given
 
 

@@ -248,7 +248,11 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
                 continue
             record, values = records[step.source]
             # Arrived in a pack: `--origin imported` finds it; generator/source still say how it was made.
-            provenance = dict(record["provenance"], pack=pack_origin, origin="imported")
+            # A signed pack's signer vouches for how its kernels were made (learned, generated):
+            # that stays; an unsigned one's claim is anyone's, and a built-in's is kreg's alone.
+            claimed = record["provenance"].get("origin")
+            kept = pack.signer is not None and claimed in ("learned", "generated", "handmade")
+            provenance = dict(record["provenance"], pack=pack_origin, origin=claimed if kept else "imported")
             added = registry._add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),
