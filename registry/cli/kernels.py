@@ -266,8 +266,19 @@ def _add_tensor(reg: Registry, name: str, source: str | None, tensor: str, layou
     from ..adapters.files import read_checkpoint
     from ..adapters.learned import from_checkpoint
 
+    import warnings
+
+    from .._exceptions import LayoutWarning
+
     tensors, sha256, metadata = read_checkpoint(Path(str(source)), tensor)
-    kernel = from_checkpoint(tensors, tensor, metadata, layout=layout, source={"checkpoint_sha256": sha256})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LayoutWarning)
+        kernel = from_checkpoint(tensors, tensor, metadata, layout=layout, source={"checkpoint_sha256": sha256})
+    for warning in caught:  # one line each, not Python's file:line report
+        if issubclass(warning.category, LayoutWarning):
+            tell(f"Warning: {warning.message}")
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return add_converted(reg, name, kernel, origin=origin, **meta)
 
 
