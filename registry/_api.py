@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ._env import env_text
+from ._exceptions import InvalidKernelError
 from ._paths import ENV_VAR, check_location, default_registry_path
 from .format.rows import KernelInfo
 from .kernels.kernel import Kernel
@@ -126,7 +127,6 @@ def bank(kernels: str | Kernel | Sequence[str | Kernel]) -> Kernel:
         >>> registry.bank(["sobel_x", registry.load("sobel_y")]).shape
         (3, 3, 1, 2)
     """
-    from ._exceptions import InvalidKernelError
     from .kernels.kernel import stack
 
     items = [kernels] if isinstance(kernels, (str, Kernel)) else list(kernels)
@@ -163,6 +163,10 @@ def add_from_keras(
     Example:
         >>> registry.add_from_keras("model.keras", "conv1", name="team/conv1")   # doctest: +SKIP
     """
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        # before importing Keras, which brings its backend (TensorFlow: seconds and a page of log)
+        raise InvalidKernelError(f"No such model file: {os.fspath(source)}. Give the path of a saved Keras model "
+                                 "(.keras), or a model or layer object.")
     from . import keras
 
     reg = default_registry() if registry is None else registry
