@@ -127,20 +127,7 @@ def bank(kernels: str | Kernel | Sequence[str | Kernel]) -> Kernel:
         >>> registry.bank(["sobel_x", registry.load("sobel_y")]).shape
         (3, 3, 1, 2)
     """
-    from .kernels.kernel import stack
-
-    items = [kernels] if isinstance(kernels, (str, Kernel)) else list(kernels)
-    chosen: list[Kernel] = []
-    for item in items:
-        if isinstance(item, Kernel):
-            chosen.append(item)
-        elif isinstance(item, str):
-            chosen += default_registry().resolve([item])
-        else:
-            raise InvalidKernelError(
-                f"bank() takes refs, glob patterns or Kernel objects. Received: {type(item).__name__} ({item!r:.60})."
-            )
-    return stack(chosen)
+    return default_registry().bank(kernels)
 
 
 def add_from_keras(
