@@ -80,11 +80,29 @@ class _WebPage(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def web_server(tmp_path: Path) -> Iterator[str]:
+class _Console(http.server.BaseHTTPRequestHandler):
+    """A web application that answers every path and verb with its page, 200 OK."""
+
+    def _page(self) -> None:
+        body = b"<!DOCTYPE html><html><body>Storage console</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _page
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(params=["404 page", "200 page"])
+def web_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     (tmp_path / "www").mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a: _WebPage(*a, directory=str(tmp_path / "www")))  # type: ignore[misc]
+    handler = (lambda *a: _WebPage(*a, directory=str(tmp_path / "www"))) if request.param == "404 page" else _Console
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -92,7 +110,8 @@ def web_server(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-@pytest.mark.parametrize("command", [["list"], ["show", "team/x"], ["fsck"], ["verify"]])
+@pytest.mark.parametrize("command", [["list"], ["show", "team/x"], ["fsck"], ["verify"],
+                                     ["add", "team/x", "--values", "[[1, 2]]"]])
 @pytest.mark.parametrize("cloud", ["s3", "az"])
 def test_an_endpoint_that_answers_but_is_no_storage_service_says_so(
         command: list[str], cloud: str, web_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,7 +130,7 @@ def test_an_endpoint_that_answers_but_is_no_storage_service_says_so(
     result = CliRunner().invoke(cli, ["--db", url, *command])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 1 and lines[-1].startswith("Error: ") and service in lines[-1], result.output
-    assert "404" in lines[-1] and "fsck" not in lines[-1]
+    assert "fsck" not in lines[-1] and len(lines) == 1
 
 
 def test_a_registry_that_holds_nothing_says_so_on_stderr(s3_url: str) -> None:

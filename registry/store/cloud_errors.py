@@ -98,6 +98,9 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     foreign = _foreign_answer(text, url)
     if foreign is not None:
         return foreign
+    if re.search(r"(?:ETag|Last-Modified) [Hh]eader missing|Missing(?:LastModified|Etag)\b", text):
+        # every S3 and Azure answer to a read carries both: an answer without them is no store's
+        return not_a_store(url, "without the ETag and Last-Modified headers every storage service sends")
     # A put that failed committed nothing; a read has nothing to commit (a write's reads are told
     # so by the registry, see ``offline_read``); a commit cut off may have landed.
     nothing = "; nothing was committed" if writing and not committing else ""
@@ -164,10 +167,15 @@ def _foreign_answer(text: str, url: str) -> Exception | None:
     # error with a bare <Code> or with nothing
     if not (400 <= status < 500 or status == 501) or not body.startswith(("<!doctype html", "<html")):
         return None
+    return not_a_store(url, f"{answer.group(1)}{answer.group(2).rstrip()} with a web page")
+
+
+def not_a_store(url: str, answer: str) -> RemoteError:
+    """The error for an endpoint that answered as no storage service does (``answer`` says how)."""
+    scheme = url.partition("://")[0]
     service = "Azure Blob service" if scheme in ("az", "azure", "abfs", "abfss") else "S3 service"
-    return _refused(RemoteError(f"The endpoint of {url} answered {answer.group(1)}{answer.group(2).rstrip()} with "
-                                f"a web page: it is not an {service}. Check {_hints(url)[3]}: it must name the "
-                                "storage API itself, not a web page or console."))
+    return _refused(RemoteError(f"The endpoint of {url} answered {answer}: it is not an {service}. Check "
+                                f"{_hints(url)[3]}: it must name the storage API itself, not a web page or console."))
 
 
 def _panic(exc: BaseException, url: str) -> BaseException:
