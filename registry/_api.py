@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ._env import env_text
-from ._paths import ENV_VAR, default_registry_path
+from ._exceptions import InvalidKernelError
+from ._paths import ENV_VAR, check_location, default_registry_path
 from .format.rows import KernelInfo
 from .kernels.kernel import Kernel
 from .store import Registry
@@ -24,6 +25,8 @@ def default_registry(path: str | os.PathLike[str] | None = None) -> Registry:
     :class:`Registry` is kept per resolved path, so its caches are shared.
     """
     location = os.fspath(path) if path else (env_text(ENV_VAR) or "")
+    if not isinstance(path, os.PathLike):  # a Path object is a path by choice, even one named 's3:x'
+        check_location(location)  # before a Path folds 's3//b' into 's3/b'
     resolved: Path | str
     if "://" in location and not location.startswith("file://"):
         resolved = location  # an object-store URL: no path to resolve
@@ -124,21 +127,7 @@ def bank(kernels: str | Kernel | Sequence[str | Kernel]) -> Kernel:
         >>> registry.bank(["sobel_x", registry.load("sobel_y")]).shape
         (3, 3, 1, 2)
     """
-    from ._exceptions import InvalidKernelError
-    from .kernels.kernel import stack
-
-    items = [kernels] if isinstance(kernels, (str, Kernel)) else list(kernels)
-    chosen: list[Kernel] = []
-    for item in items:
-        if isinstance(item, Kernel):
-            chosen.append(item)
-        elif isinstance(item, str):
-            chosen += default_registry().resolve([item])
-        else:
-            raise InvalidKernelError(
-                f"bank() takes refs, glob patterns or Kernel objects. Received: {type(item).__name__} ({item!r:.60})."
-            )
-    return stack(chosen)
+    return default_registry().bank(kernels)
 
 
 def add_from_keras(
@@ -161,6 +150,10 @@ def add_from_keras(
     Example:
         >>> registry.add_from_keras("model.keras", "conv1", name="team/conv1")   # doctest: +SKIP
     """
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        # before importing Keras, which brings its backend (TensorFlow: seconds and a page of log)
+        raise InvalidKernelError(f"No such model file: {os.fspath(source)}. Give the path of a saved Keras model "
+                                 "(.keras), or a model or layer object.")
     from . import keras
 
     reg = default_registry() if registry is None else registry

@@ -103,6 +103,10 @@ class MissingDependencyError(KregError, ImportError):
     """An optional extra is needed and not installed."""
 
 
+class LayoutWarning(UserWarning):
+    """Weights whose shape reads better in another layout than the one given (stored as given)."""
+
+
 def too_new(where: str, what: str, found: object, supported: int) -> SchemaVersionError:
     """The error for a file or record written by a newer kreg, naming both versions."""
     return SchemaVersionError(

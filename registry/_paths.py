@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -13,6 +14,34 @@ from ._exceptions import UnsafeFileError
 ENV_VAR = "KREG_DB"
 
 _PACKAGE = Path(__file__).resolve().parent
+
+#: An object-store URL typed slightly wrong: a scheme kreg serves (any case) followed by
+#: something other than exactly "://" (``s3:/b``, ``s3:b``, ``s3//b``) or in capitals (``S3://b``).
+_MISTYPED_URL = re.compile(r"(?i)(s3a?|gs|az|azure|abfss?)(:/*|//+)([^/].*)", re.DOTALL)
+
+
+def check_location(location: str) -> None:
+    """Refuse a registry location that is an object-store URL with a typo, before it becomes a
+    local folder named ``s3:`` and every write lands on this machine instead of the bucket.
+
+    A folder really named so is still reachable as ``./s3:x``.
+
+    Example:
+        >>> check_location("s3:/kernels/team")
+        Traceback (most recent call last):
+        ...
+        registry._exceptions.UnsafeFileError: 's3:/kernels/team' is not a registry URL: did you mean s3://kernels/team? (a local folder of that name is ./s3:/kernels/team)
+    """
+    match = _MISTYPED_URL.fullmatch(location)
+    if match is None:
+        return
+    scheme, separator, rest = match.groups()
+    if separator == "://" and scheme == scheme.lower():
+        return  # a well-formed URL
+    shown = re.split(r"[?#]", location, maxsplit=1)[0]  # a pasted token is never echoed
+    suggestion = re.split(r"[?#]", f"{scheme.lower()}://{rest}", maxsplit=1)[0]
+    local = "" if "://" in separator else f" (a local folder of that name is ./{shown})"
+    raise UnsafeFileError(f"{shown!r} is not a registry URL: did you mean {suggestion}?{local}")
 
 
 def default_registry_path() -> Path:

@@ -62,6 +62,13 @@ def units(kernel: Kernel) -> list[Unit]:
     return out[:MAX_UNITS]
 
 
+def panel_count(kernel: Kernel) -> int:
+    """How many panels (output channels, see :func:`units`) ``kernel`` has, before any cap."""
+    if kernel.layout == "HW":
+        return 1
+    return kernel.shape[2] * kernel.shape[3] if kernel.layout == "HWIM" else kernel.shape[3]
+
+
 def sample_image(spec: str, *, colour: bool = False) -> np.ndarray:
     """A float image in [0, 1]: a scikit-image sample name (``camera``) or a file path.
 
@@ -83,8 +90,14 @@ def sample_image(spec: str, *, colour: bool = False) -> np.ndarray:
         data = require("skimage.data", feature="kreg plot --image with a sample name")
         loader = getattr(data, spec, None)
         if spec.startswith("_") or not callable(loader):
+            import difflib
+
+            samples = [n for n in getattr(data, "__all__", dir(data)) if not n.startswith(("_", "download", "lfw"))]
+            close = difflib.get_close_matches(spec, samples, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise InvalidKernelError(
                 f"--image is a file or a scikit-image sample such as camera, astronaut, coins. Received: {spec!r}."
+                f"{hint}"
             )
         image = np.asarray(loader(), dtype=np.float64) / 255.0
     if image.ndim == 3:

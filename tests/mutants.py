@@ -98,6 +98,16 @@ MUTANTS: list[Mutant] = [
            BUILTINS, REBUILD_DB),
     Mutant("built-ins: Gabor rotated the other way", "registry/kernels/filters.py",
            "xr, yr = x * c + y * s, -x * s + y * c", "xr, yr = x * c - y * s, x * s + y * c", BUILTINS, REBUILD_DB),
+    # -- typos refused, not obeyed ----------------------------------------------------------------
+    Mutant("locations: 'S3://x' taken as a well-formed URL", "registry/_paths.py",
+           'if separator == "://" and scheme == scheme.lower():', 'if separator == "://":',
+           ("tests/test_cli_typos.py",)),
+    Mutant("endpoints: a path after the S3 host accepted", "registry/store/clients.py",
+           '(not path and parts.path not in ("", "/"))', '(False and parts.path not in ("", "/"))',
+           ("tests/test_cli_typos.py",)),
+    Mutant("layouts: a bias of another layout's length let through", "registry/adapters/learned.py",
+           "    if bias is not None and bias != outputs[layout]:\n", "    if False:\n",
+           ("tests/test_cli_tensor_layout.py",)),
 ]
 
 # The store (registry/store/, v2): its mutants are a list of their own, to be kept with it.

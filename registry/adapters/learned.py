@@ -59,6 +59,48 @@ def oihw_to_stored(weight: np.ndarray, groups: int = 1) -> tuple[np.ndarray, str
     return (ungroup_hwio(hwio, groups) if groups > 1 else hwio), "HWIO"
 
 
+#: Where each 4-D layout keeps its output channels and its spatial axes (HWIM: its two channel axes).
+_AXES = {"OIHW": ((0,), (2, 3)), "HWIO": ((3,), (0, 1)), "HWIM": ((2, 3), (0, 1))}
+
+
+def check_layout_fits(name: str, shape: tuple[int, ...], layout: str, bias: int | None, groups: int = 1) -> None:
+    """Refuse a 4-D weight whose bias says it is in another layout; warn when, without a bias,
+    its shape reads as a kernel only in another layout (a 16x3 kernel as given, 3x3 otherwise).
+
+    A wrong layout would otherwise be stored silently whenever the shape happens to allow it, or
+    fail later in the schema with a dump of the record.
+
+    Raises:
+        InvalidKernelError: the bias has as many values as another layout's outputs, not this one's.
+    """
+    if len(shape) != 4 or layout not in _AXES:
+        return
+    outputs = {lay: int(np.prod([shape[a] for a in out])) for lay, (out, _) in _AXES.items()}
+    if layout == "OIHW" and groups > 1 and shape[1] == 1:
+        outputs["OIHW"] = shape[0]  # depthwise: one output per (channel, multiplier) either way
+    if bias is not None and bias != outputs[layout]:
+        fits = [lay for lay in ("OIHW", "HWIO", "HWIM") if outputs[lay] == bias and lay != layout]
+        looks = f": this looks like {fits[0]}. Give that layout (--layout {fits[0]})" if fits else (
+            ". Check the layout and that the bias belongs to this weight")
+        raise InvalidKernelError(f"The bias of {name!r} has {bias} values, but as {layout} its shape {tuple(shape)} "
+                                 f"has {outputs[layout]} outputs{looks}.")
+    if bias is not None:
+        return
+    h, w = (shape[a] for a in _AXES[layout][1])
+    other = "HWIO" if layout == "OIHW" else "OIHW"
+    h2, w2 = (shape[a] for a in _AXES[other][1])
+    # the other reading is a square kernel no larger than this one, and this one is oblong or larger
+    if h2 == w2 and h2 <= max(h, w) and (h != w or h2 < h):
+        import warnings
+
+        from .._exceptions import LayoutWarning
+
+        warnings.warn(f"{name!r} of shape {tuple(shape)} reads as a {h}x{w} kernel in {layout} but as a {h2}x{w2} "
+                      f"one in {other}: this looks like {other}. Stored as {layout}, as given; if that is wrong, "
+                      f"remove it and add it again with --layout {other} (layout={other!r}).",
+                      LayoutWarning, stacklevel=3)
+
+
 def learned_kernel(
     values: np.ndarray,
     layout: str,
@@ -137,12 +179,13 @@ def from_tensors(
         refuse_masked(tensors.get(tensor) if tensor else None, f"The tensor {tensor!r}")
     weight = np.asarray(tensors[name])
     bias = np.asarray(tensors[bias_key]) if bias_key in tensors else None
+    if layout not in ("OIHW", "HW", "HWIO", "HWIM"):
+        raise InvalidKernelError(f"layout must be OIHW, HWIO, HWIM or HW. Received: layout={layout!r}.")
+    check_layout_fits(name, weight.shape, layout, None if bias is None else bias.size, groups)
     if layout == "OIHW":
         values, stored = oihw_to_stored(weight, groups)
-    elif layout in ("HW", "HWIO", "HWIM"):
-        values, stored = (ungroup_hwio(weight, groups) if groups > 1 else weight), layout
     else:
-        raise InvalidKernelError(f"layout must be OIHW, HWIO, HWIM or HW. Received: layout={layout!r}.")
+        values, stored = (ungroup_hwio(weight, groups) if groups > 1 else weight), layout
     return learned_kernel(
         values, stored, bias=bias, source={**(source or {}), "layer": layer}, source_layout=layout
     )

@@ -19,14 +19,20 @@ from .._exceptions import (
     InvalidNameError,
     KernelNotFoundError,
     KregError,
+    ReadOnlyError,
     SchemaVersionError,
     UnsafeFileError,
 )
+from .._paths import check_location
 from ..store import Registry
 
 #: Errors that mean "the input was wrong" (exit 2); every other KregError exits 1.
-BAD_INPUT = (ConfigError, InvalidKernelError, InvalidNameError, KernelNotFoundError, SchemaVersionError,
-             UnsafeFileError)
+BAD_INPUT = (ConfigError, InvalidKernelError, InvalidNameError, KernelNotFoundError, ReadOnlyError,
+             SchemaVersionError, UnsafeFileError)
+
+
+#: The options of ``kreg`` itself, given before the command.
+GROUP_OPTIONS = ("--db", "-q", "--quiet")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -40,6 +46,11 @@ class KregGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            if exc.option_name in GROUP_OPTIONS:  # 'kreg import pack.h5 --db X': an option of kreg itself
+                exc.message += (f" {exc.option_name} is an option of kreg itself: put it before the command, "
+                                f"e.g. 'kreg {exc.option_name} ... {ctx.invoked_subcommand or 'COMMAND'} ...'.")
+            raise
         except BAD_INPUT as exc:
             fail(str(exc), 2)
         except KregError as exc:
@@ -95,6 +106,10 @@ class Location(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
         text = str(value)
+        try:
+            check_location(text)  # before a Path folds 's3//b' into 's3/b'
+        except UnsafeFileError as exc:
+            self.fail(str(exc), param, ctx)  # parsing happens before KregGroup.invoke: click's exit 2
         if "://" in text and not text.startswith("file://"):
             return text
         return click.Path(file_okay=False, path_type=Path).convert(text.removeprefix("file://"), param, ctx)

@@ -81,25 +81,54 @@ def info(ctx: click.Context) -> None:
 
     import h5py
 
+    from ..store.cache import open_cache
+
     reg = current_registry(ctx)
     rows = reg.list_kernels(all_versions=True)
     builtin = sum(row.builtin for row in rows)
+    cache = open_cache()
     lines = [
         ("kreg", md.version("kreg")),
         ("registry", reg.url),  # a URL as given: a Path would fold az:// into az:/
+        ("endpoint", _endpoint(reg.url)),
         ("kernel versions", str(len(rows) - builtin)),
         ("built-ins", f"{reg.builtin_path} ({builtin} kernels)"),
+        ("cache", "off (KREG_CACHE_BYTES=0)" if cache is None else
+         f"{cache.path} ({_size(cache.used_bytes())} of {_size(cache.max_bytes)})"),
         ("python", sys.version.split()[0]),
         ("numpy", np.__version__),
         ("h5py", h5py.version.version),
         ("HDF5", h5py.version.hdf5_version),
     ]
-    try:
-        lines.append(("tensorflow", md.version("tensorflow")))
-    except md.PackageNotFoundError:
-        lines.append(("tensorflow", "not installed (pip install 'kreg[tensorflow]')"))
+    # from the installed metadata alone: importing keras or torch would take seconds
+    for package, extra in (("obstore", "s3"), ("keras", "keras"), ("torch", "torch"), ("tensorflow", "tensorflow"),
+                           ("jax", "jax"), ("safetensors", "torch"), ("matplotlib", "plot")):
+        try:
+            lines.append((package, md.version(package)))
+        except md.PackageNotFoundError:
+            lines.append((package, f"not installed (pip install 'kreg[{extra}]')"))
     for key, value in lines:
         click.echo(f"{key + ':':<17}{value}")
+
+
+def _endpoint(url: str) -> str:
+    """The server a registry URL is on, as the environment names it (a local directory has none)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if not scheme:
+        return "none (a local directory)"
+    from ..store.clients import cache_space
+
+    where = cache_space(scheme, url).partition("\n")[2].strip()
+    if not where:  # Azure without an account or emulator named
+        return "Azure Blob Storage (no AZURE_STORAGE_ACCOUNT_NAME set)"
+    return {"aws": "AWS S3 (no AWS_ENDPOINT_URL set)", "gcs": "Google Cloud Storage"}.get(where, where)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 #: The commands this module adds to the ``kreg`` group.

@@ -41,6 +41,11 @@ def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, 
     """
     reg = current_registry(ctx)
     rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
+    if not any(not row.builtin for row in rows) and (  # stops at the first row of the registry's own
+            not (patterns or exclude or tags or origin) or reg._state.view().generation == ""):
+        # a typo'd prefix or a fresh bucket would otherwise list only the built-ins, as if fine
+        tell(f"No kernels at {reg.url} yet (only the built-ins are listed). Add one with kreg add, or check "
+             "the registry's location (--db, KREG_DB).")
     if as_json:
         # records(()) means "every record": nothing matched must print an empty list, not all.
         click.echo(json.dumps(reg.records([r.ref for r in rows]) if rows else [], indent=2))
@@ -106,7 +111,7 @@ def _load(reg: Registry, ref: str, params: Sequence[str]) -> Any:
 
     family = FAMILIES.get(ref)
     if params and family is None:
-        fail(f"-p sets the parameters of a family; {ref!r} is not one. Families: kreg families.", 2)
+        _check_family(ref, f"-p sets the parameters of a family; {ref!r} is not one.")
     if family is None:
         return reg.load(ref)
     try:
@@ -116,6 +121,19 @@ def _load(reg: Registry, ref: str, params: Sequence[str]) -> Any:
             raise
         fail(f"{exc} {ref!r} is a family: give its parameters with -p KEY=VALUE (it takes "
              f"{', '.join(family.params)}; kreg families {ref} shows their defaults).", 2)
+
+
+def _check_family(name: str, problem: str) -> None:
+    """Exit 2 with ``problem`` unless ``name`` is a family, suggesting the nearest (``gausian``: ``gaussian``)."""
+    import difflib
+
+    from ..kernels.families import FAMILIES
+
+    if name in FAMILIES:
+        return
+    close = difflib.get_close_matches(name, list(FAMILIES), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    fail(f"{problem}{hint} See 'kreg families' for them and their parameters.", 2)
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -233,6 +251,7 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
     values: Any
     extra: dict[str, Any] = {}
     if family is not None:
+        _check_family(family, f"No kernel family named {family!r}.")
         values = _load(reg, family, params)
     elif inline is not None:
         from ..adapters.files import parse_json
@@ -261,8 +280,19 @@ def _add_tensor(reg: Registry, name: str, source: str | None, tensor: str, layou
     from ..adapters.files import read_checkpoint
     from ..adapters.learned import from_checkpoint
 
+    import warnings
+
+    from .._exceptions import LayoutWarning
+
     tensors, sha256, metadata = read_checkpoint(Path(str(source)), tensor)
-    kernel = from_checkpoint(tensors, tensor, metadata, layout=layout, source={"checkpoint_sha256": sha256})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LayoutWarning)
+        kernel = from_checkpoint(tensors, tensor, metadata, layout=layout, source={"checkpoint_sha256": sha256})
+    for warning in caught:  # one line each, not Python's file:line report
+        if issubclass(warning.category, LayoutWarning):
+            tell(f"Warning: {warning.message}")
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     return add_converted(reg, name, kernel, origin=origin, **meta)
 
 
@@ -279,6 +309,8 @@ def _from_record(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "references": meta["references"] or tuple(prov.get("references", ())),
         "normalization": record.get("normalization"),
     }
+    if prov.get("source"):  # where learned values were taken from: framework, model, layer, checkpoint
+        given["provenance"] = {"source": prov["source"]}
     return given
 
 
@@ -313,7 +345,8 @@ def rm(ctx: click.Context, ref: str, all_versions: bool, yes: bool) -> None:
         if not versions:
             reg.load(ref)  # raises the not-found error with suggestions
         if not click.confirm(f"Remove all {len(versions)} versions of {ref}?", err=True):
-            fail("Nothing removed.", 1)
+            tell("Nothing removed.")  # the answer asked for, not a failure
+            return
     for removed in reg.remove(ref, all_versions=all_versions):
         click.echo(f"removed {removed}")
 
@@ -402,12 +435,20 @@ def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | N
       kreg plot sobel_x sobel_x_unit --shared-scale -o scale.png
       kreg plot gabor_bank8 -o gabor.png --image camera
     """
-    from .._plot import plot_kernels
+    from .._plot import MAX_UNITS, panel_count, plot_kernels
 
+    if not output.parent.is_dir():  # before the kernels are loaded and drawn
+        fail(f"Cannot write {output}: the folder {output.parent} does not exist. Create it, or choose another "
+             "path.", 2)
     kernels = current_registry(ctx).resolve(refs)
     width, height = plot_kernels(kernels, output, image=image, shared_scale=shared_scale)
     click.echo(str(output))
-    tell(f"Wrote {output} ({width}x{height} px, {len(kernels)} kernels).")
+    total = sum(panel_count(k) for k in kernels)
+    if total > MAX_UNITS:
+        tell(f"Wrote {output} ({width}x{height} px): drew {MAX_UNITS} of {total} panels (one per output channel) "
+             f"of {len(kernels)} kernels, the most one picture holds; plot fewer kernels to see the rest.")
+    else:
+        tell(f"Wrote {output} ({width}x{height} px, {total} panels of {len(kernels)} kernels).")
 
 
 #: The commands this module adds to the ``kreg`` group.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -153,8 +154,15 @@ def import_(ctx: click.Context, pack: Path, dry_run: bool, prefix: str, trusted:
     from ..store.packs import import_pack
 
     keys = [_trusted_key(t) for t in trusted]
-    report = import_pack(current_registry(ctx), pack, prefix=prefix, dry_run=dry_run, trusted_keys=keys,
-                         allow_downgrade=allow_downgrade)
+    reg = current_registry(ctx)
+    shown = _StepBar()
+    try:
+        report = import_pack(reg, pack, prefix=prefix, dry_run=dry_run, trusted_keys=keys,
+                             allow_downgrade=allow_downgrade, progress=shown.update)
+    except KeyboardInterrupt:
+        shown.close()
+        _interrupted(reg, pack, shown.steps)
+    shown.close()
     if report.pack.signer is None:
         tell(f"Notice: {pack} is unsigned; its origin is not verified.")
     elif not keys:
@@ -165,6 +173,51 @@ def import_(ctx: click.Context, pack: Path, dry_run: bool, prefix: str, trusted:
     counts = {a: sum(s.action == a for s in report.steps) for a in verbs}
     summary = f"{counts['add']} added, {counts['version']} new versions, {counts['skip']} skipped"
     tell(("Dry run: would do " if dry_run else "Imported: ") + summary + ".")
+
+
+class _StepBar:
+    """Import progress for a person at a terminal (a bar once the plan is known), and the steps
+    seen, so that an interrupt can be told truly."""
+
+    def __init__(self) -> None:
+        self.steps: list = []
+        self.bar: Any = None
+
+    def update(self, step: Any, done: int, total: int) -> None:
+        self.steps.append(step)
+        if self.bar is None and show_progress() and total >= 20:
+            self.bar = click.progressbar(length=total, label="importing", file=sys.stderr)
+            self.bar.__enter__()
+            self.bar.update(done - 1)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _interrupted(reg: Any, pack: Path, steps: list) -> None:
+    """Ctrl-C during an import: say whether it was committed, from what the store holds now (the
+    interrupt may land before the commit, when nothing was, or just after it)."""
+    from ..format.names import parse_ref
+
+    staged = [s for s in steps if s.action != "skip"]
+    landed = False
+    if staged:
+        ref = parse_ref(staged[0].result)
+        try:
+            reg._state.forget()
+            landed = ref.version in reg.versions(ref.name)
+        except Exception:  # noqa: BLE001 - the store cannot be read now: claim nothing
+            fail(f"Interrupted while importing {pack}; whether it was committed could not be checked. "
+                 "'kreg list' shows it (a pack imports all or nothing).", 130)
+    if landed:
+        fail(f"Interrupted after the import of {pack} was committed: its kernels are in the registry "
+             "('kreg list' shows them).", 130)
+    fail(f"Interrupted: nothing was imported from {pack}; the registry is as it was (a pack imports all or "
+         "nothing). Run the command again to import it.", 130)
 
 
 def _trusted_key(value: str) -> str:

@@ -57,6 +57,10 @@ class DiskCache:
     def __repr__(self) -> str:
         return f"DiskCache({str(self.path)!r}, max_bytes={self.max_bytes})"
 
+    def used_bytes(self) -> int:
+        """The bytes the cached objects take now (what the cap counts)."""
+        return sum(size for _, size, _ in self._blobs())
+
     # -- immutable objects ------------------------------------------------
 
     def get(self, url: str, key: str) -> bytes | None:

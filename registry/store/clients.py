@@ -67,6 +67,8 @@ def make_store(scheme: str, bucket: str, prefix: str, retries: int, limits: tupl
     if scheme in ("s3", "s3a"):
         endpoint = s3_endpoint()
         if endpoint:
+            check_endpoint(_S3_ENDPOINT[0] if os.environ.get(_S3_ENDPOINT[0]) else _S3_ENDPOINT[1], endpoint,
+                           path=False)
             # A local server (SeaweedFS, MinIO) is plain HTTP and addressed by path, not by
             # virtual host; AWS_ENDPOINT_URL alone must be enough to reach it.
             client["allow_http"] = endpoint.startswith("http://")
@@ -77,6 +79,10 @@ def make_store(scheme: str, bucket: str, prefix: str, retries: int, limits: tupl
         provider = _profile_credentials()
         if provider is not None:
             kwargs["credential_provider"] = provider
+    elif scheme in ("az", "azure", "abfs", "abfss"):
+        for variable in ("AZURITE_BLOB_STORAGE_URL", "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"):
+            if os.environ.get(variable):
+                check_endpoint(variable, os.environ[variable], path=True)
     elif scheme == "gs" and gcs_base_url().startswith("http://"):
         client["allow_http"] = True  # a local GCS stand-in named by the service-account file, as for S3
     try:
@@ -106,9 +112,43 @@ def cache_space(scheme: str, url: str) -> str:
     return f"{url}\n{where}"
 
 
+#: The variables naming an S3 endpoint, the first one winning (as in the AWS tools).
+_S3_ENDPOINT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
 def s3_endpoint() -> str | None:
     """The S3 endpoint the environment names (a local server), or None for AWS itself."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return os.environ.get(_S3_ENDPOINT[0]) or os.environ.get(_S3_ENDPOINT[1])
+
+
+def check_endpoint(variable: str, value: str, *, path: bool) -> None:
+    """Refuse an endpoint the client cannot use, naming the variable: without a scheme or with a
+    blank the client panics (a Rust backtrace of 130 lines), and a path after an S3 host would
+    put every key under it. ``path`` allows one (an Azure endpoint may name its account so)."""
+    from urllib.parse import urlsplit
+
+    from .._exceptions import ConfigError
+
+    problem = ""
+    if value != value.strip() or any(c.isspace() for c in value):
+        problem = "holds a blank (a space, tab or newline)"
+    else:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - a port that is not a number raises here
+        except ValueError:
+            parts, problem = None, "is not a URL"
+        if parts is not None and not problem:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problem = "has no http:// or https:// before the host"
+            elif parts.username is not None or parts.password is not None:
+                problem = "carries a user or key before '@' (give credentials in their own variables)"
+            elif parts.query or parts.fragment or (not path and parts.path not in ("", "/")):
+                problem = "has a path, query or fragment after the host"
+    if problem:
+        example = f"http://{value.strip()}" if "://" not in value and value.strip() else "http://127.0.0.1:8333"
+        raise ConfigError(f"The environment variable {variable} {problem}; the client cannot use it. Set it to "
+                          f"the server alone, e.g. {example} (or https://HOST for TLS).")
 
 
 def gcs_base_url() -> str:

@@ -105,16 +105,29 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     import obstore.exceptions as oe
 
     text = str(exc)
-    nothing = "" if committing else "; nothing was committed"
+    foreign = _foreign_answer(text, url)
+    if foreign is not None:
+        return foreign
+    if re.search(r"(?:ETag|Last-Modified) [Hh]eader missing|Missing(?:LastModified|Etag)\b", text):
+        # every S3 and Azure answer to a read carries both: an answer without them is no store's
+        return not_a_store(url, "without the ETag and Last-Modified headers every storage service sends")
+    # A put that failed committed nothing; a read has nothing to commit (a write's reads are told
+    # so by the registry, see ``offline_read``); a commit cut off may have landed.
+    nothing = "; nothing was committed" if writing and not committing else ""
     word, create, credentials, endpoint, grants, busy = _hints(url)
+    if any(host in text for host in METADATA_HOSTS):
+        # the client looked for credentials on the cloud's metadata service, as it does when the
+        # environment names none, and found none there: no request reached the store yet
+        return _refused(RemoteError(f"No credentials for {url}: the environment names none (and no instance "
+                                    f"role answered). Set {credentials}."))
     waited = _awaited(text)
     if waited is not None:
         where = f"{url}/{key}" if key else url
         after = f" after {elapsed:.0f} s" if elapsed is not None and waited != _CUT else ""
         bounds = f"{limits[0]:g} s a request, {limits[1]:g} s with its retries; " if limits else ""
-        return _unanswered(RemoteError(
+        return _unanswered(offline_read(RemoteError(
             f"Gave up on {where}{after}: {waited} (limits: {bounds}set KREG_REQUEST_TIMEOUT, KREG_OPERATION_TIMEOUT). "
-            f"Check the endpoint ({endpoint}) and the network, or raise the limits{nothing}."))
+            f"Check the endpoint ({endpoint}) and the network, or raise the limits{nothing}."), writing or committing))
     if _NO_BUCKET.search(text):
         return _refused(RemoteError(f"The {word} of {url} does not exist. Create it (e.g. '{create}'), or fix "
                                     "the URL."))
@@ -131,8 +144,9 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect", "body error")):
-        return _unanswered(RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the "
-                                       f"endpoint ({endpoint}) and the network{nothing}."))
+        return _unanswered(offline_read(RemoteError(f"Cannot reach {url} (connection failed or timed out). Check "
+                                                    f"the endpoint ({endpoint}) and the network{nothing}."),
+                                        writing or committing))
     if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
                                                                             text):
         return RemoteError(f"{url} kept throttling requests ({busy}) after the retries{nothing}. Try again later.")
@@ -156,6 +170,50 @@ def _awaited(text: str) -> str | None:
     if "connect" in text:
         return "waiting for a connection to the server"
     return "waiting for the server's answer"
+
+
+#: The metadata services where the clients look for an instance's credentials (AWS, Azure, GCP).
+METADATA_HOSTS = ("169.254.169.254", "metadata.google.internal")
+#: Said after a read that found the store unreachable: what still works on this machine.
+OFFLINE_HINT = (" Meanwhile, versions this machine loaded before still load pinned (name@v, from its cache), and "
+                "KREG_FRESHNESS=SECONDS lets a bare name use the last index this machine saw within that time.")
+
+
+def offline_read(error: RemoteError, writing: bool) -> RemoteError:
+    """``error`` (the store could not be reached) with, for a read, what still works offline; the
+    message without it is kept for a write that fails on one of its reads (see ``Registry``)."""
+    error.unreached = str(error)  # type: ignore[attr-defined]
+    if not writing:
+        error.args = (f"{error}{OFFLINE_HINT}",)
+    return error
+
+
+#: A failed request's status and the start of the body the server sent with it.
+_ANSWER = re.compile(r"status code: (\d{3})([^:]*):\s*(\S[^\n]{0,80})?")
+
+
+def _foreign_answer(text: str, url: str) -> Exception | None:
+    """An error when the server answered a request as no S3 or Azure service does: an S3 or Azure
+    error is an XML document (or nothing, for a HEAD), a web server's is an HTML page. An
+    endpoint set to a web server would otherwise look like an empty registry, or a damaged one."""
+    answer = _ANSWER.search(text)
+    scheme = url.partition("://")[0]
+    if answer is None or scheme == "gs" or not answer.group(3):
+        return None
+    status, body = int(answer.group(1)), answer.group(3).lstrip().lower()
+    # only a web page: a proxy's 502/503 page is a passing outage, and some services answer an
+    # error with a bare <Code> or with nothing
+    if not (400 <= status < 500 or status == 501) or not body.startswith(("<!doctype html", "<html")):
+        return None
+    return not_a_store(url, f"{answer.group(1)}{answer.group(2).rstrip()} with a web page")
+
+
+def not_a_store(url: str, answer: str) -> RemoteError:
+    """The error for an endpoint that answered as no storage service does (``answer`` says how)."""
+    scheme = url.partition("://")[0]
+    service = "Azure Blob service" if scheme in ("az", "azure", "abfs", "abfss") else "S3 service"
+    return _refused(RemoteError(f"The endpoint of {url} answered {answer}: it is not an {service}. Check "
+                                f"{_hints(url)[3]}: it must name the storage API itself, not a web page or console."))
 
 
 def _panic(exc: BaseException, url: str) -> BaseException:
@@ -188,7 +246,7 @@ def translated(call: Any, url: str, key: str, *, writing: bool = False, committi
     try:
         return call()
     except (oe.NotFoundError, FileNotFoundError) as exc:
-        if _NO_BUCKET.search(str(exc)):
+        if _NO_BUCKET.search(str(exc)) or _foreign_answer(str(exc), url) is not None:
             raise _translate(exc, url, writing=writing) from None
         raise ObjectMissing(f"{url}/{key} does not exist.") from None
     except (oe.AlreadyExistsError, oe.PreconditionError, oe.NotModifiedError):

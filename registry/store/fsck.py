@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import KregError
+from .._exceptions import KregError, RemoteError
 from ..format.container import parse_json
 from ..format.index import SEGMENT_KEY, Edit, Segment, View, canonical, object_key, record_of
 from ..format.rows import column_widths
@@ -89,6 +89,8 @@ def check(backend: Backend, cache: dict[str, Segment]) -> Report:
             view = None
         else:
             view = View.parse(data, backend.read, cache, where=backend.url)
+    except RemoteError:
+        raise  # the store cannot be used (unreachable, no storage service): nothing can be checked
     except KregError as exc:
         report.problems.append(("index.json", str(exc)))
         view = None
@@ -166,6 +168,8 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
                     old_next[name] = max(old_next.get(name, 1), n)
                 for name, versions in segment.names.items():
                     old_next[name] = max([old_next.get(name, 1), *(v + 1 for v in versions)])
+    except RemoteError:
+        raise  # a rebuild needs the store itself
     except KregError as exc:
         report.problems.append(("index.json", f"unreadable, rebuilt from the objects: {exc}"))
         old_view = None

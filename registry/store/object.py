@@ -29,7 +29,7 @@ from .backend import CommitConflict, ObjectExists, ObjectMissing
 from .cache import DiskCache, HeldRoot, open_cache
 from .clients import (MAX_BACKOFF, cache_space, etag_matches, etag_of, make_store, token_of, update_mode,
                       wait_limits)
-from .cloud_errors import _LEASED, _check_plain, _panic, _refused, _translate, translated
+from .cloud_errors import _LEASED, _check_plain, _panic, _refused, _translate, not_a_store, translated
 
 #: The root document (the commit point), as in a local registry.
 ROOT = "index.json"
@@ -123,7 +123,12 @@ class ObjectBackend:
             result = obs.get(self.store, key, options=options)
             return bytes(result.bytes()), result.meta
 
-        return self._request("get", fetch, key)
+        data, meta = self._request("get", fetch, key)
+        if data[:64].lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            # No object kreg writes is a web page: a web server answering every path with its
+            # page is no storage service (never "the index is damaged", whose repair would write there).
+            raise not_a_store(self.url, "200 OK with a web page")
+        return data, meta
 
     # -- reading ----------------------------------------------------------
 

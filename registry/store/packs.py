@@ -12,7 +12,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -206,7 +206,8 @@ def check_rollback(registry: Any, pack: Pack, steps: Sequence[Step]) -> None:
 
 def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = "", dry_run: bool = False,
                 trusted_keys: Sequence[str] = (), timeout: float = PARSE_TIMEOUT,
-                allow_downgrade: bool = False) -> ImportReport:
+                allow_downgrade: bool = False, progress: Callable[[Step, int, int], None] | None = None,
+                ) -> ImportReport:
     """Import a pack all or nothing; see the module docs.
 
     Args:
@@ -217,6 +218,8 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
         trusted_keys: hex ed25519 public keys; when given, the pack must be signed by one.
         allow_downgrade: import a signed pack even when a newer one from the same key and
             pack name was imported before (see :func:`check_rollback`).
+        progress: called with each step, how many are done and how many there are, once the
+            step is staged (nothing is committed until the last one is).
 
     Raises:
         IntegrityError: a hash, the manifest or the signature does not check out, or the
@@ -243,12 +246,18 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
         report = ImportReport(pack, plan_import(registry, pack, prefix=prefix))
         if not allow_downgrade:
             check_rollback(registry, pack, report.steps)
-        for step in report.steps:
+        for done, step in enumerate(report.steps, 1):
             if step.action == "skip":
+                if progress is not None:
+                    progress(step, done, len(report.steps))
                 continue
             record, values = records[step.source]
             # Arrived in a pack: `--origin imported` finds it; generator/source still say how it was made.
-            provenance = dict(record["provenance"], pack=pack_origin, origin="imported")
+            # A signed pack's signer vouches for how its kernels were made (learned, generated):
+            # that stays; an unsigned one's claim is anyone's, and a built-in's is kreg's alone.
+            claimed = record["provenance"].get("origin")
+            kept = pack.signer is not None and claimed in ("learned", "generated", "handmade")
+            provenance = dict(record["provenance"], pack=pack_origin, origin=claimed if kept else "imported")
             added = registry._add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),
@@ -259,4 +268,6 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
                     f"{pack.path}: {escape(step.source)} was planned as {step.result} but the registry "
                     f"returned {added.ref} (its add() treats them as the same kernel); nothing was imported."
                 )
+            if progress is not None:
+                progress(step, done, len(report.steps))
     return report

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError
-from .._paths import builtin_db_path
+from .._paths import builtin_db_path, check_location
 from ..format.names import check_name, parse_ref
 from ..format.rows import KernelInfo, Listing
 from ..kernels.builtins import BuiltinLayer
@@ -29,6 +29,8 @@ CACHE_BYTES = 64 * 2**20
 def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 60.0) -> Backend:
     """The backend for a path, a ``file://`` URL, or an object-store URL (``s3://``, ``gs://``, ``az://``)."""
     text = os.fspath(location)
+    if isinstance(location, str):  # a Path object is a path by choice, even one named 's3:x'
+        check_location(text)
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif "://" in text:
@@ -171,11 +173,12 @@ class RegistryReader:
                 chosen.setdefault(kernel.ref, kernel)
         return [kernel if kernel is not None else self.load(ref) for ref, kernel in chosen.items()]
 
-    def bank(self, refs: str | Sequence[str]) -> Kernel:
+    def bank(self, refs: str | Kernel | Sequence[str | Kernel]) -> Kernel:
         """Stack compatible kernels into one ``HWIO`` kernel, one output channel each, in order.
 
         Args:
-            refs: refs or glob patterns, as for :meth:`resolve`.
+            refs: refs or glob patterns, as for :meth:`resolve`, and :class:`Kernel` objects
+                (say, ``load("gaussian", sigma=2)``), mixed freely.
 
         Returns:
             A kernel that is not stored (version 0) whose description records the order;
@@ -187,8 +190,25 @@ class RegistryReader:
             >>> b = Registry(tempfile.mkdtemp()).bank(["sobel_x", "sobel_y"])
             >>> b.ref, b.shape
             ('bank(sobel_x@1, sobel_y@1)', (3, 3, 1, 2))
+
+        Raises:
+            InvalidKernelError: an item that is neither a ref nor a Kernel, or kernels of
+                different height, width or input depth.
         """
-        return stack(self.resolve(refs))
+        items = [refs] if isinstance(refs, (str, Kernel)) else list(refs)
+        chosen: list[Kernel] = []
+        named: set[str] = set()  # a stored kernel named twice (a ref and a pattern) is stacked once, as in resolve
+        for item in items:
+            if isinstance(item, Kernel):
+                chosen.append(item)
+            elif isinstance(item, str):
+                found = [k for k in self.resolve([item]) if k.ref not in named]
+                named.update(k.ref for k in found)
+                chosen += found
+            else:
+                raise InvalidKernelError(f"bank() takes refs, glob patterns or Kernel objects. Received: "
+                                         f"{type(item).__name__} ({item!r:.60}).")
+        return stack(chosen)
 
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""

@@ -16,6 +16,7 @@ from typing import Any
 from .._exceptions import (
     InvalidKernelError,
     ReadOnlyError,
+    RemoteError,
 )
 from ..format.content import same_content
 from ..format.names import check_name, parse_ref
@@ -180,21 +181,29 @@ class Registry(RegistryReader):
         if self._txn is not None:
             yield self._txn
             return
-        with self.backend.writer():
-            if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
-                put_marker(MARKER_DOCUMENT)
-            txn = self._txn = Transaction(self.backend, self._state.fresh, self._state.segments, deferred=deferred)
-            try:
-                yield txn
-                view = txn.commit()
-            except BaseException:
-                txn.abort()
-                self._memo.clear()
-                raise
-            finally:
-                self._txn = None
-            if view is not None:
-                self._state.committed(view)
+        try:
+            with self.backend.writer():
+                if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
+                    put_marker(MARKER_DOCUMENT)
+                txn = self._txn = Transaction(self.backend, self._state.fresh, self._state.segments,
+                                              deferred=deferred)
+                try:
+                    yield txn
+                    view = txn.commit()
+                except BaseException:
+                    txn.abort()
+                    self._memo.clear()
+                    raise
+                finally:
+                    self._txn = None
+                if view is not None:
+                    self._state.committed(view)
+        except RemoteError as exc:
+            # a read of this write found the store unreachable: what works offline for a reader
+            # is beside the point here; that nothing was committed is not
+            if getattr(exc, "committed", None) is not True and "committed" not in str(exc).lower():
+                exc.args = (f"{getattr(exc, 'unreached', str(exc)).rstrip('.')}; nothing was committed.",)
+            raise
 
     # -- packs ------------------------------------------------------------
 
