@@ -29,6 +29,10 @@ MODES = ("depthwise", "sum", "mean")
 PROBE_ENV = "KREG_PROBE"
 #: Most values in one probe image: beyond it (a huge dilation) the check refuses rather than stall.
 MAX_PROBE = 1 << 22
+#: Most multiply-adds a padded probe asks of a framework (4 images x output pixels x taps per
+#: pixel). A framework may unfold the windows it convolves into memory, so this bounds the
+#: check's time and memory for a large kernel (see :func:`probe_input`).
+MAX_PROBE_WORK = 1 << 24
 _NAMES: dict[str, itertools.count] = {}
 
 
@@ -281,21 +285,41 @@ def probe_enabled(probe: bool | None) -> bool:
 
 
 def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
-    """Four NHWC float32 images: an impulse, a ramp along x, one along y, a fixed random patch.
+    """Four NHWC float32 images: an impulse, a ramp along x, one along y, a fixed random patch
+    (the impulse and the patch alone for a kernel too large for four).
 
     Each channel differs (scaled ramps, its own random values) so a channel mix-up shows.
     The size is the least that still puts every kernel tap on a real pixel: the dilated
     kernel and a stride or two for a ``valid`` layer, half of it when padding or a border
     keeps the size (the border then folds several times over a small probe, which checks it
-    harder). Small keeps the check under its 5 ms budget for large kernels.
+    harder). A padded or bordered probe then shrinks until the framework's work on it (4
+    images x output pixels x the multiply-adds of each) is at most :data:`MAX_PROBE_WORK`, down
+    to 4 x 5: the taps near the anchor still meet real pixels (all of a small kernel, the
+    centre of a large one, every tap through a folding border), so a transposed, flipped,
+    shifted or regrouped layer still shows, and a 511 x 511 kernel is checked in well under a
+    second instead of convolving a 258 x 259 probe through 261,121 taps.
     """
     c = channels or p.in_channels or 2
     sizes = [(k - 1) * d + 1 for k, d in zip(p.weight.shape[:2], p.dilation)]
-    if p.border is None and p.padding == "valid":
+    valid = p.border is None and p.padding == "valid"
+    # Multiply-adds per output pixel: every tap of every channel pair the layer computes.
+    per_pixel = p.weight.size if p.kind != "plane" else p.weight.shape[0] * p.weight.shape[1] * c
+
+    def work(h: int, w: int) -> int:
+        outs = [(n - k) // s + 1 if valid else -(-n // s) for n, k, s in zip((h, w), sizes, p.strides)]
+        return 4 * max(outs[0], 0) * max(outs[1], 0) * per_pixel
+
+    if valid:
         h, w = (k + s + 1 for k, s in zip(sizes, p.strides))
     else:
         h, w = (max(k // 2 + s + 2, 4) for k, s in zip(sizes, p.strides))
     w += 1  # never square, so that a transposition shows in the shape
+    if not valid and work(h, w) > MAX_PROBE_WORK:
+        shrink = (MAX_PROBE_WORK / work(h, w)) ** 0.5
+        h, w = max(4, int(h * shrink)), max(5, int(w * shrink))
+        w += w == h
+        while work(h, w) > MAX_PROBE_WORK and h > 4:
+            h, w = h - 1, max(w - 1, h)  # w stays above h: never square
     if h * w * c > MAX_PROBE:
         raise InvalidKernelError(
             f"The probe check of {p.ref} with dilation_rate={p.dilation} and strides={p.strides} needs a "
@@ -309,6 +333,8 @@ def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
     ramp_x = np.broadcast_to(np.linspace(-1, 1, w, dtype=np.float32)[None, :, None] * scale, (h, w, c))
     ramp_y = np.broadcast_to(np.linspace(-1, 1, h, dtype=np.float32)[:, None, None] * scale, (h, w, c))
     noise = np.random.default_rng(20240611).uniform(-1, 1, (h, w, c)).astype(np.float32)
+    if work(h, w) > MAX_PROBE_WORK:  # still over at 4 x 5: the impulse and the noise catch every bug alone
+        return np.stack([impulse, noise])
     return np.stack([impulse, ramp_x, ramp_y, noise])
 
 
