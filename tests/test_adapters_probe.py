@@ -243,13 +243,13 @@ def test_the_adapters_import_neither_the_api_nor_the_store() -> None:
                 found.update(alias.name for alias in node.names)
         return found
 
-    for module in ("keras.py", "torch.py", "jax.py", "tensorflow.py"):
+    for module in ("keras.py", "keras_fft.py", "torch.py", "torch_fft.py", "jax.py", "tensorflow.py"):
         imports = top_level_imports(module)
         assert not imports & {"._api", ".store", ".format.pack", ".store.writer"}, (module, imports)
     for module in ("adapters/plan.py", "adapters/learned.py", "adapters/files.py"):
         imports = top_level_imports(module)
         assert not imports & {".._api", "..store", "..format.pack", "..store.writer"}, (module, imports)
-    for core in ("adapters/plan.py", "adapters/learned.py"):
+    for core in ("adapters/plan.py", "adapters/methods.py", "adapters/learned.py"):
         assert not top_level_imports(core) & {"tensorflow", "keras", "torch", "jax"}
     assert not top_level_imports("kernels/kernel.py") & {"..keras", "..tensorflow", "..torch", ".."}
 
@@ -349,27 +349,30 @@ def kernel(size):
     return registry.Kernel({"name": "big", "version": 1, "layout": "HW"}, values)
 adapter.to_layer(kernel(3), **options)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 adapter.to_layer(kernel(511), **options)
-seconds = time.perf_counter() - started
+seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
 grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
-print(json.dumps({"seconds": seconds, "grown_mb": grown}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "grown_mb": grown}))
 """
 
 
 @pytest.mark.parametrize(
     ("framework", "options"),
     [
-        ("keras", {"padding": "same", "in_channels": 3}),
-        ("keras", {"border": "reflect101"}),
-        ("torch", {"padding": "same", "in_channels": 3}),
-        ("jax", {"padding": "same", "in_channels": 3}),
+        ("keras", {"padding": "same", "in_channels": 3, "method": "direct"}),
+        ("keras", {"border": "reflect101", "method": "direct"}),
+        ("torch", {"padding": "same", "in_channels": 3, "method": "direct"}),
+        ("jax", {"padding": "same", "in_channels": 3, "method": "direct"}),
         ("keras", {"padding": "same", "in_channels": 1}),
+        ("torch", {"border": "reflect101"}),
     ],
 )
-def test_the_probe_of_a_511x511_kernel_takes_under_a_second_and_256_mb(framework: str, options) -> None:
+def test_the_probe_of_a_511x511_kernel_takes_under_a_cpu_second_and_256_mb(framework: str, options) -> None:
     # It took 23-62 s and 5.7 GB (Keras on TensorFlow): the framework convolved a 258x259 probe
-    # through 261,121 taps. Measured in a fresh process, by the emission's growth of peak RSS.
+    # through 261,121 taps. Measured in a fresh process, by the emission's growth of peak RSS and
+    # its CPU time (all threads): the wall clock of a machine shared by several test runs says
+    # more about them (it measured 1.2-3.3 s at a load of 20 on 2 CPUs, 0.1-0.7 s at 9).
     pytest.importorskip(framework)
     import json
 
@@ -378,7 +381,8 @@ def test_the_probe_of_a_511x511_kernel_takes_under_a_second_and_256_mb(framework
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert measured["grown_mb"] < 256, measured
-    assert measured["seconds"] < 1, measured
+    assert measured["cpu_seconds"] < 1, measured
+    assert measured["seconds"] < 10, measured
 
 
 @pytest.mark.parametrize("size", [3, 31, 101, 511])
@@ -405,7 +409,7 @@ def test_a_shrunken_probe_still_catches_a_wrong_layer_of_a_511x511_kernel(bug: s
     values = np.random.default_rng(2).standard_normal((511, 511)).astype("f4")
     kernel = registry.Kernel({"name": "big", "version": 1, "layout": "HW"}, values)
     options = {"padding": "same", "in_channels": 1}
-    good = rt.to_layer(kernel, **options)
+    good = rt.to_layer(kernel, method="direct", **options)
     rt.check_module(kernel, good, options)
     planted = {"transpose": values.T, "flip": values[::-1, ::-1], "shift": np.roll(values, 1, axis=1)}[bug]
     conv = next(m for m in good.modules() if isinstance(m, torch.nn.Conv2d))

@@ -22,6 +22,7 @@ from .._env import env_flag
 from .._exceptions import InvalidKernelError, ProbeMismatchError
 from ..kernels.kernel import Kernel
 from .borders import NUMPY_PAD, border_pads, parse_border, same_pads
+from .methods import METHODS, check_method, choose_method, fast_size  # noqa: F401 - the adapters use them
 
 #: What ``mode`` means for an ``HW`` plane over several channels.
 MODES = ("depthwise", "sum", "mean")
@@ -76,6 +77,7 @@ class Plan:
         strides, dilation: pairs.
         factors: ``(column, row)`` 1-D factors for separable emission, or ``None``.
         name: the layer name, unique in this process unless the caller chose it.
+        method: ``direct``, ``separable`` (``factors`` set) or ``fft`` (see :func:`choose_method`).
     """
 
     ref: str
@@ -90,6 +92,7 @@ class Plan:
     dilation: tuple[int, int]
     factors: tuple[np.ndarray, np.ndarray] | None
     name: str
+    method: str = "direct"
 
     @property
     def groups(self) -> int:
@@ -116,6 +119,13 @@ class Plan:
         first = np.repeat(column[:, None, None, None], channels, axis=2)
         second = np.repeat(row[None, :, None, None], channels if self.kind != "conv" else 1, axis=2)
         return first, second, self.kind
+
+    def dense_weight(self) -> np.ndarray:
+        """The weight with its dilation written out as zeros: what the FFT path transforms."""
+        (dh, dw), (h, w) = self.dilation, self.weight.shape[:2]
+        dense = np.zeros(((h - 1) * dh + 1, (w - 1) * dw + 1, *self.weight.shape[2:]), self.weight.dtype)
+        dense[::dh, ::dw] = self.weight
+        return dense
 
 
 def to_oihw(kind: str, weight: np.ndarray) -> tuple[np.ndarray, int]:
@@ -170,9 +180,17 @@ def plan(
     dilation_rate: int | Sequence[int] = 1,
     use_bias: bool | None = None,
     separable: bool = False,
+    method: str = "auto",
+    framework: str | None = None,
+    image_size: tuple[int, int] | None = None,
     name: str | None = None,
 ) -> Plan:
     """Decide what the layer for ``kernel`` computes; see :func:`registry.keras.to_layer` for the options.
+
+    ``method`` (``auto``, ``direct``, ``separable``, ``fft``; ``separable=True`` is
+    ``method="separable"``) says how: ``auto`` asks :func:`choose_method` with the costs of
+    ``framework`` (``tensorflow``, ``torch`` or ``jax``) for an image of ``image_size`` (when
+    known). Every method computes the same numbers.
 
     Raises:
         InvalidKernelError: an option that does not fit the kernel, named with what would.
@@ -223,13 +241,25 @@ def plan(
             )
         kind, weight = ("conv" if kernel.layout == "HWIO" else "depthwise"), array
     bias = _bias(kernel, kind, weight, use_bias, dtype)
+    method = check_method(kernel, method, separable, padding, border, strides_, dilation)
+    recorded = kernel.separable if kernel.layout == "HW" else None
+    channels_in = weight.shape[2] if kind != "plane" else 1
+    pairs = 1 if kind == "plane" else weight.shape[2] * weight.shape[3]  # (input, output) channel pairs
+    outputs = {"conv": weight.shape[3], "plane": 1}.get(kind, pairs)
+    method = choose_method(
+        method,
+        taps=tuple((k - 1) * d + 1 for k, d in zip(weight.shape[:2], dilation)),
+        pairs=pairs,
+        channels=(channels_in, outputs),
+        separable=recorded is not None and dilation == (1, 1),
+        fft=dilation == (1, 1) and (padding == "valid" or strides_ == (1, 1)),
+        strides=strides_,
+        framework=framework,
+        image_size=image_size,
+    )
     factors = None
-    if separable:
-        recorded = kernel.separable
-        if kernel.layout != "HW" or recorded is None:
-            raise InvalidKernelError(
-                f"{kernel.ref} has no separable factors (only rank-1 HW kernels do); use separable=False."
-            )
+    if method == "separable":
+        assert recorded is not None
         scale = np.asarray(1.0 / weight.shape[2] if mode == "mean" else 1.0, dtype)
         factors = (recorded[0].astype(dtype) * scale, recorded[1].astype(dtype))
     pads = None
@@ -255,6 +285,7 @@ def plan(
         dilation=dilation,
         factors=factors,  # type: ignore[arg-type]
         name=unique_name(kernel, name),
+        method=method,
     )
 
 
