@@ -18,7 +18,7 @@ from ._exceptions import InvalidKernelError
 from ._lazy import require
 from .adapters import learned
 from .adapters import plan as planning
-from .adapters.borders import BORDERS, parse_border, source_index
+from .adapters.borders import BORDERS, NUMPY_PAD, parse_border
 from .adapters.plan import Plan
 from .kernels.kernel import Kernel
 
@@ -34,17 +34,19 @@ def _pad(x: Any, plan: Plan) -> Any:
     mode, value = plan.border
     if mode in ("zero", "constant"):
         return jnp.pad(x, ((0, 0), *plan.pads, (0, 0)), constant_values=value)
-    for axis, (before, after) in zip((1, 2), plan.pads):
-        x = jnp.take(x, source_index(x.shape[axis], before, after, mode), axis=axis)
-    return x
+    # jnp.pad's own modes (NumPy's rules, folding as often as a small image needs): XLA fuses
+    # them, where gathering rows by an index took several times longer.
+    return jnp.pad(x, ((0, 0), *plan.pads, (0, 0)), mode=NUMPY_PAD[mode])
 
 
 def _conv(
     x: Any, weight: Any, kind: str, strides: tuple[int, int], dilation: tuple[int, int], padding: str
 ) -> Any:
-    c = x.shape[3]
-    if kind == "plane":
-        weight = jnp.tile(weight, (1, 1, 1, c))
+    n, height, width, c = x.shape
+    if kind == "plane" and c > 1:  # channels folded into the batch: XLA's grouped convolution is slow
+        planes = jnp.moveaxis(x, 3, 1).reshape(n * c, height, width, 1)
+        y = _conv(planes, weight, kind, strides, dilation, padding)
+        return jnp.moveaxis(y.reshape(n, c, *y.shape[1:3]), 1, 3)
     h, w, i, o = weight.shape
     if kind != "conv":  # depthwise: (H, W, C, M) -> the grouped (H, W, 1, C*M), output c*M + m
         weight = weight.reshape(h, w, 1, i * o) if kind == "depthwise" else weight

@@ -15,14 +15,16 @@ from ..kernels.kernel import Kernel
 
 #: How a layer computes its correlation: ``auto`` picks the cheapest of the other three.
 METHODS = ("auto", "direct", "separable", "fft")
-#: Nanoseconds per multiply-add of a direct and of a separable (1-D) convolution, and per pixel
-#: of a one-channel FFT correlation (image and kernel forward, the product, one inverse),
-#: measured on a loaded 2-CPU machine for a 1024x1024 float32 image (benchmarks/bench_layers.py
-#: prints them). Only their ratios matter: they rank the methods within each framework.
+#: Nanoseconds per multiply-add of a direct and of a separable (1-D) convolution, per pixel of
+#: a one-channel FFT correlation (image and kernel forward, the product, one inverse), and per
+#: pixel and pass of a convolution whatever its taps, measured on a loaded 2-CPU machine for
+#: 1024x1024 float32 images (benchmarks/bench_layers.py prints them). Only their ratios matter:
+#: they rank the methods within each framework. XLA's CPU convolution pays ~120 ns a pixel
+#: even for a 3x3 kernel (385 ms for a Sobel on 1024x1024x3, 111 ms by FFT).
 COSTS = {
-    "tensorflow": (0.5, 0.4, 9.4),
-    "jax": (0.4, 3.0, 17.0),
-    "torch": (1.2, 3.5, 64.0),
+    "tensorflow": (0.5, 0.4, 9.4, 0.0),
+    "jax": (0.4, 3.0, 17.0, 120.0),
+    "torch": (1.2, 3.5, 64.0, 0.0),
 }
 #: How many times cheaper than the direct convolution another method must be for ``auto`` to pick it.
 MARGIN = 2.0
@@ -72,13 +74,13 @@ def choose_method(
     """
     if method != "auto":
         return method
-    direct_ns, separable_ns, fft_ns = COSTS.get(framework or "tensorflow", COSTS["tensorflow"])
+    direct_ns, separable_ns, fft_ns, pass_ns = COSTS.get(framework or "tensorflow", COSTS["tensorflow"])
     h, w = image_size or (TYPICAL_SIDE, TYPICAL_SIDE)
     pixels = h * w
     step = strides[0] * strides[1]
-    costs = {"direct": direct_ns * taps[0] * taps[1] * pairs * pixels / step}
+    costs = {"direct": (direct_ns * taps[0] * taps[1] + pass_ns) * pairs * pixels / step}
     if separable:
-        costs["separable"] = separable_ns * (taps[0] + taps[1]) * pairs * pixels / step
+        costs["separable"] = (separable_ns * (taps[0] + taps[1]) + 2 * pass_ns) * pairs * pixels / step
     if fft:
         area = fast_size(h + taps[0] - 1) * fast_size(w + taps[1] - 1)
         transforms = channels[0] + channels[1] + pairs
