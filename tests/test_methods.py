@@ -276,3 +276,33 @@ def test_method_and_separable_are_checked_with_kreg_errors() -> None:
         planning.plan(gauss, method="fft", padding="same", strides=2)
     assert planning.plan(gauss, separable=True).method == "separable"  # the old spelling still works
     assert planning.plan(gauss, method="separable").factors is not None
+
+
+# -- deployment of the FFT layers ------------------------------------------------------------------
+
+
+def test_the_torch_fft_module_scripts_and_refuses_onnx_with_kregs_error(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import registry.torch as rt
+
+    module = rt.to_layer(registry.load("gaussian", ksize=31, sigma=5.0), border="reflect101", method="fft")
+    x = torch.tensor(np.ascontiguousarray(RGB.transpose(2, 0, 1)[None]))
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(module)(x), module(x))
+    with pytest.raises(registry.InvalidKernelError, match="ONNX has no FFT.*method='direct'"):
+        torch.onnx.export(module, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+
+
+def test_the_keras_fft_layer_survives_a_keras_file_with_open_sizes(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    gauss = registry.load("gaussian", ksize=7, sigma=1.5)
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, rk.to_layer(gauss, border="symmetric", method="fft")(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    got = np.asarray(loaded(RGB[None]))[0]
+    assert_close(got, expected(gauss, RGB, "symmetric"), "loaded .keras")
