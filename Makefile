@@ -11,12 +11,13 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH_INDEX ?=
 AZURITE := tests/azurite/node_modules/.package-lock.json
 
-.PHONY: demo test bench mutants schema kernels clean help
+.PHONY: demo test bench bench-layers mutants schema kernels clean help
 
 help:
 	@echo "make demo    - install and run the end-to-end demo"
 	@echo "make test    - install with test extras and run the test suite"
 	@echo "make bench   - run the benchmarks (prints ratios against anchors)"
+	@echo "make bench-layers - emitted layers beside each framework's own formulations and OpenCV"
 	@echo "make mutants - break 31 behaviours one line at a time; the tests must fail on each"
 	@echo "make schema  - regenerate schema/v1 from the pydantic models"
 	@echo "make kernels - rebuild kernels_db/builtin.h5 from kernels_db/kernels.toml"
@@ -60,6 +61,10 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench_store.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_tf.py
 	$(BIN)/python benchmarks/bench_probe.py
+
+# Minutes, not seconds: every backend, two cases, best of 7 each; not part of `make bench`.
+bench-layers: $(VENV)/.test
+	$(BIN)/python benchmarks/bench_layers.py $(BENCH_ARGS)
 
 # Each mutant patches a temporary copy of the repository; the list is in tests/mutants.py.
 mutants: $(VENV)/.test

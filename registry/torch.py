@@ -22,6 +22,7 @@ from .adapters import plan as planning
 from .adapters.borders import BORDERS, parse_border
 from .adapters.plan import Plan
 from .kernels.kernel import Kernel
+from .torch_fft import FFTConv2d, check_images
 
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
 nn, F = torch.nn, torch.nn.functional
@@ -29,6 +30,7 @@ nn, F = torch.nn, torch.nn.functional
 __all__ = [
     "BORDERS",
     "BorderPad2d",
+    "FFTConv2d",
     "KregConv2d",
     "PlaneConv2d",
     "SamePad2d",
@@ -52,21 +54,6 @@ def _dtype(dtype: str | None, plan: Plan) -> Any:
     if name not in _DTYPES:
         raise InvalidKernelError(f"dtype must be one of {', '.join(_DTYPES)}. Received: dtype={dtype!r}.")
     return _DTYPES[name]
-
-
-def _check_images(what: str, x: torch.Tensor, channels: Optional[int]) -> None:
-    # Plain types only: this runs inside forward(), which torch.jit.script compiles.
-    if x.dim() != 4:
-        raise InvalidKernelError(
-            f"{what} takes a batch of images (N, C, H, W). Received: shape={list(x.shape)}. "
-            f"For one grayscale image use x[None, None]; for one image (C, H, W) x[None]."
-        )
-    if channels is not None and x.shape[1] != channels:
-        raise InvalidKernelError(
-            f"This layer was emitted for in_channels={channels} and received {x.shape[1]} channels. "
-            f"Emit it with in_channels={x.shape[1]} "
-            "(an HW plane with mode='depthwise' and no in_channels takes any)."
-        )
 
 
 def _source_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
@@ -104,7 +91,7 @@ class BorderPad2d(nn.Module):
         self.channels: Optional[int] = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images("BorderPad2d", x, self.channels)
+        check_images("BorderPad2d", x, self.channels)
         (top, bottom), (left, right) = self.padding
         if self.mode == "zero" or self.mode == "constant":
             return F.pad(x, [left, right, top, bottom], value=self.value)
@@ -145,7 +132,7 @@ class KregConv2d(nn.Conv2d):
     names a wrong channel count in kreg's words."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images("KregConv2d", x, self.in_channels)
+        check_images("KregConv2d", x, self.in_channels)
         return self._conv_forward(x.to(self.weight.dtype), self.weight, self.bias)
 
 
@@ -175,7 +162,7 @@ class PlaneConv2d(nn.Module):
         self.padding = (0, 0) if self.same else (int(padding), int(padding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images("PlaneConv2d", x, None)
+        check_images("PlaneConv2d", x, None)
         n, c, h, w = x.shape
         planes = x.to(self.weight.dtype).reshape(n * c, 1, h, w)
         if self.same:
@@ -225,7 +212,14 @@ def _build(p: Plan, dtype: Any) -> nn.Module:
     if p.border is not None:
         layers["border"] = BorderPad2d(p.pads, *p.border, channels=p.in_channels)  # type: ignore[arg-type]
     padding: Any = 0
-    if p.border is None and p.padding == "same":
+    if p.method == "fft":  # pads 'same' itself (stride 1: the plan refuses fft with 'same' and strides)
+        oihw = torch.tensor(p.dense_weight().transpose(2, 3, 0, 1).copy(), dtype=dtype)
+        bias = torch.tensor(p.bias, dtype=dtype) if p.bias is not None else None
+        same = p.border is None and p.padding == "same"
+        layers["conv"] = FFTConv2d(
+            oihw, bias, kind=p.kind, stride=p.strides, same=same, channels=p.in_channels
+        )
+    elif p.border is None and p.padding == "same":
         size = tuple((s - 1) * d + 1 for s, d in zip(p.weight.shape[:2], p.dilation))
         if p.strides == (1, 1) and all(n % 2 for n in size):  # torch's own 'same' copies the input otherwise
             padding = "same"
@@ -249,7 +243,7 @@ def _build(p: Plan, dtype: Any) -> nn.Module:
                 dilation=dilation,
                 dtype=dtype,
             )
-    else:
+    elif p.method != "fft":
         oihw, groups = planning.to_oihw(p.kind, p.weight)
         layers["conv"] = _conv(
             p.kind,
@@ -280,6 +274,7 @@ def to_layer(
     trainable: bool = False,
     use_bias: bool | None = None,
     separable: bool = False,
+    method: str = "auto",
     name: str | None = None,
     probe: bool | None = None,
 ) -> Any:
@@ -287,6 +282,8 @@ def to_layer(
 
     The options are those of :func:`registry.keras.to_layer` (``data_format`` aside: PyTorch
     is NCHW); its output on an NCHW batch equals the Keras layer's on the same NHWC batch.
+    ``method="fft"`` (which ``auto`` picks for large kernels) gives an :class:`FFTConv2d`,
+    which scripts but does not export to ONNX (it raises; emit with ``method="direct"``).
 
     Returns:
         An ``nn.Conv2d`` (``groups`` = channels for depthwise), a :class:`PlaneConv2d` for an
@@ -307,7 +304,8 @@ def to_layer(
         dilation_rate=dilation_rate,
         use_bias=use_bias,
     )
-    p = planning.plan(kernel, separable=separable, name=name, **options)  # type: ignore[arg-type]
+    p = planning.plan(kernel, separable=separable, method=method, framework="torch", name=name,
+                      **options)  # type: ignore[arg-type]
     module = _build(p, _dtype(dtype, p))
     module.requires_grad_(trainable)
     module.kreg_name, module.kreg_ref = p.name, kernel.ref

@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("format", ("registry.format",)),
     ("kernels", ("registry.kernels",)),
     ("store", ("registry.store",)),
-    ("adapters", ("registry.adapters", "registry.keras", "registry.torch", "registry.jax", "registry.tensorflow")),
+    ("adapters", ("registry.adapters", "registry.keras", "registry.keras_fft", "registry.torch", "registry.torch_fft",
+                  "registry.jax", "registry.tensorflow")),
     ("faces", ("registry", "registry.__main__", "registry._api", "registry._demo", "registry._plot", "registry.cli",
                "registry.site")),
 ]

@@ -188,7 +188,7 @@ def test_every_builtin_through_every_adapter(name: str) -> None:
     kernel = registry.load(name)
     hwio = kernel.as_layout("HWIO")
     flipped = hwio[::-1, ::-1, 0, :]
-    layer = kernel.to_keras()
+    layer = kernel.to_keras(method="direct")  # one convolution holding the kernel
     weights = layer.get_weights()[0]
     assert weights.dtype == np.float32
     assert weights.reshape(hwio.shape).tobytes() == hwio.astype(np.float32).tobytes()  # bit-exact
@@ -201,7 +201,7 @@ def test_every_builtin_through_every_adapter(name: str) -> None:
         response = impulse_response(
             kernel.shape, lambda im: tf.nn.depthwise_conv2d(im[None, :, :, None], dw, [1, 1, 1, 1], "VALID")[0].numpy())
         np.testing.assert_allclose(response, flipped, atol=1e-6)
-        summed = kernel.to_keras(mode="sum", in_channels=3)
+        summed = kernel.to_keras(mode="sum", in_channels=3, method="direct")
         assert summed.get_weights()[0].shape == (*kernel.shape, 3, 1)
     if kernel.spec.separable is not None:
         two = kernel.to_keras(separable=True)
@@ -210,7 +210,7 @@ def test_every_builtin_through_every_adapter(name: str) -> None:
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "mixed_float16"])
 def test_dtypes_and_policies(dtype: str) -> None:
-    layer = registry.load("gaussian5").to_keras(in_channels=3, dtype=dtype)
+    layer = registry.load("gaussian5").to_keras(in_channels=3, dtype=dtype, method="direct")
     expected = {"mixed_float16": "float16"}.get(dtype, dtype)
     assert layer.compute_dtype == expected
     if dtype in ("float32", "mixed_float16"):  # float32 variables: bit-exact

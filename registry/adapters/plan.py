@@ -22,6 +22,7 @@ from .._env import env_flag
 from .._exceptions import InvalidKernelError, ProbeMismatchError
 from ..kernels.kernel import Kernel
 from .borders import NUMPY_PAD, border_pads, parse_border, same_pads
+from .methods import METHODS, check_method, choose_method, fast_size  # noqa: F401 - the adapters use them
 
 #: What ``mode`` means for an ``HW`` plane over several channels.
 MODES = ("depthwise", "sum", "mean")
@@ -29,6 +30,10 @@ MODES = ("depthwise", "sum", "mean")
 PROBE_ENV = "KREG_PROBE"
 #: Most values in one probe image: beyond it (a huge dilation) the check refuses rather than stall.
 MAX_PROBE = 1 << 22
+#: Most multiply-adds a padded probe asks of a framework (4 images x output pixels x taps per
+#: pixel). A framework may unfold the windows it convolves into memory, so this bounds the
+#: check's time and memory for a large kernel (see :func:`probe_input`).
+MAX_PROBE_WORK = 1 << 24
 _NAMES: dict[str, itertools.count] = {}
 
 
@@ -72,6 +77,7 @@ class Plan:
         strides, dilation: pairs.
         factors: ``(column, row)`` 1-D factors for separable emission, or ``None``.
         name: the layer name, unique in this process unless the caller chose it.
+        method: ``direct``, ``separable`` (``factors`` set) or ``fft`` (see :func:`choose_method`).
     """
 
     ref: str
@@ -86,6 +92,7 @@ class Plan:
     dilation: tuple[int, int]
     factors: tuple[np.ndarray, np.ndarray] | None
     name: str
+    method: str = "direct"
 
     @property
     def groups(self) -> int:
@@ -112,6 +119,13 @@ class Plan:
         first = np.repeat(column[:, None, None, None], channels, axis=2)
         second = np.repeat(row[None, :, None, None], channels if self.kind != "conv" else 1, axis=2)
         return first, second, self.kind
+
+    def dense_weight(self) -> np.ndarray:
+        """The weight with its dilation written out as zeros: what the FFT path transforms."""
+        (dh, dw), (h, w) = self.dilation, self.weight.shape[:2]
+        dense = np.zeros(((h - 1) * dh + 1, (w - 1) * dw + 1, *self.weight.shape[2:]), self.weight.dtype)
+        dense[::dh, ::dw] = self.weight
+        return dense
 
 
 def to_oihw(kind: str, weight: np.ndarray) -> tuple[np.ndarray, int]:
@@ -166,9 +180,17 @@ def plan(
     dilation_rate: int | Sequence[int] = 1,
     use_bias: bool | None = None,
     separable: bool = False,
+    method: str = "auto",
+    framework: str | None = None,
+    image_size: tuple[int, int] | None = None,
     name: str | None = None,
 ) -> Plan:
     """Decide what the layer for ``kernel`` computes; see :func:`registry.keras.to_layer` for the options.
+
+    ``method`` (``auto``, ``direct``, ``separable``, ``fft``; ``separable=True`` is
+    ``method="separable"``) says how: ``auto`` asks :func:`choose_method` with the costs of
+    ``framework`` (``tensorflow``, ``torch`` or ``jax``) for an image of ``image_size`` (when
+    known). Every method computes the same numbers.
 
     Raises:
         InvalidKernelError: an option that does not fit the kernel, named with what would.
@@ -219,13 +241,25 @@ def plan(
             )
         kind, weight = ("conv" if kernel.layout == "HWIO" else "depthwise"), array
     bias = _bias(kernel, kind, weight, use_bias, dtype)
+    method = check_method(kernel, method, separable, padding, border, strides_, dilation)
+    recorded = kernel.separable if kernel.layout == "HW" else None
+    channels_in = weight.shape[2] if kind != "plane" else 1
+    pairs = 1 if kind == "plane" else weight.shape[2] * weight.shape[3]  # (input, output) channel pairs
+    outputs = {"conv": weight.shape[3], "plane": 1}.get(kind, pairs)
+    method = choose_method(
+        method,
+        taps=tuple((k - 1) * d + 1 for k, d in zip(weight.shape[:2], dilation)),
+        pairs=pairs,
+        channels=(channels_in, outputs),
+        separable=recorded is not None and dilation == (1, 1),
+        fft=dilation == (1, 1) and (padding == "valid" or strides_ == (1, 1)),
+        strides=strides_,
+        framework=framework,
+        image_size=image_size,
+    )
     factors = None
-    if separable:
-        recorded = kernel.separable
-        if kernel.layout != "HW" or recorded is None:
-            raise InvalidKernelError(
-                f"{kernel.ref} has no separable factors (only rank-1 HW kernels do); use separable=False."
-            )
+    if method == "separable":
+        assert recorded is not None
         scale = np.asarray(1.0 / weight.shape[2] if mode == "mean" else 1.0, dtype)
         factors = (recorded[0].astype(dtype) * scale, recorded[1].astype(dtype))
     pads = None
@@ -251,6 +285,7 @@ def plan(
         dilation=dilation,
         factors=factors,  # type: ignore[arg-type]
         name=unique_name(kernel, name),
+        method=method,
     )
 
 
@@ -281,21 +316,41 @@ def probe_enabled(probe: bool | None) -> bool:
 
 
 def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
-    """Four NHWC float32 images: an impulse, a ramp along x, one along y, a fixed random patch.
+    """Four NHWC float32 images: an impulse, a ramp along x, one along y, a fixed random patch
+    (the impulse and the patch alone for a kernel too large for four).
 
     Each channel differs (scaled ramps, its own random values) so a channel mix-up shows.
     The size is the least that still puts every kernel tap on a real pixel: the dilated
     kernel and a stride or two for a ``valid`` layer, half of it when padding or a border
     keeps the size (the border then folds several times over a small probe, which checks it
-    harder). Small keeps the check under its 5 ms budget for large kernels.
+    harder). A padded or bordered probe then shrinks until the framework's work on it (4
+    images x output pixels x the multiply-adds of each) is at most :data:`MAX_PROBE_WORK`, down
+    to 4 x 5: the taps near the anchor still meet real pixels (all of a small kernel, the
+    centre of a large one, every tap through a folding border), so a transposed, flipped,
+    shifted or regrouped layer still shows, and a 511 x 511 kernel is checked in well under a
+    second instead of convolving a 258 x 259 probe through 261,121 taps.
     """
     c = channels or p.in_channels or 2
     sizes = [(k - 1) * d + 1 for k, d in zip(p.weight.shape[:2], p.dilation)]
-    if p.border is None and p.padding == "valid":
+    valid = p.border is None and p.padding == "valid"
+    # Multiply-adds per output pixel: every tap of every channel pair the layer computes.
+    per_pixel = p.weight.size if p.kind != "plane" else p.weight.shape[0] * p.weight.shape[1] * c
+
+    def work(h: int, w: int) -> int:
+        outs = [(n - k) // s + 1 if valid else -(-n // s) for n, k, s in zip((h, w), sizes, p.strides)]
+        return 4 * max(outs[0], 0) * max(outs[1], 0) * per_pixel
+
+    if valid:
         h, w = (k + s + 1 for k, s in zip(sizes, p.strides))
     else:
         h, w = (max(k // 2 + s + 2, 4) for k, s in zip(sizes, p.strides))
     w += 1  # never square, so that a transposition shows in the shape
+    if not valid and work(h, w) > MAX_PROBE_WORK:
+        shrink = (MAX_PROBE_WORK / work(h, w)) ** 0.5
+        h, w = max(4, int(h * shrink)), max(5, int(w * shrink))
+        w += w == h
+        while work(h, w) > MAX_PROBE_WORK and h > 4:
+            h, w = h - 1, max(w - 1, h)  # w stays above h: never square
     if h * w * c > MAX_PROBE:
         raise InvalidKernelError(
             f"The probe check of {p.ref} with dilation_rate={p.dilation} and strides={p.strides} needs a "
@@ -309,6 +364,8 @@ def probe_input(p: Plan, channels: int | None = None) -> np.ndarray:
     ramp_x = np.broadcast_to(np.linspace(-1, 1, w, dtype=np.float32)[None, :, None] * scale, (h, w, c))
     ramp_y = np.broadcast_to(np.linspace(-1, 1, h, dtype=np.float32)[:, None, None] * scale, (h, w, c))
     noise = np.random.default_rng(20240611).uniform(-1, 1, (h, w, c)).astype(np.float32)
+    if work(h, w) > MAX_PROBE_WORK:  # still over at 4 x 5: the impulse and the noise catch every bug alone
+        return np.stack([impulse, noise])
     return np.stack([impulse, ramp_x, ramp_y, noise])
 
 

@@ -1,0 +1,308 @@
+"""Every way an emitted layer computes (``method=`` direct, separable, fft, auto) gives scipy's and
+OpenCV's numbers, on every backend, every border mode, odd and even image and kernel sizes; and
+``auto`` picks what the cost model says."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import registry
+from registry.adapters import plan as planning
+
+ndimage = pytest.importorskip("scipy.ndimage")
+skimage_data = pytest.importorskip("skimage.data")
+ROOT = Path(__file__).resolve().parent.parent
+
+#: A 37x50 (odd rows) and a 48x63 (even rows, odd columns) crop of scikit-image's camera, in [0, 1].
+CAMERA = (skimage_data.camera() / 255.0).astype(np.float32)
+IMAGES = {"37x50": CAMERA[100:137, 200:250], "48x63": CAMERA[300:348, 150:213]}
+RGB = (skimage_data.astronaut()[:33, :46] / 255.0).astype(np.float32)
+#: kreg's border -> scipy.ndimage's mode (and cval); None is padding="same".
+SCIPY = {
+    "zero": ("constant", 0.0),
+    "constant(0.5)": ("constant", 0.5),
+    "reflect101": ("mirror", 0.0),
+    "symmetric": ("reflect", 0.0),
+    "replicate": ("nearest", 0.0),
+    "wrap": ("wrap", 0.0),
+}
+BORDERS = [*SCIPY, None]
+EVEN = registry.Kernel(
+    {"name": "even4x6", "version": 1, "layout": "HW"},
+    np.random.default_rng(4).standard_normal((4, 6)).astype(np.float32),
+)
+
+
+def kernels() -> dict[str, registry.Kernel]:
+    return {
+        "gaussian7": registry.load("gaussian", ksize=7, sigma=1.5),
+        "sobel_x": registry.load("sobel_x"),
+        "even4x6": EVEN,
+    }
+
+
+def expected(kernel: registry.Kernel, image: np.ndarray, border: str | None) -> np.ndarray:
+    """scipy.ndimage.correlate of each channel (float64); padding='same' is Keras' zero padding,
+    whose anchor for an even size is one pixel earlier than scipy's (and OpenCV's)."""
+    values = np.asarray(kernel.array, np.float64)
+    image = image if image.ndim == 3 else image[:, :, None]
+    if border is None:
+        origin = [-1 if k % 2 == 0 else 0 for k in values.shape]
+        mode, cval = "constant", 0.0
+    else:
+        origin, (mode, cval) = 0, SCIPY[border]
+    planes = [
+        ndimage.correlate(image[:, :, c].astype(np.float64), values, mode=mode, cval=cval, origin=origin)
+        for c in range(image.shape[2])
+    ]
+    return np.stack(planes, axis=-1)
+
+
+def options(border: str | None) -> dict:
+    return {"padding": "same"} if border is None else {"border": border}
+
+
+def methods(kernel: registry.Kernel) -> list[str]:
+    return ["direct", "fft", "auto"] + (["separable"] if kernel.separable is not None else [])
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    error = float(np.abs(got - want).max())
+    assert error <= 1e-5 * max(1.0, float(np.abs(want).max())), f"{what}: max |difference| {error:.3g}"
+
+
+# -- in-process: Keras (TensorFlow backend), torch, JAX -----------------------------------------
+
+
+def run_keras(kernel: registry.Kernel, image: np.ndarray, method: str, **opts) -> np.ndarray:
+    pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    layer = rk.to_layer(kernel, method=method, **opts)
+    return np.asarray(layer(image[None] if image.ndim == 3 else image[None, :, :, None]))[0]
+
+
+def run_torch(kernel: registry.Kernel, image: np.ndarray, method: str, **opts) -> np.ndarray:
+    torch = pytest.importorskip("torch")
+    import registry.torch as rt
+
+    module = rt.to_layer(kernel, method=method, **opts)
+    x = image.transpose(2, 0, 1)[None] if image.ndim == 3 else image[None, None]
+    with torch.no_grad():
+        return module(torch.tensor(np.ascontiguousarray(x))).numpy()[0].transpose(1, 2, 0)
+
+
+#: JAX computes only in a child pytest process: its threads make the fork-based tests of the
+#: parent liable to deadlock (see tests/test_adapters_jax.py).
+CHILD = "KREG_JAX_CHILD"
+
+
+def test_the_jax_cases_in_their_own_process() -> None:
+    if os.environ.get(CHILD) == "1":
+        pytest.skip("this is the child")
+    pytest.importorskip("jax")
+    env = {**os.environ, CHILD: "1", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__]
+    result = subprocess.run([*command, "-k", "jax and not keras_fft"], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout.splitlines()[-1]
+
+
+def run_jax(kernel: registry.Kernel, image: np.ndarray, method: str, **opts) -> np.ndarray:
+    if os.environ.get(CHILD) != "1":
+        pytest.skip("runs in the child process (test_the_jax_cases_in_their_own_process)")
+    pytest.importorskip("jax")
+    import registry.jax as rj
+
+    layer = rj.to_layer(kernel, method=method, **opts)
+    return np.asarray(layer(image[None] if image.ndim == 3 else image[None, :, :, None]))[0]
+
+
+RUNNERS = {"keras": run_keras, "torch": run_torch, "jax": run_jax}
+
+
+@pytest.mark.parametrize("backend", list(RUNNERS))
+@pytest.mark.parametrize("name", ["gaussian7", "sobel_x", "even4x6"])
+@pytest.mark.parametrize("border", BORDERS, ids=[str(b) for b in BORDERS])
+def test_every_method_gives_scipys_numbers(backend: str, name: str, border: str | None) -> None:
+    kernel = kernels()[name]
+    # odd and even sizes, taken in turn by the border modes (each size meets every method)
+    size = list(IMAGES)[BORDERS.index(border) % 2]
+    want = expected(kernel, IMAGES[size], border)
+    for method in methods(kernel):
+        got = RUNNERS[backend](kernel, IMAGES[size], method, **options(border))
+        assert_close(got, want, f"{backend} {name} {border} {size} method={method}")
+
+
+@pytest.mark.parametrize("backend", list(RUNNERS))
+def test_the_fft_path_on_colour_with_strides_dilation_bias_and_mixed_channels(backend: str) -> None:
+    """Strides take every s-th pixel, dilation is written out as zeros, the mean mixes channels,
+    an HWIO bank maps channels to outputs: each equal to the direct layer and to scipy."""
+    run = RUNNERS[backend]
+    gauss = registry.load("gaussian", ksize=5, sigma=1.0)
+    strided = run(gauss, RGB, "fft", border="wrap", strides=2)
+    assert_close(strided, expected(gauss, RGB, "wrap")[::2, ::2], f"{backend} strides")
+    dilated = run(gauss, RGB, "fft", border="symmetric", dilation_rate=2)
+    assert_close(
+        dilated, run(gauss, RGB, "direct", border="symmetric", dilation_rate=2), f"{backend} dilation"
+    )
+    mean = run(gauss, RGB, "fft", border="reflect101", in_channels=3, mode="mean")
+    assert_close(mean, expected(gauss, RGB, "reflect101").mean(axis=2, keepdims=True), f"{backend} mean")
+    bank = registry.load("gabor_bank8")
+    grey = IMAGES["37x50"]
+    got = run(bank, grey, "fft", border="replicate")
+    want = np.stack(
+        [
+            expected(
+                registry.Kernel(
+                    {"name": "g", "version": 1, "layout": "HW"}, np.ascontiguousarray(bank.array[:, :, 0, o])
+                ),
+                grey,
+                "replicate",
+            )[..., 0]
+            for o in range(bank.shape[3])
+        ],
+        axis=-1,
+    )
+    assert_close(got, want, f"{backend} HWIO bank")
+
+
+@pytest.mark.parametrize("backend", list(RUNNERS))
+def test_reflect101_is_opencvs_border_on_every_method(backend: str) -> None:
+    """The same layer, against cv2.filter2D itself (BORDER_REFLECT_101), on the 48x63 crop."""
+    cv2 = pytest.importorskip("cv2")
+    image = IMAGES["48x63"]
+    for name, kernel in kernels().items():
+        values = np.asarray(kernel.array, np.float64)
+        want = cv2.filter2D(image.astype(np.float64), -1, values, borderType=cv2.BORDER_REFLECT_101)
+        for method in methods(kernel):
+            got = RUNNERS[backend](kernel, image, method, border="reflect101")
+            assert_close(got, want[:, :, None], f"{backend} {name} {method}")
+
+
+# -- Keras on the jax and torch backends (one fresh process each) --------------------------------
+
+_KERAS_BACKEND = """
+import json, sys
+import numpy as np
+import registry, registry.keras as rk
+image = np.load(sys.argv[1])
+out = {}
+for name, border in json.loads(sys.argv[2]):
+    kernel = registry.load("gaussian", ksize=7, sigma=1.5) if name == "gaussian7" else registry.load(name)
+    options = {"padding": "same"} if border is None else {"border": border}
+    for method in ("fft", "direct"):
+        layer = rk.to_layer(kernel, method=method, **options)
+        out[f"{name}|{border}|{method}"] = np.asarray(layer(image[None])).tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_fft_layer_on_the_jax_and_torch_backends(backend: str, tmp_path: Path) -> None:
+    pytest.importorskip(backend)
+    pytest.importorskip("keras")
+    np.save(tmp_path / "rgb.npy", RGB)
+    cases = [
+        ("gaussian7", "reflect101"),
+        ("gaussian7", None),
+        ("sobel_x", "symmetric"),
+        ("gaussian7", "wrap"),
+    ]
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_KERAS_BACKEND), str(tmp_path / "rgb.npy"), json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, border in cases:
+        kernel = kernels()[name]
+        for method in ("fft", "direct"):
+            got = np.asarray(out[f"{name}|{border}|{method}"], np.float32)[0]
+            assert_close(got, expected(kernel, RGB, border), f"keras/{backend} {name} {border} {method}")
+
+
+# -- the plan: the choice and the options ----------------------------------------------------------
+
+
+def test_auto_picks_fft_for_a_large_kernel_and_a_cheap_pass_for_a_small_one() -> None:
+    big = registry.load("gaussian", ksize=31, sigma=5.0)
+    for framework in ("tensorflow", "torch", "jax"):
+        assert planning.plan(big, border="reflect101", framework=framework).method == "fft"
+    assert planning.plan(registry.load("sobel_x"), framework="tensorflow").method in ("direct", "separable")
+    assert planning.plan(registry.load("sobel_x"), framework="torch").method in ("direct", "separable")
+    # a dilated kernel and 'same' padding with strides never go by FFT unless asked
+    assert planning.plan(big, border="wrap", dilation_rate=2, framework="jax").method != "fft"
+    assert planning.plan(big, padding="same", strides=2, framework="jax").method != "fft"
+
+
+def test_fast_size_is_the_least_2_3_5_smooth_length() -> None:
+    def smooth(n: int) -> bool:
+        for p in (2, 3, 5):
+            while n % p == 0:
+                n //= p
+        return n == 1
+
+    for n in range(1, 2100):
+        got = planning.fast_size(n)
+        assert got >= n and smooth(got) and not any(smooth(m) for m in range(n, got)), n
+
+
+def test_method_and_separable_are_checked_with_kreg_errors() -> None:
+    gauss, even = registry.load("gaussian5"), EVEN
+    with pytest.raises(
+        registry.InvalidKernelError, match="method must be one of auto, direct, separable, fft"
+    ):
+        planning.plan(gauss, method="winograd")
+    with pytest.raises(registry.InvalidKernelError, match="separable=True is method='separable'"):
+        planning.plan(gauss, method="fft", separable=True)
+    with pytest.raises(registry.InvalidKernelError, match="has no separable factors"):
+        planning.plan(even, method="separable")
+    with pytest.raises(registry.InvalidKernelError, match="method='fft' with padding='same' takes strides=1"):
+        planning.plan(gauss, method="fft", padding="same", strides=2)
+    assert planning.plan(gauss, separable=True).method == "separable"  # the old spelling still works
+    assert planning.plan(gauss, method="separable").factors is not None
+
+
+# -- deployment of the FFT layers ------------------------------------------------------------------
+
+
+def test_the_torch_fft_module_scripts_and_refuses_onnx_with_kregs_error(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import registry.torch as rt
+
+    module = rt.to_layer(registry.load("gaussian", ksize=31, sigma=5.0), border="reflect101", method="fft")
+    x = torch.tensor(np.ascontiguousarray(RGB.transpose(2, 0, 1)[None]))
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(module)(x), module(x))
+    with pytest.raises(registry.InvalidKernelError, match="ONNX has no FFT.*method='direct'"):
+        torch.onnx.export(module, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+
+
+def test_the_keras_fft_layer_survives_a_keras_file_with_open_sizes(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    gauss = registry.load("gaussian", ksize=7, sigma=1.5)
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, rk.to_layer(gauss, border="symmetric", method="fft")(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    got = np.asarray(loaded(RGB[None]))[0]
+    assert_close(got, expected(gauss, RGB, "symmetric"), "loaded .keras")
