@@ -25,7 +25,6 @@ from .format.content import file_sha256
 from .kernels.kernel import Kernel
 
 keras = require_keras()
-
 __all__ = ["BORDERS", "BorderPadding2D", "PlaneConv2D", "from_layer", "parse_border", "to_layer", "to_tensor"]
 
 
@@ -498,3 +497,4 @@ def _walk_layers(model: Any) -> list[Any]:
         if isinstance(layer, keras.Model):
             found.extend(_walk_layers(layer))
     return found
+from .adapters.keras_dynamic import KernelConv2D, KregKernelConv2D, kernel_conv  # noqa: F401  kernels as inputs
