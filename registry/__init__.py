@@ -12,6 +12,7 @@ Example:
 import typing as _typing
 
 from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
+from ._batch import stack
 from ._exceptions import (
     ConfigError,
     IntegrityError,
@@ -64,6 +65,7 @@ __all__ = [
     "list_kernels",
     "load",
     "remove",
+    "stack",
     "verify",
 ]
 

@@ -497,4 +497,4 @@ def _walk_layers(model: Any) -> list[Any]:
         if isinstance(layer, keras.Model):
             found.extend(_walk_layers(layer))
     return found
-from .adapters.keras_dynamic import KernelConv2D, KregKernelConv2D, kernel_conv  # noqa: F401  kernels as inputs
+from .adapters.keras_dynamic import KernelConv2D, KregKernelConv2D, kernel_conv, kernel_input  # noqa: F401  kernels as inputs

@@ -93,6 +93,9 @@ def _plane(image: np.ndarray, k: np.ndarray, opts: dict[str, Any]) -> np.ndarray
 def expected(form: str, x: np.ndarray, k: np.ndarray, opts: dict[str, Any]) -> np.ndarray:
     """What kernel_conv must give (NHWC), sample by sample, channel by channel."""
     samples = []
+    if form == "plane" and opts.get("normalize"):
+        k = np.exp(k - k.max((1, 2), keepdims=True)) if opts["normalize"] == "softmax" else k
+        k = k / k.sum((1, 2), keepdims=True)
     for b in range(x.shape[0]):
         if form == "plane":
             samples.append(np.stack([_plane(x[b, :, :, c], k[b], opts) for c in range(x.shape[3])], -1))
@@ -176,6 +179,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("full", {"dilation_rate": (2, 1)}),
     ("plane", {"border": "replicate", "operation": "convolution"}),
     ("full", {"border": "reflect101", "operation": "convolution"}),
+    ("plane", {"border": "wrap", "normalize": "softmax"}),
 ]
 
 
@@ -188,6 +192,34 @@ def test_against_scipy_sample_by_sample(framework: str, form: str, opts: dict[st
             run(framework, opts, IMAGES, k),
             expected(form, IMAGES, k, opts),
             f"{framework} {form} {opts} {size}",
+        )
+
+
+PIXEL_CASES: list[dict[str, Any]] = [
+    *({"border": border} for border in SCIPY),
+    {},
+    {"padding": "same"},
+    {"padding": "same", "strides": (2, 3)},
+    {"border": "reflect101", "normalize": "softmax"},
+    {"border": "wrap", "normalize": "sum"},
+    {"border": "symmetric", "strides": 2},
+    {"border": "replicate", "dilation_rate": (2, 1)},
+    {"border": "reflect101", "operation": "convolution"},
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("opts", PIXEL_CASES, ids=[str(o) for o in PIXEL_CASES])
+def test_per_pixel_kernels_against_scipy_pixel_by_pixel(framework: str, opts: dict[str, Any]) -> None:
+    x = IMAGES[:, :10, :11]  # pixel by pixel: a small image
+    for size in ((5, 4), (3, 3)) if "operation" not in opts else ((5, 3),):
+        out = expected("plane", x[..., :1], kernels("plane", size), opts).shape[1:3]
+        k = kernels("pixel", size, out)
+        if opts.get("normalize") == "sum":  # sums far from zero: the division stays well conditioned
+            k = np.abs(k) + 0.1
+        options = {**opts, "kernel_size": size}
+        assert_close(
+            run(framework, options, x, k), expected("pixel", x, k, options), f"{framework} {opts} {size}"
         )
 
 
@@ -402,3 +434,144 @@ def test_in_a_child_process(child: str) -> None:
     assert result.returncode == 0 and " passed" in last and "failed" not in last, (
         result.stdout[-4000:] + result.stderr[-2000:]
     )
+
+
+# -- typed kernel inputs, registry.stack, saving, the probe at build ------------------------
+
+
+def test_stack_gives_a_batch_of_registered_kernels() -> None:
+    gauss = registry.load("gaussian", ksize=3, sigma=0.0)
+    batch = registry.stack(["sobel_?", gauss])
+    assert batch.shape == (3, 3, 3) and batch.dtype == np.float32
+    sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # OpenCV's Sobel dx
+    assert np.array_equal(batch[0], sobel_x) and np.array_equal(batch[1], sobel_x.T)
+    assert np.allclose(batch[2] * 16, [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+    with pytest.raises(
+        InvalidKernelError, match=r"one shape.*sobel_x@1 HW \(3, 3\), gaussian5@1 HW \(5, 5\)"
+    ):
+        registry.stack(["sobel_x", "gaussian5"])
+    with pytest.raises(InvalidKernelError, match="Received: int"):
+        registry.stack([3])
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+def test_kernel_input_from_a_ref_feeds_registered_kernels() -> None:
+    import keras
+
+    import registry.keras as rk
+
+    images, kernels = keras.Input((None, None, 3)), rk.kernel_input("sobel_x")
+    assert tuple(kernels.shape) == (None, 3, 3) and kernels.dtype == "float32"
+    model = keras.Model([images, kernels], rk.kernel_conv(border="symmetric")([images, kernels]))
+    batch = registry.stack(["sobel_x", "sobel_y", "sobel_x"])
+    got = keras.ops.convert_to_numpy(model([IMAGES.astype("f4"), batch]))
+    assert_close(got, expected("plane", IMAGES, batch.astype(np.float64), {"border": "symmetric"}), "model")
+    assert tuple(rk.kernel_input(shape=(5, 5)).shape) == (None, 5, 5)
+    assert tuple(rk.kernel_input(shape=(3, 3, 2, 4)).shape) == (None, 3, 3, 2, 4)
+    assert tuple(rk.kernel_input(layout="pixel", kernel_size=3).shape) == (None, None, None, 9)
+    with pytest.raises(InvalidKernelError, match=r"Received: shape=None, layout='HWIM'"):
+        rk.kernel_input(layout="HWIM")
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+def test_a_built_layer_refuses_kernels_of_another_size() -> None:
+    import registry.keras as rk
+
+    layer = rk.kernel_conv()
+    layer([IMAGES.astype("f4"), kernels("plane", (3, 3)).astype("f4")])
+    with pytest.raises(
+        InvalidKernelError, match=r"built for plane kernels of size \(3, 3\)\. Received: .*\(3, 5, 5\)"
+    ):
+        layer([IMAGES.astype("f4"), kernels("plane", (5, 5)).astype("f4")])
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+def test_the_keras_model_reloads_in_a_fresh_process(tmp_path: Path) -> None:
+    """Saved with every form, loaded where only ``import registry.keras`` registered the layer."""
+    import keras
+
+    import registry.keras as rk
+
+    x = keras.Input((None, None, 3))
+    plane, full, pixel = (
+        rk.kernel_input(shape=(5, 3)),
+        rk.kernel_input(shape=(3, 3, 3, 2)),
+        keras.Input((18, 19, 9)),
+    )
+    y1 = rk.kernel_conv(border="constant(0.25)", operation="convolution")([x, plane])
+    y2 = rk.kernel_conv(padding="same", strides=2)([x, full])
+    y3 = rk.kernel_conv(border="wrap", normalize="softmax")([x, pixel])
+    model = keras.Model([x, plane, full, pixel], [y1, y2, y3])
+    inputs = [
+        IMAGES.astype("f4"),
+        kernels("plane", (5, 3)),
+        kernels("full", (3, 3)),
+        kernels("pixel", (3, 3)),
+    ]
+    inputs = [a.astype("f4") for a in inputs]
+    before = [keras.ops.convert_to_numpy(t) for t in model(inputs)]
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "in.npz", *inputs)
+    code = (
+        "import sys, numpy as np, keras, registry.keras\n"
+        "m = keras.models.load_model(sys.argv[1])\n"
+        "d = np.load(sys.argv[2]); ins = [d[f'arr_{i}'] for i in range(4)]\n"
+        "np.savez(sys.argv[3], *[keras.ops.convert_to_numpy(t) for t in m(ins)])\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(tmp_path / "m.keras"),
+            str(tmp_path / "in.npz"),
+            str(tmp_path / "out.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = np.load(tmp_path / "out.npz")
+    for i, want in enumerate(before):
+        assert np.array_equal(after[f"arr_{i}"], want), f"output {i} after reload"
+    assert_close(
+        before[0].astype(np.float64),
+        expected(
+            "plane",
+            IMAGES,
+            inputs[1].astype(np.float64),
+            {"border": "constant(0.25)", "operation": "convolution"},
+        ),
+        "plane before saving",
+        1e-4,
+    )
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_probe_catches_a_wrong_layer_at_build(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A formulation that flips the kernels (a convolution where a correlation is due) is caught."""
+    from registry import ProbeMismatchError
+    from registry.adapters import dynamic
+
+    module = {"keras": "keras_dynamic", "torch": "torch_dynamic", "jax": "jax_dynamic"}[framework]
+    import importlib
+
+    mod = importlib.import_module(f"registry.adapters.{module}")
+    original = mod._prepare
+
+    def flipped(p: Any, form: str, k: Any) -> Any:
+        return original(dynamic.dynamic_plan(operation="convolution"), form, k)
+
+    monkeypatch.setattr(mod, "_prepare", flipped)
+    with pytest.raises(ProbeMismatchError, match="probe"):
+        run(framework, {"border": "wrap"}, IMAGES, kernels("plane", (3, 3)))
+    run(framework, {"border": "wrap", "probe": False}, IMAGES, kernels("plane", (3, 3)))  # skipped on request
+    monkeypatch.setenv("KREG_PROBE", "0")
+    run(framework, {"border": "wrap"}, IMAGES, kernels("plane", (3, 3)))

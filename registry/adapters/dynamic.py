@@ -36,6 +36,10 @@ from .._exceptions import InvalidKernelError, ProbeMismatchError
 from .borders import NUMPY_PAD, border_pads, parse_border, same_pads
 from .plan import pair, tolerance
 
+#: How ``kernel_input("sobel_x")`` loads a ref: set to ``registry.load`` by the package's top level
+#: (``registry._batch``), since the adapters never import the store themselves.
+LOADERS: list[Callable[[str], Any]] = []
+
 #: The three forms, by the rank of the kernels tensor.
 RANKS = {3: "plane", 5: "full", 4: "pixel"}
 LAYOUTS = {"plane": "(B, kh, kw)", "full": "(B, kh, kw, in, out)", "pixel": "(B, H, W, kh*kw)"}
@@ -406,3 +410,10 @@ def index_ops(
     if mode == "replicate":
         return clip(i, 0, n - 1)
     return mod(i + before * n, n)  # wrap
+
+
+def load_ref(ref: str) -> Any:
+    """The :class:`Kernel` for ``ref`` from the default registry (through the loader the top level set)."""
+    if not LOADERS:
+        raise InvalidKernelError(f"No registry to load {ref!r} from: pass registry.load({ref!r}) instead.")
+    return LOADERS[-1](ref)

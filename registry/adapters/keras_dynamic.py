@@ -11,6 +11,7 @@ only, so it runs on every Keras backend. Imported by :mod:`registry.keras`, neve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,17 @@ class KregKernelConv2D(keras.layers.Layer):
         # Checked before Keras' own call machinery, which would wrap kreg's one-line error in
         # several lines of its own.
         images, kernels = _pair(self, inputs)
-        self._check(images, kernels, _dtype_name(kernels))
+        spec = getattr(kernels, "_kreg_kernel_spec", None)
+        if spec is not None and self.plan.form is None and self.plan.kernel_size is None:
+            # A kernel_input declares the form and size: the layer keeps them (in its config too),
+            # so a kernels tensor of another size is refused when the model runs.
+            self.plan = replace(self.plan, form=spec[0], kernel_size=spec[1])
+        form, size = self._check(images, kernels, _dtype_name(kernels))
+        if self.built and getattr(self, "_kreg_built_for", (form, size)) != (form, size):
+            raise InvalidKernelError(
+                f"Layer {self.name!r} was built for {self._kreg_built_for[0]} kernels of size "
+                f"{self._kreg_built_for[1]}. Received: {form} kernels of shape {tuple(kernels.shape)}."
+            )
         return super().__call__(inputs, *args, **kwargs)
 
     def build(self, input_shape: Any) -> None:
@@ -91,6 +102,7 @@ class KregKernelConv2D(keras.layers.Layer):
             raise InvalidKernelError(
                 f"Layer {self.name!r} needs the channel count of its images to be known. Received: shape={tuple(images)}."
             )
+        self._kreg_built_for = (form, size)
         if probe_enabled(self.probe) and _eager():
 
             def run(x: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -235,6 +247,73 @@ def _pixel(x: Any, k: Any, p: dynamic.DynamicPlan, size: tuple[int, int], paddin
             term = xs * k[:, :, :, i * kw + j : i * kw + j + 1]
             out = term if out is None else out + term
     return out
+
+
+def kernel_input(
+    kernel: Any = None,
+    *,
+    shape: Sequence[int | None] | None = None,
+    layout: str | None = None,
+    kernel_size: int | Sequence[int] | None = None,
+    batch_size: int | None = None,
+    dtype: str | None = None,
+    name: str | None = None,
+) -> Any:
+    """A Keras ``Input`` for a batch of kernels, its shape, form and dtype from a kernel or a spec.
+
+    Args:
+        kernel: a :class:`Kernel` or a ref (``"sobel_x"``): ``HW`` gives planes ``(B, kh, kw)``,
+            any other layout full kernels ``(B, kh, kw, in, out)``; the dtype is the kernel's
+            (float32 for integers).
+        shape: instead, the shape of one kernel: ``(kh, kw)``, ``(kh, kw, in, out)`` or, per pixel,
+            ``(H, W, kh*kw)`` (``None`` for a size known only at run time).
+        layout: ``plane``/``HW``, ``full``/``HWIO`` or ``pixel``: with ``kernel_size`` alone for
+            per-pixel kernels on images of any size.
+        kernel_size: ``(kh, kw)`` for ``layout="pixel"`` (or to check ``shape``).
+        batch_size, dtype, name: as for ``keras.Input`` (dtype default float32).
+
+    The ``kernel_conv`` layer called on it keeps the form and kernel size it declares, so a
+    kernels tensor of another rank, size or layout is refused with kreg's error when the model runs.
+
+    Example:
+        >>> kernels = registry.keras.kernel_input("sobel_x")    # (None, 3, 3)  # doctest: +SKIP
+    """
+    from ..kernels.kernel import Kernel
+
+    if isinstance(kernel, str):
+        kernel = dynamic.load_ref(kernel)
+    if kernel is not None:
+        if not isinstance(kernel, Kernel):
+            raise InvalidKernelError(
+                f"kernel_input takes a Kernel, a ref or shape=... Received: {type(kernel).__name__}."
+            )
+        dims = tuple(kernel.shape) if kernel.layout == "HW" else kernel.as_layout("HWIO").shape
+        dtype = dtype or (kernel.dtype.name if kernel.dtype.kind == "f" else "float32")
+        form = "plane" if kernel.layout == "HW" else "full"
+    else:
+        aliases = {"HW": "plane", "HWIO": "full", None: None}
+        form = aliases.get(layout, layout)
+        size = None if kernel_size is None else dynamic.pair(kernel_size, "kernel_size")
+        if shape is None and form == "pixel" and size is not None:
+            shape = (None, None, size[0] * size[1])
+        if shape is None or form not in (None, *dynamic.LAYOUTS):
+            raise InvalidKernelError(
+                "kernel_input takes a kernel, a ref, shape=(kh, kw) / (kh, kw, in, out) / (H, W, kh*kw), or "
+                f"layout='pixel' with kernel_size. Received: shape={shape!r}, layout={layout!r}."
+            )
+        dims = tuple(shape)
+        form = form or dynamic.RANKS.get(len(dims) + 1)
+        if form is None or len(dims) + 1 != len(dynamic.LAYOUTS[form].split(",")):
+            raise InvalidKernelError(
+                f"kernel_input: a kernel of shape {dims} is none of (kh, kw), (kh, kw, in, out), (H, W, kh*kw)."
+            )
+    if form == "pixel":
+        size = None if kernel_size is None else dynamic.pair(kernel_size, "kernel_size")
+    else:
+        size = (int(dims[0]), int(dims[1]))
+    tensor = keras.Input(shape=dims, batch_size=batch_size, dtype=dtype or "float32", name=name)
+    tensor._kreg_kernel_spec = (form, size)
+    return tensor
 
 
 def kernel_conv(**options: Any) -> KregKernelConv2D:
