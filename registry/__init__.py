@@ -12,7 +12,7 @@ Example:
 import typing as _typing
 
 from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
-from ._batch import stack
+from ._batch import add_predicted, stack
 from ._exceptions import (
     ConfigError,
     IntegrityError,
@@ -60,6 +60,7 @@ __all__ = [
     "__version__",
     "add",
     "add_from_keras",
+    "add_predicted",
     "bank",
     "default_registry",
     "list_kernels",
