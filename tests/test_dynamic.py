@@ -578,3 +578,27 @@ def test_the_probe_catches_a_wrong_layer_at_build(framework: str, monkeypatch: p
     run(framework, {"border": "wrap", "probe": False}, IMAGES, kernels("plane", (3, 3)))  # skipped on request
     monkeypatch.setenv("KREG_PROBE", "0")
     run(framework, {"border": "wrap"}, IMAGES, kernels("plane", (3, 3)))
+
+
+@pytest.mark.skipif("torch" not in FRAMEWORKS, reason="torch only")
+def test_torch_export_with_a_dynamic_batch_and_size() -> None:
+    import torch
+
+    import registry.torch as rt
+
+    module = rt.kernel_conv(border="reflect101")
+    batch, h, w = (torch.export.Dim(n, min=2, max=256) for n in ("batch", "h", "w"))
+    x, k = torch.rand(2, 3, 20, 21), torch.rand(2, 5, 5)
+    exported = torch.export.export(module, (x, k), dynamic_shapes=({0: batch, 2: h, 3: w}, {0: batch}))
+    other = IMAGES[:, :15, :17].astype("f4")  # another batch and size than traced
+    kk = kernels("plane", (5, 5)).astype("f4")
+    got = (
+        exported.module()(torch.tensor(other.transpose(0, 3, 1, 2)), torch.tensor(kk))
+        .numpy()
+        .transpose(0, 2, 3, 1)
+    )
+    assert_close(
+        got.astype(np.float64),
+        expected("plane", other.astype(np.float64), kk.astype(np.float64), {"border": "reflect101"}),
+        "torch.export",
+    )
