@@ -12,6 +12,7 @@ Example:
 import typing as _typing
 
 from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
+from ._batch import add_predicted, stack
 from ._exceptions import (
     ConfigError,
     IntegrityError,
@@ -59,11 +60,13 @@ __all__ = [
     "__version__",
     "add",
     "add_from_keras",
+    "add_predicted",
     "bank",
     "default_registry",
     "list_kernels",
     "load",
     "remove",
+    "stack",
     "verify",
 ]
 

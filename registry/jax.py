@@ -261,3 +261,4 @@ def from_layer(params: Mapping[str, Any], layer: str | None = None, *, groups: i
     return learned.learned_kernel(
         kernel.array, kernel.layout, bias=kernel.bias, source=source, source_layout="HWIO"
     )
+from .adapters.jax_dynamic import KernelConv, kernel_conv  # noqa: F401  kernels as inputs

@@ -21,14 +21,15 @@ from ._lazy import require_keras
 from .adapters import learned
 from .adapters import plan as planning
 from .adapters.borders import BORDERS, parse_border, source_index
+from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
 from .format.content import file_sha256
 from .keras_fft import FFTConv2D, channel_axis, check_images
 from .kernels.kernel import Kernel
 
 keras = require_keras()
 
-__all__ = ["BORDERS", "BorderPadding2D", "FFTConv2D", "PlaneConv2D", "from_layer", "parse_border"]
-__all__ += ["to_layer", "to_tensor"]
+__all__ = ["BORDERS", "BorderPadding2D", "FFTConv2D", "KernelConv2D", "PlaneConv2D", "from_layer", "kernel_conv",
+           "kernel_input", "parse_border", "to_layer", "to_tensor"]
 
 
 # The class names carry "Kreg" and the registered names stay "kreg>BorderPadding2D" (files saved by

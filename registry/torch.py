@@ -465,3 +465,4 @@ def _find_conv(model: nn.Module, layer: str | None) -> tuple[nn.Module, str]:
             f"({', '.join(convs)})."
         )
     return next(iter(convs.items()))[::-1]  # type: ignore[return-value]
+from .adapters.torch_dynamic import KernelConv2d, kernel_conv  # noqa: F401  kernels as inputs

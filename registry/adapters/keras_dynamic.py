@@ -1,0 +1,346 @@
+"""Keras layer for kernels that are model inputs: ``registry.keras.kernel_conv`` on ``[images, kernels]``.
+
+What it computes is planned in :mod:`registry.adapters.dynamic`. Planes and full kernels are
+folded, batch into channels, into one depthwise convolution (each sample's channels meet only
+its own kernel), which is the static layer's own operation; per-pixel kernels are a sum over the
+taps of shifted images times their weight map (no unfolded copy of the image). ``keras.ops``
+only, so it runs on every Keras backend. Imported by :mod:`registry.keras`, never by
+``import registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import InvalidKernelError
+from .._lazy import require_keras
+from . import dynamic
+from .borders import same_pads, source_index
+from .plan import probe_enabled
+
+keras = require_keras()
+ops = keras.ops
+
+
+def _eager() -> bool:
+    """Whether a probe can run now (not while TensorFlow traces a graph)."""
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf  # the backend itself: already imported by Keras
+
+    return bool(tf.executing_eagerly())
+
+
+def _dtype_name(tensor: Any) -> str:
+    return keras.backend.standardize_dtype(getattr(tensor, "dtype", "float32"))
+
+
+@keras.saving.register_keras_serializable(package="kreg", name="KernelConv2D")
+class KregKernelConv2D(keras.layers.Layer):
+    """A convolution whose kernels are an input: called on ``[images, kernels]`` (NHWC images).
+
+    See :func:`kernel_conv` for the options. The probe check runs when the layer is built.
+    """
+
+    def __init__(
+        self,
+        form: str | None = None,
+        kernel_size: int | Sequence[int] | None = None,
+        padding: str = "valid",
+        border: str | tuple[str, float] | None = None,
+        strides: int | Sequence[int] = 1,
+        dilation_rate: int | Sequence[int] = 1,
+        normalize: str | None = None,
+        operation: str = "correlation",
+        probe: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.plan = dynamic.dynamic_plan(
+            form=form,
+            kernel_size=kernel_size,
+            padding=padding,
+            border=border,
+            strides=strides,
+            dilation_rate=dilation_rate,
+            normalize=normalize,
+            operation=operation,
+        )
+        self.probe = probe
+
+    def _check(self, images: Any, kernels: Any, dtype: str = "float32") -> tuple[str, tuple[int, int]]:
+        shape = lambda t: tuple(t.shape) if hasattr(t, "shape") else tuple(t)  # noqa: E731
+        return dynamic.check_inputs(
+            self.plan, shape(images), shape(kernels), dtype, what=f"Layer {self.name!r}"
+        )
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        # Checked before Keras' own call machinery, which would wrap kreg's one-line error in
+        # several lines of its own.
+        images, kernels = _pair(self, inputs)
+        spec = getattr(kernels, "_kreg_kernel_spec", None)
+        if spec is not None and self.plan.form is None and self.plan.kernel_size is None:
+            # A kernel_input declares the form and size: the layer keeps them (in its config too),
+            # so a kernels tensor of another size is refused when the model runs.
+            self.plan = replace(self.plan, form=spec[0], kernel_size=spec[1])
+        form, size = self._check(images, kernels, _dtype_name(kernels))
+        if self.built and getattr(self, "_kreg_built_for", (form, size)) != (form, size):
+            raise InvalidKernelError(
+                f"Layer {self.name!r} was built for {self._kreg_built_for[0]} kernels of size "
+                f"{self._kreg_built_for[1]}. Received: {form} kernels of shape {tuple(kernels.shape)}."
+            )
+        return super().__call__(inputs, *args, **kwargs)
+
+    def build(self, input_shape: Any) -> None:
+        images, kernels = _pair(self, input_shape)
+        form, size = self._check(images, kernels)
+        if images[3] is None:
+            raise InvalidKernelError(
+                f"Layer {self.name!r} needs the channel count of its images to be known. Received: shape={tuple(images)}."
+            )
+        self._kreg_built_for = (form, size)
+        if probe_enabled(self.probe) and _eager():
+
+            def run(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+                got = self._forward(
+                    ops.convert_to_tensor(x, self.compute_dtype),
+                    ops.convert_to_tensor(k, self.compute_dtype),
+                    form,
+                    size,
+                )
+                return ops.convert_to_numpy(
+                    ops.cast(got, "float32") if self.compute_dtype == "bfloat16" else got
+                )
+
+            dynamic.check_probe(
+                self.plan,
+                run,
+                form,
+                size,
+                images[3],
+                kernels[4] if form == "full" else None,
+                what=f"Keras layer {self.name!r}",
+                itemsize=np.dtype(self.compute_dtype.replace("bfloat16", "float16")).itemsize,
+            )
+        self.built = True
+
+    def call(self, inputs: Any) -> Any:
+        images, kernels = _pair(self, inputs)
+        form, size = self._check(images, kernels, _dtype_name(kernels))
+        if images.shape[3] is None:
+            raise InvalidKernelError(
+                f"Layer {self.name!r} needs the channel count of its images to be known."
+            )
+        return self._forward(images, ops.cast(kernels, images.dtype), form, size)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[int | None, ...]:
+        images, kernels = _pair(self, input_shape)
+        form, size = self._check(images, kernels)
+        h, w = self.plan.out_size(tuple(images)[1:3], size)
+        return images[0], h, w, kernels[4] if form == "full" else images[3]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.plan.options(), "probe": self.probe}
+
+    # -- the computation ------------------------------------------------------------------
+
+    def _forward(self, x: Any, k: Any, form: str, size: tuple[int, int]) -> Any:
+        p = self.plan
+        k = _prepare(p, form, k)
+        padding = p.padding
+        if p.border is not None:
+            x, padding = _border(x, p, size), "valid"
+        if form == "pixel":
+            return _pixel(x, k, p, size, padding)
+        return _folded(x, k, p, form, size, padding)
+
+
+def _pair(layer: Any, inputs: Any) -> tuple[Any, Any]:
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+        raise InvalidKernelError(
+            f"Layer {layer.name!r} is called on [images, kernels]. Received: {type(inputs).__name__} "
+            f"{getattr(inputs, 'shape', '')}."
+        )
+    return inputs[0], inputs[1]
+
+
+def _prepare(p: dynamic.DynamicPlan, form: str, k: Any) -> Any:
+    if p.normalize is not None:
+        axes = (1, 2) if form == "plane" else (3,)
+        if p.normalize == "softmax":
+            k = ops.exp(k - ops.max(k, axis=axes, keepdims=True))
+        k = k / ops.sum(k, axis=axes, keepdims=True)
+    if p.flip:
+        k = ops.flip(k, axis=3) if form == "pixel" else ops.flip(ops.flip(k, axis=1), axis=2)
+    return k
+
+
+def _border(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
+    assert p.border is not None
+    mode, value = p.border
+    pads = p.pads(size)
+    assert pads is not None
+    if mode in ("zero", "constant"):
+        return ops.pad(x, [(0, 0), *pads, (0, 0)], mode="constant", constant_values=value)
+    for axis, (before, after) in zip((1, 2), pads):
+        n = ops.shape(x)[axis]
+        if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
+            index = source_index(n, before, after, mode).astype("int32")
+        else:
+            index = dynamic.index_ops(
+                ops.cast(n, "int32"),
+                before,
+                after,
+                mode,
+                arange=lambda a, b: ops.arange(a, b, dtype="int32"),
+                mod=ops.mod,
+                where=ops.where,
+                clip=ops.clip,
+            )
+        x = ops.take(x, index, axis=axis)
+    return x
+
+
+def _folded(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int], padding: str) -> Any:
+    """Planes and full kernels: the batch folded into the channels of one depthwise convolution."""
+    kh, kw = size
+    shape = ops.shape(x)
+    c = x.shape[3]
+    folded = ops.reshape(ops.transpose(x, (1, 2, 0, 3)), (1, shape[1], shape[2], -1))
+    if form == "plane":
+        weight = ops.reshape(ops.repeat(ops.transpose(k, (1, 2, 0))[..., None], c, axis=3), (kh, kw, -1, 1))
+    else:
+        weight = ops.reshape(ops.transpose(k, (1, 2, 0, 3, 4)), (kh, kw, -1, k.shape[4]))
+    y = ops.depthwise_conv(folded, weight, strides=p.strides, padding=padding, dilation_rate=p.dilation)
+    out = ops.shape(y)
+    if form == "plane":
+        return ops.transpose(ops.reshape(y, (out[1], out[2], -1, c)), (2, 0, 1, 3))
+    y = ops.sum(ops.reshape(y, (out[1], out[2], -1, c, k.shape[4])), axis=3)
+    return ops.transpose(y, (2, 0, 1, 3))
+
+
+def _pixel(x: Any, k: Any, p: dynamic.DynamicPlan, size: tuple[int, int], padding: str) -> Any:
+    """Per-pixel kernels: the sum over the taps of a shifted, strided image times the tap's weight map."""
+    (kh, kw), (sh, sw), (dh, dw) = size, p.strides, p.dilation
+    span = p.span(size)
+    if padding == "same":
+        if (sh, sw) != (1, 1) and None in x.shape[1:3]:
+            raise InvalidKernelError(
+                "padding='same' with strides needs the image size known when the model is built; declare it, or "
+                "use a border."
+            )
+        widths = [
+            same_pads(n, s_, st) if n is not None else same_pads(s_, s_, 1)
+            for n, s_, st in zip(x.shape[1:3], span, p.strides)
+        ]
+        x = ops.pad(x, [(0, 0), *widths, (0, 0)])
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            # Ends counted from the far edge keep every slice static whatever the image size.
+            end_h, end_w = i * dh - (span[0] - 1), j * dw - (span[1] - 1)
+            xs = x[:, i * dh : end_h or None : sh, j * dw : end_w or None : sw, :]
+            term = xs * k[:, :, :, i * kw + j : i * kw + j + 1]
+            out = term if out is None else out + term
+    return out
+
+
+def kernel_input(
+    kernel: Any = None,
+    *,
+    shape: Sequence[int | None] | None = None,
+    layout: str | None = None,
+    kernel_size: int | Sequence[int] | None = None,
+    batch_size: int | None = None,
+    dtype: str | None = None,
+    name: str | None = None,
+) -> Any:
+    """A Keras ``Input`` for a batch of kernels, its shape, form and dtype from a kernel or a spec.
+
+    Args:
+        kernel: a :class:`Kernel` or a ref (``"sobel_x"``): ``HW`` gives planes ``(B, kh, kw)``,
+            any other layout full kernels ``(B, kh, kw, in, out)``; the dtype is the kernel's
+            (float32 for integers).
+        shape: instead, the shape of one kernel: ``(kh, kw)``, ``(kh, kw, in, out)`` or, per pixel,
+            ``(H, W, kh*kw)`` (``None`` for a size known only at run time).
+        layout: ``plane``/``HW``, ``full``/``HWIO`` or ``pixel``: with ``kernel_size`` alone for
+            per-pixel kernels on images of any size.
+        kernel_size: ``(kh, kw)`` for ``layout="pixel"`` (or to check ``shape``).
+        batch_size, dtype, name: as for ``keras.Input`` (dtype default float32).
+
+    The ``kernel_conv`` layer called on it keeps the form and kernel size it declares, so a
+    kernels tensor of another rank, size or layout is refused with kreg's error when the model runs.
+
+    Example:
+        >>> kernels = registry.keras.kernel_input("sobel_x")    # (None, 3, 3)  # doctest: +SKIP
+    """
+    from ..kernels.kernel import Kernel
+
+    if isinstance(kernel, str):
+        kernel = dynamic.load_ref(kernel)
+    if kernel is not None:
+        if not isinstance(kernel, Kernel):
+            raise InvalidKernelError(
+                f"kernel_input takes a Kernel, a ref or shape=... Received: {type(kernel).__name__}."
+            )
+        dims = tuple(kernel.shape) if kernel.layout == "HW" else kernel.as_layout("HWIO").shape
+        dtype = dtype or (kernel.dtype.name if kernel.dtype.kind == "f" else "float32")
+        form = "plane" if kernel.layout == "HW" else "full"
+    else:
+        aliases = {"HW": "plane", "HWIO": "full", None: None}
+        form = aliases.get(layout, layout)
+        size = None if kernel_size is None else dynamic.pair(kernel_size, "kernel_size")
+        if shape is None and form == "pixel" and size is not None:
+            shape = (None, None, size[0] * size[1])
+        if shape is None or form not in (None, *dynamic.LAYOUTS):
+            raise InvalidKernelError(
+                "kernel_input takes a kernel, a ref, shape=(kh, kw) / (kh, kw, in, out) / (H, W, kh*kw), or "
+                f"layout='pixel' with kernel_size. Received: shape={shape!r}, layout={layout!r}."
+            )
+        dims = tuple(shape)
+        form = form or dynamic.RANKS.get(len(dims) + 1)
+        if form is None or len(dims) + 1 != len(dynamic.LAYOUTS[form].split(",")):
+            raise InvalidKernelError(
+                f"kernel_input: a kernel of shape {dims} is none of (kh, kw), (kh, kw, in, out), (H, W, kh*kw)."
+            )
+    if form == "pixel":
+        size = None if kernel_size is None else dynamic.pair(kernel_size, "kernel_size")
+    else:
+        size = (int(dims[0]), int(dims[1]))
+    tensor = keras.Input(shape=dims, batch_size=batch_size, dtype=dtype or "float32", name=name)
+    tensor._kreg_kernel_spec = (form, size)
+    return tensor
+
+
+def kernel_conv(**options: Any) -> KregKernelConv2D:
+    """A Keras layer convolving each image with a kernel given beside it: ``layer([images, kernels])``.
+
+    Args:
+        form: ``plane`` (kernels ``(B, kh, kw)``, each on every channel of its image), ``full``
+            (``(B, kh, kw, in, out)``, HWIO per sample) or ``pixel`` (``(B, H', W', kh*kw)``, one
+            kernel per output pixel, taps row-major); default: read from the kernels' rank.
+        kernel_size: ``(kh, kw)``, checked against the kernels (needed for a non-square per-pixel kernel).
+        padding: ``valid`` or ``same`` (zeros, Keras' anchor).
+        border: instead of padding, keep the size with a border mode (OpenCV's anchor): ``zero``,
+            ``constant(v)``, ``reflect101``, ``symmetric``, ``replicate``, ``wrap``.
+        strides, dilation_rate: as for ``Conv2D``.
+        normalize: ``softmax`` or ``sum`` over each kernel's taps (planes and per-pixel), or ``None``.
+        operation: ``correlation`` (as every Keras and kreg layer) or ``convolution`` (kernels flipped).
+        dtype: the layer's dtype or policy; images and kernels are cast to its compute dtype.
+        probe: run the layer when built on kreg's probe against a NumPy per-sample correlation
+            (default on; ``False`` or ``KREG_PROBE=0`` skips it).
+        name: the layer name.
+
+    Example:
+        >>> images = keras.Input((None, None, 3)); kernels = keras.Input((5, 5))   # doctest: +SKIP
+        >>> y = registry.keras.kernel_conv(border="reflect101")([images, kernels])  # doctest: +SKIP
+    """
+    return KregKernelConv2D(**options)
+
+
+#: The public name of the layer.
+KernelConv2D = KregKernelConv2D
