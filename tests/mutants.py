@@ -148,6 +148,9 @@ STORE_MUTANTS: list[Mutant] = [
     Mutant("gcs: the commit names the ETag, not the generation", "registry/store/clients.py",
            '{"e_tag": etag, "version": version} if version else {"e_tag": etag}', '{"e_tag": etag}',
            ("tests/test_remote_gcs.py",)),
+    Mutant("copy: a number the target issued for other content is taken as already there", "registry/store/mirror.py",
+           "            if not same_content(txn.record(as_name, version), wanted):\n", "            if False:\n",
+           ("tests/test_copy.py::test_a_number_the_target_issued_for_other_content_refuses_the_name",)),
 ]
 
 

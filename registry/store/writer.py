@@ -150,6 +150,30 @@ class Transaction:
         raise StoreWriteError(f"{self.backend.url}: versions {version - MAX_VERSION_PROBES}..{version} of "
                               f"{name!r} are all taken by objects the index does not list. Run 'kreg fsck'.")
 
+    def place(self, record: dict[str, Any], array: np.ndarray) -> None:
+        """Put ``record`` at exactly its own version (a mirror keeps numbers; see ``store/mirror.py``).
+
+        The caller has checked that the index neither lists that version nor has issued it.
+        An object already there with these very bytes is adopted: it is this copy's own, put by
+        a run that was killed before its commit (the object image is a function of the record
+        and the values). Other bytes raise :class:`ObjectExists`: the number is taken."""
+        key = object_key(record["name"], record["version"])
+        image, offset = object_image(record, array)
+        try:
+            self.backend.put(key, image, durable=not self.deferred)
+            self._placed.append(key)
+        except ObjectExists:
+            if self.backend.read(key) != image:
+                raise
+        self._retrying(lambda: self.edit.put(record, offset))
+        self._ops.append(("put", record, offset))
+
+    def reserve(self, name: str, version: int) -> None:
+        """Never issue ``version`` (or below) of ``name``: a mirror keeps the source's removed numbers."""
+        if self.edit.next_version(name) <= version:
+            self._retrying(lambda: self.edit.reserve(name, version))
+            self._ops.append(("reserve", name, version))
+
     def remove(self, name: str, version: int) -> None:
         self._retrying(lambda: self.edit.drop(name, version))
         self._ops.append(("drop", name, version))
@@ -175,6 +199,7 @@ class Transaction:
                 self.backend.put(key, data, durable=not self.deferred)
                 written.append(key)
 
+            root = b""
             try:
                 retire = self._delete_all if getattr(self.backend, "defers_deletes", False) else None
                 root, replaced = self.edit.write(put, retire=retire)
@@ -187,7 +212,9 @@ class Transaction:
                 self._replay()
                 continue
             except BaseException as exc:
-                if getattr(exc, "committed", False):  # the root was swapped; only flushing failed
+                # A Ctrl-C can land after the root was swapped and before this frame learns it:
+                # deleting the segments then would break the committed root. The root there says.
+                if getattr(exc, "committed", False) or self._landed(root):
                     self.committed = True
                 else:
                     self._delete_quietly(written)
@@ -199,6 +226,16 @@ class Transaction:
             return view
         raise StoreWriteError(f"{self.backend.url}: gave up after {MAX_COMMIT_ATTEMPTS} commit conflicts with "
                               "other writers; nothing was committed. Try again.")
+
+    def _landed(self, root: bytes) -> bool:
+        """Whether ``root`` is the committed root now (each root is unique: its generation);
+        when that cannot be read, assume it may be (what it names then stays, as orphans at worst)."""
+        if not root:
+            return False
+        try:
+            return self.backend.read_root()[0] == root
+        except BaseException:  # noqa: BLE001 - unknown: keep everything
+            return True
 
     def abort(self) -> None:
         """Delete what this uncommitted transaction wrote (best effort: fsck finds the rest)."""
@@ -227,6 +264,8 @@ class Transaction:
                 for op, a, b in self._ops:
                     if op == "put":
                         self.edit.put(a, b)
+                    elif op == "reserve":
+                        self.edit.reserve(a, b)
                     else:
                         self.edit.drop(a, b)
                 return

@@ -1,0 +1,47 @@
+"""``kreg copy`` across a directory, S3 (SeaweedFS) and Azure Blob (Azurite): every ``name@v``,
+hash and removed number survives local -> s3 -> az -> local, and a re-run copies nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_copy import raw_hash, same_refs, team
+
+import registry
+from registry.cli import cli
+
+
+def test_local_s3_azure_local_keeps_every_ref_hash_and_removed_number(s3_url: str, az_url: str,
+                                                                       tmp_path: Path) -> None:
+    expected = team(tmp_path / "start")
+    hops = [str(tmp_path / "start"), s3_url, az_url, str(tmp_path / "end")]
+    for source, target in zip(hops, hops[1:]):
+        result = CliRunner().invoke(cli, ["copy", source, target])
+        assert result.exit_code == 0 and "Copied 3 kernel versions" in result.output, result.output
+        again = CliRunner().invoke(cli, ["copy", source, target])
+        assert "Copied 0 kernel versions" in again.output and "3 already there" in again.output, again.output
+    for where in hops[1:]:
+        same_refs(where, expected)
+        reg = registry.Registry(where, builtins=False)
+        assert {i.ref: i.sha256 for i in reg.list_kernels(all_versions=True)} == {
+            ref: raw_hash(values) for ref, values in expected.items()}
+        assert reg.fsck().ok
+    end = registry.Registry(hops[-1], builtins=False)
+    assert end.add("team/lap", [[4.0]]).version == 4
+
+
+def test_a_refused_name_writes_nothing_on_an_object_store(remote_url: str, tmp_path: Path) -> None:
+    team(tmp_path / "a")
+    with registry.Registry(remote_url, builtins=False) as target:
+        target.add("team/lap", [[7.0]])
+        before = sorted(target.backend.uncached().keys("kernels/"))
+    result = CliRunner().invoke(cli, ["copy", str(tmp_path / "a"), remote_url, "team/lap"])
+    assert result.exit_code == 1 and result.output.count("Refused") == 1, result.output
+    target = registry.Registry(remote_url, builtins=False)
+    assert sorted(target.backend.uncached().keys("kernels/")) == before
+    np.testing.assert_array_equal(target.load("team/lap").array, [[7.0]])
+    with pytest.raises(registry.KernelNotFoundError):
+        target.load("team/lap@3")
