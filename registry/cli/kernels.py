@@ -80,12 +80,14 @@ def _table(rows: Listing) -> str:
 def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -> None:
     """Show a kernel's record and its values (statistics for large kernels).
 
-    REF is NAME, NAME@VERSION, or a family name with -p parameters.
+    REF is NAME, NAME@VERSION, a content pin NAME@sha256:HEX (the pin line below), or a family
+    name with -p parameters.
 
     \b
     Example:
       kreg show sobel_x
       kreg show team/edge@2 --json
+      kreg show team/edge@sha256:d7edadade470
       kreg show gaussian -p sigma=2
     """
     kernel = _load(current_registry(ctx), ref, params)
@@ -94,6 +96,7 @@ def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(f"{kernel.ref}  {'x'.join(map(str, kernel.shape))} {kernel.dtype} {kernel.layout}")
+    click.echo(f"  {'pin':<28} {kernel.pin}")
     for key, value in _flatten(record):
         click.echo(f"  {key:<28} {value}")
     click.echo()

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError
 from .._paths import builtin_db_path
-from ..format.names import check_name, parse_ref
+from ..format.names import check_name, parse_pin, parse_ref
 from ..format.rows import KernelInfo, Listing
 from ..kernels.builtins import BuiltinLayer
 from ..kernels.kernel import Kernel, stack
@@ -77,7 +77,9 @@ class RegistryReader:
     # -- reading ----------------------------------------------------------
 
     def load(self, ref: str, *, verify: bool = True, **params: Any) -> Kernel:
-        """Load ``"name"`` (latest version) or ``"name@version"``, or generate from a family.
+        """Load ``"name"`` (latest version), ``"name@version"``, a content pin ``"name@sha256:HEX"``
+        (12 or more hex digits of the values' hash, :attr:`Kernel.pin`: the same kernel in any
+        registry that holds it), or generate from a family.
 
         Args:
             ref: the kernel reference, or a family name (``"gaussian"``).
@@ -91,6 +93,9 @@ class RegistryReader:
             IntegrityError: the stored values do not match their hash.
         """
         self._check_open()
+        pin = parse_pin(ref)
+        if pin is not None:
+            return self._loader.load_pin(*pin, verify)
         parsed = parse_ref(ref)
         if params:
             return generate(parsed, params)
@@ -142,7 +147,7 @@ class RegistryReader:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
         or of the latest version of every kernel."""
         refs = list(refs) or [info.ref for info in self.list_kernels()]
-        return [self._loader.record(parse_ref(r)) for r in refs]
+        return [self.load(r)._record if parse_pin(r) else self._loader.record(parse_ref(r)) for r in refs]
 
     @property
     def builtin_path(self) -> Path | None:

@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
+from .._exceptions import (
+    IntegrityError,
+    InvalidKernelError,
+    InvalidNameError,
+    KernelNotFoundError,
+    KregError,
+    UnsafeFileError,
+)
 from ..format.container import parse_json
-from ..format.content import content_hash
+from ..format.content import content_hash, same_content
 from ..format.index import View, object_key
 from ..format.names import Ref, did_you_mean, escape
 from ..kernels.kernel import Kernel
@@ -40,6 +47,35 @@ class Loader:
         if parsed.version is not None and (kernel := self._pinned(parsed, verify)) is not None:
             return kernel
         return self.state.read(lambda view: self.load_from(view, parsed, verify, cached=True))
+
+    def load_pin(self, name: str, digits: str, verify: bool) -> Kernel:
+        """The version of ``name`` whose values hash to ``digits...`` (a content pin): the root, the
+        name's segment and the values, three requests cold. Versions with the same values and the
+        same identity (a revert re-added) are one kernel: the newest is taken."""
+        return self.state.read(lambda view: self.load_from(view, self.pinned_ref(view, name, digits), verify,
+                                                           cached=True))
+
+    def pinned_ref(self, view: View, name: str, digits: str) -> Ref:
+        """The ``name@v`` a content pin names in ``view`` (or in the built-ins under it)."""
+        held = view.versions(name)
+        if held:
+            found = sorted(v for v, (row, _) in held.items() if row[8].startswith(digits))
+            records = [view.record(name, v) for v in found]
+        elif self.builtins is not None and name in self.builtins:
+            found = sorted(v for v, info in self.builtins.rows[name].items() if info.sha256.startswith(digits))
+            records = [self.builtins.records[name][v] for v in found]
+        else:
+            raise self.not_found(Ref(name), view)
+        if not found:
+            have = ", ".join(f"{name}@{v}" for v in sorted(held or self.builtins.rows[name]))  # type: ignore[union-attr]
+            raise KernelNotFoundError(f"No version of {name!r} in {self.backend.url} has values whose sha256 starts "
+                                      f"with {digits} (it has: {have}).")
+        if any(not same_content(r, records[-1]) for r in records):
+            which = ", ".join(f"{name}@{v}" for v in found)
+            more = " give more hex digits of the sha256, or" if len({r["sha256"] for r in records}) > 1 else ""
+            raise InvalidNameError(f"{name}@sha256:{digits} matches {len(found)} different versions ({which}):"
+                                   f"{more} pin a version number.")
+        return Ref(name, found[-1])  # one kernel (a revert re-added it): the newest number
 
     def _pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
         """``name@v`` without reading the index when it can be:
