@@ -11,14 +11,15 @@ from .._exceptions import KernelNotFoundError
 from ._common import fail, show_progress, tell
 
 
-def _open(location: str, role: str) -> Any:
+def _open(source: str, target: str) -> tuple[Any, Any]:
+    """Both registries (a malformed URL of either is the error first), the source known to exist."""
     from ..store import Registry
 
-    reg = Registry(location.removeprefix("file://"))
-    if role == "source" and not reg.backend.exists():
-        raise KernelNotFoundError(f"There is no registry at {reg.url} to copy from (nothing there). "
+    src, dst = (Registry(where.removeprefix("file://")) for where in (source, target))
+    if not src.backend.exists():
+        raise KernelNotFoundError(f"There is no registry at {src.url} to copy from (nothing there). "
                                   "Check the path or URL ('kreg --db SOURCE list').")
-    return reg
+    return src, dst
 
 
 @click.command()
@@ -44,7 +45,7 @@ def copy(source: str, target: str, refs: tuple[str, ...], latest: bool, prefix: 
     """
     from ..store.mirror import mirror, plan
 
-    src, dst = _open(source, "source"), _open(target, "target")
+    src, dst = _open(source, target)
     chosen = plan(src, refs, latest=latest)
     done: list[Any] = []
     bar = None

@@ -74,6 +74,7 @@ class ObjectBackend:
         self._store: Any = None
         self._held = HeldRoot(self.cache, self._space, gcs=scheme == "gs")
         self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
+        self._first_look = True  # no root read here yet: a pinned load may use the machine's last one
 
     #: A committed version gets a receipt (see ``writer.receipt``): a pinned load costs two requests.
     receipts = True
@@ -128,6 +129,7 @@ class ObjectBackend:
         import obstore.exceptions as oe
 
         held = self._held.for_commit()
+        self._first_look = False
         just_checked, self._root_checked_now = self._root_checked_now, False
         if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
@@ -148,9 +150,22 @@ class ObjectBackend:
         return data, etag
 
     def cached_root(self) -> bytes | None:
-        """The last root this machine saw, without any request (pinned versions resolve through it)."""
+        """The root a pinned ``name@v`` resolves through.
+
+        On this backend's first look, the last root this machine saw, with no request: a
+        committed version never changes, so a process that loads its pinned kernels at start
+        costs nothing and works offline. After that, like any read, the root is checked with the
+        server once it is older than the freshness window, so a long-lived Registry sees another
+        machine's removal on its next call; if the server cannot be reached, the last root seen.
+        """
         held = self._held.last()
-        return held[0] if held is not None else None
+        first_look, self._first_look = self._first_look, False
+        if held is None or first_look or time.time() - held[2] < self.freshness:
+            return held[0] if held is not None else None
+        try:
+            return self.read_root()[0]
+        except RemoteError:  # offline: pinned versions still load from what this machine holds
+            return held[0]
 
     def read(self, key: str) -> bytes:
         immutable = key.startswith(_IMMUTABLE) and self.cache is not None

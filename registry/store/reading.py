@@ -96,6 +96,10 @@ class Loader:
                 if row is not None:
                     expected = row[8]
                     return self.load_from(view, parsed, verify, cached=True)
+                if int(parsed.version or 0) < view.next_version(parsed.name):
+                    # Issued and no longer listed: removed, as far as this machine knows. A receipt
+                    # (or this machine's cached copy of one) must not bring it back: the index decides.
+                    return None
             except KregError:
                 pass
         if not getattr(self.backend, "receipts", False):
