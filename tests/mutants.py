@@ -155,8 +155,8 @@ STORE_MUTANTS: list[Mutant] = [
            "                if int(parsed.version or 0) < view.next_version(parsed.name):\n",
            "                if False:\n",
            ("tests/test_remote_removal.py::test_once_a_machine_saw_the_removal_every_command_agrees",)),
-    Mutant("removal: a long-lived Registry never re-checks the root for pinned loads", "registry/store/object.py",
-           "        if held is None or first_look or time.time() - held[2] < self.freshness:\n",
+    Mutant("removal: a long-lived Registry never re-checks the root for pinned loads", "registry/store/cache.py",
+           "        if held is None or first_look or time.time() - held[2] < freshness:\n",
            "        if True:\n",
            ("tests/test_remote_removal.py::test_a_long_lived_registry_sees_other_machines_changes_on_its_next_call",)),
 ]

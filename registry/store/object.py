@@ -150,22 +150,9 @@ class ObjectBackend:
         return data, etag
 
     def cached_root(self) -> bytes | None:
-        """The root a pinned ``name@v`` resolves through.
-
-        On this backend's first look, the last root this machine saw, with no request: a
-        committed version never changes, so a process that loads its pinned kernels at start
-        costs nothing and works offline. After that, like any read, the root is checked with the
-        server once it is older than the freshness window, so a long-lived Registry sees another
-        machine's removal on its next call; if the server cannot be reached, the last root seen.
-        """
-        held = self._held.last()
+        """The root a pinned ``name@v`` resolves through (:meth:`HeldRoot.for_pins`)."""
         first_look, self._first_look = self._first_look, False
-        if held is None or first_look or time.time() - held[2] < self.freshness:
-            return held[0] if held is not None else None
-        try:
-            return self.read_root()[0]
-        except RemoteError:  # offline: pinned versions still load from what this machine holds
-            return held[0]
+        return self._held.for_pins(first_look, self.freshness, self.read_root)
 
     def read(self, key: str) -> bytes:
         immutable = key.startswith(_IMMUTABLE) and self.cache is not None
