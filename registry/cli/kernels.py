@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from .._env import env_text
-from .._exceptions import InvalidKernelError, UnsafeFileError
+from .._exceptions import InvalidKernelError, RemoteError, UnsafeFileError
 from ..format.names import escape
 from ..format.rows import Listing, column_widths
 from ..store import Registry
@@ -40,7 +40,14 @@ def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, 
       kreg list --tag edge --json
     """
     reg = current_registry(ctx)
-    rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
+    try:
+        rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
+    except RemoteError as exc:  # the built-ins ship in the package: list them, and say what is missing
+        if not getattr(exc, "unreachable", False):
+            raise
+        rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions,
+                           builtins_only=True)
+        tell(f"Warning: only the built-in kernels are listed; the registry's own could not be read. {exc}")
     if as_json:
         # records(()) means "every record": nothing matched must print an empty list, not all.
         click.echo(json.dumps(reg.records([r.ref for r in rows]) if rows else [], indent=2))

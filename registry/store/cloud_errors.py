@@ -113,8 +113,10 @@ def _translate(exc: BaseException, url: str, *, writing: bool, committing: bool 
     # "503" would take for a status.
     if any(word in text for word in ("error sending request", "onnection refused", "dns error", "timed out",
                                      "operation timed out", "onnection reset", "tcp connect", "body error")):
-        return RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
-                           f"({endpoint}) and the network{nothing}.")
+        unreachable = RemoteError(f"Cannot reach {url} (connection failed or timed out). Check the endpoint "
+                                  f"({endpoint}) and the network{nothing}.")
+        unreachable.unreachable = True  # type: ignore[attr-defined]  # kreg list still lists the built-ins
+        return unreachable
     if any(code in text for code in ("SlowDown", "ServerBusy")) or re.search(r"status(?: code)?:? (?:429|503)\b",
                                                                             text):
         return RemoteError(f"{url} kept throttling requests ({busy}) after the retries{nothing}. Try again later.")

@@ -149,9 +149,10 @@ class ObjectBackend:
         self._held.remember(data, etag)
         return data, etag
 
-    def cached_root(self) -> bytes | None:
-        """The root a pinned ``name@v`` resolves through (:meth:`HeldRoot.for_pins`)."""
-        first_look, self._first_look = self._first_look, False
+    def cached_root(self, *, ask: bool = True) -> bytes | None:
+        """The root a pinned ``name@v`` resolves through (:meth:`HeldRoot.for_pins`); with
+        ``ask=False``, the last root this machine saw, never with a request."""
+        first_look, self._first_look = self._first_look or not ask, self._first_look and not ask
         return self._held.for_pins(first_look, self.freshness, self.read_root)
 
     def read(self, key: str) -> bytes:

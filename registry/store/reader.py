@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError
+from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError, RemoteError
 from .._paths import builtin_db_path
 from ..format.names import check_name, parse_pin, parse_ref
 from ..format.rows import KernelInfo, Listing
@@ -133,12 +133,14 @@ class RegistryReader:
         *,
         origin: str | None = None,
         all_versions: bool = False,
+        builtins_only: bool = False,
     ) -> Listing:
         """:meth:`list_kernels` as a :class:`~registry.format.rows.Listing`: the same rows, each made
-        when it is read (the form ``kreg list`` prints 100,000 rows from)."""
+        when it is read (the form ``kreg list`` prints 100,000 rows from). ``builtins_only`` lists
+        the built-ins alone, without reading the store (``kreg list`` with the store unreachable)."""
         self._check_open()
-        entries, widths = self._state.read(lambda view: (view.listing(all_versions=all_versions),
-                                                   None if all_versions else view.listing_widths()))
+        entries, widths = ([], None) if builtins_only else self._state.read(
+            lambda view: (view.listing(all_versions=all_versions), None if all_versions else view.listing_widths()))
         own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
         return merged_listing(entries, widths, own, all_versions=all_versions, pattern=pattern, exclude=exclude,
                               tags=tags, origin=origin)
@@ -198,7 +200,7 @@ class RegistryReader:
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""
         check_name(name)
-        versions = self._state.read(lambda view: view.versions(name))
+        versions = {} if self._loader.shipped(name) else self._state.read(lambda view: view.versions(name))
         if not versions and self._builtins is not None and name in self._builtins:
             return sorted(self._builtins.rows[name])
         return sorted(versions)
