@@ -184,3 +184,13 @@ def test_an_interrupted_copy_leaves_the_target_consistent_and_a_rerun_finishes_i
     assert b.verify() == []
     problems = b.fsck().problems
     assert all("orphan" in text or "not listed" in text for _, text in problems), problems
+
+
+@pytest.mark.parametrize("prefix, code, words", [("ns", 2, "ending in '/'"), ("/", 2, "ending in '/'"),
+                                                  ("NS/", 2, "lowercase"), ("a" * 125 + "/", 1, "Refused")])
+def test_a_bad_prefix_is_one_error_and_a_name_it_makes_too_long_is_refused(tmp_path: Path, prefix: str, code: int,
+                                                                            words: str) -> None:
+    team(tmp_path / "a")
+    result = CliRunner().invoke(cli, ["copy", "--prefix", prefix, str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == code and words in result.output and "Traceback" not in result.output, result.output
+    assert "Copied" not in result.output or "2 names refused" in result.output

@@ -45,3 +45,31 @@ def test_a_refused_name_writes_nothing_on_an_object_store(remote_url: str, tmp_p
     np.testing.assert_array_equal(target.load("team/lap").array, [[7.0]])
     with pytest.raises(registry.KernelNotFoundError):
         target.load("team/lap@3")
+
+
+def test_a_copy_to_s3_killed_mid_way_is_finished_by_a_rerun(s3_url: str, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from test_copy import kreg, many
+
+    expected = many(tmp_path / "a", 30)
+    proc = kreg("copy", str(tmp_path / "a"), s3_url)
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if len(registry.Registry(s3_url, builtins=False).list_kernels()) >= 2:
+                break
+        except registry.KregError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    reached = len(registry.Registry(s3_url, builtins=False).list_kernels())
+    assert 2 <= reached < 30, reached
+    again = CliRunner().invoke(cli, ["copy", str(tmp_path / "a"), s3_url])
+    assert again.exit_code == 0, again.output
+    target = registry.Registry(s3_url, builtins=False)
+    assert {i.ref: i.sha256 for i in target.list_kernels(all_versions=True)} == {
+        ref: raw_hash(values) for ref, values in expected.items()}
+    assert target.verify() == []

@@ -93,9 +93,9 @@ def mirror(source: Any, target: Any, refs: Sequence[str] = (), *, latest: bool =
         KernelNotFoundError: a ref the source does not hold (nothing was copied).
     """
     if prefix:
-        check_name(prefix.rstrip("/") or "?")
-        if not prefix.endswith("/"):
+        if not prefix.endswith("/") or prefix == "/":
             raise InvalidNameError(f"A copy prefix is a namespace ending in '/', such as 'ns/'. Received: {prefix!r}.")
+        check_name(prefix[:-1])
     done: list[Copied] = []
     for name, versions in (chosen if chosen is not None else plan(source, refs, latest=latest)).items():
         lines = copy_name(source, target, name, versions, prefix + name)
@@ -108,6 +108,10 @@ def mirror(source: Any, target: Any, refs: Sequence[str] = (), *, latest: bool =
 
 def copy_name(source: Any, target: Any, name: str, versions: list[int], as_name: str) -> list[Copied]:
     """One name of a copy, in one commit of the target: every line it settled, or one refusal."""
+    try:
+        check_name(as_name)
+    except InvalidNameError as exc:  # the prefix made it too long or too deep
+        return [_refusal(source, name, as_name, str(exc).rstrip("."))]
     kernels = []
     for version in versions:
         kernel = source.load(f"{name}@{version}")
