@@ -194,3 +194,10 @@ def test_a_bad_prefix_is_one_error_and_a_name_it_makes_too_long_is_refused(tmp_p
     result = CliRunner().invoke(cli, ["copy", "--prefix", prefix, str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == code and words in result.output and "Traceback" not in result.output, result.output
     assert "Copied" not in result.output or "2 names refused" in result.output
+
+
+def test_a_source_path_with_a_percent_sign_is_noted_as_it_is(tmp_path: Path) -> None:
+    team(tmp_path / "50%d off")
+    assert run("copy", str(tmp_path / "50%d off"), str(tmp_path / "b"), "team/one").exit_code == 0
+    record = registry.Registry(tmp_path / "b", builtins=False).records(["team/one@1"])[0]
+    assert record["provenance"]["references"][-1] == f"copied from {tmp_path / '50%d off'} (team/one@1)"

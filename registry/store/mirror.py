@@ -119,11 +119,10 @@ def copy_name(source: Any, target: Any, name: str, versions: list[int], as_name:
             return [_refusal(source, name, as_name, f"the source's {name}@{version} does not match its sha256")]
         kernels.append(kernel)
     issued = source._state.read(lambda view: view.next_version(name)) - 1
-    note = f"copied from {source.url} ({name}@%d)"
     lines: list[Copied] = []
     try:
         with target._writing(deferred=True) as txn:
-            lines = _place(target, txn, kernels, as_name, note)
+            lines = _place(target, txn, kernels, as_name, source.url)
             txn.reserve(as_name, issued)
     except Refused as exc:
         return [_refusal(source, name, as_name, str(exc))]
@@ -132,7 +131,7 @@ def copy_name(source: Any, target: Any, name: str, versions: list[int], as_name:
     return lines
 
 
-def _place(target: Any, txn: Any, kernels: list[Any], as_name: str, note: str) -> list[Copied]:
+def _place(target: Any, txn: Any, kernels: list[Any], as_name: str, source_url: str) -> list[Copied]:
     """Check every version against what the target issued, then put the new ones (inside ``txn``)."""
     held = txn.versions(as_name)
     issued = txn.edit.next_version(as_name) - 1
@@ -149,8 +148,9 @@ def _place(target: Any, txn: Any, kernels: list[Any], as_name: str, note: str) -
         if version <= issued and _tombstoned(target, as_name, version):
             raise Refused(f"{target.url} removed its {there} (that number stays unused there)")
         provenance = dict(wanted["provenance"])
-        references = [r for r in provenance.get("references", ()) if r != note % version]
-        provenance["references"] = [*references, note % version][-MAX_REFERENCES:]
+        note = f"copied from {source_url} ({kernel.ref})"
+        references = [r for r in provenance.get("references", ()) if r != note]
+        provenance["references"] = [*references, note][-MAX_REFERENCES:]
         new.append(({**wanted, "provenance": provenance}, kernel.array))
         lines.append(Copied(kernel.ref, there, "copy"))
     for record, array in new:
