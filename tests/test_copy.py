@@ -201,3 +201,15 @@ def test_a_source_path_with_a_percent_sign_is_noted_as_it_is(tmp_path: Path) -> 
     assert run("copy", str(tmp_path / "50%d off"), str(tmp_path / "b"), "team/one").exit_code == 0
     record = registry.Registry(tmp_path / "b", builtins=False).records(["team/one@1"])[0]
     assert record["provenance"]["references"][-1] == f"copied from {tmp_path / '50%d off'} (team/one@1)"
+
+
+def test_two_copies_racing_into_one_target_agree(tmp_path: Path) -> None:
+    expected = many(tmp_path / "a", 20)
+    procs = [kreg("copy", str(tmp_path / "a"), str(tmp_path / "b")) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    b = registry.Registry(tmp_path / "b", builtins=False)
+    assert {i.ref: i.sha256 for i in b.list_kernels(all_versions=True)} == {
+        ref: raw_hash(values) for ref, values in expected.items()}
+    assert b.fsck().ok

@@ -73,3 +73,17 @@ def test_a_copy_to_s3_killed_mid_way_is_finished_by_a_rerun(s3_url: str, tmp_pat
     assert {i.ref: i.sha256 for i in target.list_kernels(all_versions=True)} == {
         ref: raw_hash(values) for ref, values in expected.items()}
     assert target.verify() == []
+
+
+def test_two_copies_racing_into_one_bucket_agree(s3_url: str, tmp_path: Path) -> None:
+    from test_copy import kreg, many
+
+    expected = many(tmp_path / "a", 10)
+    procs = [kreg("copy", str(tmp_path / "a"), s3_url) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    target = registry.Registry(s3_url, builtins=False)
+    assert {i.ref: i.sha256 for i in target.list_kernels(all_versions=True)} == {
+        ref: raw_hash(values) for ref, values in expected.items()}
+    assert target.fsck().ok
