@@ -81,3 +81,8 @@ def test_kreg_show_prints_the_pin(tmp_path: Path) -> None:
     assert result.exit_code == 0 and f"pin                          {pin}" in result.output, result.output
     again = CliRunner().invoke(cli, ["--db", str(tmp_path / "reg"), "show", pin])
     assert again.exit_code == 0 and again.output.startswith("team/edge@1 ")
+
+
+def test_kreg_show_prints_no_pin_for_a_kernel_generated_on_the_fly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "reg"), "show", "gaussian", "-p", "sigma=1"])
+    assert result.exit_code == 0 and "pin " not in result.output, result.output

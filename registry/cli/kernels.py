@@ -103,7 +103,8 @@ def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(f"{kernel.ref}  {'x'.join(map(str, kernel.shape))} {kernel.dtype} {kernel.layout}")
-    click.echo(f"  {'pin':<28} {kernel.pin}")
+    if kernel.version > 0:  # a stored version: a kernel generated here is in no registry to pin
+        click.echo(f"  {'pin':<28} {kernel.pin}")
     for key, value in _flatten(record):
         click.echo(f"  {key:<28} {value}")
     click.echo()
