@@ -8,7 +8,7 @@ process would see the same), "cold" with the local cache off (a new machine), "w
 the cache filled by an earlier use. The same operations on a local directory are timed beside.
 
 Targets (shared/DESIGN.md, issue 10): cold ``load("name@v")`` <= 2 requests, warm 0; cold
-``load("name")`` <= 3; one add <= 4 whatever the registry size; list of 10,000 < 20 requests.
+``load("name")`` <= 3; cold ``load("name@sha256:...")`` (a content pin) <= 3; one add <= 4 whatever the registry size; list of 10,000 < 20 requests.
 
 Run: ``python benchmarks/bench_remote.py`` (``--sizes 10 1000`` for a quicker run, ``--stores s3``
 for SeaweedFS alone).
@@ -119,6 +119,8 @@ def bench(base: str, sizes: list[int], work: Path) -> None:
         measure(url, lambda r: r.load(pinned), cache=warm)  # fills the cache
         run("warm load(name@v)", lambda r: r.load(pinned), warm, "0")
         run("cold load(name)", lambda r: r.load(name), False, "<= 3")
+        pin = registry.Registry(url, builtins=False).load(pinned).pin
+        run("cold load(name@sha256:..)", lambda r: r.load(pin), False, "<= 3")
         measure(url, lambda r: r.load(name), cache=warm)  # loaded once: root and segment cached
         run("warm load(name)", lambda r: r.load(name), warm, "1 (0 within KREG_FRESHNESS)")
         run("cold add (new machine)", lambda r: r.add(f"team/new{uuid.uuid4().hex[:6]}", [[1.0]]), False,

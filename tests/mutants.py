@@ -197,6 +197,17 @@ STORE_MUTANTS: list[Mutant] = [
            'if (not getattr(exc, "unanswered", False) or', "if (True or",
            ("tests/test_remote_commit.py::test_an_object_put_whose_answer_is_lost_is_sent_again",
             "tests/test_remote_commit.py::test_a_receipt_delete_whose_answer_is_lost_is_sent_again")),
+    Mutant("copy: a number the target issued for other content is taken as already there", "registry/store/mirror.py",
+           "            if not same_content(txn.record(as_name, version), wanted):\n", "            if False:\n",
+           ("tests/test_copy.py::test_a_number_the_target_issued_for_other_content_refuses_the_name",)),
+    Mutant("removal: a cached receipt brings back a version the last root seen removed", "registry/store/reading.py",
+           "                if int(parsed.version or 0) < view.next_version(parsed.name):\n",
+           "                if False:\n",
+           ("tests/test_remote_removal.py::test_once_a_machine_saw_the_removal_every_command_agrees",)),
+    Mutant("removal: a long-lived Registry never re-checks the root for pinned loads", "registry/store/cache.py",
+           "        if held is None or first_look or time.time() - held[2] < freshness:\n",
+           "        if True:\n",
+           ("tests/test_remote_removal.py::test_a_long_lived_registry_sees_other_machines_changes_on_its_next_call",)),
 ]
 
 

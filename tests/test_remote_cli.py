@@ -43,7 +43,7 @@ def test_copy_between_s3_azure_and_a_directory_both_ways(s3_url: str, az_url: st
     hops = [str(tmp_path / "start"), az_url, s3_url, f"{az_url}-back", str(tmp_path / "end")]
     for source, target in zip(hops, hops[1:]):
         result = run("copy", source, target)
-        assert result.exit_code == 0 and "Copied 2 kernels" in result.output, result.output
+        assert result.exit_code == 0 and "Copied 2 kernel versions" in result.output, result.output
         assert "skip (identical)" in run("copy", target, source).output  # and back: nothing new
     for where in hops[1:]:
         reg = registry.Registry(where, builtins=False)

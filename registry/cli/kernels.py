@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from .._env import env_text
-from .._exceptions import InvalidKernelError, UnsafeFileError
+from .._exceptions import InvalidKernelError, RemoteError, UnsafeFileError
 from ..format.names import escape
 from ..format.rows import Listing, column_widths
 from ..store import Registry
@@ -40,12 +40,20 @@ def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, 
       kreg list --tag edge --json
     """
     reg = current_registry(ctx)
-    rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
-    if not any(not row.builtin for row in rows) and (  # stops at the first row of the registry's own
-            not (patterns or exclude or tags or origin) or reg._state.view().generation == ""):
-        # a typo'd prefix or a fresh bucket would otherwise list only the built-ins, as if fine
-        tell(f"No kernels at {reg.url} yet (only the built-ins are listed). Add one with kreg add, or check "
-             "the registry's location (--db, KREG_DB).")
+    try:
+        rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
+    except RemoteError as exc:  # the built-ins ship in the package: list them, and say what is missing
+        if not getattr(exc, "unreachable", False):
+            raise
+        rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions,
+                           builtins_only=True)
+        tell(f"Warning: only the built-in kernels are listed; the registry's own could not be read. {exc}")
+    else:
+        if not any(not row.builtin for row in rows) and (  # stops at the first row of the registry's own
+                not (patterns or exclude or tags or origin) or reg._state.view().generation == ""):
+            # a typo'd prefix or a fresh bucket would otherwise list only the built-ins, as if fine
+            tell(f"No kernels at {reg.url} yet (only the built-ins are listed). Add one with kreg add, or check "
+                 "the registry's location (--db, KREG_DB).")
     if as_json:
         # records(()) means "every record": nothing matched must print an empty list, not all.
         click.echo(json.dumps(reg.records([r.ref for r in rows]) if rows else [], indent=2))
@@ -85,12 +93,14 @@ def _table(rows: Listing) -> str:
 def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -> None:
     """Show a kernel's record and its values (statistics for large kernels).
 
-    REF is NAME, NAME@VERSION, or a family name with -p parameters.
+    REF is NAME, NAME@VERSION, a content pin NAME@sha256:HEX (the pin line below), or a family
+    name with -p parameters.
 
     \b
     Example:
       kreg show sobel_x
       kreg show team/edge@2 --json
+      kreg show team/edge@sha256:d7edadade470
       kreg show gaussian -p sigma=2
     """
     kernel = _load(current_registry(ctx), ref, params)
@@ -99,6 +109,8 @@ def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(f"{kernel.ref}  {'x'.join(map(str, kernel.shape))} {kernel.dtype} {kernel.layout}")
+    if kernel.version > 0:  # a stored version: a kernel generated here is in no registry to pin
+        click.echo(f"  {'pin':<28} {kernel.pin}")
     for key, value in _flatten(record):
         click.echo(f"  {key:<28} {value}")
     click.echo()

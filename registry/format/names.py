@@ -106,6 +106,39 @@ def parse_ref(ref: object) -> Ref:
     return Ref(check_name(name), int(version))
 
 
+#: Fewest hex digits of the sha256 a content pin may give (48 bits: no two versions of a name meet).
+MIN_PIN_DIGITS = 12
+PIN_MARK = "sha256:"
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def parse_pin(ref: object) -> tuple[str, str] | None:
+    """``(name, hex prefix)`` of a content pin ``"name@sha256:HEX"``, None for any other ref.
+
+    A pin names a version by its values (the content hash of section 3 of FORMAT.md), so it
+    means the same kernel in every registry that holds it, whatever number it has there.
+
+    Raises:
+        InvalidNameError: fewer than :data:`MIN_PIN_DIGITS` hex digits, or more than 64, or not hex.
+
+    Example:
+        >>> parse_pin("team/edge@sha256:D7EDADADE470")
+        ('team/edge', 'd7edadade470')
+    """
+    if not isinstance(ref, str):
+        return None
+    name, sep, rest = ref.partition("@")
+    if not sep or not rest.startswith(PIN_MARK):
+        return None
+    digits = rest[len(PIN_MARK):].lower()
+    if not (MIN_PIN_DIGITS <= len(digits) <= 64) or not _HEX.fullmatch(digits):
+        raise InvalidNameError(
+            f"A content pin is NAME@sha256: and at least {MIN_PIN_DIGITS} (at most 64) hex digits of the "
+            f"kernel's sha256 ('kreg show NAME' prints it). Received: ref={escape(ref[:100])}."
+        )
+    return check_name(name), digits
+
+
 def escape(text: object, *, quote: bool = True) -> str:
     """Make ``text`` safe to print to a terminal: kreg's one sanitizer for metadata.
 

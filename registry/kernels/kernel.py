@@ -9,6 +9,7 @@ import numpy as np
 
 from .._exceptions import InvalidKernelError, KernelNotFoundError
 from ..format.content import as_layout, content_hash
+from ..format.names import MIN_PIN_DIGITS, PIN_MARK
 
 if TYPE_CHECKING:
     from ..format.spec import KernelRecord
@@ -85,6 +86,12 @@ class Kernel:
     @property
     def sha256(self) -> str:
         return str(self._record["sha256"])
+
+    @property
+    def pin(self) -> str:
+        """``name@sha256:`` and 12 hex digits of the values' hash: loads this kernel from any
+        registry that holds it, whatever number it has there (``registry.load(k.pin)``)."""
+        return f"{self._record['name']}@{PIN_MARK}{self.sha256[:MIN_PIN_DIGITS]}"
 
     def as_layout(self, layout: str) -> np.ndarray:
         """The values in another layout, e.g. PyTorch's ``OIHW``, as a new writeable C-ordered array.

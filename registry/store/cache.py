@@ -27,9 +27,11 @@ import re
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .._env import env_number, env_text
+from .._exceptions import RemoteError
 from ..format.container import parse_json
 from .tree import Tree, split_key, unlink_quietly
 
@@ -275,6 +277,24 @@ class HeldRoot:
         if self.value is None and self.cache is not None:
             self.value = self.cache.get_root(self.space)
         return self.value
+
+    def for_pins(self, first_look: bool, freshness: float,
+                 read_root: Callable[[], tuple[bytes | None, object]]) -> bytes | None:
+        """The root a pinned ``name@v`` resolves through.
+
+        On a backend's first look, the last root this machine saw, with no request: a committed
+        version never changes, so a process that loads its pinned kernels at start costs nothing
+        and works offline. After that, like any read, the root is checked with the server
+        (``read_root``) once it is older than ``freshness``, so a long-lived Registry sees another
+        machine's removal on its next call; if the server cannot be reached, the last root seen.
+        """
+        held = self.last()
+        if held is None or first_look or time.time() - held[2] < freshness:
+            return held[0] if held is not None else None
+        try:
+            return read_root()[0]
+        except RemoteError:  # offline: pinned versions still load from what this machine holds
+            return held[0]
 
     def for_commit(self) -> tuple[bytes, str, float] | None:
         """The root held, if its token can serve a commit. On gs:// a token without the generation

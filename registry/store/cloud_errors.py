@@ -183,6 +183,7 @@ def offline_read(error: RemoteError, writing: bool) -> RemoteError:
     """``error`` (the store could not be reached) with, for a read, what still works offline; the
     message without it is kept for a write that fails on one of its reads (see ``Registry``)."""
     error.unreached = str(error)  # type: ignore[attr-defined]
+    error.unreachable = True  # type: ignore[attr-defined]  # kreg list still lists the built-ins
     if not writing:
         error.args = (f"{error}{OFFLINE_HINT}",)
     return error

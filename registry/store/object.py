@@ -84,6 +84,7 @@ class ObjectBackend:
         self._store: Any = None
         self._held = HeldRoot(self.cache, self._space, gcs=scheme == "gs")
         self._root_checked_now = False  # put_marker just read the root: the writer's read may reuse it
+        self._first_look = True  # no root read here yet: a pinned load may use the machine's last one
 
     #: A committed version gets a receipt (see ``writer.receipt``): a pinned load costs two requests.
     receipts = True
@@ -143,6 +144,7 @@ class ObjectBackend:
         import obstore.exceptions as oe
 
         held = self._held.for_commit()
+        self._first_look = False
         just_checked, self._root_checked_now = self._root_checked_now, False
         if held is not None and (just_checked or time.time() - held[2] < self.freshness):
             return held[0], held[1]
@@ -162,10 +164,11 @@ class ObjectBackend:
         self._held.remember(data, etag)
         return data, etag
 
-    def cached_root(self) -> bytes | None:
-        """The last root this machine saw, without any request (pinned versions resolve through it)."""
-        held = self._held.last()
-        return held[0] if held is not None else None
+    def cached_root(self, *, ask: bool = True) -> bytes | None:
+        """The root a pinned ``name@v`` resolves through (:meth:`HeldRoot.for_pins`); with
+        ``ask=False``, the last root this machine saw, never with a request."""
+        first_look, self._first_look = self._first_look or not ask, self._first_look and not ask
+        return self._held.for_pins(first_look, self.freshness, self.read_root)
 
     def read(self, key: str) -> bytes:
         immutable = key.startswith(_IMMUTABLE) and self.cache is not None

@@ -10,9 +10,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError
+from .._exceptions import InvalidKernelError, KernelNotFoundError, KregError, RemoteError
 from .._paths import builtin_db_path, check_location
-from ..format.names import check_name, parse_ref
+from ..format.names import check_name, parse_pin, parse_ref
 from ..format.rows import KernelInfo, Listing
 from ..kernels.builtins import BuiltinLayer
 from ..kernels.kernel import Kernel, stack
@@ -79,7 +79,9 @@ class RegistryReader:
     # -- reading ----------------------------------------------------------
 
     def load(self, ref: str, *, verify: bool = True, **params: Any) -> Kernel:
-        """Load ``"name"`` (latest version) or ``"name@version"``, or generate from a family.
+        """Load ``"name"`` (latest version), ``"name@version"``, a content pin ``"name@sha256:HEX"``
+        (12 or more hex digits of the values' hash, :attr:`Kernel.pin`: the same kernel in any
+        registry that holds it), or generate from a family.
 
         Args:
             ref: the kernel reference, or a family name (``"gaussian"``).
@@ -93,6 +95,9 @@ class RegistryReader:
             IntegrityError: the stored values do not match their hash.
         """
         self._check_open()
+        pin = parse_pin(ref)
+        if pin is not None:
+            return self._loader.load_pin(*pin, verify)
         parsed = parse_ref(ref)
         if params:
             return generate(parsed, params)
@@ -130,12 +135,14 @@ class RegistryReader:
         *,
         origin: str | None = None,
         all_versions: bool = False,
+        builtins_only: bool = False,
     ) -> Listing:
         """:meth:`list_kernels` as a :class:`~registry.format.rows.Listing`: the same rows, each made
-        when it is read (the form ``kreg list`` prints 100,000 rows from)."""
+        when it is read (the form ``kreg list`` prints 100,000 rows from). ``builtins_only`` lists
+        the built-ins alone, without reading the store (``kreg list`` with the store unreachable)."""
         self._check_open()
-        entries, widths = self._state.read(lambda view: (view.listing(all_versions=all_versions),
-                                                   None if all_versions else view.listing_widths()))
+        entries, widths = ([], None) if builtins_only else self._state.read(
+            lambda view: (view.listing(all_versions=all_versions), None if all_versions else view.listing_widths()))
         own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
         return merged_listing(entries, widths, own, all_versions=all_versions, pattern=pattern, exclude=exclude,
                               tags=tags, origin=origin)
@@ -144,7 +151,7 @@ class RegistryReader:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
         or of the latest version of every kernel."""
         refs = list(refs) or [info.ref for info in self.list_kernels()]
-        return [self._loader.record(parse_ref(r)) for r in refs]
+        return [self.load(r)._record if parse_pin(r) else self._loader.record(parse_ref(r)) for r in refs]
 
     @property
     def builtin_path(self) -> Path | None:
@@ -213,7 +220,7 @@ class RegistryReader:
     def versions(self, name: str) -> list[int]:
         """The versions of ``name`` still present, oldest first."""
         check_name(name)
-        versions = self._state.read(lambda view: view.versions(name))
+        versions = {} if self._loader.shipped(name) else self._state.read(lambda view: view.versions(name))
         if not versions and self._builtins is not None and name in self._builtins:
             return sorted(self._builtins.rows[name])
         return sorted(versions)

@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
+from .._exceptions import (
+    IntegrityError,
+    InvalidKernelError,
+    InvalidNameError,
+    KernelNotFoundError,
+    KregError,
+    RemoteError,
+    UnsafeFileError,
+)
 from ..format.container import parse_json
-from ..format.content import content_hash
+from ..format.content import content_hash, same_content
 from ..format.index import View, object_key
 from ..format.names import Ref, did_you_mean, escape
 from ..kernels.kernel import Kernel
@@ -35,11 +43,74 @@ class Loader:
 
     def __init__(self, backend: Backend, state: Committed, builtins: BuiltinLayer | None, memo: KernelMemo) -> None:
         self.backend, self.state, self.builtins, self.memo = backend, state, builtins, memo
+        self._shipped_names: set[str] | None = None
 
     def load(self, parsed: Ref, verify: bool) -> Kernel:
-        if parsed.version is not None and (kernel := self._pinned(parsed, verify)) is not None:
-            return kernel
-        return self.state.read(lambda view: self.load_from(view, parsed, verify, cached=True))
+        if self.shipped(parsed.name):
+            if self.builtins is not None and parsed.name in self.builtins:
+                return self.builtins.load(parsed, verify=verify)
+            if parsed.version is None:
+                return generate(parsed, {})
+        try:
+            if parsed.version is not None and (kernel := self._pinned(parsed, verify)) is not None:
+                return kernel
+            return self.state.read(lambda view: self.load_from(view, parsed, verify, cached=True))
+        except RemoteError:
+            # The built-ins and families ship in the package: they never need the network (a user
+            # version of a built-in name, in a registry older than that built-in, waits for it).
+            if self.builtins is not None and parsed.name in self.builtins:
+                return self.builtins.load(parsed, verify=verify)
+            if parsed.version is None and parsed.name in family_names():
+                return generate(parsed, {})
+            raise
+
+    def shipped(self, name: str) -> bool:
+        """Whether ``name`` is a built-in or a family to serve from the package with no request: on
+        an object store, unless the last root this machine saw (read with no request) holds it
+        for the user (a registry older than that built-in). A local index costs no request: it decides."""
+        cached_root = getattr(self.backend, "cached_root", None)
+        if cached_root is None:
+            return False
+        if self._shipped_names is None:  # from the shipped listing: no HDF5 opened for the user's names
+            listed = self.builtins.listing() if self.builtins is not None else []
+            self._shipped_names = {entry.split("\t", 2)[1] for entry in listed} | set(family_names())
+        if name not in self._shipped_names:
+            return False
+        data = cached_root(ask=False)
+        try:
+            return data is None or not View.parse(data, self.backend.read, self.state.segments,
+                                                  where=self.backend.url).versions(name)
+        except KregError:
+            return True
+
+    def load_pin(self, name: str, digits: str, verify: bool) -> Kernel:
+        """The version of ``name`` whose values hash to ``digits...`` (a content pin): the root, the
+        name's segment and the values, three requests cold. Versions with the same values and the
+        same identity (a revert re-added) are one kernel: the newest is taken."""
+        return self.state.read(lambda view: self.load_from(view, self.pinned_ref(view, name, digits), verify,
+                                                           cached=True))
+
+    def pinned_ref(self, view: View, name: str, digits: str) -> Ref:
+        """The ``name@v`` a content pin names in ``view`` (or in the built-ins under it)."""
+        held = view.versions(name)
+        if held:
+            found = sorted(v for v, (row, _) in held.items() if row[8].startswith(digits))
+            records = [view.record(name, v) for v in found]
+        elif self.builtins is not None and name in self.builtins:
+            found = sorted(v for v, info in self.builtins.rows[name].items() if info.sha256.startswith(digits))
+            records = [self.builtins.records[name][v] for v in found]
+        else:
+            raise self.not_found(Ref(name), view)
+        if not found:
+            have = ", ".join(f"{name}@{v}" for v in sorted(held or self.builtins.rows[name]))  # type: ignore[union-attr]
+            raise KernelNotFoundError(f"No version of {name!r} in {self.backend.url} has values whose sha256 starts "
+                                      f"with {digits} (it has: {have}).")
+        if any(not same_content(r, records[-1]) for r in records):
+            which = ", ".join(f"{name}@{v}" for v in found)
+            more = " give more hex digits of the sha256, or" if len({r["sha256"] for r in records}) > 1 else ""
+            raise InvalidNameError(f"{name}@sha256:{digits} matches {len(found)} different versions ({which}):"
+                                   f"{more} pin a version number.")
+        return Ref(name, found[-1])  # one kernel (a revert re-added it): the newest number
 
     def _pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
         """``name@v`` without reading the index when it can be:
@@ -60,6 +131,10 @@ class Loader:
                 if row is not None:
                     expected = row[8]
                     return self.load_from(view, parsed, verify, cached=True)
+                if int(parsed.version or 0) < view.next_version(parsed.name):
+                    # Issued and no longer listed: removed, as far as this machine knows. A receipt
+                    # (or this machine's cached copy of one) must not bring it back: the index decides.
+                    return None
             except KregError:
                 pass
         if not getattr(self.backend, "receipts", False):
@@ -104,7 +179,12 @@ class Loader:
                     return record
             raise self.not_found(ref, view)
 
-        return self.state.read(find)
+        try:
+            return self.state.read(find)
+        except RemoteError:
+            if self.builtins is None or (record := self.builtins.get(ref)) is None:
+                raise
+            return record
 
     def not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
         """The error for a ref nothing holds: the versions the name has, or names like it."""

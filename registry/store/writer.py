@@ -203,6 +203,30 @@ class Transaction:
                         for op, n, v in self._ops]
         return new_offset
 
+    def place(self, record: dict[str, Any], array: np.ndarray) -> None:
+        """Put ``record`` at exactly its own version (a mirror keeps numbers; see ``store/mirror.py``).
+
+        The caller has checked that the index neither lists that version nor has issued it.
+        An object already there with these very bytes is adopted: it is this copy's own, put by
+        a run that was killed before its commit (the object image is a function of the record
+        and the values). Other bytes raise :class:`ObjectExists`: the number is taken."""
+        key = object_key(record["name"], record["version"])
+        image, offset = object_image(record, array)
+        try:
+            self.backend.put(key, image, durable=not self.deferred)
+            self._placed.append(key)
+        except ObjectExists:
+            if self.backend.read(key) != image:
+                raise
+        self._retrying(lambda: self.edit.put(record, offset))
+        self._ops.append(("place", record, offset))  # never renumbered on a replay (see _replay)
+
+    def reserve(self, name: str, version: int) -> None:
+        """Never issue ``version`` (or below) of ``name``: a mirror keeps the source's removed numbers."""
+        if self.edit.next_version(name) <= version:
+            self._retrying(lambda: self.edit.reserve(name, version))
+            self._ops.append(("reserve", name, version))
+
     def remove(self, name: str, version: int) -> None:
         self._retrying(lambda: self.edit.drop(name, version))
         self._ops.append(("drop", name, version))
@@ -228,6 +252,7 @@ class Transaction:
                 self.backend.put(key, data, durable=not self.deferred)
                 written.append(key)
 
+            root = b""
             try:
                 retire = self._delete_all if getattr(self.backend, "defers_deletes", False) else None
                 root, replaced = self.edit.write(put, retire=retire)
@@ -240,7 +265,9 @@ class Transaction:
                 self._replay()
                 continue
             except BaseException as exc:
-                if getattr(exc, "committed", False):  # the root was swapped; only flushing failed
+                # A Ctrl-C can land after the root was swapped and before this frame learns it:
+                # deleting the segments then would break the committed root. The root there says.
+                if getattr(exc, "committed", False) or self._landed(root):
                     self.committed = True
                 else:
                     self._delete_quietly(written)
@@ -252,6 +279,16 @@ class Transaction:
             return view
         raise StoreWriteError(f"{self.backend.url}: gave up after {MAX_COMMIT_ATTEMPTS} commit conflicts with "
                               "other writers; nothing was committed. Try again.")
+
+    def _landed(self, root: bytes) -> bool:
+        """Whether ``root`` is the committed root now (each root is unique: its generation);
+        when that cannot be read, assume it may be (what it names then stays, as orphans at worst)."""
+        if not root:
+            return False
+        try:
+            return self.backend.read_root()[0] == root
+        except BaseException:  # noqa: BLE001 - unknown: keep everything
+            return True
 
     def abort(self) -> None:
         """Delete what this uncommitted transaction wrote (best effort: fsck finds the rest)."""
@@ -283,6 +320,13 @@ class Transaction:
                             b = self._renumber(a, b)
                             self._ops[index] = (op, a, b)
                         self.edit.put(a, b)
+                    elif op == "place":
+                        if self._reissued(a["name"], a["version"]):  # a mirror keeps its numbers or refuses
+                            raise ObjectExists(f"{a['name']}@{a['version']} was issued and removed there by another "
+                                               "writer meanwhile (that number stays unused there)")
+                        self.edit.put(a, b)
+                    elif op == "reserve":
+                        self.edit.reserve(a, b)
                     else:
                         self.edit.drop(a, b)
                 return
@@ -294,7 +338,7 @@ class Transaction:
         # Readers holding the old root retry when a segment or object they named is gone.
         if receipts:  # best effort: a missing receipt costs a pinned load the index path, nothing more
             for op, record, offset in self._ops:
-                if op == "put" and (record["name"], record["version"]) not in self.removed:
+                if op in ("put", "place") and (record["name"], record["version"]) not in self.removed:
                     self._put_quietly(receipt_key(record["name"], record["version"]), receipt(record, offset))
         # A removed object goes only once its tombstone is there: then every number ever issued
         # is held by an object or a tombstone, which is what tells a writer that built on an
