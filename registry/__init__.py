@@ -14,11 +14,13 @@ import typing as _typing
 from ._api import add, add_from_keras, bank, default_registry, list_kernels, load, remove, verify
 from ._exceptions import (
     ConfigError,
+    DeprecatedKernelWarning,
     IntegrityError,
     InvalidKernelError,
     InvalidNameError,
     KernelNotFoundError,
     KregError,
+    KregWarning,
     LockTimeoutError,
     MissingDependencyError,
     ProbeMismatchError,
@@ -38,6 +40,7 @@ if _typing.TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "DeprecatedKernelWarning",
     "IntegrityError",
     "InvalidKernelError",
     "InvalidNameError",
@@ -46,6 +49,7 @@ __all__ = [
     "KernelNotFoundError",
     "KernelRecord",
     "KregError",
+    "KregWarning",
     "LockTimeoutError",
     "MissingDependencyError",
     "ProbeMismatchError",

@@ -1,8 +1,8 @@
 """The ``kreg`` command line: a thin click layer over the library (see :mod:`registry.cli._common`).
 
-Each module adds its commands to the one group below: ``kernels`` (list, show, add, rm, verify,
+Each module adds its commands to the one group below: ``listing`` (list), ``kernels`` (show, add, rm, verify,
 diff, plot), ``packs`` (export, import, keygen), ``remote`` (copy), ``store`` (fsck) and
-``about`` (schema, families, info).
+``about`` (schema, families, info), ``history`` (label, deprecate, log).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import about, kernels, packs, remote, store
+from . import about, history, kernels, listing, packs, remote, store
 from ._common import KregGroup, Location
 
 
@@ -36,7 +36,7 @@ def cli(ctx: click.Context, db: Path | str | None, quiet: bool) -> None:
 
 
 
-for _module in (kernels, packs, remote, store, about):
+for _module in (listing, kernels, history, packs, remote, store, about):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

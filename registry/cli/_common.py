@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,6 +20,7 @@ from .._exceptions import (
     InvalidNameError,
     KernelNotFoundError,
     KregError,
+    KregWarning,
     SchemaVersionError,
     UnsafeFileError,
 )
@@ -39,7 +41,10 @@ class KregGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", KregWarning)  # every deprecated load is said, once each
+                warnings.showwarning = _one_line
+                return super().invoke(ctx)
         except BAD_INPUT as exc:
             fail(str(exc), 2)
         except KregError as exc:
@@ -49,6 +54,16 @@ class KregGroup(click.Group):
         except OSError as exc:  # the machine said no (permissions, a full disk): one line, never a traceback
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}.", 1)
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: Any = None, line: str | None = None) -> None:
+    """A kreg warning as one ``Warning: ...`` line on stderr (shown even with --quiet: it is about
+    the data printed); any other warning as Python shows it."""
+    if issubclass(category, KregWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:

@@ -242,8 +242,8 @@ def verify_refs(backend: Backend, view: View, builtins: BuiltinLayer | None, ref
                 kernel = builtins.load(parsed, verify=True, cached=False)
                 record, array = kernel._record, kernel.array
             else:
-                record = view.record(*parsed)
-                record_problems, array = check_object(backend, view.row(*parsed), record)
+                record = view.record(parsed.name, int(parsed.version or 0))
+                record_problems, array = check_object(backend, view.row(parsed.name, parsed.version), record)
                 problems.extend((ref, p) for p in record_problems)
                 if array is None:
                     continue

@@ -132,17 +132,18 @@ class RegistryReader:
         """:meth:`list_kernels` as a :class:`~registry.format.rows.Listing`: the same rows, each made
         when it is read (the form ``kreg list`` prints 100,000 rows from)."""
         self._check_open()
-        entries, widths = self._state.read(lambda view: (view.listing(all_versions=all_versions),
-                                                   None if all_versions else view.listing_widths()))
+        entries, widths, marks = self._state.read(lambda view: (
+            view.listing(all_versions=all_versions), None if all_versions else view.listing_widths(), view.marks()))
         own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
         return merged_listing(entries, widths, own, all_versions=all_versions, pattern=pattern, exclude=exclude,
-                              tags=tags, origin=origin)
+                              tags=tags, origin=origin, marks=marks)
 
     def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
         or of the latest version of every kernel."""
-        refs = list(refs) or [info.ref for info in self.list_kernels()]
-        return [self._loader.record(parse_ref(r)) for r in refs]
+        parsed = [parse_ref(r) for r in list(refs) or [info.ref for info in self.list_kernels()]]
+        # one committed state for all: on an object store one root read, not one per ref
+        return self._state.read(lambda view: [self._loader.record_in(view, ref) for ref in parsed])
 
     @property
     def builtin_path(self) -> Path | None:

@@ -9,11 +9,21 @@ loading a stored kernel imports neither h5py nor pydantic.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._exceptions import IntegrityError, InvalidKernelError, KernelNotFoundError, KregError, UnsafeFileError
+from .._exceptions import (
+    DeprecatedKernelWarning,
+    IntegrityError,
+    InvalidKernelError,
+    KernelNotFoundError,
+    KregError,
+    UnsafeFileError,
+)
 from ..format.container import parse_json
 from ..format.content import content_hash
 from ..format.index import View, object_key
@@ -25,6 +35,10 @@ from .writer import RECEIPT_FORMAT, receipt_key
 
 if TYPE_CHECKING:
     from ..kernels.builtins import BuiltinLayer
+
+
+#: kreg's own directory: a warning names the first line outside it.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Loader:
@@ -41,6 +55,19 @@ class Loader:
             return kernel
         return self.state.read(lambda view: self.load_from(view, parsed, verify, cached=True))
 
+    def resolved(self, view: View, ref: Ref) -> Ref:
+        """``ref`` with a label replaced by the version it points at in ``view``."""
+        if ref.label is None:
+            return ref
+        version = view.labels(ref.name).get(ref.label)
+        if version is None:
+            if not view.versions(ref.name) and not (self.builtins is not None and ref.name in self.builtins):
+                raise self.not_found(Ref(ref.name), view)
+            held = ", ".join(sorted(view.labels(ref.name))) or "none"
+            raise KernelNotFoundError(f"Kernel {ref.name!r} has no label {ref.label!r} (its labels: {held}). "
+                                      "See 'kreg show NAME'.")
+        return Ref(ref.name, version)
+
     def _pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
         """``name@v`` without reading the index when it can be:
         through the last root this machine saw (no request at all when it is cached), else
@@ -56,7 +83,7 @@ class Loader:
         if data is not None:
             try:
                 view = View.parse(data, self.backend.read, self.state.segments, where=self.backend.url)
-                row = view.row(*parsed)
+                row = view.row(parsed.name, parsed.version)
                 if row is not None:
                     expected = row[8]
                     return self.load_from(view, parsed, verify, cached=True)
@@ -71,7 +98,8 @@ class Loader:
         return kernel
 
     def load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
-        row = view.row(*parsed)
+        parsed = self.resolved(view, parsed)
+        row = view.row(parsed.name, parsed.version)
         if row is None:
             if self.builtins is not None and parsed.name in self.builtins:
                 return self.builtins.load(parsed, verify=verify)
@@ -79,6 +107,11 @@ class Loader:
                 return generate(parsed, {})
             raise self.not_found(parsed, view)
         key = (row[0], row[1])
+        reason = view.deprecated(row[0]).get(row[1])
+        if reason is not None:
+            # attributed to the user's line that loaded it, not to kreg's frames
+            warnings.warn(DeprecatedKernelWarning(f"{row[0]}@{row[1]} is deprecated: {reason}"),
+                          stacklevel=_outside_kreg())
         kernel = self.memo.get(key, row[8]) if cached else None
         if kernel is not None:
             return kernel
@@ -93,18 +126,19 @@ class Loader:
 
     def record(self, ref: Ref) -> dict[str, Any]:
         """The record of ``ref``, found as :meth:`load` finds the kernel."""
+        return self.state.read(lambda view: self.record_in(view, ref))
 
-        def find(view: View) -> dict[str, Any]:
-            row = view.row(*ref)
-            if row is not None:
-                return view.record(row[0], row[1])
-            if self.builtins is not None and ref.name in self.builtins and not view.versions(ref.name):
-                record = self.builtins.get(ref)
-                if record is not None:
-                    return record
-            raise self.not_found(ref, view)
-
-        return self.state.read(find)
+    def record_in(self, view: View, ref: Ref) -> dict[str, Any]:
+        """:meth:`record` in the committed state ``view``."""
+        ref = self.resolved(view, ref)
+        row = view.row(ref.name, ref.version)
+        if row is not None:
+            return view.record(row[0], row[1])
+        if self.builtins is not None and ref.name in self.builtins and not view.versions(ref.name):
+            record = self.builtins.get(ref)
+            if record is not None:
+                return record
+        raise self.not_found(ref, view)
 
     def not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
         """The error for a ref nothing holds: the versions the name has, or names like it."""
@@ -120,6 +154,15 @@ class Loader:
             f"No kernel named {escape(ref.name)} in {self.backend.url}.{did_you_mean(ref.name, known)}"
             " See 'kreg list'."
         )
+
+
+def _outside_kreg() -> int:
+    """The ``stacklevel`` of the first frame outside kreg's package (Python 3.12's
+    ``skip_file_prefixes``, by hand)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def generate(parsed: Ref, params: dict[str, Any]) -> Kernel:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._env import default_author
 from .._exceptions import KregError, StoreWriteError, UnsafeFileError
 from ..format.content import content_hash
 from ..format.index import Edit, Segment, View, canonical, object_key
@@ -59,6 +60,18 @@ def receipt(record: dict[str, Any], offset: int | None) -> bytes:
     """
     return json.dumps({"format": RECEIPT_FORMAT, "version": 1, "offset": offset, "record": record},
                       separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+def new_event(op: str, ref: str, **details: Any) -> dict[str, Any]:
+    """An event of the history: what (``op`` on ``ref``, with ``details``), who (``by``), when
+    (``at``, UTC) and from where (``host``). It is put in the segment of the name it is about,
+    by the transaction whose commit makes the change, so it commits with it or not at all."""
+    import socket
+    from datetime import datetime, timezone
+
+    at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"op": op, "ref": ref, "by": default_author(), "at": at, "host": socket.gethostname()[:255],
+            **{k: v for k, v in details.items() if v is not None}}
 
 
 def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]:
@@ -101,7 +114,11 @@ class Transaction:
         self._cache = cache
         self.view, self.token = read_view()
         self.edit = Edit(self.view)
-        self._ops: list[tuple[str, Any, Any]] = []  # replayed on a commit conflict
+        # What this transaction did to the index, replayed on a commit conflict (each with its
+        # event, so a change that commits after three conflicts still has exactly one).
+        self._ops: list[Callable[[Edit], Any]] = []
+        self._added: list[tuple[dict[str, Any], int | None]] = []
+        self.unreceipted: list[tuple[str, int]] = []  # versions whose receipt goes before the commit
         self._placed: list[str] = []  # objects this transaction created (deleted on abort)
         self.committed = False
         self.removed: list[tuple[str, int]] = []
@@ -130,8 +147,16 @@ class Transaction:
         """The record of ``name@version`` as this transaction sees it."""
         return self._retrying(lambda: self.edit.record(name, version))
 
-    def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
-        """Place ``record`` (any version) as the next free version of its name; return the record stored."""
+    def apply(self, op: Callable[[Edit], Any]) -> Any:
+        """Apply ``op`` (a change to the index alone: a label, a deprecation, with its event) now,
+        and again on top of another writer's commit if that comes first."""
+        result = self._retrying(lambda: op(self.edit))
+        self._ops.append(op)
+        return result
+
+    def add(self, record: dict[str, Any], array: np.ndarray, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Place ``record`` (any version) as the next free version of its name; return the record
+        stored. Its history gets an ``add`` event (``event`` adds or replaces details: a copy)."""
         name = record["name"]
         version = self._retrying(lambda: self.edit.next_version(name))
         for _ in range(MAX_VERSION_PROBES):
@@ -144,16 +169,28 @@ class Transaction:
                 version += 1
                 continue
             self._placed.append(object_key(name, version))
-            self._retrying(lambda: self.edit.put(stored, offset))
-            self._ops.append(("put", stored, offset))
+            happened = new_event("add", f"{name}@{version}", sha256=stored["sha256"], **(event or {}))
+
+            def put(edit: Edit, stored: dict[str, Any] = stored, offset: int = offset) -> None:
+                edit.put(stored, offset)
+                edit.event(name, happened)
+
+            self.apply(put)
+            self._added.append((stored, offset))
             return stored
         raise StoreWriteError(f"{self.backend.url}: versions {version - MAX_VERSION_PROBES}..{version} of "
                               f"{name!r} are all taken by objects the index does not list. Run 'kreg fsck'.")
 
     def remove(self, name: str, version: int) -> None:
-        self._retrying(lambda: self.edit.drop(name, version))
-        self._ops.append(("drop", name, version))
+        happened = new_event("remove", f"{name}@{version}")
+
+        def drop(edit: Edit) -> None:
+            edit.drop(name, version)
+            edit.event(name, happened)
+
+        self.apply(drop)
         self.removed.append((name, version))
+        self.unreceipted.append((name, version))
 
     # -- commit -----------------------------------------------------------
 
@@ -162,8 +199,8 @@ class Transaction:
         if not self.edit.dirty:
             return None
         receipts = getattr(self.backend, "receipts", False)
-        if receipts:  # before the commit: a receipt never outlives its version
-            for name, version in self.removed:
+        if receipts:  # before the commit: a receipt never outlives its version, nor says less than the index
+            for name, version in self.unreceipted:
                 try:
                     self.backend.delete(receipt_key(name, version))
                 except ObjectMissing:  # some stores answer 404 for a key that is not there
@@ -224,11 +261,8 @@ class Transaction:
                 )
             self.edit = Edit(self.view)
             try:
-                for op, a, b in self._ops:
-                    if op == "put":
-                        self.edit.put(a, b)
-                    else:
-                        self.edit.drop(a, b)
+                for op in self._ops:
+                    op(self.edit)
                 return
             except ObjectMissing:  # a segment of that root was replaced meanwhile (no lock): read again
                 if attempt == MAX_COMMIT_ATTEMPTS - 1:
@@ -237,8 +271,8 @@ class Transaction:
     def _after_commit(self, replaced: list[str], receipts: bool) -> None:
         # Readers holding the old root retry when a segment or object they named is gone.
         if receipts:  # best effort: a missing receipt costs a pinned load the index path, nothing more
-            for op, record, offset in self._ops:
-                if op == "put" and (record["name"], record["version"]) not in self.removed:
+            for record, offset in self._added:
+                if (record["name"], record["version"]) not in self.unreceipted:
                     self._put_quietly(receipt_key(record["name"], record["version"]), receipt(record, offset))
         for name, version in self.removed:
             self._put_quietly(tombstone_key(name, version), TOMBSTONE)
