@@ -235,3 +235,16 @@ def test_an_event_survives_a_split_and_a_batch_commits_one_event_per_change(
     again = registry.Registry(tmp_path / "r", builtins=False)
     assert sorted(e["ref"] for e in again.history("*") if e["op"] == "add") == sorted(f"k{i}@1" for i in range(20))
     assert again.load("k3@stable").ref == "k3@1" and again.fsck().problems == []
+
+
+def test_a_repair_keeps_labels_deprecations_and_history(tmp_path: Path) -> None:
+    reg = registry.Registry(tmp_path / "r", builtins=False)
+    reg.add("t/k", [[1.0]])
+    reg.add("t/k", [[2.0]])
+    reg.label("t/k@1", "stable")
+    reg.deprecate("t/k@2", "broken")
+    before = reg.history("*")
+    reg.fsck(repair=True)
+    again = registry.Registry(tmp_path / "r", builtins=False)
+    assert again.labels("t/k") == {"stable": 1} and again.deprecations("t/k") == {2: "broken"}
+    assert again.history("*") == before and again.load("t/k").ref == "t/k@1"
