@@ -148,6 +148,19 @@ STORE_MUTANTS: list[Mutant] = [
     Mutant("gcs: the commit names the ETag, not the generation", "registry/store/clients.py",
            '{"e_tag": etag, "version": version} if version else {"e_tag": etag}', '{"e_tag": etag}',
            ("tests/test_remote_gcs.py",)),
+    Mutant("deprecation: latest does not skip a deprecated version", "registry/format/index.py",
+           "    kept = [v for v in versions if v not in deprecated]\n", "    kept = list(versions)\n",
+           ("tests/test_store_history.py::test_latest_skips_a_deprecated_version_which_still_loads_pinned_with_a_warning",
+            "tests/test_cli_history.py::test_deprecate_warns_in_one_line_and_latest_skips_it")),
+    Mutant("labels: a commit conflict drops the change instead of replaying it", WRITER,
+           "                    op(self.edit)\n", "                    pass\n",
+           ("tests/test_remote_history.py::test_a_label_that_loses_the_compare_and_swap_is_replayed_with_its_event_once",
+            "tests/test_remote_history.py::test_racing_adds_labels_and_deprecations_lose_nothing")),
+    Mutant("history: an event is kept beside its change, not committed in its segment", "registry/format/index.py",
+           '        self._facts(name)["events"].append(event)\n',
+           '        self.base.segment(self.base.prefix_of(name)).meta.setdefault(name, {}).setdefault("events", [])'
+           '.append(event)\n',
+           ("tests/test_store_history.py::test_every_change_is_one_event_with_who_when_what_and_where",)),
 ]
 
 

@@ -153,3 +153,21 @@ def test_racing_adds_labels_and_deprecations_lose_nothing(s3_url: str, tmp_path:
 @pytest.mark.slow
 def test_racing_adds_labels_and_deprecations_lose_nothing_long(s3_url: str, tmp_path: Path) -> None:
     _race(s3_url, workers=8, count=50, tmp_path=tmp_path)
+
+
+def test_a_label_that_loses_the_compare_and_swap_is_replayed_with_its_event_once(s3_url: str) -> None:
+    """Writer A moves a label while writer B commits in between: A's commit meets a changed root
+    (412), reads it again and replays its move and its event on top; B's change stays."""
+    a = registry.Registry(s3_url, builtins=False)
+    a.add("cas/k", [[1.0]])
+    a.add("cas/k", [[2.0]])
+    b = registry.Registry(ObjectBackend(s3_url, cache=False), builtins=False)
+    with a.batch():
+        a.label("cas/k@1", "stable")
+        b.label("cas/k@2", "beta")  # commits first
+        b.deprecate("cas/k@2", "racing")
+    fresh = registry.Registry(ObjectBackend(s3_url, cache=False), builtins=False)
+    assert fresh.labels("cas/k") == {"stable": 1, "beta": 2}
+    assert fresh.deprecations("cas/k") == {2: "racing"}
+    assert [(e["op"], e.get("label")) for e in fresh.history("cas/k")] == [
+        ("add", None), ("add", None), ("label", "beta"), ("deprecate", None), ("label", "stable")]
