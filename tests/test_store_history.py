@@ -248,3 +248,59 @@ def test_a_repair_keeps_labels_deprecations_and_history(tmp_path: Path) -> None:
     again = registry.Registry(tmp_path / "r", builtins=False)
     assert again.labels("t/k") == {"stable": 1} and again.deprecations("t/k") == {2: "broken"}
     assert again.history("*") == before and again.load("t/k").ref == "t/k@1"
+
+
+def test_rm_by_label_removes_the_version_it_points_at_only(tmp_path: Path) -> None:
+    reg = registry.Registry(tmp_path / "r", builtins=False)
+    for value in (1.0, 2.0, 3.0):
+        reg.add("t/k", [[value]])
+    reg.label("t/k@2", "stable")
+    assert reg.remove("t/k@stable") == ["t/k@2"]
+    assert reg.versions("t/k") == [1, 3] and reg.labels("t/k") == {}
+    with pytest.raises(registry.KernelNotFoundError, match="no label 'stable'"):
+        reg.remove("t/k@stable")
+
+
+def test_an_import_is_an_event_naming_its_pack(tmp_path: Path) -> None:
+    src = registry.Registry(tmp_path / "a", builtins=False)
+    src.add("t/k", [[1.0]])
+    pack = src.export(["t/k"], tmp_path / "p.h5")
+    dst = registry.Registry(tmp_path / "b", builtins=False)
+    dst.import_pack(pack)
+    assert [(e["op"], e["ref"], e["source"]) for e in dst.history("*")] == [("add", "t/k@1", "pack p")]
+
+
+def test_forged_labels_and_reasons_in_a_segment_are_escaped_never_emitted(tmp_path: Path) -> None:
+    """A party with write access to the store writes labels, reasons and events with terminal
+    escapes: every face escapes them, and a segment whose meta has the wrong shape is damaged."""
+    import json
+
+    from click.testing import CliRunner
+
+    from registry.cli import cli
+
+    db = tmp_path / "r"
+    reg = registry.Registry(db, builtins=False)
+    reg.add("t/k", [[1.0]])
+    reg.add("t/k", [[2.0]])
+    reg.deprecate("t/k@1", "old")
+    root = json.loads((db / "index.json").read_text())
+    key = next(iter(root["segments"].values()))
+    lines = (db / key).read_text().split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("{"))
+    header = json.loads(lines[at])
+    header["meta"]["t/k"]["deprecated"] = {"1": "evil\x1b]0;owned\x07"}
+    header["meta"]["t/k"]["labels"] = {"x\x1b[2J": 1}
+    header["meta"]["t/k"]["events"].append({"op": "add\x1b[31m", "at": "2026", "by": "\x1b]52;c;AAAA\x07"})
+    lines[at] = json.dumps(header)
+    (db / key).write_text("\n".join(lines))
+    run = CliRunner().invoke
+    for args in (["show", "t/k@1"], ["list", "--all-versions"], ["log"]):
+        result = run(cli, ["--db", str(db), *args])
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout + result.stderr and "\\x1b" in result.stdout + result.stderr, args
+    header["meta"]["t/k"]["labels"] = {"stable": "1"}
+    lines[at] = json.dumps(header)
+    (db / key).write_text("\n".join(lines))
+    with pytest.raises(registry.UnsafeFileError, match="damaged"):
+        registry.Registry(db, builtins=False).load("t/k")

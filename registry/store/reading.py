@@ -110,7 +110,7 @@ class Loader:
         reason = view.deprecated(row[0]).get(row[1])
         if reason is not None:
             # attributed to the user's line that loaded it, not to kreg's frames
-            warnings.warn(DeprecatedKernelWarning(f"{row[0]}@{row[1]} is deprecated: {reason}"),
+            warnings.warn(DeprecatedKernelWarning(f"{row[0]}@{row[1]} is deprecated: {escape(reason, quote=False)}"),
                           stacklevel=_outside_kreg())
         kernel = self.memo.get(key, row[8]) if cached else None
         if kernel is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._exceptions import (
     InvalidKernelError,
+    KernelNotFoundError,
     ReadOnlyError,
 )
 from .._env import default_author
@@ -103,9 +104,11 @@ class Registry(Curated):
         )
 
     def _add(self, name: str, values: object, *, inherit: bool = False, by_hand: bool = False,
-             **metadata: Any) -> Kernel:
+             event: dict[str, Any] | None = None, **metadata: Any) -> Kernel:
         """:meth:`add`, plus ``via_import=True`` for pack import (which alone records ``provenance.pack``).
-        ``by_hand``: the author defaults to who is acting (a pack's or a copy's records keep theirs)."""
+        ``by_hand``: the author defaults to who is acting (a pack's or a copy's records keep theirs).
+        ``event``: fields that replace or complete the history event of the add (a copy's
+        ``{"op": "copy", "source": URL}``)."""
         self._check_open()
         check_name(name)
         family = name in family_names()
@@ -133,7 +136,7 @@ class Registry(Curated):
                     return Kernel(record, array)
             else:
                 taken = {}
-            record = txn.add(draft, array)
+            record = txn.add(draft, array, event)
             if taken:
                 self.last_inherited = (f"{name}@{max(versions)}", sorted(taken))
         kernel = Kernel(record, array)
@@ -174,7 +177,12 @@ class Registry(Curated):
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
             versions = txn.versions(parsed.name)
-            if parsed.version is not None:
+            if parsed.label is not None:  # the version the label points at, never "all of them"
+                held = txn.edit.meta(parsed.name).get("labels", {}).get(parsed.label)
+                if held is None:
+                    raise KernelNotFoundError(f"Kernel {parsed.name!r} has no label {parsed.label!r}.")
+                chosen = [held] if held in versions else []
+            elif parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
             elif all_versions or len(versions) <= 1:
                 chosen = sorted(versions)
