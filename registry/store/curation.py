@@ -185,7 +185,7 @@ class Curated(RegistryReader):
 
         Each event is a dict: ``op`` (add, remove, label, unlabel, deprecate, undeprecate,
         copy), ``ref``, ``by`` (who), ``at`` (when, UTC), ``host`` (from where) and details
-        (``label``, ``reason``, ``sha256``, ``source``). A name reads one index segment; a
+        (``label``, ``before``, ``reason``, ``source``). A name reads one index segment; a
         glob reads each segment once.
 
         Args:

@@ -169,7 +169,7 @@ class Transaction:
                 version += 1
                 continue
             self._placed.append(object_key(name, version))
-            happened = {**new_event("add", f"{name}@{version}", sha256=stored["sha256"]), **(event or {})}
+            happened = {**new_event("add", f"{name}@{version}"), **(event or {})}
 
             def put(edit: Edit, stored: dict[str, Any] = stored, offset: int = offset) -> None:
                 edit.put(stored, offset)
