@@ -156,6 +156,9 @@ STORE_MUTANTS: list[Mutant] = [
            "                    op(self.edit)\n", "                    pass\n",
            ("tests/test_remote_history.py::test_a_label_that_loses_the_compare_and_swap_is_replayed_with_its_event_once",
             "tests/test_remote_history.py::test_racing_adds_labels_and_deprecations_lose_nothing")),
+    Mutant("deprecation: the receipt stays, a cold pinned load does not warn", "registry/store/curation.py",
+           "                txn.unreceipted.append((parsed.name, version))", "                pass",
+           ("tests/test_store_history.py::test_a_cold_pinned_load_of_a_deprecated_version_warns_on_each_store",)),
     Mutant("history: an event is kept beside its change, not committed in its segment", "registry/format/index.py",
            '        self._facts(name)["events"].append(event)\n',
            '        self.base.segment(self.base.prefix_of(name)).meta.setdefault(name, {}).setdefault("events", [])'
