@@ -105,6 +105,7 @@ def test_a_label_points_at_a_version_moves_and_goes(where: str) -> None:
     assert other.load("team/edge@stable").ref == "team/edge@3"
     assert reg.label("team/edge@1", "stable") == "team/edge@3"  # moved: the old target returned
     assert registry.Registry(where, builtins=False).load("team/edge@stable").ref == "team/edge@1"
+    assert other.load("team/edge@stable").ref == "team/edge@1"  # a long-lived object follows the move
     assert "team/edge@stable" in other and "team/edge@nightly" not in other
     assert [i.labels for i in reg.list_kernels(all_versions=True)] == [("stable",), (), ()]
     reg.label("team/edge", "stable", remove=True)
@@ -155,6 +156,7 @@ def test_latest_skips_a_deprecated_version_which_still_loads_pinned_with_a_warni
 
     reg.deprecate("team/edge@2", undo=True)
     assert registry.Registry(where, builtins=False).load("team/edge").ref == "team/edge@2"
+    assert fresh.load("team/edge").ref == "team/edge@2"  # kept open meanwhile: sees the undo
 
 
 def test_every_version_deprecated_leaves_the_latest_with_a_warning(tmp_path: Path) -> None:
