@@ -171,3 +171,15 @@ def test_a_label_that_loses_the_compare_and_swap_is_replayed_with_its_event_once
     assert fresh.deprecations("cas/k") == {2: "racing"}
     assert [(e["op"], e.get("label")) for e in fresh.history("cas/k")] == [
         ("add", None), ("add", None), ("label", "beta"), ("deprecate", None), ("label", "stable")]
+
+
+def test_two_writers_removing_one_version_leave_one_event(s3_url: str) -> None:
+    a = registry.Registry(s3_url, builtins=False)
+    a.add("rm/k", [[1.0]])
+    a.add("rm/k", [[2.0]])
+    b = registry.Registry(ObjectBackend(s3_url, cache=False), builtins=False)
+    with a.batch():
+        a.remove("rm/k@1")
+        b.remove("rm/k@1")  # commits first; A replays a removal that changes nothing
+    events = registry.Registry(ObjectBackend(s3_url, cache=False), builtins=False).history("rm/k")
+    assert [(e["op"], e["ref"]) for e in events] == [("add", "rm/k@1"), ("add", "rm/k@2"), ("remove", "rm/k@1")]

@@ -185,8 +185,10 @@ class Transaction:
         happened = new_event("remove", f"{name}@{version}")
 
         def drop(edit: Edit) -> None:
+            present = version in edit.versions(name)
             edit.drop(name, version)
-            edit.event(name, happened)
+            if present:  # replayed after a racing writer removed it first: its event is that writer's
+                edit.event(name, happened)
 
         self.apply(drop)
         self.removed.append((name, version))
