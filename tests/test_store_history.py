@@ -37,7 +37,9 @@ def test_the_author_is_kreg_author_else_git_else_login_at_host(tmp_path: Path, m
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
     monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    monkeypatch.chdir(home)  # no repository's own user.name in the way
     subprocess.run(["git", "config", "--global", "user.name", "Cy Git"], check=True)
     subprocess.run(["git", "config", "--global", "user.email", "cy@example.org"], check=True)
     _machine_author.cache_clear()
