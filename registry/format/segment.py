@@ -206,13 +206,14 @@ def _listing_of(rows: list[list[Any]]) -> list[str]:
 
 
 def checked_meta(meta: Any) -> dict[str, dict[str, Any]]:
-    """The header's ``meta`` if it has the shape FORMAT.md gives it, else ``ValueError``: labels
-    name whole versions, deprecations carry text, events are objects with text fields."""
+    """The header's ``meta`` if it has the shape FORMAT.md gives it, else ``TypeError`` or
+    ``ValueError``: labels name whole versions, deprecations carry text, events are objects
+    with text fields."""
     if not isinstance(meta, dict):
-        raise ValueError("meta is not an object")
-    for name, facts in meta.items():
+        raise TypeError("meta is not an object")
+    for facts in meta.values():
         if not isinstance(facts, dict):
-            raise ValueError("meta entry is not an object")
+            raise TypeError("meta entry is not an object")
         labels, deprecated, events = facts.get("labels", {}), facts.get("deprecated", {}), facts.get("events", [])
         if not (isinstance(labels, dict) and all(isinstance(k, str) and type(v) is int for k, v in labels.items())):
             raise ValueError("labels")

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._env import default_author
 from .._exceptions import (
     InvalidKernelError,
     KernelNotFoundError,
     ReadOnlyError,
 )
-from .._env import default_author
 from ..format.content import same_content
 from ..format.names import check_name, parse_ref
 from ..kernels.kernel import Kernel
@@ -26,6 +26,7 @@ from ..kernels.records import build_record
 from .backend import Backend
 from .curation import Curated, inherited
 from .reading import family_names
+
 
 class Registry(Curated):
     """A kernel registry, with the built-in kernels as a read-only layer under it.

@@ -171,7 +171,7 @@ class Transaction:
             self._placed.append(object_key(name, version))
             happened = {**new_event("add", f"{name}@{version}"), **(event or {})}
 
-            def put(edit: Edit, stored: dict[str, Any] = stored, offset: int = offset) -> None:
+            def put(edit: Edit, stored: dict[str, Any] = stored, offset: int | None = offset) -> None:
                 edit.put(stored, offset)
                 edit.event(name, happened)
 
