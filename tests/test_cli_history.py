@@ -95,3 +95,23 @@ def test_list_long_author_and_since(run, monkeypatch: pytest.MonkeyPatch) -> Non
     only = run("list", "team/*", "--author", "BO").stdout.splitlines()
     assert [line.split()[0] for line in only[1:]] == ["team/blur"]
     assert run("list", "--since", "2999-01-01").stderr == "No kernels match.\n"
+
+
+def test_label_deprecate_and_log_import_no_framework(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "db")
+    code = (
+        "import sys, warnings; from registry.cli import cli\n"
+        "for args in (['add', 't/k', '--values', '[[1.0]]'], ['add', 't/k', '--values', '[[2.0]]'],\n"
+        "             ['label', 't/k@1', 'stable'], ['deprecate', 't/k@2', '-r', 'why'], ['log'],\n"
+        "             ['list', '--long'], ['show', 't/k@stable']):\n"
+        f"    try: cli.main(['--db', {db!r}, *args], standalone_mode=False)\n"
+        "    except SystemExit as exc:\n"
+        "        if exc.code: raise\n"
+        "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []", result.stderr
