@@ -8,7 +8,9 @@ process would see the same), "cold" with the local cache off (a new machine), "w
 the cache filled by an earlier use. The same operations on a local directory are timed beside.
 
 Targets (shared/DESIGN.md, issue 10): cold ``load("name@v")`` <= 2 requests, warm 0; cold
-``load("name")`` <= 3; cold ``load("name@sha256:...")`` (a content pin) <= 3; one add <= 4 whatever the registry size; list of 10,000 < 20 requests.
+``load("name")`` <= 3; cold ``load("name@sha256:...")`` (a content pin) <= 3; one add <= 4 whatever the registry
+size; list of 10,000 < 20 requests; ``load("name@label")`` <= 3 cold, 1 warm; the history (``kreg log``) of 10,000
+events <= 20.
 
 Run: ``python benchmarks/bench_remote.py`` (``--sizes 10 1000`` for a quicker run, ``--stores s3``
 for SeaweedFS alone).
@@ -107,6 +109,8 @@ def bench(base: str, sizes: list[int], work: Path) -> None:
         build_s = time.perf_counter() - t0
         build(local, n)
         name, pinned = f"team/k{n // 2}", f"team/k{n // 2}@1"
+        for where in (url, local):
+            registry.Registry(where, builtins=False).label(pinned, "stable")
         warm = DiskCache(work / f"cache-{n}")
         print(f"{n:,} kernels (remote build in one batch: {build_s:.1f} s)")
 
@@ -121,6 +125,9 @@ def bench(base: str, sizes: list[int], work: Path) -> None:
         run("cold load(name)", lambda r: r.load(name), False, "<= 3")
         pin = registry.Registry(url, builtins=False).load(pinned).pin
         run("cold load(name@sha256:..)", lambda r: r.load(pin), False, "<= 3")
+        run("cold load(name@label)", lambda r: r.load(f"{name}@stable"), False, "<= 3")
+        measure(url, lambda r: r.load(f"{name}@stable"), cache=warm)  # root and segment cached
+        run("warm load(name@label)", lambda r: r.load(f"{name}@stable"), warm, "1 (0 within KREG_FRESHNESS)")
         measure(url, lambda r: r.load(name), cache=warm)  # loaded once: root and segment cached
         run("warm load(name)", lambda r: r.load(name), warm, "1 (0 within KREG_FRESHNESS)")
         run("cold add (new machine)", lambda r: r.add(f"team/new{uuid.uuid4().hex[:6]}", [[1.0]]), False,
@@ -131,6 +138,7 @@ def bench(base: str, sizes: list[int], work: Path) -> None:
         run("warm add, 4 MB, new name", lambda r: r.add(f"team/big{uuid.uuid4().hex[:6]}", big), warm,
             "<= 4 (+1 if its segment is new here)")
         run("cold list", lambda r: r.list_kernels(), False, "< 20 at 10,000")
+        run(f"cold history ({n + 4:,} events)", lambda r: r.history("*"), False, "<= 20 at 10,000")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ from ._api import add, add_from_keras, bank, default_registry, list_kernels, loa
 from ._batch import add_predicted, stack
 from ._exceptions import (
     ConfigError,
+    DeprecatedKernelWarning,
     IntegrityError,
     InvalidKernelError,
     InvalidNameError,
     KernelNotFoundError,
     KregError,
+    KregWarning,
     LockTimeoutError,
     MissingDependencyError,
     ProbeMismatchError,
@@ -39,6 +41,7 @@ if _typing.TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "DeprecatedKernelWarning",
     "IntegrityError",
     "InvalidKernelError",
     "InvalidNameError",
@@ -47,6 +50,7 @@ __all__ = [
     "KernelNotFoundError",
     "KernelRecord",
     "KregError",
+    "KregWarning",
     "LockTimeoutError",
     "MissingDependencyError",
     "ProbeMismatchError",

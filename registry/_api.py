@@ -74,6 +74,7 @@ def add(
     provenance: Mapping[str, Any] | None = None,
     separable: Mapping[str, Sequence[float]] | None = None,
     bias: Sequence[float] | None = None,
+    inherit: bool = True,
 ) -> Kernel:
     """Add a kernel version to the default registry; see :meth:`Registry.add` for the arguments.
 
@@ -85,7 +86,7 @@ def add(
     return default_registry().add(
         name, values, layout=layout, dtype=dtype, convolution=convolution, description=description, tags=tags,
         license=license, author=author, references=references, origin=origin, normalization=normalization,
-        provenance=provenance, separable=separable, bias=bias,
+        provenance=provenance, separable=separable, bias=bias, inherit=inherit,
     )
 
 
@@ -141,6 +142,7 @@ def add_from_keras(
     license: str | None = None,
     author: str | None = None,
     references: Sequence[str] = (),
+    inherit: bool = True,
 ) -> Kernel:
     """Register a trained Keras ``Conv2D`` / ``DepthwiseConv2D`` kernel with its provenance.
 
@@ -158,7 +160,7 @@ def add_from_keras(
 
     reg = default_registry() if registry is None else registry
     return add_converted(reg, name, keras.from_layer(source, layer), description=description, tags=tags,
-                         license=license, author=author, references=references)
+                         license=license, author=author, references=references, inherit=inherit)
 
 
 def add_converted(reg: Registry, name: str, kernel: Kernel, **options: Any) -> Kernel:

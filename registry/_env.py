@@ -7,6 +7,7 @@ Unset or empty means the default.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -60,3 +61,55 @@ def _bad(name: str, value: str, expected: str, what: str) -> ConfigError:
     shown = repr(value if len(value) <= 40 else value[:40] + "...")
     return ConfigError(f"The environment variable {name}={shown} is not {expected}. Set it to {what}, "
                        f"or unset it for the default.")
+
+
+def default_author() -> str:
+    """Who is acting, for a version's author and an event's ``by``: ``KREG_AUTHOR``, else git's
+    ``user.name <user.email>`` (read with ``git config``, no network), else ``login@host``.
+
+    Example:
+        >>> import os; os.environ["KREG_AUTHOR"] = "Ann <ann@example.org>"
+        >>> default_author()
+        'Ann <ann@example.org>'
+        >>> del os.environ["KREG_AUTHOR"]
+    """
+    given = env_text("KREG_AUTHOR")
+    if given is not None:
+        text = " ".join(given.split())
+        if not text.isprintable() or len(text) > 256:
+            raise _bad("KREG_AUTHOR", given, "a printable name of at most 256 characters",
+                       "a name such as 'Ann Lee <ann@example.org>'")
+        return text
+    return _machine_author()
+
+
+@functools.cache
+def _machine_author() -> str:
+    # Once per process: a git subprocess costs milliseconds, and who is at the keyboard does
+    # not change while kreg runs.
+    name, email = _git_config("user.name"), _git_config("user.email")
+    if name and email:
+        return f"{name} <{email}>"
+    if name or email:
+        return name or email
+    import getpass
+    import socket
+
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container with an arbitrary uid)
+        login = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{login}@{socket.gethostname() or 'localhost'}"
+
+
+def _git_config(key: str) -> str:
+    """A value of git's configuration, or "" (no git, no repository, no such key, a slow disk)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True, timeout=5,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    value = " ".join(done.stdout.split()) if done.returncode == 0 else ""
+    return value if value.isprintable() and len(value) <= 120 else ""

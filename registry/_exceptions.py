@@ -19,6 +19,9 @@ working for callers who do not know kreg::
     ├── RemoteError              (ConnectionError)  object storage unreachable, refused or missing
     └── MissingDependencyError   (ImportError)  an optional extra is not installed
 
+    KregWarning                  (UserWarning)  kreg did what was asked, and says what to know
+    └── DeprecatedKernelWarning                 a deprecated version was loaded (the reason says why)
+
 Messages say what happened, what was expected and how to fix it; the CLI
 prints them as one ``Error: ...`` line.
 """
@@ -27,11 +30,13 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DeprecatedKernelWarning",
     "IntegrityError",
     "InvalidKernelError",
     "InvalidNameError",
     "KernelNotFoundError",
     "KregError",
+    "KregWarning",
     "LockTimeoutError",
     "MissingDependencyError",
     "ProbeMismatchError",
@@ -103,7 +108,15 @@ class MissingDependencyError(KregError, ImportError):
     """An optional extra is needed and not installed."""
 
 
-class LayoutWarning(UserWarning):
+class KregWarning(UserWarning):
+    """Base class of every warning kreg gives: the operation went ahead."""
+
+
+class DeprecatedKernelWarning(KregWarning):
+    """A deprecated kernel version was loaded; the message carries the reason it was retired."""
+
+
+class LayoutWarning(KregWarning):
     """Weights whose shape reads better in another layout than the one given (stored as given)."""
 
 

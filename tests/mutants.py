@@ -208,6 +208,22 @@ STORE_MUTANTS: list[Mutant] = [
            "        if held is None or first_look or time.time() - held[2] < freshness:\n",
            "        if True:\n",
            ("tests/test_remote_removal.py::test_a_long_lived_registry_sees_other_machines_changes_on_its_next_call",)),
+    Mutant("deprecation: latest does not skip a deprecated version", "registry/format/index.py",
+           "    kept = [v for v in versions if v not in deprecated]\n", "    kept = list(versions)\n",
+           ("tests/test_store_history.py::test_latest_skips_a_deprecated_version_which_still_loads_pinned_with_a_warning",
+            "tests/test_cli_history.py::test_deprecate_warns_in_one_line_and_latest_skips_it")),
+    Mutant("labels: a commit conflict drops the change instead of replaying it", WRITER,
+           "                    op(self.edit)\n", "                    pass\n",
+           ("tests/test_remote_history.py::test_a_label_that_loses_the_compare_and_swap_is_replayed_with_its_event_once",
+            "tests/test_remote_history.py::test_racing_adds_labels_and_deprecations_lose_nothing")),
+    Mutant("deprecation: the receipt stays, a cold pinned load does not warn", "registry/store/curation.py",
+           "                txn.unreceipted.append((parsed.name, version))", "                pass",
+           ("tests/test_store_history.py::test_a_cold_pinned_load_of_a_deprecated_version_warns_on_each_store",)),
+    Mutant("history: an event is kept beside its change, not committed in its segment", "registry/format/index.py",
+           '        self._facts(name)["events"].append(event)\n',
+           '        self.base.segment(self.base.prefix_of(name)).meta.setdefault(name, {}).setdefault("events", [])'
+           '.append(event)\n',
+           ("tests/test_store_history.py::test_every_change_is_one_event_with_who_when_what_and_where",)),
 ]
 
 

@@ -72,7 +72,7 @@ def test_kreg_list_merges_split_segments_in_natural_order(tmp_path: Path, small_
             reg.add(name, np.full((3, 5), i, "f4"), description=f"kernel {i} of the test", tags=["t"])
             latest[name] = 1
     for name in names[:10]:  # second versions of some: the listing shows the latest
-        reg.add(name, np.zeros((1, 2), "f4"), description="second")
+        reg.add(name, np.zeros((1, 2), "f4"), description="second", inherit=False)  # no tag: see below
         latest[name] = 2
     reg.remove(names[10])
     del latest[names[10]]

@@ -83,7 +83,7 @@ def offline(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield s3_url
 
 
-@pytest.mark.parametrize("command", [["list"], ["show", "team/x"], ["verify"], ["fsck"]])
+@pytest.mark.parametrize("command", [["show", "team/x"], ["verify"], ["fsck"]])
 def test_an_offline_read_never_says_nothing_was_committed_and_says_what_still_works(
         offline: str, command: list[str]) -> None:
     result = _kreg(offline, *command)
@@ -91,6 +91,14 @@ def test_an_offline_read_never_says_nothing_was_committed_and_says_what_still_wo
     assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"Error: Cannot reach {offline}")
     assert "committed" not in lines[0]
     assert "name@v" in lines[0] and "KREG_FRESHNESS" in lines[0]
+
+
+def test_offline_list_lists_the_built_ins_and_says_what_else_still_works(offline: str) -> None:
+    result = _kreg(offline, "list")  # the built-ins ship in the package
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    assert result.exit_code == 0 and "sobel_x" in result.output and "team/x" not in result.output
+    assert len(warning) == 1 and f"Cannot reach {offline}" in warning[0] and "committed" not in warning[0]
+    assert "name@v" in warning[0] and "KREG_FRESHNESS" in warning[0]
 
 
 def test_offline_a_pinned_version_loaded_before_still_loads(offline: str) -> None:

@@ -1,8 +1,8 @@
 """The ``kreg`` command line: a thin click layer over the library (see :mod:`registry.cli._common`).
 
-Each module adds its commands to the one group below: ``kernels`` (list, show, add, rm, verify,
-diff, plot), ``packs`` (export, import, keygen), ``remote`` (copy), ``store`` (fsck), ``site``
-(site) and ``about`` (schema, families, info).
+Each module adds its commands to the one group below: ``listing`` (list), ``kernels`` (show, add,
+rm, verify, diff, plot), ``history`` (label, deprecate, log), ``packs`` (export, import, keygen),
+``remote`` (copy), ``store`` (fsck), ``site`` (site) and ``about`` (schema, families, info).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import about, kernels, packs, remote, site, store
+from . import about, history, kernels, listing, packs, remote, site, store
 from ._common import KregGroup, Location
 
 
@@ -36,7 +36,7 @@ def cli(ctx: click.Context, db: Path | str | None, quiet: bool) -> None:
 
 
 
-for _module in (kernels, packs, remote, store, site, about):
+for _module in (listing, kernels, history, packs, remote, store, site, about):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

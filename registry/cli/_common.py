@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,6 +20,7 @@ from .._exceptions import (
     InvalidNameError,
     KernelNotFoundError,
     KregError,
+    KregWarning,
     ReadOnlyError,
     SchemaVersionError,
     UnsafeFileError,
@@ -45,7 +47,10 @@ class KregGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", KregWarning)  # every deprecated load is said, once each
+                warnings.showwarning = _one_line
+                return super().invoke(ctx)
         except click.NoSuchOption as exc:
             if exc.option_name in GROUP_OPTIONS:  # 'kreg import pack.h5 --db X': an option of kreg itself
                 exc.message += (f" {exc.option_name} is an option of kreg itself: put it before the command, "
@@ -60,6 +65,16 @@ class KregGroup(click.Group):
         except OSError as exc:  # the machine said no (permissions, a full disk): one line, never a traceback
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}.", 1)
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: Any = None, line: str | None = None) -> None:
+    """A kreg warning as one ``Warning: ...`` line on stderr (shown even with --quiet: it is about
+    the data printed); any other warning as Python shows it."""
+    if issubclass(category, KregWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:

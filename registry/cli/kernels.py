@@ -1,4 +1,4 @@
-"""The commands on kernels themselves: list, show, add, rm, verify, diff, plot."""
+"""The commands on kernels themselves: show, add, rm, verify, diff, plot (list is in ``listing``)."""
 
 from __future__ import annotations
 
@@ -12,77 +12,13 @@ import click
 import numpy as np
 
 from .._env import env_text
-from .._exceptions import InvalidKernelError, RemoteError, UnsafeFileError
+from .._exceptions import InvalidKernelError
 from ..format.names import escape
-from ..format.rows import Listing, column_widths
 from ..store import Registry
 from ._common import complete_ref, current_registry, fail, show_progress, tell
 
 #: The most panels ``kreg plot`` draws in one picture.
 GRID_LIMIT = 16
-
-@click.command("list")
-@click.argument("patterns", nargs=-1, shell_complete=complete_ref)
-@click.option("--exclude", "-x", multiple=True, help="Leave out names matching this glob (repeatable).")
-@click.option("--tag", "-t", "tags", multiple=True, help="Keep kernels carrying this tag (repeatable: all of them).")
-@click.option("--origin", type=click.Choice(["builtin", "learned", "imported", "handmade", "generated"]),
-              help="Keep kernels of this provenance origin.")
-@click.option("--all-versions", is_flag=True, help="Every version, not only the latest.")
-@click.option("--json", "as_json", is_flag=True, help="Print the full records as JSON.")
-@click.pass_context
-def list_cmd(ctx: click.Context, patterns: tuple[str, ...], exclude: tuple[str, ...], tags: tuple[str, ...],
-             origin: str | None, all_versions: bool, as_json: bool) -> None:
-    """List kernels whose names match glob PATTERNS (all when none), naturally sorted.
-
-    \b
-    Example:
-      kreg list 'sobel*' 'scharr*' --exclude '*_y'
-      kreg list --tag edge --json
-    """
-    reg = current_registry(ctx)
-    try:
-        rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions)
-    except RemoteError as exc:  # the built-ins ship in the package: list them, and say what is missing
-        if not getattr(exc, "unreachable", False):
-            raise
-        rows = reg.listing(patterns or "*", exclude, tags, origin=origin, all_versions=all_versions,
-                           builtins_only=True)
-        tell(f"Warning: only the built-in kernels are listed; the registry's own could not be read. {exc}")
-    else:
-        if not any(not row.builtin for row in rows) and (  # stops at the first row of the registry's own
-                not (patterns or exclude or tags or origin) or reg._state.view().generation == ""):
-            # a typo'd prefix or a fresh bucket would otherwise list only the built-ins, as if fine
-            tell(f"No kernels at {reg.url} yet (only the built-ins are listed). Add one with kreg add, or check "
-                 "the registry's location (--db, KREG_DB).")
-    if as_json:
-        # records(()) means "every record": nothing matched must print an empty list, not all.
-        click.echo(json.dumps(reg.records([r.ref for r in rows]) if rows else [], indent=2))
-        return
-    if not rows:
-        tell("No kernels match.")
-        return
-    click.echo(_table(rows))
-
-
-def _table(rows: Listing) -> str:
-    """The rows as aligned columns. 100,000 rows take about 0.1 s: the column widths come from
-    the index (no pass to measure them), then one split and one format a row."""
-    header = ["", "NAME", "VER", "SHAPE", "DTYPE", "LAYOUT", "ORIGIN", "DESCRIPTION"]
-    widths = rows.widths or column_widths(rows.entries)
-    widths = [max(w, len(title)) for w, title in zip(widths, header[1:])]
-    line = "  ".join(f"%-{w}s" for w in widths) + "  %s"  # %-formatting: the fastest per row
-
-    def odd(row: list[str]) -> str:  # an empty or long description, or anything unprintable
-        summary = row[7] if len(row[7]) <= 60 else row[7][:57] + "..."
-        return (line % tuple(escape(cell, quote=False) for cell in [*row[1:7], summary])).rstrip()
-
-    try:
-        text = [out if r[7] and len(r[7]) <= 60 and (out := line % (r[1], r[2], r[3], r[4], r[5], r[6], r[7])).isprintable()
-                else odd(r) for entry in rows.entries for r in (entry.split("\t", 8),)]
-    except IndexError:
-        raise UnsafeFileError("A damaged listing entry in the index. Run 'kreg fsck --repair'.") from None
-    return "\n".join([line % tuple(header[1:]), *text])
-
 
 @click.command()
 @click.argument("ref", shell_complete=complete_ref)
@@ -113,6 +49,14 @@ def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -
         click.echo(f"  {'pin':<28} {kernel.pin}")
     for key, value in _flatten(record):
         click.echo(f"  {key:<28} {value}")
+    if kernel.version >= 1:
+        reg = current_registry(ctx)
+        labels = sorted(label for label, v in reg.labels(kernel.name).items() if v == kernel.version)
+        reason = reg.deprecations(kernel.name).get(kernel.version)
+        if labels:
+            click.echo(f"  {'labels':<28} {escape(', '.join(labels), quote=False)}")
+        if reason is not None:
+            click.echo(f"  {'deprecated':<28} {escape(reason, quote=False)}")
     click.echo()
     click.echo(_values_text(kernel.array, kernel.layout))
 
@@ -222,15 +166,20 @@ def _coloured(text: str, weight: float) -> str:
 @click.option("--tag", "-t", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--license", "license_", help="SPDX license expression, e.g. MIT or CC-BY-4.0.")
 @click.option("--reference", "references", multiple=True, help="A paper or URL (repeatable).")
-@click.option("--author", help="Who made it.")
+@click.option("--author", help="Who made it (default: $KREG_AUTHOR, else git's user.name <user.email>, "
+                                "else login@host; a new version keeps the previous version's).")
+@click.option("--no-inherit", is_flag=True,
+              help="Do not take description, tags, license, references and author from the previous version.")
 @click.pass_context
 def add(ctx: click.Context, name: str, source: str | None, inline: str | None, keras_model: str | None,
         layer: str | None, tensor: str | None, family: str | None, params: tuple[str, ...], origin: str | None,
         layout: str | None, dtype: str | None, convolution: bool, description: str, tags: tuple[str, ...],
-        license_: str | None, references: tuple[str, ...], author: str | None) -> None:
+        license_: str | None, references: tuple[str, ...], author: str | None, no_inherit: bool) -> None:
     """Add a new version of kernel NAME and print its NAME@VERSION.
 
-    The values come from exactly one of --from, --values, --from-keras or --family.
+    The values come from exactly one of --from, --values, --from-keras or --family. A new
+    version keeps what the previous one says (description, tags, license, references,
+    author) unless given or --no-inherit; kreg says what it kept.
 
     \b
     Example:
@@ -251,14 +200,17 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
     if tensor is not None and (source is None or dtype is not None or convolution):
         fail("--tensor goes with --from CKPT.safetensors (and not with --dtype or --convolution).", 2)
     reg = current_registry(ctx)
-    meta = dict(description=description, tags=tags, license=license_, author=author, references=references)
+    meta = dict(description=description, tags=tags, license=license_, author=author, references=references,
+                inherit=not no_inherit)
     if keras_model is not None:
         from .._api import add_from_keras
 
         click.echo(add_from_keras(keras_model, layer, name=name, registry=reg, **meta).ref)
+        _say_inherited(reg)
         return
     if tensor is not None:
         click.echo(_add_tensor(reg, name, source, tensor, layout, origin, meta).ref)
+        _say_inherited(reg)
         return
     values: Any
     extra: dict[str, Any] = {}
@@ -283,6 +235,13 @@ def add(ctx: click.Context, name: str, source: str | None, inline: str | None, k
     kernel = reg.add(name, values, layout=layout, dtype=dtype, convolution=convolution, origin=origin,
                      **{**meta, **extra})
     click.echo(kernel.ref)
+    _say_inherited(reg)
+
+
+def _say_inherited(reg: Registry) -> None:
+    if reg.last_inherited is not None:
+        ref, fields = reg.last_inherited
+        tell(f"Kept {', '.join(fields)} from {ref} (--no-inherit to start afresh).")
 
 
 def _add_tensor(reg: Registry, name: str, source: str | None, tensor: str, layout: str | None,
@@ -344,7 +303,8 @@ def _parse_params(params: Sequence[str]) -> dict[str, str]:
 def rm(ctx: click.Context, ref: str, all_versions: bool, yes: bool) -> None:
     """Remove one kernel version (NAME@VERSION), or all of them with --all.
 
-    Version numbers are never reused: a later add gets a new one.
+    Version numbers are never reused: a later add gets a new one. For a version others may
+    have pinned, 'kreg deprecate' retires it without breaking them.
 
     \b
     Example:
@@ -359,8 +319,12 @@ def rm(ctx: click.Context, ref: str, all_versions: bool, yes: bool) -> None:
         if not click.confirm(f"Remove all {len(versions)} versions of {ref}?", err=True):
             tell("Nothing removed.")  # the answer asked for, not a failure
             return
-    for removed in reg.remove(ref, all_versions=all_versions):
-        click.echo(f"removed {removed}")
+    removed = reg.remove(ref, all_versions=all_versions)
+    for done in removed:
+        click.echo(f"removed {done}")
+    if "@" in ref:
+        tell(f"Code that pinned {removed[0]} now fails. To retire a version others may use, "
+             f"'kreg deprecate {removed[0]} --reason ...' keeps it loadable with a warning.")
 
 
 @click.command()
@@ -464,4 +428,4 @@ def plot(ctx: click.Context, refs: tuple[str, ...], output: Path, image: str | N
 
 
 #: The commands this module adds to the ``kreg`` group.
-COMMANDS = [list_cmd, show, add, rm, verify, diff, plot]
+COMMANDS = [show, add, rm, verify, diff, plot]

@@ -73,7 +73,7 @@ def empty_root() -> tuple[str, bytes, bytes]:
 
 
 def root_document(segments: dict[str, str], listing: dict[str, list[int]] | None = None,
-                  retired: dict[str, float] | None = None) -> bytes:
+                  retired: dict[str, float] | None = None, annotated: set[str] | None = None) -> bytes:
     """The root naming ``segments`` (prefix -> key), under a fresh generation token, with what
     it knows of each segment's listing block (key -> ``[bytes, column widths...]``) and the
     replaced segments not deleted yet (key -> when they were replaced, Unix seconds)."""
@@ -83,6 +83,9 @@ def root_document(segments: dict[str, str], listing: dict[str, list[int]] | None
         document["listing"] = {key: listing[key] for key in sorted(listing) if key in segments.values()}
     if retired:
         document["retired"] = dict(sorted(retired.items()))
+    live = set(segments.values())
+    if annotated and (named := sorted(annotated & live)):
+        document["annotated"] = named
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -141,6 +144,10 @@ class View:
             k: float(t) for k, t in retired.items()
             if type(t) in (int, float) and 0 <= t < 1e11 and SEGMENT_KEY.fullmatch(k) and k not in live
         } if isinstance(retired, dict) else {}
+        annotated = root.get("annotated")
+        # the segments holding labels or deprecations: a listing reads them whole to show both
+        self.annotated: set[str] = {k for k in annotated if isinstance(k, str) and k in live} if isinstance(
+            annotated, list) else set()
         self._depths = sorted({len(p) for p in self.segments})
         self._fetch = fetch
         self._fetch_head = fetch_head
@@ -204,7 +211,7 @@ class View:
         """The widest text of each first column over every segment's listing, when the root
         records them for every segment (then a table needs no pass to measure its rows)."""
         keys = [key for key in self.segments.values() if key is not None]
-        if not all(key in self.heads for key in keys):
+        if self.annotated or not all(key in self.heads for key in keys):  # annotated: an entry may be older
             return None
         return [max([0, *(self.heads[key][1 + i] for key in keys)]) for i in range(WIDTHS)]
 
@@ -217,11 +224,26 @@ class View:
     def versions(self, name: str) -> dict[int, tuple[list[Any], str | None]]:
         return self.segment(self.prefix_of(name)).names.get(name, {})
 
+    def meta(self, name: str) -> dict[str, Any]:
+        """What the index says of ``name`` beyond its rows (see :attr:`Segment.meta`)."""
+        return self.segment(self.prefix_of(name)).meta.get(name, {})
+
+    def labels(self, name: str) -> dict[str, int]:
+        return dict(self.meta(name).get("labels", {}))
+
+    def deprecated(self, name: str) -> dict[int, str]:
+        return {int(v): reason for v, reason in self.meta(name).get("deprecated", {}).items()}
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return list(self.meta(name).get("events", []))
+
     def row(self, name: str, version: int | None) -> list[Any] | None:
+        """The row of ``name@version``; of ``name``, its latest version not deprecated (the
+        latest of all when every one is)."""
         versions = self.versions(name)
         if not versions:
             return None
-        entry = versions.get(max(versions) if version is None else version)
+        entry = versions.get(latest(versions, self.deprecated(name)) if version is None else version)
         return entry[0] if entry else None
 
     def record(self, name: str, version: int) -> dict[str, Any]:
@@ -240,6 +262,9 @@ class View:
         segment's run in natural order: ``list.sort`` on the whole merges the runs."""
         out: list[str] = []
         for prefix in sorted(self.segments):
+            if not all_versions and self.segments[prefix] in self.annotated:
+                out += annotated_listing(self.segment(prefix))
+                continue
             if not all_versions:
                 out += self.segment_listing(prefix)
                 continue
@@ -249,6 +274,22 @@ class View:
             except (TypeError, ValueError):
                 raise damaged(self.where, segment.key or "?") from None
         return out
+
+    def marks(self) -> dict[str, tuple[tuple[str, ...], str | None]]:
+        """``name@version`` -> (its labels, why it is deprecated or None), for the versions that
+        have either (only the segments the root names as annotated hold any)."""
+        marks: dict[str, tuple[tuple[str, ...], str | None]] = {}
+        for prefix, key in self.segments.items():
+            if key is None or key not in self.annotated:
+                continue
+            for name, facts in self.segment(prefix).meta.items():
+                for label, version in facts.get("labels", {}).items():
+                    held = marks.get(f"{name}@{version}", ((), None))
+                    marks[f"{name}@{version}"] = (tuple(sorted((*held[0], label))), held[1])
+                for version, reason in facts.get("deprecated", {}).items():
+                    held = marks.get(f"{name}@{version}", ((), None))
+                    marks[f"{name}@{version}"] = (held[0], reason)
+        return marks
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(row[0] for segment in self.all_segments() for row in segment.rows()))
@@ -279,6 +320,40 @@ class Edit:
         prefix = self.base.prefix_of(name)
         segment = self._dirty.get(prefix) or self.base.segment(prefix)
         return segment.names.get(name, {})
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """What this edit holds of ``name`` beyond its rows (see :attr:`Segment.meta`)."""
+        prefix = self.base.prefix_of(name)
+        segment = self._dirty.get(prefix) or self.base.segment(prefix)
+        return segment.meta.get(name, {})
+
+    def _facts(self, name: str) -> dict[str, Any]:
+        facts = self._segment(name).meta.setdefault(name, {})
+        for key, empty in (("labels", {}), ("deprecated", {}), ("events", [])):
+            facts.setdefault(key, type(empty)())
+        return facts
+
+    def event(self, name: str, event: dict[str, Any]) -> None:
+        """Record ``event`` in ``name``'s history: it commits with the change it describes."""
+        self._facts(name)["events"].append(event)
+
+    def label(self, name: str, label: str, version: int | None) -> int | None:
+        """Point ``label`` of ``name`` at ``version`` (None: remove it); the version it pointed at before."""
+        facts = self._facts(name)
+        before = facts["labels"].get(label)
+        if version is None:
+            facts["labels"].pop(label, None)
+        else:
+            facts["labels"][label] = version
+        return before
+
+    def deprecate(self, name: str, version: int, reason: str | None) -> None:
+        """Mark ``name@version`` deprecated for ``reason`` (None: no longer deprecated)."""
+        facts = self._facts(name)
+        if reason is None:
+            facts["deprecated"].pop(str(version), None)
+        else:
+            facts["deprecated"][str(version)] = reason
 
     def record(self, name: str, version: int) -> dict[str, Any]:
         """The record of ``name@version`` as this edit holds it (put here, or committed)."""
@@ -314,6 +389,11 @@ class Edit:
         segment.next[name] = max(segment.next.get(name, 1), version + 1)
         if not versions:
             segment.names.pop(name, None)
+        facts = segment.meta.get(name)
+        if facts:  # a removed version keeps no label and no deprecation; its history stays
+            facts.get("deprecated", {}).pop(str(version), None)
+            for label in [k for k, v in facts.get("labels", {}).items() if v == version]:
+                facts["labels"].pop(label)
 
     def write(self, put: Callable[[str, bytes], None], *,
               retire: Callable[[list[str]], bool] | None = None) -> tuple[bytes, list[str]]:
@@ -328,6 +408,7 @@ class Edit:
         segment gone."""
         segments = dict(self.base.segments)
         heads = dict(self.base.heads)
+        annotated = set(self.base.annotated)
         replaced = []
         for prefix, segment in self._dirty.items():
             old = segments.pop(prefix)
@@ -341,14 +422,33 @@ class Edit:
                 part.key = key
                 self.written[key] = part
                 segments[sub_prefix] = key
+                if any(f.get("labels") or f.get("deprecated") for f in part.meta.values()):
+                    annotated.add(key)
         if retire is None:
-            return root_document(segments, heads, self.base.retired), replaced
+            return root_document(segments, heads, self.base.retired, annotated), replaced
         now = time.time()
         retired = {**self.base.retired, **dict.fromkeys(replaced, now)}
         due = [key for key, when in self.base.retired.items() if now - when >= RETIRE_AFTER]
         if len(due) >= RETIRE_BATCH and retire(due):
             retired = {key: when for key, when in retired.items() if key not in due}
-        return root_document(segments, heads, retired), []
+        return root_document(segments, heads, retired, annotated), []
+
+
+def latest(versions: dict[int, Any], deprecated: dict[int, str]) -> int:
+    """The version ``name`` alone means: the highest not deprecated, as a resolver skips a
+    yanked release (PEP 592); the highest of all when every one is."""
+    kept = [v for v in versions if v not in deprecated]
+    return max(kept or versions)
+
+
+def annotated_listing(segment: Segment) -> list[str]:
+    """The listing entries of a segment read whole, each name's entry being the version ``name``
+    alone loads (:func:`latest`): its listing block lists the highest version, deprecated or not."""
+    entries = []
+    for name, versions in segment.names.items():
+        deprecated = {int(v): r for v, r in segment.meta.get(name, {}).get("deprecated", {}).items()}
+        entries.append(listing_entry(versions[latest(versions, deprecated)][0]))
+    return sorted(entries)
 
 
 def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:
@@ -360,4 +460,6 @@ def _split(prefix: str, segment: Segment) -> list[tuple[str, Segment]]:
         halves[name_bits(name, depth)[-1]].names[name] = versions
     for name, n in segment.next.items():
         halves[name_bits(name, depth)[-1]].next[name] = n
+    for name, facts in segment.meta.items():
+        halves[name_bits(name, depth)[-1]].meta[name] = facts
     return [part for bit in "01" for part in _split(prefix + bit, halves[bit])]

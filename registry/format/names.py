@@ -25,14 +25,43 @@ _NAME_RE = re.compile(NAME_PATTERN)
 _NATURAL_RE = re.compile(r"(\d+)")
 
 
+#: A label: a letter, then lowercase letters, digits, ``_.-``; never a number (``@3`` is a
+#: version) and never ``sha256`` (``@sha256:...`` is a content pin).
+LABEL_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+_LABEL_RE = re.compile(LABEL_PATTERN)
+
+
 class Ref(NamedTuple):
-    """A parsed kernel reference: a name and, when pinned, a version."""
+    """A parsed kernel reference: a name and, when pinned, a version or a label."""
 
     name: str
     version: int | None = None
+    label: str | None = None
 
     def __str__(self) -> str:
+        if self.label is not None:
+            return f"{self.name}@{self.label}"
         return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+def check_label(label: object) -> str:
+    """Return ``label`` unchanged if it is a label name (see :data:`LABEL_PATTERN`).
+
+    Example:
+        >>> check_label("stable")
+        'stable'
+    """
+    text = label if isinstance(label, str) else repr(label)
+    if isinstance(label, str) and _LABEL_RE.match(label) and label != "sha256":
+        return label
+    if isinstance(label, str) and label.isascii() and label.isdigit():
+        why = "is a number (name@3 is version 3)"
+    elif isinstance(label, str) and label.startswith("sha256"):
+        why = "starts with sha256 (name@sha256:... is a content pin)"
+    else:
+        why = "is not a letter followed by at most 63 of a-z, 0-9, _ . -"
+    raise InvalidNameError(f"A label name is a word such as 'stable', never a number or 'sha256'; "
+                           f"{escape(text[:80])} {why}.")
 
 
 def check_name(name: object) -> str:
@@ -82,11 +111,13 @@ def check_name(name: object) -> str:
 
 
 def parse_ref(ref: object) -> Ref:
-    """Parse ``"name"`` or ``"name@version"`` into a :class:`Ref`.
+    """Parse ``"name"``, ``"name@version"`` or ``"name@label"`` into a :class:`Ref`.
 
     Example:
         >>> parse_ref("sobel_x@2")
-        Ref(name='sobel_x', version=2)
+        Ref(name='sobel_x', version=2, label=None)
+        >>> parse_ref("team/edge@stable").label
+        'stable'
     """
     if isinstance(ref, Ref):
         return ref
@@ -97,6 +128,8 @@ def parse_ref(ref: object) -> Ref:
     name, sep, version = ref.partition("@")
     if not sep:
         return Ref(check_name(name))
+    if version[:1].isascii() and version[:1].isalpha() and not version.startswith("sha256"):
+        return Ref(check_name(name), None, check_label(version))
     # The length check comes first: int() of thousands of digits raises its own ValueError.
     if not version.isascii() or not version.isdigit() or len(version) > MAX_VERSION_DIGITS or int(version) < 1:
         raise InvalidNameError(

@@ -34,6 +34,9 @@ class KernelInfo(NamedTuple):
     tags: tuple[str, ...]
     sha256: str
     builtin: bool = False
+    #: The labels pointing at this version, and why it is deprecated (None: it is not).
+    labels: tuple[str, ...] = ()
+    deprecated: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any], *, builtin: bool = False) -> KernelInfo:
@@ -106,9 +109,12 @@ class Listing(Sequence[KernelInfo]):
     """
 
     def __init__(self, entries: list[str], builtins: frozenset[str] | set[str] = frozenset(),
-                 widths: list[int] | None = None) -> None:
+                 widths: list[int] | None = None,
+                 marks: dict[str, tuple[tuple[str, ...], str | None]] | None = None) -> None:
         self.entries = entries
         self._builtins = builtins
+        #: ``name@version`` -> (labels, deprecation reason or None), for the versions that have either.
+        self.marks = marks or {}
         #: The widest text of each first column, when known without a pass over the rows: at
         #: least that of every entry (a shadowed or filtered-out row may have been wider).
         self.widths = widths
@@ -141,7 +147,9 @@ class Listing(Sequence[KernelInfo]):
         return f"Listing({list(self)!r})"
 
     def _info(self, entry: str) -> KernelInfo:
-        return entry_info(entry, builtin=bool(self._builtins) and entry_name(entry) in self._builtins)
+        info = entry_info(entry, builtin=bool(self._builtins) and entry_name(entry) in self._builtins)
+        mark = self.marks.get(info.ref) if self.marks else None
+        return info if mark is None else info._replace(labels=mark[0], deprecated=mark[1])
 
 
 def select(entries: list[str], patterns: Sequence[str], exclude: Sequence[str], tags: Sequence[str],

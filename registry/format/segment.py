@@ -24,13 +24,14 @@ class Segment:
     for.
     """
 
-    __slots__ = ("_body", "_data", "_head", "_listing", "_names", "_next", "_rows", "_where", "key")
+    __slots__ = ("_body", "_data", "_head", "_listing", "_meta", "_names", "_next", "_rows", "_where", "key")
 
     def __init__(self, key: str | None, names: dict[str, dict[int, tuple[list[Any], str | None]]] | None,
-                 next_version: dict[str, int] | None) -> None:
+                 next_version: dict[str, int] | None, meta: dict[str, dict[str, Any]] | None = None) -> None:
         self.key = key
         self._names = names
         self._next = next_version
+        self._meta = meta if meta is not None or names is None else {}
         self._data: bytes | None = None  # the raw segment, until its parts are parsed
         self._listing: list[str] | None = None
         self._rows: list[list[Any]] | None = None
@@ -112,9 +113,10 @@ class Segment:
             if not isinstance(rows, list) or not isinstance(next_version, dict):
                 raise ValueError("not a segment header")
             next_version = {str(k): int(v) for k, v in next_version.items()}
+            meta = checked_meta(header.get("meta", {}))
         except (ValueError, KeyError, TypeError):
             raise damaged(self._where, self.key or "?") from None
-        self._rows, self._next, self._body = rows, next_version, body
+        self._rows, self._next, self._body, self._meta = rows, next_version, body, meta
         self._head, self._data = data[:start], None
 
     @property
@@ -124,6 +126,15 @@ class Segment:
             self._header()
         assert self._next is not None
         return self._next
+
+    @property
+    def meta(self) -> dict[str, dict[str, Any]]:
+        """name -> what the header says of it beyond its rows: ``labels`` (label -> version),
+        ``deprecated`` (version, in decimal -> reason) and ``events`` (its history, oldest first)."""
+        if self._meta is None:
+            self._header()
+        assert self._meta is not None
+        return self._meta
 
     @property
     def names(self) -> dict[str, dict[int, tuple[list[Any], str | None]]]:
@@ -161,11 +172,17 @@ class Segment:
                 rows.append(row)
                 lines.append(line or "")
         self._listing = _listing_of(rows)
-        header = json.dumps({"next": self.next, "rows": rows}, separators=(",", ":"), sort_keys=True)
+        document: dict[str, Any] = {"next": self.next, "rows": rows}
+        meta = {name: kept for name, facts in self.meta.items() if (kept := {k: v for k, v in facts.items() if v})}
+        if meta:  # absent when empty: a segment without labels, deprecations or events reads as before
+            document["meta"] = meta
+        header = json.dumps(document, separators=(",", ":"), sort_keys=True)
         return "".join(entry + "\n" for entry in [*self._listing, header, *lines]).encode("utf-8")
 
     def copy(self) -> Segment:
-        return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next))
+        meta = {n: {"labels": dict(f.get("labels", {})), "deprecated": dict(f.get("deprecated", {})),
+                    "events": list(f.get("events", []))} for n, f in self.meta.items()}
+        return Segment(None, {n: dict(v) for n, v in self.names.items()}, dict(self.next), meta)
 
     def __len__(self) -> int:
         return len(self.rows())
@@ -186,6 +203,26 @@ def _listing_of(rows: list[list[Any]]) -> list[str]:
         return sorted(listing_entry(row) for row in latest.values())
     except (TypeError, ValueError):
         raise UnsafeFileError("A damaged row in the index. Run 'kreg fsck --repair'.") from None
+
+
+def checked_meta(meta: Any) -> dict[str, dict[str, Any]]:
+    """The header's ``meta`` if it has the shape FORMAT.md gives it, else ``TypeError`` or
+    ``ValueError``: labels name whole versions, deprecations carry text, events are objects
+    with text fields."""
+    if not isinstance(meta, dict):
+        raise TypeError("meta is not an object")
+    for facts in meta.values():
+        if not isinstance(facts, dict):
+            raise TypeError("meta entry is not an object")
+        labels, deprecated, events = facts.get("labels", {}), facts.get("deprecated", {}), facts.get("events", [])
+        if not (isinstance(labels, dict) and all(isinstance(k, str) and type(v) is int for k, v in labels.items())):
+            raise ValueError("labels")
+        if not (isinstance(deprecated, dict) and all(k.isdigit() and isinstance(v, str) for k, v in deprecated.items())):
+            raise ValueError("deprecated")
+        if not (isinstance(events, list) and all(isinstance(e, dict) and isinstance(e.get("op"), str)
+                                                 and isinstance(e.get("at"), str) for e in events)):
+            raise ValueError("events")
+    return meta
 
 
 def record_of(line: str, *, where: str, key: str) -> dict[str, Any]:

@@ -218,6 +218,11 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
             _set_aside(backend, key, stamp, report)
     for name, n in old_next.items():
         edit.reserve(name, n - 1)
+    if old_view is not None:
+        try:
+            _carry_meta(old_view, edit, placed)
+        except KregError as exc:  # a damaged segment: its labels and history cannot be read
+            report.problems.append(("index.json", f"labels, deprecations and history not all kept: {exc}"))
     root, _ = edit.write(lambda key, data: backend.put(key, data))
     backend.commit(root, token)
     for key in old_keys - {""} | (set(old_view.retired) if old_view is not None else set()):
@@ -226,6 +231,21 @@ def rebuild(backend: Backend, cache: dict[str, Segment]) -> Report:
         except KregError:
             pass
     return report
+
+
+def _carry_meta(old: View, edit: Edit, placed: set[str]) -> None:
+    """Labels, deprecations and history of the old index into the rebuilt one: the history
+    whole, labels and deprecations only of versions the new index holds."""
+    for segment in old.all_segments():
+        for name, facts in segment.meta.items():
+            for event in facts.get("events", []):
+                edit.event(name, event)
+            for label, version in facts.get("labels", {}).items():
+                if object_key(name, version) in placed:
+                    edit.label(name, label, version)
+            for version, reason in facts.get("deprecated", {}).items():
+                if object_key(name, int(version)) in placed:
+                    edit.deprecate(name, int(version), reason)
 
 
 def verify_refs(backend: Backend, view: View, builtins: BuiltinLayer | None, refs: list[str],
@@ -246,8 +266,8 @@ def verify_refs(backend: Backend, view: View, builtins: BuiltinLayer | None, ref
                 kernel = builtins.load(parsed, verify=True, cached=False)
                 record, array = kernel._record, kernel.array
             else:
-                record = view.record(*parsed)
-                record_problems, array = check_object(backend, view.row(*parsed), record)
+                record = view.record(parsed.name, int(parsed.version or 0))
+                record_problems, array = check_object(backend, view.row(parsed.name, parsed.version), record)
                 problems.extend((ref, p) for p in record_problems)
                 if array is None:
                     continue

@@ -11,7 +11,7 @@ from ..format.rows import Listing, column_widths, entry_name, select
 
 def merged_listing(entries: list[str], widths: list[int] | None, builtins: list[str], *, all_versions: bool,
                    pattern: str | Sequence[str], exclude: str | Sequence[str], tags: Sequence[str],
-                   origin: str | None) -> Listing:
+                   origin: str | None, marks: dict[str, tuple[tuple[str, ...], str | None]] | None = None) -> Listing:
     """The registry's ``entries`` (each segment's run sorted) and the ``builtins``' in one
     natural order, then filtered. A name the registry holds is the user's: it hides a built-in
     of that name (as ``load`` does; only a registry filled without the built-in layer, or
@@ -23,6 +23,7 @@ def merged_listing(entries: list[str], widths: list[int] | None, builtins: list[
         builtins: the built-in layer's entries.
         all_versions: the entries are every version, not only the latest.
         pattern, exclude, tags, origin: see :meth:`Registry.list_kernels`.
+        marks: the labels and deprecations of the versions that have any (``View.marks``).
     """
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     excludes = [exclude] if isinstance(exclude, str) else list(exclude)
@@ -36,7 +37,7 @@ def merged_listing(entries: list[str], widths: list[int] | None, builtins: list[
             widths = [max(w, b) for w, b in zip(widths, column_widths(builtins))]
     entries.sort(key=_version_order if all_versions else None)
     selected = select(entries, patterns, excludes, tags, origin)
-    return Listing(selected, names, widths if selected is entries else None)
+    return Listing(selected, names, widths if selected is entries else None, marks)
 
 
 def _version_order(entry: str) -> tuple[str, str, int]:

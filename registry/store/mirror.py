@@ -157,7 +157,7 @@ def _place(target: Any, txn: Any, kernels: list[Any], as_name: str, source_url: 
         lines.append(Copied(kernel.ref, there, "copy"))
     for record, array in new:
         try:
-            txn.place(record, np.asarray(array))
+            txn.place(record, np.asarray(array), {"source": source_url})  # a 'copy' event in its history
         except ObjectExists:
             raise Refused(f"{target.url} already holds an object at {as_name}@{record['version']} with other "
                           "content (an uncommitted write; 'kreg fsck' lists it)") from None

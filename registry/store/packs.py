@@ -261,7 +261,7 @@ def import_pack(registry: Any, path: str | os.PathLike[str], *, prefix: str = ""
             added = registry._add(
                 step.target, values, layout=record["layout"], normalization=record.get("normalization"),
                 separable=record.get("separable"), bias=record.get("bias"), tags=record.get("tags", ()),
-                provenance=provenance, via_import=True,
+                provenance=provenance, via_import=True, event={"source": f"pack {pack.name[:200]}"},
             )
             if added.ref != step.result:  # the store deduped differently: say so, import nothing
                 raise IntegrityError(

@@ -141,17 +141,20 @@ class RegistryReader:
         when it is read (the form ``kreg list`` prints 100,000 rows from). ``builtins_only`` lists
         the built-ins alone, without reading the store (``kreg list`` with the store unreachable)."""
         self._check_open()
-        entries, widths = ([], None) if builtins_only else self._state.read(
-            lambda view: (view.listing(all_versions=all_versions), None if all_versions else view.listing_widths()))
+        entries, widths, marks = ([], None, {}) if builtins_only else self._state.read(lambda view: (
+            view.listing(all_versions=all_versions), None if all_versions else view.listing_widths(), view.marks()))
         own = self._builtins.listing(all_versions=all_versions) if self._builtins is not None else []
         return merged_listing(entries, widths, own, all_versions=all_versions, pattern=pattern, exclude=exclude,
-                              tags=tags, origin=origin)
+                              tags=tags, origin=origin, marks=marks)
 
     def records(self, refs: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The stored records (plain dicts) of ``refs`` (a bare name means its latest version),
         or of the latest version of every kernel."""
         refs = list(refs) or [info.ref for info in self.list_kernels()]
-        return [self.load(r)._record if parse_pin(r) else self._loader.record(parse_ref(r)) for r in refs]
+        if any(parse_pin(r) for r in refs):  # a content pin is found as a load finds it
+            return [self.load(r)._record if parse_pin(r) else self._loader.record(parse_ref(r)) for r in refs]
+        # one committed state for all: on an object store one root read, not one per ref
+        return self._loader.records([parse_ref(r) for r in refs])
 
     @property
     def builtin_path(self) -> Path | None:

@@ -9,11 +9,15 @@ loading a stored kernel imports neither h5py nor pydantic.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._exceptions import (
+    DeprecatedKernelWarning,
     IntegrityError,
     InvalidKernelError,
     InvalidNameError,
@@ -35,6 +39,10 @@ if TYPE_CHECKING:
     from ..kernels.builtins import BuiltinLayer
 
 
+#: kreg's own directory: a warning names the first line outside it.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class Loader:
     """Finds what a ref names, for one Registry: a pinned ``name@v`` through the last root this
     machine saw (no request) or the version's receipt (two), else through the committed index;
@@ -46,7 +54,7 @@ class Loader:
         self._shipped_names: set[str] | None = None
 
     def load(self, parsed: Ref, verify: bool) -> Kernel:
-        if self.shipped(parsed.name):
+        if parsed.label is None and self.shipped(parsed.name):  # a label is the user's registry's word
             if self.builtins is not None and parsed.name in self.builtins:
                 return self.builtins.load(parsed, verify=verify)
             if parsed.version is None:
@@ -58,6 +66,8 @@ class Loader:
         except RemoteError:
             # The built-ins and families ship in the package: they never need the network (a user
             # version of a built-in name, in a registry older than that built-in, waits for it).
+            if parsed.label is not None:
+                raise
             if self.builtins is not None and parsed.name in self.builtins:
                 return self.builtins.load(parsed, verify=verify)
             if parsed.version is None and parsed.name in family_names():
@@ -112,6 +122,19 @@ class Loader:
                                    f"{more} pin a version number.")
         return Ref(name, found[-1])  # one kernel (a revert re-added it): the newest number
 
+    def resolved(self, view: View, ref: Ref) -> Ref:
+        """``ref`` with a label replaced by the version it points at in ``view``."""
+        if ref.label is None:
+            return ref
+        version = view.labels(ref.name).get(ref.label)
+        if version is None:
+            if not view.versions(ref.name) and not (self.builtins is not None and ref.name in self.builtins):
+                raise self.not_found(Ref(ref.name), view)
+            held = ", ".join(sorted(view.labels(ref.name))) or "none"
+            raise KernelNotFoundError(f"Kernel {ref.name!r} has no label {ref.label!r} (its labels: {held}). "
+                                      "See 'kreg show NAME'.")
+        return Ref(ref.name, version)
+
     def _pinned(self, parsed: Ref, verify: bool) -> Kernel | None:
         """``name@v`` without reading the index when it can be:
         through the last root this machine saw (no request at all when it is cached), else
@@ -127,7 +150,7 @@ class Loader:
         if data is not None:
             try:
                 view = View.parse(data, self.backend.read, self.state.segments, where=self.backend.url)
-                row = view.row(*parsed)
+                row = view.row(parsed.name, parsed.version)
                 if row is not None:
                     expected = row[8]
                     return self.load_from(view, parsed, verify, cached=True)
@@ -146,7 +169,8 @@ class Loader:
         return kernel
 
     def load_from(self, view: View, parsed: Ref, verify: bool, *, cached: bool) -> Kernel:
-        row = view.row(*parsed)
+        parsed = self.resolved(view, parsed)
+        row = view.row(parsed.name, parsed.version)
         if row is None:
             if self.builtins is not None and parsed.name in self.builtins:
                 return self.builtins.load(parsed, verify=verify)
@@ -154,6 +178,11 @@ class Loader:
                 return generate(parsed, {})
             raise self.not_found(parsed, view)
         key = (row[0], row[1])
+        reason = view.deprecated(row[0]).get(row[1])
+        if reason is not None:
+            # attributed to the user's line that loaded it, not to kreg's frames
+            warnings.warn(DeprecatedKernelWarning(f"{row[0]}@{row[1]} is deprecated: {escape(reason, quote=False)}"),
+                          stacklevel=_outside_kreg())
         kernel = self.memo.get(key, row[8]) if cached else None
         if kernel is not None:
             return kernel
@@ -168,23 +197,31 @@ class Loader:
 
     def record(self, ref: Ref) -> dict[str, Any]:
         """The record of ``ref``, found as :meth:`load` finds the kernel."""
+        return self.records([ref])[0]
 
-        def find(view: View) -> dict[str, Any]:
-            row = view.row(*ref)
-            if row is not None:
-                return view.record(row[0], row[1])
-            if self.builtins is not None and ref.name in self.builtins and not view.versions(ref.name):
-                record = self.builtins.get(ref)
-                if record is not None:
-                    return record
-            raise self.not_found(ref, view)
-
+    def records(self, refs: list[Ref]) -> list[dict[str, Any]]:
+        """The records of ``refs`` in one committed state; with the store unreachable, the
+        built-ins' own (they ship in the package)."""
         try:
-            return self.state.read(find)
+            return self.state.read(lambda view: [self.record_in(view, ref) for ref in refs])
         except RemoteError:
-            if self.builtins is None or (record := self.builtins.get(ref)) is None:
+            shipped = [self.builtins.get(ref) if self.builtins is not None and ref.label is None else None
+                       for ref in refs]
+            if any(record is None for record in shipped):
                 raise
-            return record
+            return shipped  # type: ignore[return-value]
+
+    def record_in(self, view: View, ref: Ref) -> dict[str, Any]:
+        """:meth:`record` in the committed state ``view``."""
+        ref = self.resolved(view, ref)
+        row = view.row(ref.name, ref.version)
+        if row is not None:
+            return view.record(row[0], row[1])
+        if self.builtins is not None and ref.name in self.builtins and not view.versions(ref.name):
+            record = self.builtins.get(ref)
+            if record is not None:
+                return record
+        raise self.not_found(ref, view)
 
     def not_found(self, ref: Ref, view: View | None) -> KernelNotFoundError:
         """The error for a ref nothing holds: the versions the name has, or names like it."""
@@ -200,6 +237,15 @@ class Loader:
             f"No kernel named {escape(ref.name)} in {self.backend.url}.{did_you_mean(ref.name, known)}"
             " See 'kreg list'."
         )
+
+
+def _outside_kreg() -> int:
+    """The ``stacklevel`` of the first frame outside kreg's package (Python 3.12's
+    ``skip_file_prefixes``, by hand)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def generate(parsed: Ref, params: dict[str, Any]) -> Kernel:

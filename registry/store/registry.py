@@ -13,25 +13,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._env import default_author
 from .._exceptions import (
     InvalidKernelError,
+    KernelNotFoundError,
     ReadOnlyError,
-    RemoteError,
 )
 from ..format.content import same_content
 from ..format.names import check_name, parse_ref
 from ..kernels.kernel import Kernel
 from ..kernels.records import build_record
 from .backend import Backend
-from .reader import RegistryReader
+from .curation import Curated, inherited
 from .reading import family_names
-from .writer import Transaction
-
-#: The format marker a registry directory gets on its first write.
-MARKER_DOCUMENT = b'{"format":"kreg-registry","version":2}\n'
 
 
-class Registry(RegistryReader):
+class Registry(Curated):
     """A kernel registry, with the built-in kernels as a read-only layer under it.
 
     Args:
@@ -69,6 +66,7 @@ class Registry(RegistryReader):
         provenance: Mapping[str, Any] | None = None,
         separable: Mapping[str, Sequence[float]] | None = None,
         bias: Sequence[float] | None = None,
+        inherit: bool = True,
     ) -> Kernel:
         """Add a new version of ``name``; identical to the latest version, return that one.
 
@@ -86,11 +84,15 @@ class Registry(RegistryReader):
             convolution: the values are a true-convolution kernel: flip them into
                 the correlation form TensorFlow computes, and record that.
             description, tags, license, author, references, origin, normalization:
-                recorded as given (``license`` is an SPDX expression).
+                recorded as given (``license`` is an SPDX expression). ``author`` defaults
+                to ``KREG_AUTHOR``, else git's ``user.name <user.email>``, else login@host.
             provenance: further provenance fields (``source``, ``generator``,
                 ``parent``, ``pack``, ``created_at``, ...).
             separable: ``{"column": [...], "row": [...]}`` factors of a rank-1 HW kernel.
             bias: one value per output channel, learned with the kernel.
+            inherit: a new version of a name takes the previous version's description, tags,
+                license, references and author where they are not given (and a Kernel given as
+                ``values`` does not bring them); :attr:`last_inherited` says which it took.
 
         Returns:
             The stored :class:`Kernel`.
@@ -99,10 +101,15 @@ class Registry(RegistryReader):
             name, values, layout=layout, dtype=dtype, convolution=convolution, description=description,
             tags=tags, license=license, author=author, references=references, origin=origin,
             normalization=normalization, provenance=provenance, separable=separable, bias=bias,
+            inherit=inherit, by_hand=True,
         )
 
-    def _add(self, name: str, values: object, **metadata: Any) -> Kernel:
-        """:meth:`add`, plus ``via_import=True`` for pack import (which alone records ``provenance.pack``)."""
+    def _add(self, name: str, values: object, *, inherit: bool = False, by_hand: bool = False,
+             event: dict[str, Any] | None = None, **metadata: Any) -> Kernel:
+        """:meth:`add`, plus ``via_import=True`` for pack import (which alone records ``provenance.pack``).
+        ``by_hand``: the author defaults to who is acting (a pack's or a copy's records keep theirs).
+        ``event``: fields that replace or complete the history event of the add (a copy's
+        ``{"op": "copy", "source": URL}``)."""
         self._check_open()
         check_name(name)
         family = name in family_names()
@@ -111,15 +118,28 @@ class Registry(RegistryReader):
             raise ReadOnlyError(
                 f"{name!r} is {what} and cannot be shadowed. Choose another name, e.g. 'my/{name}'."
             )
+        self.last_inherited = None
+        if by_hand and not metadata.get("author"):
+            metadata["author"] = default_author()
+            given = {**metadata, "author": None}
+        else:
+            given = metadata
         # Validated before taking the lock, so bad metadata fails the same way every time.
         draft, array = build_record(name, values, **metadata)
         with self._writing() as txn:
             versions = txn.versions(name)
             if versions:
                 record = txn.record(name, max(versions))
+                taken = inherited(record, given, values) if inherit else {}
+                if taken:  # read under the writer's view: what the version before this one says
+                    draft, array = build_record(name, values, **{**metadata, **taken})
                 if same_content(record, draft):
                     return Kernel(record, array)
-            record = txn.add(draft, array)
+            else:
+                taken = {}
+            record = txn.add(draft, array, event)
+            if taken:
+                self.last_inherited = (f"{name}@{max(versions)}", sorted(taken))
         kernel = Kernel(record, array)
         self._memo.remember((name, record["version"]), kernel)
         return kernel
@@ -158,7 +178,12 @@ class Registry(RegistryReader):
             raise ReadOnlyError(f"{parsed.name!r} is a built-in kernel; built-ins cannot be removed.")
         with self._writing() as txn:
             versions = txn.versions(parsed.name)
-            if parsed.version is not None:
+            if parsed.label is not None:  # the version the label points at, never "all of them"
+                held = txn.edit.meta(parsed.name).get("labels", {}).get(parsed.label)
+                if held is None:
+                    raise KernelNotFoundError(f"Kernel {parsed.name!r} has no label {parsed.label!r}.")
+                chosen = [held] if held in versions else []
+            elif parsed.version is not None:
                 chosen = [parsed.version] if parsed.version in versions else []
             elif all_versions or len(versions) <= 1:
                 chosen = sorted(versions)
@@ -174,36 +199,6 @@ class Registry(RegistryReader):
                 txn.remove(parsed.name, version)
                 self._memo.forget((parsed.name, version))
         return [f"{parsed.name}@{v}" for v in chosen]
-
-    @contextmanager
-    def _writing(self, *, deferred: bool = False) -> Iterator[Transaction]:
-        """One transaction around the backend's writer context; joined by nested calls (batch)."""
-        if self._txn is not None:
-            yield self._txn
-            return
-        try:
-            with self.backend.writer():
-                if (put_marker := getattr(self.backend, "put_marker", None)) is not None:
-                    put_marker(MARKER_DOCUMENT)
-                txn = self._txn = Transaction(self.backend, self._state.fresh, self._state.segments,
-                                              deferred=deferred)
-                try:
-                    yield txn
-                    view = txn.commit()
-                except BaseException:
-                    txn.abort()
-                    self._memo.clear()
-                    raise
-                finally:
-                    self._txn = None
-                if view is not None:
-                    self._state.committed(view)
-        except RemoteError as exc:
-            # a read of this write found the store unreachable: what works offline for a reader
-            # is beside the point here; that nothing was committed is not
-            if getattr(exc, "committed", None) is not True and "committed" not in str(exc).lower():
-                exc.args = (f"{getattr(exc, 'unreached', str(exc)).rstrip('.')}; nothing was committed.",)
-            raise
 
     # -- packs ------------------------------------------------------------
 

@@ -18,10 +18,12 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._env import default_author
 from .._exceptions import KregError, StoreWriteError, UnsafeFileError
 from ..format.content import content_hash
 from ..format.index import Edit, Segment, View, canonical, object_key
@@ -61,6 +63,18 @@ def receipt(record: dict[str, Any], offset: int | None) -> bytes:
                       separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
+def new_event(op: str, ref: str, **details: Any) -> dict[str, Any]:
+    """An event of the history: what (``op`` on ``ref``, with ``details``), who (``by``), when
+    (``at``, UTC) and from where (``host``). It is put in the segment of the name it is about,
+    by the transaction whose commit makes the change, so it commits with it or not at all."""
+    import socket
+    from datetime import datetime, timezone
+
+    at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"op": op, "ref": ref, "by": default_author(), "at": at, "host": socket.gethostname()[:255],
+            **{k: v for k, v in details.items() if v is not None}}
+
+
 def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]:
     """The bytes of a one-kernel container and where its values start, checked before use.
 
@@ -90,6 +104,35 @@ def object_image(record: dict[str, Any], array: np.ndarray) -> tuple[bytes, int]
     return image, offset
 
 
+def _ref(record: dict[str, Any]) -> str:
+    return f"{record['name']}@{record['version']}"
+
+
+@dataclass(eq=False)
+class _Put:
+    """An add (or a mirror's ``placed`` record, which keeps its number) with its event."""
+
+    record: dict[str, Any]
+    offset: int | None
+    event: dict[str, Any]
+    placed: bool = False
+
+
+@dataclass(eq=False)
+class _Drop:
+    """A removal with its event (its number follows an add of the same batch that was moved)."""
+
+    name: str
+    version: int
+    event: dict[str, Any]
+
+    def __call__(self, edit: Edit) -> None:
+        present = self.version in edit.versions(self.name)
+        edit.drop(self.name, self.version)
+        if present:  # replayed after a racing writer removed it first: its event is that writer's
+            edit.event(self.name, self.event)
+
+
 class Transaction:
     """The operations of one commit (see the module docs)."""
 
@@ -101,7 +144,11 @@ class Transaction:
         self._cache = cache
         self.view, self.token = read_view()
         self.edit = Edit(self.view)
-        self._ops: list[tuple[str, Any, Any]] = []  # replayed on a commit conflict
+        # What this transaction did to the index, replayed on a commit conflict (each with its
+        # event, so a change that commits after three conflicts still has exactly one).
+        self._ops: list[Callable[[Edit], Any]] = []
+        self._added: list[_Put] = []  # receipts go out for these after the commit
+        self.unreceipted: list[tuple[str, int]] = []  # versions whose receipt goes before the commit
         self._placed: list[str] = []  # objects this transaction created (deleted on abort)
         self.committed = False
         self.removed: list[tuple[str, int]] = []
@@ -131,16 +178,35 @@ class Transaction:
         """The record of ``name@version`` as this transaction sees it."""
         return self._retrying(lambda: self.edit.record(name, version))
 
-    def add(self, record: dict[str, Any], array: np.ndarray) -> dict[str, Any]:
-        """Place ``record`` (any version) as the next free version of its name; return the record stored."""
+    def apply(self, op: Callable[[Edit], Any]) -> Any:
+        """Apply ``op`` (a change to the index: a label, a deprecation, an add, with its event)
+        now, and again on top of another writer's commit if that comes first."""
+        result = self._retrying(lambda: op(self.edit))
+        self._ops.append(op)
+        return result
+
+    def add(self, record: dict[str, Any], array: np.ndarray, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Place ``record`` (any version) as the next free version of its name; return the record
+        stored (a replay may still move it, see :meth:`_reissued`: the dict is updated in place).
+        Its history gets an ``add`` event (``event`` adds or replaces details)."""
         stored, offset = self._place(record, array, lambda f: self._retrying(f))
-        self._ops.append(("put", stored, offset))
-        self._retrying(self._put_last)  # a replay on the way checks this number too (see _reissued)
+        self._apply_put(_Put(stored, offset, {**new_event("add", _ref(stored)), **(event or {})}))
         return stored
 
-    def _put_last(self) -> None:
-        _, record, offset = self._ops[-1]  # as a replay may have moved it
-        self.edit.put(record, offset)
+    def _apply_put(self, put: _Put) -> None:
+        self.apply(lambda edit: self._put(edit, put))
+        self._added.append(put)
+
+    def _put(self, edit: Edit, put: _Put) -> None:
+        """Put an add in ``edit``, first moving it off a number issued and removed meanwhile (a
+        mirror's placed record is refused there instead: it keeps its number or nothing)."""
+        if self._reissued(put.record["name"], put.record["version"]):
+            if put.placed:
+                raise ObjectExists(f"{_ref(put.record)} was issued and removed there by another writer meanwhile "
+                                   "(that number stays unused there)")
+            self._renumber(put)
+        edit.put(put.record, put.offset)
+        edit.event(put.record["name"], put.event)
 
     def _place(self, record: dict[str, Any], array: np.ndarray,
                step: Callable[[Callable[[], Any]], Any]) -> tuple[dict[str, Any], int]:
@@ -182,10 +248,11 @@ class Transaction:
             return False
         return True
 
-    def _renumber(self, record: dict[str, Any], offset: int) -> int:
-        """Move this transaction's object of ``record`` to the next free version (its number was
+    def _renumber(self, put: _Put) -> None:
+        """Move this transaction's object of an add to the next free version (its number was
         issued and removed by another writer meanwhile: see :meth:`_reissued`). The record is
         updated in place, so the kernel its add returned names the version committed."""
+        record, offset = put.record, put.offset
         name, old = record["name"], record["version"]
         image = self.backend.read(object_key(name, old))  # this machine's cache holds it: no request
         dtype = np.dtype(record["dtype"]).newbyteorder("<")
@@ -194,16 +261,18 @@ class Transaction:
         if content_hash(array) != record["sha256"]:
             raise StoreWriteError(f"{self.backend.url}/{object_key(name, old)} does not hold the values this "
                                   "transaction wrote there; nothing was committed. Run 'kreg fsck'.")
-        stored, new_offset = self._place(record, array, lambda f: f())
+        stored, put.offset = self._place(record, array, lambda f: f())
         self._placed.remove(object_key(name, old))
         self._delete_quietly([object_key(name, old)])  # ours, and no root names it
-        record["version"] = stored["version"]
-        self.removed[:] = [(n, stored["version"] if (n, v) == (name, old) else v) for n, v in self.removed]
-        self._ops[:] = [("drop", n, stored["version"]) if op == "drop" and (n, v) == (name, old) else (op, n, v)
-                        for op, n, v in self._ops]
-        return new_offset
+        new = record["version"] = stored["version"]
+        put.event["ref"] = _ref(record)
+        for drop in self._ops:  # a removal of it in the same batch follows it
+            if isinstance(drop, _Drop) and (drop.name, drop.version) == (name, old):
+                drop.version, drop.event["ref"] = new, _ref(record)
+        for done in (self.removed, self.unreceipted):
+            done[:] = [(n, new if (n, v) == (name, old) else v) for n, v in done]
 
-    def place(self, record: dict[str, Any], array: np.ndarray) -> None:
+    def place(self, record: dict[str, Any], array: np.ndarray, event: dict[str, Any] | None = None) -> None:
         """Put ``record`` at exactly its own version (a mirror keeps numbers; see ``store/mirror.py``).
 
         The caller has checked that the index neither lists that version nor has issued it.
@@ -218,19 +287,17 @@ class Transaction:
         except ObjectExists:
             if self.backend.read(key) != image:
                 raise
-        self._retrying(lambda: self.edit.put(record, offset))
-        self._ops.append(("place", record, offset))  # never renumbered on a replay (see _replay)
+        self._apply_put(_Put(record, offset, {**new_event("copy", _ref(record)), **(event or {})}, placed=True))
 
     def reserve(self, name: str, version: int) -> None:
         """Never issue ``version`` (or below) of ``name``: a mirror keeps the source's removed numbers."""
-        if self.edit.next_version(name) <= version:
-            self._retrying(lambda: self.edit.reserve(name, version))
-            self._ops.append(("reserve", name, version))
+        if self._retrying(lambda: self.edit.next_version(name)) <= version:
+            self.apply(lambda edit: edit.reserve(name, version))
 
     def remove(self, name: str, version: int) -> None:
-        self._retrying(lambda: self.edit.drop(name, version))
-        self._ops.append(("drop", name, version))
+        self.apply(_Drop(name, version, new_event("remove", f"{name}@{version}")))
         self.removed.append((name, version))
+        self.unreceipted.append((name, version))
 
     # -- commit -----------------------------------------------------------
 
@@ -239,8 +306,8 @@ class Transaction:
         if not self.edit.dirty:
             return None
         receipts = getattr(self.backend, "receipts", False)
-        if receipts:  # before the commit: a receipt never outlives its version
-            for name, version in self.removed:
+        if receipts:  # before the commit: a receipt never outlives its version, nor says less than the index
+            for name, version in self.unreceipted:
                 try:
                     self.backend.delete(receipt_key(name, version))
                 except ObjectMissing:  # some stores answer 404 for a key that is not there
@@ -314,21 +381,8 @@ class Transaction:
                 )
             self.edit = Edit(self.view)
             try:
-                for index, (op, a, b) in enumerate(self._ops):
-                    if op == "put":
-                        if self._reissued(a["name"], a["version"]):
-                            b = self._renumber(a, b)
-                            self._ops[index] = (op, a, b)
-                        self.edit.put(a, b)
-                    elif op == "place":
-                        if self._reissued(a["name"], a["version"]):  # a mirror keeps its numbers or refuses
-                            raise ObjectExists(f"{a['name']}@{a['version']} was issued and removed there by another "
-                                               "writer meanwhile (that number stays unused there)")
-                        self.edit.put(a, b)
-                    elif op == "reserve":
-                        self.edit.reserve(a, b)
-                    else:
-                        self.edit.drop(a, b)
+                for op in self._ops:
+                    op(self.edit)
                 return
             except ObjectMissing:  # a segment of that root was replaced meanwhile (no lock): read again
                 if attempt == MAX_COMMIT_ATTEMPTS - 1:
@@ -337,9 +391,10 @@ class Transaction:
     def _after_commit(self, replaced: list[str], receipts: bool) -> None:
         # Readers holding the old root retry when a segment or object they named is gone.
         if receipts:  # best effort: a missing receipt costs a pinned load the index path, nothing more
-            for op, record, offset in self._ops:
-                if op in ("put", "place") and (record["name"], record["version"]) not in self.removed:
-                    self._put_quietly(receipt_key(record["name"], record["version"]), receipt(record, offset))
+            for put in self._added:
+                if (put.record["name"], put.record["version"]) not in self.unreceipted:
+                    self._put_quietly(receipt_key(put.record["name"], put.record["version"]),
+                                      receipt(put.record, put.offset))
         # A removed object goes only once its tombstone is there: then every number ever issued
         # is held by an object or a tombstone, which is what tells a writer that built on an
         # older root that the number its create-only put got is a removed one (see _reissued).
