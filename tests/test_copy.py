@@ -74,6 +74,32 @@ def test_copy_keeps_every_number_and_never_issues_a_removed_one(tmp_path: Path) 
     assert b.fsck().ok
 
 
+def test_copy_keeps_labels_and_deprecations_and_never_overrules_the_target(tmp_path: Path) -> None:
+    team(tmp_path / "a")
+    with registry.Registry(tmp_path / "a", builtins=False) as a:
+        a.label("team/lap@3", "stable")
+        a.label("team/lap@1", "old")
+        a.deprecate("team/lap@1", "sign bug, use @3")
+    with registry.Registry(tmp_path / "b", builtins=False) as b:
+        b.add("team/other", [[1.0]])
+    assert run("copy", str(tmp_path / "a"), str(tmp_path / "b")).exit_code == 0
+    b = registry.Registry(tmp_path / "b", builtins=False)
+    assert b.labels("team/lap") == {"stable": 3, "old": 1} and b.deprecations("team/lap") == {1: "sign bug, use @3"}
+    with pytest.warns(registry.DeprecatedKernelWarning, match="sign bug"):
+        b.load("team/lap@old")
+    assert b.load("team/lap").version == 3  # the latest not deprecated
+    events = [(e["op"], e["ref"], e.get("source")) for e in b.history("team/lap")]
+    source = str(tmp_path / "a")
+    assert ("copy", "team/lap@1", source) in events and ("label", "team/lap@3", source) in events
+    assert ("deprecate", "team/lap@1", source) in events
+    # the target's team moves its label: a copy again leaves it, and commits nothing
+    b.label("team/lap@1", "stable")
+    root = (tmp_path / "b" / "index.json").read_bytes()
+    assert run("copy", str(tmp_path / "a"), str(tmp_path / "b")).exit_code == 0
+    assert (tmp_path / "b" / "index.json").read_bytes() == root
+    assert registry.Registry(tmp_path / "b", builtins=False).labels("team/lap")["stable"] == 1
+
+
 def test_a_rerun_copies_nothing_and_commits_nothing(tmp_path: Path) -> None:
     team(tmp_path / "a")
     assert run("copy", str(tmp_path / "a"), str(tmp_path / "b")).exit_code == 0

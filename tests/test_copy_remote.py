@@ -17,6 +17,10 @@ from registry.cli import cli
 def test_local_s3_azure_local_keeps_every_ref_hash_and_removed_number(s3_url: str, az_url: str,
                                                                        tmp_path: Path) -> None:
     expected = team(tmp_path / "start")
+    with registry.Registry(tmp_path / "start", builtins=False) as start:
+        start.label("team/lap@3", "stable")
+        start.deprecate("team/lap@1", "sign bug, use @3")
+        pin = start.load("team/lap@1").pin
     hops = [str(tmp_path / "start"), s3_url, az_url, str(tmp_path / "end")]
     for source, target in zip(hops, hops[1:]):
         result = CliRunner().invoke(cli, ["copy", source, target])
@@ -29,6 +33,11 @@ def test_local_s3_azure_local_keeps_every_ref_hash_and_removed_number(s3_url: st
         assert {i.ref: i.sha256 for i in reg.list_kernels(all_versions=True)} == {
             ref: raw_hash(values) for ref, values in expected.items()}
         assert reg.fsck().ok
+        assert reg.labels("team/lap") == {"stable": 3} and reg.deprecations("team/lap") == {1: "sign bug, use @3"}
+        with pytest.warns(registry.DeprecatedKernelWarning, match="sign bug"):
+            np.testing.assert_array_equal(reg.load(pin).array, expected["team/lap@1"])
+        copies = [e for e in reg.history("team/lap") if e["op"] == "copy"]
+        assert sorted(e["ref"] for e in copies) == ["team/lap@1", "team/lap@3"], copies
     end = registry.Registry(hops[-1], builtins=False)
     assert end.add("team/lap", [[4.0]]).version == 4
 

@@ -26,7 +26,7 @@ from .._exceptions import IntegrityError, InvalidNameError, KernelNotFoundError,
 from ..format.content import content_hash, same_content
 from ..format.names import check_name, match, natural_key, parse_pin, parse_ref
 from .backend import ObjectExists, ObjectMissing
-from .writer import tombstone_key
+from .writer import new_event, tombstone_key
 
 #: Most references a copied record keeps (the note of this copy is the last).
 MAX_REFERENCES = 64
@@ -124,6 +124,7 @@ def copy_name(source: Any, target: Any, name: str, versions: list[int], as_name:
         with target._writing(deferred=True) as txn:
             lines = _place(target, txn, kernels, as_name, source.url)
             txn.reserve(as_name, issued)
+            _curate(txn, source, name, as_name, {kernel.version for kernel in kernels})
     except Refused as exc:
         return [_refusal(source, name, as_name, str(exc))]
     except IntegrityError as exc:
@@ -162,6 +163,29 @@ def _place(target: Any, txn: Any, kernels: list[Any], as_name: str, source_url: 
             raise Refused(f"{target.url} already holds an object at {as_name}@{record['version']} with other "
                           "content (an uncommitted write; 'kreg fsck' lists it)") from None
     return lines
+
+
+def _curate(txn: Any, source: Any, name: str, as_name: str, versions: set[int]) -> None:
+    """Keep the source's labels and deprecations of the ``versions`` copied (inside ``txn``, with
+    their events). A label the target already has stays where the target's team put it, and a
+    deprecation is never taken back: a copy adds what the target lacks, it does not overrule it."""
+    labels = {label: v for label, v in source.labels(name).items() if v in versions}
+    reasons = {v: reason for v, reason in source.deprecations(name).items() if v in versions}
+    if not labels and not reasons:
+        return
+
+    def keep(edit: Any) -> None:
+        for label, version in sorted(labels.items()):
+            if label not in edit.meta(as_name).get("labels", {}):
+                edit.label(as_name, label, version)
+                edit.event(as_name, new_event("label", f"{as_name}@{version}", label=label, source=source.url))
+        for version, reason in sorted(reasons.items()):
+            if str(version) not in edit.meta(as_name).get("deprecated", {}):
+                edit.deprecate(as_name, version, reason)
+                edit.event(as_name, new_event("deprecate", f"{as_name}@{version}", reason=reason, source=source.url))
+
+    txn.apply(keep)
+    txn.unreceipted.extend((as_name, v) for v in reasons)  # a pinned load goes by the index, which warns
 
 
 def _tombstoned(target: Any, name: str, version: int) -> bool:

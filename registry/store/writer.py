@@ -25,7 +25,7 @@ import numpy as np
 
 from .._env import default_author
 from .._exceptions import KregError, StoreWriteError, UnsafeFileError
-from ..format.content import content_hash
+from ..format.content import content_hash, same_content
 from ..format.index import Edit, Segment, View, canonical, object_key
 from .backend import Backend, CommitConflict, ObjectExists, ObjectMissing
 
@@ -200,7 +200,14 @@ class Transaction:
     def _put(self, edit: Edit, put: _Put) -> None:
         """Put an add in ``edit``, first moving it off a number issued and removed meanwhile (a
         mirror's placed record is refused there instead: it keeps its number or nothing)."""
-        if self._reissued(put.record["name"], put.record["version"]):
+        name, version = put.record["name"], put.record["version"]
+        if put.placed and version in edit.versions(name):  # another copy of the same source came first
+            if not same_content(edit.record(name, version), put.record):
+                raise ObjectExists(f"{_ref(put.record)} was issued there meanwhile for other content")
+            if object_key(name, version) in self._placed:  # its index names our object now: never ours to delete
+                self._placed.remove(object_key(name, version))
+            return
+        if self._reissued(name, version):
             if put.placed:
                 raise ObjectExists(f"{_ref(put.record)} was issued and removed there by another writer meanwhile "
                                    "(that number stays unused there)")
