@@ -7,6 +7,7 @@ import json
 import click
 
 from ..format.names import escape
+from ..store.curation import event_details
 from ._common import complete_ref, current_registry, tell
 
 
@@ -83,7 +84,7 @@ def log(ctx: click.Context, pattern: str, since: str | None, as_json: bool) -> N
     lines = []
     for e in events:
         when = str(e.get("at", ""))[:19].replace("T", " ")
-        detail = " ".join(f"{key}={e[key]}" for key in ("label", "before", "reason", "source") if e.get(key) is not None)
+        detail = event_details(e)
         text = f"{when}  {e.get('op', '?'):<11} {e.get('ref', '?'):<24} {e.get('by', '?')} ({e.get('host', '?')})"
         lines.append(escape(f"{text}  {detail}".rstrip(), quote=False))  # events may come from a hostile bucket
     click.echo("\n".join(lines))

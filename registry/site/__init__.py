@@ -122,7 +122,8 @@ def _name_view(reg: Any, info: Any, output: Any, painter: Painter) -> NameView:
     versions = reg.versions(info.name)
     records = reg.records([f"{info.name}@{v}" for v in versions])
     facts = team_facts(reg, info.name, records)
-    views = [VersionView(r, labels=sorted(k for k, v in facts.labels.items() if v == r["version"]))
+    views = [VersionView(r, labels=sorted(k for k, v in facts.labels.items() if v == r["version"]),
+                         deprecated=facts.deprecated.get(r["version"]))
              for r in sorted(records, key=lambda r: -r["version"])]
     view = NameView(info.name, page_path(info.name), views, facts, builtin=info.builtin)
     base = info.name.rsplit("/", 1)[-1]

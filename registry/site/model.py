@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format.names import natural_key
+from ..store.curation import event_details
 
 #: Versions of one name whose pictures and records are drawn in full; older ones are listed
 #: with their downloads (a name with hundreds of versions keeps its page under the budget).
@@ -37,7 +38,7 @@ class TeamFacts:
     """What a team records about a name beyond its versions' own records."""
 
     labels: dict[str, int] = field(default_factory=dict)  # label -> version it points at
-    deprecated: str | None = None  # the reason, when the name is deprecated
+    deprecated: dict[int, str] = field(default_factory=dict)  # version -> why it was retired
     history: list[Event] = field(default_factory=list)
 
 
@@ -47,6 +48,7 @@ class VersionView:
 
     record: dict[str, Any]
     labels: list[str] = field(default_factory=list)
+    deprecated: str | None = None  # why, when this version is retired
     pictures: dict[str, str] = field(default_factory=dict)  # kind -> site path
     responses: list[tuple[str, str]] = field(default_factory=list)  # (title, site path)
     diff: str | None = None  # site path of the difference from the previous version
@@ -111,7 +113,15 @@ class NameView:
 
     @property
     def latest(self) -> VersionView:
-        return self.versions[0]
+        """The version ``load(name)`` gives: the newest not deprecated (the newest if all are)."""
+        return next((v for v in self.versions if v.deprecated is None), self.versions[0])
+
+    @property
+    def retired(self) -> str | None:
+        """Why the name is retired, when every version is deprecated (the newest one's reason)."""
+        if all(v.deprecated is not None for v in self.versions):
+            return self.versions[0].deprecated
+        return None
 
     @property
     def root(self) -> str:
@@ -136,11 +146,23 @@ def page_path(name: str) -> str:
 
 
 def team_facts(reg: Any, name: str, versions: list[dict[str, Any]]) -> TeamFacts:
-    """Labels, deprecation and history of ``name``: what the registry records, else what the
-    versions' own records say (each version's creation, by its author)."""
+    """Labels, deprecations and history of ``name`` as the registry records them. A version whose
+    add has no event (a built-in, or one added before kreg kept a history) shows its record's
+    creation, by its author."""
+    events = reg.history(name)
+    told = {e.get("ref") for e in events if e.get("op") in ("add", "copy")}
     history = [Event(str(r.get("provenance", {}).get("created_at", "")), str(r.get("provenance", {}).get("author") or ""),
-                     f"added {name}@{r['version']}") for r in sorted(versions, key=lambda r: r["version"])]
-    return TeamFacts(history=history)
+                     f"added {name}@{r['version']}") for r in versions if f"{name}@{r['version']}" not in told]
+    history += [Event(str(e.get("at", "")), str(e.get("by", "")),
+                      f"{_VERBS.get(str(e.get('op')), e.get('op'))} {e.get('ref', '')} {event_details(e)}".rstrip())
+                for e in events]
+    history.sort(key=lambda event: event.when)  # ISO 8601 in UTC: the text sorts as the time
+    return TeamFacts(labels=reg.labels(name), deprecated=reg.deprecations(name), history=history)
+
+
+#: How the kernel page says each operation of the history.
+_VERBS = {"add": "added", "remove": "removed", "label": "labelled", "unlabel": "unlabelled",
+          "deprecate": "deprecated", "undeprecate": "undeprecated", "copy": "copied"}
 
 
 @dataclass
@@ -171,7 +193,7 @@ def index_row(view: NameView, order: int) -> IndexRow:
                     _cut(prov.get("author") or "", INDEX_FIELD), str(prov.get("created_at", ""))[:10],
                     [str(t) for t in latest.record.get("tags", [])][:INDEX_TAGS],
                     [_cut(label, INDEX_FIELD) for label in sorted(view.facts.labels)][:INDEX_TAGS],
-                    view.facts.deprecated is not None, _cut(prov.get("description", ""), INDEX_SUMMARY))
+                    view.retired is not None, _cut(prov.get("description", ""), INDEX_SUMMARY))
 
 
 def _cut(text: object, most: int) -> str:

@@ -198,10 +198,10 @@ class ObjectOutput(_Output):
             raise InvalidKernelError(f"Not an object-store URL: {url!r}. Expected s3://BUCKET/PREFIX (or gs://, az://).")
         self.where = f"{scheme}://{bucket}/{prefix.strip('/')}".rstrip("/")
         from .._lazy import require
-        from ..store.clients import make_store
+        from ..store.clients import make_store, wait_limits
 
         require("obstore", feature=f"Publishing a site to {self.where}")
-        self._store = make_store(scheme, bucket, prefix.strip("/"), 4, 5.0, self.where)
+        self._store = make_store(scheme, bucket, prefix.strip("/"), 4, wait_limits(), self.where)
         self._listed: set[str] | None = None
 
     def _call(self, call: Any, path: str, *, writing: bool = False) -> Any:

@@ -60,6 +60,14 @@ def parse_since(since: str | datetime | None) -> str | None:
     return since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+
+def event_details(event: Mapping[str, Any]) -> str:
+    """The details of an event of the history, in words (``label=stable source=s3://b/t``). It is
+    untrusted text (it may come from a hostile bucket): escape it where it is shown."""
+    return " ".join(f"{key}={event[key]}" for key in ("label", "before", "reason", "source")
+                    if event.get(key) is not None)
+
+
 class Curated(RegistryReader):
     """The writer's context, and labels, deprecations and history on top of the read side
     (:class:`~registry.store.registry.Registry` documents the whole)."""

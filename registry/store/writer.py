@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -270,7 +271,7 @@ class Transaction:
                                   "transaction wrote there; nothing was committed. Run 'kreg fsck'.")
         stored, put.offset = self._place(record, array, lambda f: f())
         self._placed.remove(object_key(name, old))
-        self._delete_quietly([object_key(name, old)])  # ours, and no root names it
+        delete_all(self.backend, [object_key(name, old)])  # ours, and no root names it
         new = record["version"] = stored["version"]
         put.event["ref"] = _ref(record)
         for drop in self._ops:  # a removal of it in the same batch follows it
@@ -328,13 +329,14 @@ class Transaction:
 
             root = b""
             try:
-                retire = self._delete_all if getattr(self.backend, "defers_deletes", False) else None
+                defers = getattr(self.backend, "defers_deletes", False)
+                retire = partial(delete_all, self.backend) if defers else None
                 root, replaced = self.edit.write(put, retire=retire)
                 if self.deferred:
                     self.backend.flush()
                 self.token = self.backend.commit(root, self.token)
             except CommitConflict:
-                self._delete_quietly(written)
+                delete_all(self.backend, written)
                 time.sleep(min(MAX_BACKOFF, 0.01 * 2**attempt) * random.random())
                 self._replay()
                 continue
@@ -344,7 +346,7 @@ class Transaction:
                 if getattr(exc, "committed", False) or self._landed(root):
                     self.committed = True
                 else:
-                    self._delete_quietly(written)
+                    delete_all(self.backend, written)
                 raise
             self.committed = True
             self._cache.update(self.edit.written)  # already parsed: never read back what was just written
@@ -367,7 +369,7 @@ class Transaction:
     def abort(self) -> None:
         """Delete what this uncommitted transaction wrote (best effort: fsck finds the rest)."""
         if not self.committed:
-            self._delete_quietly(self._placed)
+            delete_all(self.backend, self._placed)
 
     def _replay(self) -> None:
         built_on = self.token
@@ -400,43 +402,42 @@ class Transaction:
         if receipts:  # best effort: a missing receipt costs a pinned load the index path, nothing more
             for put in self._added:
                 if (put.record["name"], put.record["version"]) not in self.unreceipted:
-                    self._put_quietly(receipt_key(put.record["name"], put.record["version"]),
+                    put_quietly(self.backend, receipt_key(put.record["name"], put.record["version"]),
                                       receipt(put.record, put.offset))
         # A removed object goes only once its tombstone is there: then every number ever issued
         # is held by an object or a tombstone, which is what tells a writer that built on an
         # older root that the number its create-only put got is a removed one (see _reissued).
-        tombstoned = [(n, v) for n, v in self.removed if self._put_quietly(tombstone_key(n, v), TOMBSTONE)]
-        self._delete_quietly([object_key(n, v) for n, v in tombstoned] + replaced)
+        tombstoned = [(n, v) for n, v in self.removed
+                      if put_quietly(self.backend, tombstone_key(n, v), TOMBSTONE)]
+        delete_all(self.backend, [object_key(n, v) for n, v in tombstoned] + replaced)
 
-    def _put_quietly(self, key: str, data: bytes) -> bool:
-        """Put ``key`` if it is not there; whether it is there now (best effort: never raises)."""
+
+def put_quietly(backend: Backend, key: str, data: bytes) -> bool:
+    """Put ``key`` if it is not there; whether it is there now (best effort: never raises)."""
+    try:
+        backend.put(key, data)
+    except ObjectExists:
+        return True
+    except (KregError, OSError):
+        return False
+    return True
+
+
+def delete_all(backend: Backend, keys: list[str]) -> bool:
+    """Delete ``keys``, in bulk where the backend can (one request for up to 1,000 keys); every
+    key is tried, and the answer is whether all of them went. Best effort: what is left is
+    orphans or leftovers, which fsck finds."""
+    many = getattr(backend, "delete_many", None)
+    if many is not None and len(keys) > 1:
         try:
-            self.backend.put(key, data)
-        except ObjectExists:
-            return True
+            many(keys)
         except (KregError, OSError):
             return False
         return True
-
-    def _delete_all(self, keys: list[str]) -> bool:
-        """Delete ``keys``, in bulk where the backend can (one request for up to 1,000 keys);
-        every key is tried, and the answer is whether all of them went."""
-        many = getattr(self.backend, "delete_many", None)
-        if many is not None and len(keys) > 1:
-            try:
-                many(keys)
-            except (KregError, OSError):
-                return False
-            return True
-        done = True
-        for key in keys:
-            try:
-                self.backend.delete(key)
-            except (KregError, OSError):
-                done = False
-        return done
-
-    def _delete_quietly(self, keys: list[str]) -> None:
-        """Best effort: what is left is orphans or leftovers, which fsck finds."""
-        self._delete_all(keys)
-
+    done = True
+    for key in keys:
+        try:
+            backend.delete(key)
+        except (KregError, OSError):
+            done = False
+    return done
