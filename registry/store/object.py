@@ -261,27 +261,8 @@ class ObjectBackend:
             self.cache.put(self._space, key, bytes(data))
 
     def put_marker(self, data: bytes) -> None:
-        """Before the first write: make sure a root exists. Without a lock, a root missing while
-        kernel objects exist would be ambiguous (a first commit under way, or a lost index), so
-        a new registry gets an empty root (naming one empty segment) before any object is put.
-        No request when this machine has seen the root before."""
-        from ..format.index import empty_root
-
-        held = self._held.for_commit()
-        if held is not None:
-            # Optimistic: a writer may build on a root confirmed lately without asking again; the
-            # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
-            self._root_checked_now = time.time() - held[2] < OPTIMISTIC_SECONDS
-            return
-        if self.read_root()[0] is not None or self.exists():
-            self._root_checked_now = True
-            return
-        key, segment, root = empty_root()
-        self.put(key, segment)
-        try:
-            self.commit(root, None)
-        except CommitConflict:  # another writer created it first
-            self.delete(key)
+        """Before the first write: make sure a root exists (see :func:`_ensure_root`)."""
+        _ensure_root(self)
 
     def flush(self) -> None:
         """Nothing to do: an object store acknowledges a PUT once it is durable."""
@@ -353,6 +334,29 @@ class ObjectBackend:
     def _key(self, key: str) -> str:
         """``key`` as the store names it: under the registry's prefix."""
         return f"{self._prefix}/{key}" if self._prefix else key
+
+
+def _ensure_root(backend: ObjectBackend) -> None:
+    """Without a lock, a root missing while kernel objects exist would be ambiguous (a first
+    commit under way, or a lost index), so a new registry gets an empty root (naming one empty
+    segment) before any object is put. No request when this machine has seen the root before."""
+    from ..format.index import empty_root
+
+    held = backend._held.for_commit()
+    if held is not None:
+        # Optimistic: a writer may build on a root confirmed lately without asking again; the
+        # commit's If-Match refuses it if it moved (then the writer re-reads and replays).
+        backend._root_checked_now = time.time() - held[2] < OPTIMISTIC_SECONDS
+        return
+    if backend.read_root()[0] is not None or backend.exists():
+        backend._root_checked_now = True
+        return
+    key, segment, root = empty_root()
+    backend.put(key, segment)
+    try:
+        backend.commit(root, None)
+    except CommitConflict:  # another writer created it first
+        backend.delete(key)
 
 
 def _again(backend: ObjectBackend, verb: str, key: str, call: Any) -> None:
