@@ -65,6 +65,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         reg.add("lab/rgb", np.linspace(-1, 1, 54, dtype=np.float32).reshape(3, 3, 3, 2), layout="HWIO",
                 description="a learned colour filter", origin="learned", author="dee")
         reg.add("team/hostile", np.array([[1, -1]], np.float32), **HOSTILE)
+        reg.label("team/edge@2", "stable")
+        reg.deprecate("team/edge@1", "sign bug, use @2")
+        reg.deprecate("team/blur2@1", "too wide, use team/blur10")
         reg.site(root / "site")
     return root / "site"
 
@@ -189,13 +192,36 @@ def test_a_kernel_page_shows_its_pictures_versions_and_history(watched: Watched,
     assert page.eval_on_selector_all("section.version", "s => s.map(x => x.id)") == ["v2", "v1"]
     with registry.Registry(site.parent / "reg", builtins=False) as reg:
         records = {r["version"]: r for r in reg.records(["team/edge@1", "team/edge@2"])}
+        events = reg.history("team/edge")
     history = page.eval_on_selector_all("h2:text('History') + table tbody tr",
                                         "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))")
-    assert history == [[records[v]["provenance"]["created_at"], records[v]["provenance"]["author"],
-                        f"added team/edge@{v}"] for v in (1, 2)]
+    said = ["added team/edge@1", "added team/edge@2", "labelled team/edge@2 label=stable",
+            "deprecated team/edge@1 reason=sign bug, use @2"]
+    assert history == [[e["at"], e["by"], what] for e, what in zip(events, said)] and len(events) == 4
+    assert {records[v]["provenance"]["author"] for v in (1, 2)} == {"ann", "bob"}  # the versions' own authors
+    rows = page.eval_on_selector_all("h2:text('Versions') + table tbody tr",
+                                     "rows => rows.map(r => r.cells[1].textContent)")
+    assert rows == ["stable", "deprecated"]  # @2 carries the label, @1 is retired
+    note = page.inner_text("#v1 .deprecated")
+    assert "sign bug, use @2" in note and page.query_selector("#v2 .deprecated") is None
+    assert page.query_selector("main > p.deprecated") is None  # @2 still stands: the name is not retired
+    assert "stable" in page.inner_text("main > p:has(strong)")  # label -> version beside the latest
     page.screenshot(path=str(shots / "kernel.png"), full_page=True)
     multi = watched.open("k/lab/rgb.html")
     assert all(w > 0 for w in multi.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)"))
+    watched.clean()
+
+
+def test_labels_and_a_retired_name_show_on_the_index_and_its_page(watched: Watched) -> None:
+    page = watched.open("index.html")
+    assert page.inner_text("#kernels tr:has(a[href='k/team/edge.html']) td:first-child").split() == ["team/edge",
+                                                                                                       "stable"]
+    blur2 = page.inner_text("#kernels tr:has(a[href='k/team/blur2.html']) td:first-child")
+    assert "deprecated" in blur2.split()  # its only version is retired
+    page.select_option("#filter-label", "stable")
+    assert watched.visible_names() == ["team/edge"]
+    retired = watched.open("k/team/blur2.html")
+    assert "too wide, use team/blur10" in retired.inner_text("main > p.deprecated")
     watched.clean()
 
 

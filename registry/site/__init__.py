@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._exceptions import InvalidKernelError
+from .._exceptions import DeprecatedKernelWarning, InvalidKernelError
 from .._lazy import require
 from .._version import __version__
 from ..format.names import escape
@@ -84,7 +85,9 @@ def build_site(reg: Any, out: str | os.PathLike[str], patterns: str | Sequence[s
     painter = Painter()
     rows: list[IndexRow] = []
     for n, info in enumerate(infos):
-        view = _name_view(reg, info, output, painter)
+        with warnings.catch_warnings():  # drawn for the catalogue, not loaded for use: the page says it
+            warnings.simplefilter("ignore", DeprecatedKernelWarning)
+            view = _name_view(reg, info, output, painter)
         output.put(view.path, _kernel_page(env, view, common).encode("utf-8"))
         rows.append(index_row(view, n))
         if progress is not None:
