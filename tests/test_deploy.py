@@ -165,17 +165,24 @@ def keras_model(border: str, anchor=None):
     return keras.Model(inp, layer(inp))
 
 
-# "zero" is left out here: after other in-process Keras tests (tests/test_adapters_probe.py,
-# test_adapters_jax.py, test_api.py), its tf2onnx export came back with another output shape,
-# while it passes alone or with this file; not yet diagnosed (see CHANGELOG).
-@pytest.mark.parametrize("border", [b for b in KERAS_BORDERS if b != "zero"])
+#: Conversions tried before the test fails. tf2onnx itself is not deterministic here: now and
+#: then (3 of 120 conversions in one process, any border) its optimizer drops the final Squeeze
+#: of a one-channel Conv and the model answers (1, 1, H, W, 1). The same model converted again
+#: is right; the README tells users to check the output shape.
+TF2ONNX_TRIES = 3
+
+
+@pytest.mark.parametrize("border", KERAS_BORDERS)
 def test_tf2onnx_with_dynamic_height_and_width_matches_scipy(tf_, border: str) -> None:
     tf2onnx = pytest.importorskip("tf2onnx")
     ort = pytest.importorskip("onnxruntime")
     model = keras_model(border)
     spec = (tf_.TensorSpec((None, None, None, 1), tf_.float32, name="x"),)
     function = tf_.function(lambda x: model(x), input_signature=spec)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=17)
+    for _ in range(TF2ONNX_TRIES):
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=17)
+        if len(proto.graph.output[0].type.tensor_type.shape.dim) == 4:  # else tf2onnx's lost Squeeze: again
+            break
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     values = registry.load("sobel_x").array
     for h, w in SIZES:
