@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from ._exceptions import InvalidKernelError
 from ._lazy import require
+from .adapters.methods import fast_size
 
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
 nn, F = torch.nn, torch.nn.functional
@@ -31,24 +32,6 @@ def check_images(what: str, x: torch.Tensor, channels: Optional[int]) -> None:
             f"Emit it with in_channels={x.shape[1]} "
             "(an HW plane with mode='depthwise' and no in_channels takes any)."
         )
-
-
-def fast_length(n: int) -> int:
-    """:func:`registry.adapters.methods.fast_size` in plain ints, which ``torch.jit.script`` compiles."""
-    best = 1
-    while best < n:
-        best *= 2
-    five = 1
-    while five < best:
-        three = five
-        while three < best:
-            two = three
-            while two < n:
-                two *= 2
-            best = min(best, two)
-            three *= 3
-        five *= 5
-    return best
 
 
 @torch.jit.unused  # the ONNX exporters trace, never script: the check is left out of a script
@@ -97,7 +80,7 @@ class FFTConv2d(nn.Module):
         if self.same:
             x = F.pad(x, [(kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2])
         n, c, hp, wp = x.shape
-        size = [fast_length(hp), fast_length(wp)]
+        size = [fast_size(hp), fast_size(wp)]
         xf = torch.fft.rfft2(x, s=size)
         kf = torch.fft.rfft2(self.weight.to(work), s=size).conj()
         if self.kind == "plane":

@@ -39,8 +39,12 @@ def fast_size(n: int) -> int:
     Example:
         >>> fast_size(1054), fast_size(7)
         (1080, 8)
+
+    Plain ints and loops only: ``torch.jit.script`` compiles it inside the FFT module.
     """
-    best = 1 << max(int(n) - 1, 0).bit_length()
+    best = 1
+    while best < n:
+        best *= 2
     five = 1
     while five < best:
         three = five
@@ -48,7 +52,8 @@ def fast_size(n: int) -> int:
             two = three
             while two < n:
                 two *= 2
-            best, three = min(best, two), three * 3
+            best = min(best, two)
+            three *= 3
         five *= 5
     return best
 

@@ -188,20 +188,15 @@ class ObjectOutput(_Output):
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        from ..store.cloud_errors import _check_plain
-        from ..store.object import SCHEMES
+        from ..store.object import split_url
 
-        _check_plain(url)
-        scheme, _, rest = url.partition("://")
-        bucket, _, prefix = rest.partition("/")
-        if scheme not in SCHEMES or not bucket:
-            raise InvalidKernelError(f"Not an object-store URL: {url!r}. Expected s3://BUCKET/PREFIX (or gs://, az://).")
-        self.where = f"{scheme}://{bucket}/{prefix.strip('/')}".rstrip("/")
+        scheme, bucket, prefix = split_url(url, InvalidKernelError)
+        self.where = f"{scheme}://{bucket}/{prefix}".rstrip("/")
         from .._lazy import require
         from ..store.clients import make_store, wait_limits
 
         require("obstore", feature=f"Publishing a site to {self.where}")
-        self._store = make_store(scheme, bucket, prefix.strip("/"), 4, wait_limits(), self.where)
+        self._store = make_store(scheme, bucket, prefix, 4, wait_limits(), self.where)
         self._listed: set[str] | None = None
 
     def _call(self, call: Any, path: str, *, writing: bool = False) -> Any:

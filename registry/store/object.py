@@ -66,16 +66,12 @@ class ObjectBackend:
 
     def __init__(self, url: str, *, freshness: float | None = None, cache: DiskCache | bool | None = None,
                  retries: int = 4, timeout: float | None = None, operation_timeout: float | None = None) -> None:
-        _check_plain(url)
-        scheme, _, rest = url.partition("://")
-        bucket, _, prefix = rest.partition("/")
-        if scheme not in SCHEMES or not bucket:
-            raise UnsafeFileError(f"Not an object-store URL: {url!r}. Expected s3://BUCKET/PREFIX (or gs://, az://).")
-        self.url = f"{scheme}://{bucket}/{prefix.strip('/')}".rstrip("/")
+        scheme, bucket, prefix = split_url(url, UnsafeFileError)
+        self.url = f"{scheme}://{bucket}/{prefix}".rstrip("/")
         from .._lazy import require
 
         require("obstore", feature=f"The registry at {self.url}")  # names the extra: pip install 'kreg[s3]'
-        self._scheme, self._bucket, self._prefix = scheme, bucket, prefix.strip("/")
+        self._scheme, self._bucket, self._prefix = scheme, bucket, prefix
         self.freshness = float(freshness if freshness is not None else env_seconds(FRESHNESS_ENV, 0.0))
         self.cache: DiskCache | None = open_cache() if cache is None or cache is True else (cache or None)
         self._space = cache_space(scheme, self.url)  # the cache's name for this registry
@@ -334,6 +330,17 @@ class ObjectBackend:
     def _key(self, key: str) -> str:
         """``key`` as the store names it: under the registry's prefix."""
         return f"{self._prefix}/{key}" if self._prefix else key
+
+
+def split_url(url: str, error: type[Exception]) -> tuple[str, str, str]:
+    """``(scheme, bucket, prefix)`` of an object-store URL, refused (as ``error``) when it is not
+    plain (see ``cloud_errors._check_plain``) or names no bucket of a known scheme."""
+    _check_plain(url)
+    scheme, _, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme not in SCHEMES or not bucket:
+        raise error(f"Not an object-store URL: {url!r}. Expected s3://BUCKET/PREFIX (or gs://, az://).")
+    return scheme, bucket, prefix.strip("/")
 
 
 def _ensure_root(backend: ObjectBackend) -> None:
