@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from .._env import env_text
-from .._exceptions import InvalidKernelError
+from .._exceptions import InvalidKernelError, RemoteError
 from ..format.names import escape
 from ..store import Registry
 from ._common import complete_ref, current_registry, fail, show_progress, tell
@@ -49,10 +49,14 @@ def show(ctx: click.Context, ref: str, params: tuple[str, ...], as_json: bool) -
         click.echo(f"  {'pin':<28} {kernel.pin}")
     for key, value in _flatten(record):
         click.echo(f"  {key:<28} {value}")
-    if kernel.version >= 1:
+    if kernel.version >= 1 and record.get("provenance", {}).get("origin") != "builtin":  # a built-in has neither
         reg = current_registry(ctx)
-        labels = sorted(label for label, v in reg.labels(kernel.name).items() if v == kernel.version)
-        reason = reg.deprecations(kernel.name).get(kernel.version)
+        try:
+            labels = sorted(label for label, v in reg.labels(kernel.name).items() if v == kernel.version)
+            reason = reg.deprecations(kernel.name).get(kernel.version)
+        except RemoteError:  # offline: the version came from this machine's cache
+            labels, reason = [], None
+            tell("(Its labels and deprecation are not shown: the registry cannot be reached.)")
         if labels:
             click.echo(f"  {'labels':<28} {escape(', '.join(labels), quote=False)}")
         if reason is not None:
