@@ -580,6 +580,30 @@ def test_the_probe_catches_a_wrong_layer_at_build(framework: str, monkeypatch: p
     run(framework, {"border": "wrap"}, IMAGES, kernels("plane", (3, 3)))
 
 
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+def test_the_keras_model_exports_as_a_savedmodel_with_a_dynamic_batch_and_size(tmp_path: Path) -> None:
+    """SavedModel serves another batch and size than traced. TFLite and tf2onnx do not take
+    this layer: its per-sample kernels become a depthwise weight of B x C channels, a weight
+    whose shape is only known at run time (README, "Kernels as inputs")."""
+    import keras
+
+    import registry.keras as rk
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("SavedModel export needs Keras on TensorFlow")
+    tf = pytest.importorskip("tensorflow")
+    x, k = keras.Input((None, None, 3)), rk.kernel_input(shape=(5, 5))
+    model = keras.Model([x, k], rk.kernel_conv(border="reflect101")([x, k]))
+    model.export(str(tmp_path / "served"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    other = IMAGES[:, :15, :17].astype("f4")
+    kk = kernels("plane", (5, 5)).astype("f4")
+    got = served.serve([other, kk]).numpy()
+    assert_close(got.astype(np.float64),
+                 expected("plane", other.astype(np.float64), kk.astype(np.float64), {"border": "reflect101"}),
+                 "SavedModel")
+
+
 @pytest.mark.skipif("torch" not in FRAMEWORKS, reason="torch only")
 def test_torch_export_with_a_dynamic_batch_and_size() -> None:
     import torch
