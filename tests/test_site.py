@@ -117,6 +117,9 @@ def test_a_kernel_page_has_its_versions_pictures_snippets_and_downloads(built) -
     left, right = diff[diff.shape[0] // 2, 2], diff[diff.shape[0] // 2, -3]
     assert left.min() > 0.95 and right[0] > 0.3 > right[2], (left, right)
     assert 'k = registry.load("team/edge@2")' in page.body and "kreg show team/edge@2" in page.body
+    pin = re.search(r'registry\.load\("(team/edge@sha256:[0-9a-f]{12})"\)', page.body)
+    with registry.Registry(built[0], builtins=False) as reg:  # the pin the page gives loads @2
+        assert pin is not None and reg.load(pin.group(1)).version == 2
     assert "to_keras()" in page.body and "to_torch()" in page.body and "registry.jax.to_layer(k)" in page.body
     folder = site / "k/team/edge@2"
     np.testing.assert_array_equal(np.load(folder / "kernel.npy"), values["team/edge"])

@@ -129,9 +129,11 @@ class NameView:
         return "../" * self.path.count("/")
 
     def snippets(self) -> list[tuple[str, str]]:
-        """Copy-paste code for the latest version, pinned by number and checked by content."""
+        """Copy-paste code for the latest version, pinned by number and checked by content (a
+        content pin, ``name@sha256:...``, loads the same values in any registry holding them)."""
         ref, sha = self.latest.ref, self.latest.record.get("sha256", "")
-        load = f'k = registry.load("{ref}")\nassert k.sha256 == "{sha}"  # the content pin'
+        load = (f'k = registry.load("{ref}")  # or by content, in any registry that holds it:\n'
+                f'# k = registry.load("{self.name}@sha256:{sha[:12]}")\nassert k.sha256 == "{sha}"')
         return [
             ("Keras", f"import registry\n{load}\nlayer = k.to_keras()"),
             ("PyTorch", f"import registry\n{load}\nmodule = k.to_torch()"),
