@@ -96,3 +96,28 @@ def test_two_copies_racing_into_one_bucket_agree(s3_url: str, tmp_path: Path) ->
     assert {i.ref: i.sha256 for i in target.list_kernels(all_versions=True)} == {
         ref: raw_hash(values) for ref, values in expected.items()}
     assert target.fsck().ok
+
+
+def test_a_copy_refuses_a_number_another_writer_issued_and_removed_meanwhile(remote_url: str,
+                                                                           tmp_path: Path) -> None:
+    # The copy builds on the root this machine holds (k@1, next 2) while another writer adds k@2
+    # and removes it, deleting its object: the copy's create-only put of @2 then succeeds, but on
+    # the replay its number turns out issued and removed. An add would move to @3; a copy must
+    # keep its numbers, so it refuses the name and leaves nothing of it.
+    from registry.store.mirror import mirror
+
+    with registry.Registry(tmp_path / "a", builtins=False) as source:
+        source.add("k", [[1.0]])
+        source.add("k", [[2.0]])
+    target = registry.Registry(remote_url, builtins=False)
+    target.add("k", [[1.0]])
+    other = registry.Registry(remote_url, builtins=False)
+    assert other.add("k", [[5.0]]).ref == "k@2"
+    assert other.remove("k@2") == ["k@2"]
+    lines = mirror(registry.Registry(tmp_path / "a", builtins=False), target)
+    assert [line.action for line in lines] == ["refuse"], lines
+    assert "issued and removed there by another writer meanwhile" in lines[0].why
+    fresh = registry.Registry(remote_url, builtins=False)
+    assert [i.ref for i in fresh.list_kernels(all_versions=True)] == ["k@1"]
+    keys = sorted(fresh.backend.uncached().keys("kernels/"))
+    assert keys == ["kernels/k/@1.h5", "kernels/k/@1.json", "kernels/k/@2.gone"], keys
