@@ -350,6 +350,25 @@ def test_publishing_to_s3_sets_content_types_and_rebuilds_incrementally(built, s
                      "k/team/edge@2/kernel.npy": "application/octet-stream"}
 
 
+def test_publishing_to_azure_sets_content_types_and_rebuilds_incrementally(built, az_url: str) -> None:
+    import obstore as obs
+
+    from registry.store.clients import make_store, wait_limits
+
+    reg_path, _, _ = built
+    target = az_url + "-site/"
+    with registry.Registry(reg_path, builtins=False) as reg:
+        first = build_site(reg, target, ["team/edge"])
+        second = build_site(reg, target, ["team/edge"])
+    assert first.written and second.written == [] and second.removed == []
+    container, _, prefix = target[len("az://"):].partition("/")
+    store = make_store("az", container, prefix.strip("/"), 4, wait_limits(), target)  # Azurite's own answer
+    types = {path: obs.get(store, path).attributes.get("Content-Type")
+             for path in ("index.html", "assets/site.css", "k/team/edge@2/heat.png", "k/team/edge@2/kernel.json")}
+    assert types == {"index.html": "text/html; charset=utf-8", "assets/site.css": "text/css; charset=utf-8",
+                     "k/team/edge@2/heat.png": "image/png", "k/team/edge@2/kernel.json": "application/json"}
+
+
 def test_kreg_site_imports_no_framework(tmp_path: Path) -> None:
     import subprocess
     import sys
