@@ -155,8 +155,6 @@ class Transaction:
         self.removed: list[tuple[str, int]] = []
         self._own: set[tuple[str, int]] = set()  # numbers checked to be this transaction's (see _reissued)
 
-    # -- operations -------------------------------------------------------
-
     # -- reads inside a transaction ------------------------------------------
     # Without a lock (an object store), a writer that committed meanwhile may already have
     # deleted a segment the root read here names: read the root again, replay, retry.
@@ -178,6 +176,8 @@ class Transaction:
     def record(self, name: str, version: int) -> dict[str, Any]:
         """The record of ``name@version`` as this transaction sees it."""
         return self._retrying(lambda: self.edit.record(name, version))
+
+    # -- operations -------------------------------------------------------
 
     def apply(self, op: Callable[[Edit], Any]) -> Any:
         """Apply ``op`` (a change to the index: a label, a deprecation, an add, with its event)
