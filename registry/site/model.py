@@ -151,7 +151,7 @@ def team_facts(reg: Any, name: str, versions: list[dict[str, Any]]) -> TeamFacts
     """Labels, deprecations and history of ``name`` as the registry records them. A version whose
     add has no event (a built-in, or one added before kreg kept a history) shows its record's
     creation, by its author."""
-    events = reg.history(name)
+    labels, deprecated, events = reg.annotations(name)
     told = {e.get("ref") for e in events if e.get("op") in ("add", "copy")}
     history = [Event(str(r.get("provenance", {}).get("created_at", "")), str(r.get("provenance", {}).get("author") or ""),
                      f"added {name}@{r['version']}") for r in versions if f"{name}@{r['version']}" not in told]
@@ -159,7 +159,7 @@ def team_facts(reg: Any, name: str, versions: list[dict[str, Any]]) -> TeamFacts
                       f"{_VERBS.get(str(e.get('op')), e.get('op'))} {e.get('ref', '')} {event_details(e)}".rstrip())
                 for e in events]
     history.sort(key=lambda event: event.when)  # ISO 8601 in UTC: the text sorts as the time
-    return TeamFacts(labels=reg.labels(name), deprecated=reg.deprecations(name), history=history)
+    return TeamFacts(labels=labels, deprecated=deprecated, history=history)
 
 
 #: How the kernel page says each operation of the history.

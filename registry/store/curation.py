@@ -196,6 +196,12 @@ class Curated(RegistryReader):
 
     # -- history ----------------------------------------------------------
 
+    def annotations(self, name: str) -> tuple[dict[str, int], dict[int, str], list[dict[str, Any]]]:
+        """The labels, the deprecations and the events (oldest first) of ``name``, from one
+        committed state: one read of the store where the three calls would make three."""
+        check_name(name)
+        return self._state.read(lambda view: (view.labels(name), view.deprecated(name), view.events(name)))
+
     def history(self, pattern: str = "*", *, since: str | datetime | None = None) -> list[dict[str, Any]]:
         """The events of the names matching ``pattern`` (a name or a glob), oldest first.
 
