@@ -169,8 +169,9 @@ def _curate(txn: Any, source: Any, name: str, as_name: str, versions: set[int]) 
     """Keep the source's labels and deprecations of the ``versions`` copied (inside ``txn``, with
     their events). A label the target already has stays where the target's team put it, and a
     deprecation is never taken back: a copy adds what the target lacks, it does not overrule it."""
-    labels = {label: v for label, v in source.labels(name).items() if v in versions}
-    reasons = {v: reason for v, reason in source.deprecations(name).items() if v in versions}
+    held, retired, _ = source.annotations(name)
+    labels = {label: v for label, v in held.items() if v in versions}
+    reasons = {v: reason for v, reason in retired.items() if v in versions}
     if not labels and not reasons:
         return
 
