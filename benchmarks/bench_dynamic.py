@@ -2,7 +2,9 @@
 
 A 16 x 128 x 128 x 3 batch, 7x7 kernels, valid padding, float32, CPU. Ratios are time over the
 static layer's time (per-sample target: at most 1.1x; torch: no slower than kornia's
-``filter2d`` with a batch of kernels). Per-pixel kernels: peak memory of the tap-sum against an
+``filter2d`` with a batch of kernels), for the default ``method="auto"`` and for
+``method="taps"``, the sum over the taps that ONNX and TFLite take (torch's exporters get it
+from ``auto``; Keras users pass it to convert with TFLite or tf2onnx). Per-pixel kernels: peak memory of the tap-sum against an
 unfold-based formulation (``F.unfold`` then a weighted sum; target at most 1.2x), measured as the
 running sum of the torch profiler's allocations and frees, each formulation in its own process.
 Run: ``.venv/bin/python benchmarks/bench_dynamic.py``.
@@ -22,14 +24,18 @@ import numpy as np  # noqa: E402
 B, H, W, C, K = 16, 128, 128, 3, 7
 
 
-def best(fn, repeat: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def race(repeat: int = 25, **fns) -> list[float]:
+    """Best time of each function, run in turn round after round (so that a busy moment of the
+    machine slows every contender alike rather than whichever ran then)."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    times = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name] = min(times[name], time.perf_counter() - t0)
+    return list(times.values())
 
 
 def tensorflow() -> None:
@@ -44,12 +50,18 @@ def tensorflow() -> None:
     static.build((None, H, W, C))
     dynamic = rk.kernel_conv()
     xt, kt = tf.constant(x), tf.constant(k)
-    s = best(tf.function(lambda: static(xt)))
-    d = best(tf.function(lambda: dynamic([xt, kt])))
-    m = best(tf.function(lambda: tf.map_fn(
-        lambda a: tf.nn.depthwise_conv2d(a[0][None], tf.tile(a[1][:, :, None, None], (1, 1, C, 1)), [1] * 4, "VALID")[0],
-        (xt, kt), fn_output_signature=tf.float32)))
-    print(f"tensorflow  static {s * 1e3:7.2f} ms  kernel_conv {d / s:5.2f}x  tf.map_fn {m / s:5.2f}x")
+    taps = rk.kernel_conv(method="taps")
+    s, d, t, m = race(
+        static=tf.function(lambda: static(xt)),
+        auto=tf.function(lambda: dynamic([xt, kt])),
+        taps=tf.function(lambda: taps([xt, kt])),
+        map_fn=tf.function(lambda: tf.map_fn(
+            lambda a: tf.nn.depthwise_conv2d(a[0][None], tf.tile(a[1][:, :, None, None], (1, 1, C, 1)), [1] * 4,
+                                             "VALID")[0],
+            (xt, kt), fn_output_signature=tf.float32)),
+    )
+    print(f"tensorflow  static {s * 1e3:7.2f} ms  kernel_conv {d / s:5.2f}x  tf.map_fn {m / s:5.2f}x  "
+          f"method='taps' {t / s:5.2f}x")
 
 
 def torch_() -> None:
@@ -61,17 +73,20 @@ def torch_() -> None:
     torch.manual_seed(0)
     x, k = torch.rand(B, C, H, W), torch.rand(B, K, K)
     weight = torch.rand(C, 1, K, K)
-    m = rt.kernel_conv()
+    m, taps = rt.kernel_conv(), rt.kernel_conv(method="taps")
+    try:
+        import kornia
+    except ImportError:
+        kornia = None
     with torch.no_grad():
-        s = best(lambda: F.conv2d(x, weight, groups=C))
-        d = best(lambda: m(x, k))
-        line = f"torch       static {s * 1e3:7.2f} ms  kernel_conv {d / s:5.2f}x"
-        try:
-            import kornia
-
-            kk = best(lambda: kornia.filters.filter2d(x, k, border_type="constant", padding="valid"))
-            line += f"  kornia.filter2d {kk / s:5.2f}x  kernel_conv / kornia {d / kk:5.2f}x"
-        except ImportError:
+        fns = {"static": lambda: F.conv2d(x, weight, groups=C), "auto": lambda: m(x, k), "taps": lambda: taps(x, k)}
+        if kornia is not None:
+            fns["kornia"] = lambda: kornia.filters.filter2d(x, k, border_type="constant", padding="valid")
+        s, d, t, *kk = race(100, **fns)
+        line = f"torch       static {s * 1e3:7.2f} ms  kernel_conv {d / s:5.2f}x  method='taps' {t / s:5.2f}x"
+        if kk:
+            line += f"  kornia.filter2d {kk[0] / s:5.2f}x  kernel_conv / kornia {d / kk[0]:5.2f}x"
+        else:
             line += "  (kornia not installed)"
     print(line)
 
@@ -88,9 +103,13 @@ def jax_() -> None:
     static = jax.jit(lambda a: jax.lax.conv_general_dilated(
         a, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=C))
     dynamic = jax.jit(rj.kernel_conv())
-    s = best(lambda: static(x).block_until_ready())
-    d = best(lambda: dynamic(x, k).block_until_ready())
-    print(f"jax         static {s * 1e3:7.2f} ms  kernel_conv {d / s:5.2f}x")
+    direct = jax.jit(rj.kernel_conv(method="direct"))
+    s, d, g = race(
+        static=lambda: static(x).block_until_ready(),
+        auto=lambda: dynamic(x, k).block_until_ready(),
+        direct=lambda: direct(x, k).block_until_ready(),
+    )
+    print(f"jax         static {s * 1e3:7.2f} ms  kernel_conv {d / s:5.2f}x  method='direct' {g / s:5.2f}x")
 
 
 def pixel_peak(which: str) -> None:

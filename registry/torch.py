@@ -22,7 +22,7 @@ from .adapters import plan as planning
 from .adapters.borders import BORDERS, parse_border
 from .adapters.plan import Plan
 from .kernels.kernel import Kernel
-from .torch_fft import FFTConv2d, check_images
+from .torch_fft import FFTConv2d, border_pad, check_images
 
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
 nn, F = torch.nn, torch.nn.functional
@@ -56,22 +56,6 @@ def _dtype(dtype: str | None, plan: Plan) -> Any:
     return _DTYPES[name]
 
 
-def _source_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
-    """:func:`registry.adapters.borders.source_index` in torch operations, so that the index follows
-    the input's size in a scripted or exported module (NumPy would freeze it at trace time)."""
-    i = torch.arange(-before, n + after, device=device)
-    if mode == "reflect101":
-        period = 2 * n - 2 + 1 // n  # 1 when n == 1: every position copies the one pixel
-        i = torch.remainder(i + before * period, period)  # non-negative: exporters truncate below zero
-        return torch.where(i >= n, period - i, i)
-    if mode == "symmetric":
-        i = torch.remainder(i + before * 2 * n, 2 * n)
-        return torch.where(i >= n, 2 * n - 1 - i, i)
-    if mode == "replicate":
-        return torch.clamp(i, 0, n - 1)
-    return torch.remainder(i + before * n, n)  # wrap
-
-
 class BorderPad2d(nn.Module):
     """Pads height and width of an NCHW batch with one of kreg's border modes (``symmetric`` too)."""
 
@@ -92,20 +76,7 @@ class BorderPad2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images("BorderPad2d", x, self.channels)
-        (top, bottom), (left, right) = self.padding
-        if self.mode == "zero" or self.mode == "constant":
-            return F.pad(x, [left, right, top, bottom], value=self.value)
-        # PyTorch's own reflect and replicate pads where they apply: an index_select along the
-        # last axis is a gather, several times slower (4.5 ms of 10 for a 31x31 Gaussian by FFT
-        # on 1024x1024); reflect needs every pad below its axis' size.
-        if self.mode == "replicate" or (self.mode == "reflect101" and max(top, bottom) < x.shape[2]
-                                        and max(left, right) < x.shape[3]):
-            return F.pad(x, [left, right, top, bottom], mode="reflect" if self.mode == "reflect101" else "replicate")
-        if top or bottom:
-            x = x.index_select(2, _source_index(x.shape[2], top, bottom, self.mode, x.device))
-        if left or right:
-            x = x.index_select(3, _source_index(x.shape[3], left, right, self.mode, x.device))
-        return x
+        return border_pad(x, self.padding, self.mode, self.value)
 
     def extra_repr(self) -> str:
         return f"padding={self.padding}, mode={self.mode!r}" + (

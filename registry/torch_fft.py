@@ -1,4 +1,4 @@
-"""The torch module that correlates by FFT, and the input check every kreg module shares.
+"""The torch module that correlates by FFT, and the input check and border pad every kreg module shares.
 
 A large kernel costs a direct convolution its area per pixel; by FFT it costs a few
 transforms of the image (a 31x31 Gaussian on 1024x1024: 1.1 s direct, 75 ms by FFT on a
@@ -41,6 +41,49 @@ def _refuse_onnx() -> None:
             "ONNX has no FFT: this kreg module computes by torch.fft. Emit it with method='direct' "
             "(or 'separable') to export it."
         )
+
+
+def source_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
+    """:func:`registry.adapters.borders.source_index` in torch operations, so that the index follows
+    the input's size in a scripted or exported module (NumPy would freeze it at trace time)."""
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "replicate":
+        return torch.clamp(i, 0, n - 1)
+    # Each period a tensor: torch.onnx's dynamo exporter cannot take a symbolic size as the
+    # divisor of a remainder, and each dividend non-negative: exporters truncate below zero.
+    if mode == "reflect101":
+        period = torch.scalar_tensor(2 * n - 2 + 1 // n, dtype=torch.long, device=device)  # 1 when n == 1
+        i = torch.remainder(i + before * period, period)
+        return torch.where(i >= n, period - i, i)
+    if mode == "symmetric":
+        period = torch.scalar_tensor(2 * n, dtype=torch.long, device=device)
+        i = torch.remainder(i + before * period, period)
+        return torch.where(i >= n, period - 1 - i, i)
+    period = torch.scalar_tensor(n, dtype=torch.long, device=device)
+    return torch.remainder(i + before * period, period)  # wrap
+
+
+def border_pad(
+    x: torch.Tensor, padding: tuple[tuple[int, int], tuple[int, int]], mode: str, value: float, native: bool = True
+) -> torch.Tensor:
+    """``x`` (NCHW) with ``((top, bottom), (left, right))`` added in one of kreg's border modes;
+    ``native=False`` gathers even where PyTorch's own pad applies (which, under ``torch.export``,
+    would demand every exported size exceed the pad)."""
+    (top, bottom), (left, right) = padding
+    if mode == "zero" or mode == "constant":
+        return F.pad(x, [left, right, top, bottom], value=value)
+    # PyTorch's own reflect and replicate pads where they apply: an index_select along the
+    # last axis is a gather, several times slower (4.5 ms of 10 for a 31x31 Gaussian by FFT
+    # on 1024x1024); reflect needs every pad below its axis' size.
+    if native and (
+        mode == "replicate" or (mode == "reflect101" and max(top, bottom) < x.shape[2] and max(left, right) < x.shape[3])
+    ):
+        return F.pad(x, [left, right, top, bottom], mode="reflect" if mode == "reflect101" else "replicate")
+    if top or bottom:
+        x = x.index_select(2, source_index(x.shape[2], top, bottom, mode, x.device))
+    if left or right:
+        x = x.index_select(3, source_index(x.shape[3], left, right, mode, x.device))
+    return x
 
 
 class FFTConv2d(nn.Module):

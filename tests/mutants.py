@@ -108,6 +108,13 @@ MUTANTS: list[Mutant] = [
     Mutant("layouts: a bias of another layout's length let through", "registry/adapters/learned.py",
            "    if bias is not None and bias != outputs[layout]:\n", "    if False:\n",
            ("tests/test_cli_tensor_layout.py",)),
+    # -- kernels as inputs: what converters take ---------------------------------------------------
+    Mutant("kernel_conv: torch's exporters given the grouped convolution", "registry/adapters/torch_dynamic.py",
+           "return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())", "return False",
+           ("tests/test_dynamic.py::test_torch_onnx_export_with_a_dynamic_batch_and_size",)),
+    Mutant("kernel_conv: method='taps' not obeyed", "registry/adapters/dynamic.py",
+           "    if p.method != \"auto\":\n        return p.method\n", "    if p.method != \"auto\":\n        return \"direct\"\n",
+           ("tests/test_dynamic.py::test_tflite_with_a_dynamic_batch_and_size",)),
 ]
 
 # The store (registry/store/, v2): its mutants are a list of their own, to be kept with it.

@@ -185,15 +185,17 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@pytest.mark.parametrize("method", ["direct", "taps"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize(("form", "opts"), CASES, ids=[f"{f}-{o}" for f, o in CASES])
-def test_against_scipy_sample_by_sample(framework: str, form: str, opts: dict[str, Any]) -> None:
+def test_against_scipy_sample_by_sample(framework: str, form: str, opts: dict[str, Any], method: str) -> None:
+    """Both ways of computing planes and full kernels (``auto`` picks one of them per framework)."""
     for size in SIZES if "operation" not in opts else ((5, 3),):  # even sizes: OpenCV's anchor
         k = kernels(form, size)
         assert_close(
-            run(framework, opts, IMAGES, k),
+            run(framework, {**opts, "method": method}, IMAGES, k),
             expected(form, IMAGES, k, opts),
-            f"{framework} {form} {opts} {size}",
+            f"{framework} {form} {opts} {size} {method}",
         )
 
 
@@ -582,9 +584,9 @@ def test_the_probe_catches_a_wrong_layer_at_build(framework: str, monkeypatch: p
 
 @pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
 def test_the_keras_model_exports_as_a_savedmodel_with_a_dynamic_batch_and_size(tmp_path: Path) -> None:
-    """SavedModel serves another batch and size than traced. TFLite and tf2onnx do not take
-    this layer: its per-sample kernels become a depthwise weight of B x C channels, a weight
-    whose shape is only known at run time (README, "Kernels as inputs")."""
+    """SavedModel serves another batch and size than traced, with the default (direct) form, whose
+    depthwise weight has B x C channels, known only at run time. TFLite and tf2onnx need
+    ``method="taps"`` (tested below)."""
     import keras
 
     import registry.keras as rk
@@ -626,3 +628,116 @@ def test_torch_export_with_a_dynamic_batch_and_size() -> None:
         expected("plane", other.astype(np.float64), kk.astype(np.float64), {"border": "reflect101"}),
         "torch.export",
     )
+
+
+# -- ONNX and TFLite: the sum over the taps, whatever the batch and size ----------------------
+
+#: (form, kernels of 5x4, options) exported with a batch and image size other than the served ones.
+EXPORT_CASES = [
+    ("plane", {"border": "reflect101"}),
+    ("plane", {"border": "wrap", "strides": 2}),
+    ("full", {"border": "symmetric"}),
+    ("full", {"padding": "same"}),
+]
+
+
+def _served(form: str) -> tuple[np.ndarray, np.ndarray]:
+    """Another batch (2, not 3) and size (15x17, not 18x19) than the model was traced or converted with."""
+    x = IMAGES[:2, :15, :17].astype(np.float32)
+    return x, kernels(form, (5, 4))[:2].astype(np.float32)
+
+
+def _want(form: str, opts: dict[str, Any]) -> np.ndarray:
+    x, k = _served(form)
+    return expected(form, x.astype(np.float64), k.astype(np.float64), opts)
+
+
+@pytest.mark.skipif("torch" not in FRAMEWORKS, reason="torch only")
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
+@pytest.mark.parametrize(("form", "opts"), EXPORT_CASES, ids=[f"{f}-{o}" for f, o in EXPORT_CASES])
+def test_torch_onnx_export_with_a_dynamic_batch_and_size(
+    tmp_path: Path, form: str, opts: dict[str, Any], dynamo: bool
+) -> None:
+    """Default options: ``auto`` sums over the taps while torch.onnx records the module."""
+    import warnings
+
+    import torch
+
+    import registry.torch as rt
+
+    ort = pytest.importorskip("onnxruntime")
+    module = rt.kernel_conv(**opts)
+    x, k = torch.rand(3, 3, 18, 19), torch.from_numpy(kernels(form, (5, 4)).astype(np.float32))
+    path = tmp_path / "kernel_conv.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            pytest.importorskip("onnxscript")
+            batch, h, w = (torch.export.Dim(n, min=2, max=256) for n in ("batch", "h", "w"))
+            program = torch.onnx.export(module, (x, k), dynamo=True, input_names=["x", "k"], verbose=False,
+                                        dynamic_shapes=({0: batch, 2: h, 3: w}, {0: batch}))
+            program.save(str(path))
+        else:
+            torch.onnx.export(module, (x, k), str(path), dynamo=False, input_names=["x", "k"], output_names=["y"],
+                              dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "k": {0: "b"}, "y": {0: "b", 2: "oh", 3: "ow"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    served_x, served_k = _served(form)
+    got = session.run(None, {"x": served_x.transpose(0, 3, 1, 2).copy(), "k": served_k})[0]
+    assert_close(got.transpose(0, 2, 3, 1).astype(np.float64), _want(form, opts), "onnxruntime")
+
+
+def _keras_model(form: str, opts: dict[str, Any]) -> Any:
+    import keras
+
+    import registry.keras as rk
+
+    x = keras.Input((None, None, 3))
+    k = rk.kernel_input(shape=(5, 4) if form == "plane" else (5, 4, 3, 2))
+    return keras.Model([x, k], rk.kernel_conv(method="taps", **opts)([x, k]))
+
+
+def _tensorflow() -> Any:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TFLite and tf2onnx convert Keras on TensorFlow")
+    return pytest.importorskip("tensorflow")
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+@pytest.mark.parametrize(("form", "opts"), EXPORT_CASES, ids=[f"{f}-{o}" for f, o in EXPORT_CASES])
+def test_tflite_with_a_dynamic_batch_and_size(form: str, opts: dict[str, Any]) -> None:
+    """``method="taps"``: TFLite's builtin ops only (no TF Select), resized to another batch and size."""
+    tf = _tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(_keras_model(form, opts))
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    (xi, ki), x, k = interpreter.get_input_details(), *_served(form)
+    if tuple(xi["shape_signature"]) != (-1, -1, -1, 3):
+        xi, ki = ki, xi
+    interpreter.resize_tensor_input(xi["index"], x.shape)
+    interpreter.resize_tensor_input(ki["index"], k.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(xi["index"], x)
+    interpreter.set_tensor(ki["index"], k)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert_close(got.astype(np.float64), _want(form, opts), "TFLite")
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+@pytest.mark.parametrize(("form", "opts"), EXPORT_CASES, ids=[f"{f}-{o}" for f, o in EXPORT_CASES])
+def test_tf2onnx_with_a_dynamic_batch_and_size(form: str, opts: dict[str, Any]) -> None:
+    tf = _tensorflow()
+    tf2onnx = pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = _keras_model(form, opts)
+    spec = (
+        tf.TensorSpec((None, None, None, 3), tf.float32, name="x"),
+        tf.TensorSpec((None, *model.inputs[1].shape[1:]), tf.float32, name="k"),
+    )
+    proto, _ = tf2onnx.convert.from_function(
+        tf.function(lambda x, k: model([x, k]), input_signature=spec), input_signature=spec, opset=17
+    )
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x, k = _served(form)
+    assert_close(session.run(None, {"x": x, "k": k})[0].astype(np.float64), _want(form, opts), "tf2onnx")

@@ -16,8 +16,12 @@ pixel      ``(B, H', W', kh*kw)``       its own kernel (kernel prediction networ
 those of the static layers: ``padding``, ``border`` (OpenCV's anchor, see
 :mod:`registry.adapters.borders`), ``strides``, ``dilation_rate``, plus ``operation``
 (``correlation``, as every kreg layer and ``scipy.ndimage.correlate``, or ``convolution``: the
-kernels flipped on both axes first) and ``normalize`` (``softmax`` or ``sum`` over each kernel's
-taps, planes and per-pixel kernels). Every framework module asks :func:`dynamic_plan` what to
+kernels flipped on both axes first), ``normalize`` (``softmax`` or ``sum`` over each kernel's
+taps, planes and per-pixel kernels) and ``method``: how planes and full kernels are computed,
+``direct`` (the batch folded into the groups of one convolution, the framework's own kernel) or
+``taps`` (a sum over the taps of shifted images times their weights: slices, products and
+sums only, so ONNX, TFLite and XLA take it whatever the batch; per-pixel kernels are always
+this), chosen by :func:`formulation` for ``auto``. Every framework module asks :func:`dynamic_plan` what to
 build, :func:`check_inputs` what it was given, and checks what it built with :func:`check_probe`
 against :func:`reference`, a NumPy loop over the taps in float64 that never looks at the layer.
 This module imports no framework.
@@ -45,6 +49,13 @@ RANKS = {3: "plane", 5: "full", 4: "pixel"}
 LAYOUTS = {"plane": "(B, kh, kw)", "full": "(B, kh, kw, in, out)", "pixel": "(B, H, W, kh*kw)"}
 NORMALIZE = ("softmax", "sum")
 OPERATIONS = ("correlation", "convolution")
+METHODS = ("auto", "direct", "taps")
+
+#: Up to this many taps, ``auto`` sums over the taps where the compiler fuses the sum into one
+#: loop (XLA on CPU): ``benchmarks/bench_dynamic.py`` measured 7x7 planes on 16 x 128 x 128 x 3
+#: at 2.7 ms summed against 45.6 ms for XLA's grouped convolution, 15x15 at 23 ms against 110 ms,
+#: but 31x31 at 156 ms against 128 ms (and 3 s to compile).
+FUSED_TAPS_MAX = 225
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class DynamicPlan:
         strides, dilation: pairs.
         normalize: ``softmax``, ``sum`` or ``None``.
         flip: ``True`` for ``operation="convolution"``.
+        method: ``auto``, ``direct`` or ``taps`` (planes and full kernels; see :func:`formulation`).
     """
 
     form: str | None
@@ -69,6 +81,7 @@ class DynamicPlan:
     dilation: tuple[int, int]
     normalize: str | None
     flip: bool
+    method: str = "auto"
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this plan (a layer's config)."""
@@ -88,6 +101,7 @@ class DynamicPlan:
             "dilation_rate": self.dilation,
             "normalize": self.normalize,
             "operation": "convolution" if self.flip else "correlation",
+            "method": self.method,
         }
 
     def pads(self, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -122,6 +136,7 @@ def dynamic_plan(
     dilation_rate: int | Sequence[int] = 1,
     normalize: str | None = None,
     operation: str = "correlation",
+    method: str = "auto",
 ) -> DynamicPlan:
     """Check the options of ``kernel_conv`` and decide what it computes.
 
@@ -152,7 +167,13 @@ def dynamic_plan(
         raise InvalidKernelError(
             f"operation must be 'correlation' or 'convolution'. Received: operation={operation!r}."
         )
+    if method not in METHODS:
+        raise InvalidKernelError(
+            f"method must be 'auto', 'direct' (one convolution) or 'taps' (a sum over the taps, which ONNX and "
+            f"TFLite take). Received: method={method!r}."
+        )
     return DynamicPlan(
+        method=method,
         form=form,
         kernel_size=None if kernel_size is None else pair(kernel_size, "kernel_size"),
         padding=padding,
@@ -162,6 +183,53 @@ def dynamic_plan(
         normalize=normalize,
         flip=operation == "convolution",
     )
+
+
+def formulation(
+    p: DynamicPlan, form: str, size: tuple[int, int], *, fuses_taps: bool = False, exporting: bool = False
+) -> str:
+    """``direct`` or ``taps``: how a layer computes ``form`` kernels of ``size``.
+
+    Per-pixel kernels are always a sum over the taps. Otherwise ``method`` decides, and for
+    ``auto``: the taps while a model is exported (ONNX's ``Conv`` and TFLite's depthwise kernel
+    need their group count when converted, and here it is the batch), or where the framework
+    fuses the sum (``fuses_taps``) for up to :data:`FUSED_TAPS_MAX` taps; else one convolution.
+
+    Example:
+        >>> formulation(dynamic_plan(), "plane", (7, 7)), formulation(dynamic_plan(), "plane", (7, 7), exporting=True)
+        ('direct', 'taps')
+    """
+    if form == "pixel":
+        return "taps"
+    if p.method != "auto":
+        return p.method
+    if exporting or (fuses_taps and size[0] * size[1] <= FUSED_TAPS_MAX):
+        return "taps"
+    return "direct"
+
+
+def windows(p: DynamicPlan, size: tuple[int, int]) -> list[tuple[int, int, int, slice, slice]]:
+    """``(tap, i, j, rows, cols)`` for each tap: the slices of an image already padded (valid
+    convolution) that its weight multiplies, strided, their ends counted from the far edge so
+    they hold whatever the image size (a model traced with one size serves any).
+
+    Example:
+        >>> windows(dynamic_plan(), (1, 2))
+        [(0, 0, 0, slice(0, None, 1), slice(0, -1, 1)), (1, 0, 1, slice(0, None, 1), slice(1, None, 1))]
+    """
+    (kh, kw), (sh, sw), (dh, dw) = size, p.strides, p.dilation
+    span = p.span(size)
+    return [
+        (
+            i * kw + j,
+            i,
+            j,
+            slice(i * dh, (i * dh - (span[0] - 1)) or None, sh),
+            slice(j * dw, (j * dw - (span[1] - 1)) or None, sw),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
 
 
 def _dims(shape: Any) -> tuple[int | None, ...]:

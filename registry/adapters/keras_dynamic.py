@@ -2,7 +2,9 @@
 
 What it computes is planned in :mod:`registry.adapters.dynamic`. Planes and full kernels are
 folded, batch into channels, into one depthwise convolution (each sample's channels meet only
-its own kernel), which is the static layer's own operation; per-pixel kernels are a sum over the
+its own kernel), which is the static layer's own operation (``method="direct"``), or summed
+over the taps (``method="taps"``: what TFLite and tf2onnx convert, and what ``auto`` runs on
+the JAX backend, whose compiler fuses the sum); per-pixel kernels are always a sum over the
 taps of shifted images times their weight map (no unfolded copy of the image). ``keras.ops``
 only, so it runs on every Keras backend. Imported by :mod:`registry.keras`, never by
 ``import registry``.
@@ -35,6 +37,15 @@ def _eager() -> bool:
     return bool(tf.executing_eagerly())
 
 
+def _exporting() -> bool:
+    """On the torch backend: whether torch is recording the model for ONNX or jit.trace."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch  # the backend itself: already imported by Keras
+
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
 def _dtype_name(tensor: Any) -> str:
     return keras.backend.standardize_dtype(getattr(tensor, "dtype", "float32"))
 
@@ -56,6 +67,7 @@ class KregKernelConv2D(keras.layers.Layer):
         dilation_rate: int | Sequence[int] = 1,
         normalize: str | None = None,
         operation: str = "correlation",
+        method: str = "auto",
         probe: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -69,6 +81,7 @@ class KregKernelConv2D(keras.layers.Layer):
             dilation_rate=dilation_rate,
             normalize=normalize,
             operation=operation,
+            method=method,
         )
         self.probe = probe
 
@@ -104,28 +117,30 @@ class KregKernelConv2D(keras.layers.Layer):
             )
         self._kreg_built_for = (form, size)
         if probe_enabled(self.probe) and _eager():
+            for how in self._formulations(form, size):
 
-            def run(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-                got = self._forward(
-                    ops.convert_to_tensor(x, self.compute_dtype),
-                    ops.convert_to_tensor(k, self.compute_dtype),
+                def run(x: np.ndarray, k: np.ndarray, how: str = how) -> np.ndarray:
+                    got = self._forward(
+                        ops.convert_to_tensor(x, self.compute_dtype),
+                        ops.convert_to_tensor(k, self.compute_dtype),
+                        form,
+                        size,
+                        how,
+                    )
+                    return ops.convert_to_numpy(
+                        ops.cast(got, "float32") if self.compute_dtype == "bfloat16" else got
+                    )
+
+                dynamic.check_probe(
+                    self.plan,
+                    run,
                     form,
                     size,
+                    images[3],
+                    kernels[4] if form == "full" else None,
+                    what=f"Keras layer {self.name!r} (method {how!r})",
+                    itemsize=np.dtype(self.compute_dtype.replace("bfloat16", "float16")).itemsize,
                 )
-                return ops.convert_to_numpy(
-                    ops.cast(got, "float32") if self.compute_dtype == "bfloat16" else got
-                )
-
-            dynamic.check_probe(
-                self.plan,
-                run,
-                form,
-                size,
-                images[3],
-                kernels[4] if form == "full" else None,
-                what=f"Keras layer {self.name!r}",
-                itemsize=np.dtype(self.compute_dtype.replace("bfloat16", "float16")).itemsize,
-            )
         self.built = True
 
     def call(self, inputs: Any) -> Any:
@@ -148,14 +163,27 @@ class KregKernelConv2D(keras.layers.Layer):
 
     # -- the computation ------------------------------------------------------------------
 
-    def _forward(self, x: Any, k: Any, form: str, size: tuple[int, int]) -> Any:
+    def _formulations(self, form: str, size: tuple[int, int]) -> list[str]:
+        """Each way this layer may compute ``form`` kernels of ``size`` (the probe checks each)."""
+        fuses = keras.backend.backend() == "jax"
+        return sorted(
+            {
+                dynamic.formulation(self.plan, form, size, fuses_taps=fuses, exporting=e)
+                for e in ((False, True) if keras.backend.backend() == "torch" else (False,))
+            }
+        )
+
+    def _forward(self, x: Any, k: Any, form: str, size: tuple[int, int], how: str | None = None) -> Any:
         p = self.plan
+        how = how or dynamic.formulation(
+            p, form, size, fuses_taps=keras.backend.backend() == "jax", exporting=_exporting()
+        )
         k = _prepare(p, form, k)
         padding = p.padding
         if p.border is not None:
             x, padding = _border(x, p, size), "valid"
-        if form == "pixel":
-            return _pixel(x, k, p, size, padding)
+        if how == "taps":
+            return _taps(_pad_same(x, p, size) if padding == "same" else x, k, p, form, size)
         return _folded(x, k, p, form, size, padding)
 
 
@@ -223,29 +251,34 @@ def _folded(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, 
     return ops.transpose(y, (2, 0, 1, 3))
 
 
-def _pixel(x: Any, k: Any, p: dynamic.DynamicPlan, size: tuple[int, int], padding: str) -> Any:
-    """Per-pixel kernels: the sum over the taps of a shifted, strided image times the tap's weight map."""
-    (kh, kw), (sh, sw), (dh, dw) = size, p.strides, p.dilation
+def _pad_same(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
+    """Keras' ``same`` zeros around ``x``, for the sum over the taps (a convolution pads itself)."""
     span = p.span(size)
-    if padding == "same":
-        if (sh, sw) != (1, 1) and None in x.shape[1:3]:
-            raise InvalidKernelError(
-                "padding='same' with strides needs the image size known when the model is built; declare it, or "
-                "use a border."
-            )
-        widths = [
-            same_pads(n, s_, st) if n is not None else same_pads(s_, s_, 1)
-            for n, s_, st in zip(x.shape[1:3], span, p.strides)
-        ]
-        x = ops.pad(x, [(0, 0), *widths, (0, 0)])
+    if p.strides != (1, 1) and None in x.shape[1:3]:
+        raise InvalidKernelError(
+            "padding='same' with strides, summed over the taps, needs the image size known when the model is "
+            "built; declare it, or use a border."
+        )
+    widths = [
+        same_pads(n, s_, st) if n is not None else same_pads(s_, s_, 1)  # stride 1: the size does not matter
+        for n, s_, st in zip(x.shape[1:3], span, p.strides)
+    ]
+    return ops.pad(x, [(0, 0), *widths, (0, 0)])
+
+
+def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int]) -> Any:
+    """The sum over the taps of a shifted, strided image times the tap's weight (per sample or per
+    pixel): slices, products and sums, which every converter takes whatever the batch and size."""
     out = None
-    for i in range(kh):
-        for j in range(kw):
-            # Ends counted from the far edge keep every slice static whatever the image size.
-            end_h, end_w = i * dh - (span[0] - 1), j * dw - (span[1] - 1)
-            xs = x[:, i * dh : end_h or None : sh, j * dw : end_w or None : sw, :]
-            term = xs * k[:, :, :, i * kw + j : i * kw + j + 1]
-            out = term if out is None else out + term
+    for tap, i, j, rows, cols in dynamic.windows(p, size):
+        xs = x[:, rows, cols, :]
+        if form == "plane":
+            term = xs * ops.reshape(k[:, i, j], (-1, 1, 1, 1))
+        elif form == "full":
+            term = ops.einsum("bhwc,bco->bhwo", xs, k[:, i, j])
+        else:
+            term = xs * k[:, :, :, tap : tap + 1]
+        out = term if out is None else out + term
     return out
 
 
@@ -330,6 +363,11 @@ def kernel_conv(**options: Any) -> KregKernelConv2D:
         strides, dilation_rate: as for ``Conv2D``.
         normalize: ``softmax`` or ``sum`` over each kernel's taps (planes and per-pixel), or ``None``.
         operation: ``correlation`` (as every Keras and kreg layer) or ``convolution`` (kernels flipped).
+        method: how planes and full kernels are computed: ``direct`` (one depthwise convolution,
+            the batch folded into its channels), ``taps`` (a sum over the taps: pass it to convert
+            the model with TFLite or tf2onnx, which need a convolution's group count when they
+            convert, and here it is the batch), or ``auto`` (default: ``taps`` on the JAX
+            backend up to 15x15 and while torch exports, else ``direct``).
         dtype: the layer's dtype or policy; images and kernels are cast to its compute dtype.
         probe: run the layer when built on kreg's probe against a NumPy per-sample correlation
             (default on; ``False`` or ``KREG_PROBE=0`` skips it).

@@ -3,12 +3,16 @@
 NCHW images; kernels ``(B, kh, kw)`` (planes), ``(B, kh, kw, in, out)`` (full, HWIO per sample)
 or ``(B, kh*kw, H', W')`` (per pixel, channels first like the images). What it computes is
 planned in :mod:`registry.adapters.dynamic`. Planes and full kernels are one grouped
-``F.conv2d`` with the batch folded into the channels; per-pixel kernels a sum over the taps.
+``F.conv2d`` with the batch folded into the channels (``method="direct"``, what ``auto`` runs
+eagerly and under ``torch.export``), or a sum over the taps (``method="taps"``, what ``auto``
+runs while ``torch.onnx.export`` or ``torch.jit.trace`` records the module: a group count that
+is the batch would be frozen into the graph); per-pixel kernels always the sum over the taps.
 Imported by :mod:`registry.torch`, never by ``import registry``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from .._exceptions import InvalidKernelError
 from .._lazy import require
+from ..torch_fft import border_pad
 from . import dynamic
 from .borders import same_pads
 from .plan import probe_enabled
@@ -45,6 +50,7 @@ class KernelConv2d(nn.Module):
         dilation_rate: int | Sequence[int] = 1,
         normalize: str | None = None,
         operation: str = "correlation",
+        method: str = "auto",
         dtype: str | None = None,
         probe: bool | None = None,
     ) -> None:
@@ -58,6 +64,7 @@ class KernelConv2d(nn.Module):
             dilation_rate=dilation_rate,
             normalize=normalize,
             operation=operation,
+            method=method,
         )
         if dtype is not None and dtype not in _DTYPES:
             raise InvalidKernelError(f"dtype must be one of {', '.join(_DTYPES)}. Received: dtype={dtype!r}.")
@@ -66,7 +73,8 @@ class KernelConv2d(nn.Module):
             self._probe()
 
     def _probe(self) -> None:
-        """Each form this module may see, on kreg's probe (the kernel size declared, else 3x3)."""
+        """Each form this module may see, each way it may compute it (``auto`` switches to the taps
+        when exported), on kreg's probe (the kernel size declared, else 3x3)."""
         p = self.plan
         forms = (
             [p.form]
@@ -76,26 +84,31 @@ class KernelConv2d(nn.Module):
         size = p.kernel_size or (3, 3)
         dtype = self.dtype or torch.float32
         for form in forms:
+            for how in sorted({dynamic.formulation(p, form, size, exporting=e) for e in (False, True)}):
 
-            def run(x: np.ndarray, k: np.ndarray, form: str = form) -> np.ndarray:
-                xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dtype)
-                kt = torch.from_numpy(k.transpose(0, 3, 1, 2).copy() if form == "pixel" else k).to(dtype)
-                with torch.no_grad():
-                    got = self.forward(xt, kt)
-                return got.double().numpy().transpose(0, 2, 3, 1)
+                def run(x: np.ndarray, k: np.ndarray, form: str = form, how: str = how) -> np.ndarray:
+                    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dtype)
+                    kt = torch.from_numpy(k.transpose(0, 3, 1, 2).copy() if form == "pixel" else k).to(dtype)
+                    with torch.no_grad():
+                        got = self._run(xt, kt, how)
+                    return got.double().numpy().transpose(0, 2, 3, 1)
 
-            dynamic.check_probe(
-                p,
-                run,
-                form,
-                size,
-                2,
-                3 if form == "full" else None,
-                what="KernelConv2d",
-                itemsize=torch.finfo(dtype).bits // 8,
-            )
+                dynamic.check_probe(
+                    p,
+                    run,
+                    form,
+                    size,
+                    2,
+                    3 if form == "full" else None,
+                    what=f"KernelConv2d (method {how!r})",
+                    itemsize=torch.finfo(dtype).bits // 8,
+                )
 
     def forward(self, x: Any, k: Any) -> Any:
+        return self._run(x, k, None)
+
+    def _run(self, x: Any, k: Any, how: str | None) -> Any:
+        """The output for ``x``, ``k``, computed as ``how`` says (``None``: as the plan decides)."""
         p = self.plan
         if not (isinstance(x, torch.Tensor) and isinstance(k, torch.Tensor)):
             raise InvalidKernelError(
@@ -103,21 +116,23 @@ class KernelConv2d(nn.Module):
                 f"{type(k).__name__}."
             )
         form, size = dynamic.check_inputs(
-            p, tuple(x.shape), tuple(k.shape), str(k.dtype), channels_first=True, what="KernelConv2d"
+            p, tuple(x.shape), _static(k), str(k.dtype), channels_first=True, what="KernelConv2d"
         )
+        how = how or dynamic.formulation(p, form, size, exporting=_exporting())
         dtype = self.dtype or (x.dtype if x.is_floating_point() else torch.float32)
         x, k = x.to(dtype), k.to(dtype)
         k = _prepare(p, form, k)
         span = p.span(size)
         if p.border is not None:
-            x = _border(x, p, size)
+            mode, value = p.border
+            x = _pad(x, p.pads(size), mode, value)
         elif p.padding == "same":
             (top, bottom), (left, right) = (
                 same_pads(n, s, st) for n, s, st in zip(x.shape[2:], span, p.strides)
             )
             x = F.pad(x, [left, right, top, bottom])
-        if form == "pixel":
-            return _pixel(x, k, p, size)
+        if how == "taps":
+            return _taps(x, k, p, form, size)
         b, c, h, w = x.shape
         if form == "plane":
             weight = k[:, None, None].expand(b, c, 1, size[0], size[1]).reshape(b * c, 1, size[0], size[1])
@@ -145,48 +160,47 @@ def _prepare(p: dynamic.DynamicPlan, form: str, k: Any) -> Any:
     return k
 
 
-def _border(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
-    assert p.border is not None
-    mode, value = p.border
-    pads = p.pads(size)
-    assert pads is not None
-    (top, bottom), (left, right) = pads
-    if mode in ("zero", "constant"):
-        return F.pad(x, [left, right, top, bottom], value=value)
-    device = x.device
-    for axis, (before, after) in zip((2, 3), pads):
-        index = dynamic.index_ops(
-            x.shape[axis],
-            before,
-            after,
-            mode,
-            arange=lambda a, b: torch.arange(a, b, device=device),
-            mod=torch.remainder,
-            where=torch.where,
-            clip=torch.clamp,
-        )
-        x = x.index_select(axis, index)
-    return x
+def _static(k: Any) -> tuple[Any, ...]:
+    """The kernels' shape. ``torch.onnx.export(dynamo=False)`` traces every size as a tensor: the
+    kernel size is read as the number it is (an exported model has one kernel size), the batch
+    left to run time."""
+    if not torch.jit.is_tracing():
+        return tuple(k.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return (None, *(int(d) for d in k.shape[1:]))
 
 
-def _pixel(x: Any, k: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
-    (kh, kw), (sh, sw), (dh, dw) = size, p.strides, p.dilation
-    span = p.span(size)
+def _exporting() -> bool:
+    """Whether the module is being recorded for export (ONNX, either exporter) or traced (jit.trace)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+def _pad(x: Any, pads: Any, mode: str, value: float) -> Any:
+    return border_pad(x, pads, mode, value, native=not torch.compiler.is_exporting())
+
+
+def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int]) -> Any:
+    """The sum over the taps of the shifted (strided) images times each tap's weight."""
     out = None
-    for i in range(kh):
-        for j in range(kw):
-            h0, w0 = i * dh, j * dw
-            h1, w1 = x.shape[2] - (span[0] - 1 - h0), x.shape[3] - (span[1] - 1 - w0)
-            term = x[:, :, h0:h1:sh, w0:w1:sw] * k[:, i * kw + j : i * kw + j + 1]
-            out = term if out is None else out + term
+    for tap, i, j, rows, cols in dynamic.windows(p, size):
+        xs = x[:, :, rows, cols]
+        if form == "plane":
+            term = xs * k[:, i, j].reshape(-1, 1, 1, 1)
+        elif form == "full":
+            term = torch.einsum("bchw,bco->bohw", xs, k[:, i, j])
+        else:
+            term = xs * k[:, tap : tap + 1]
+        out = term if out is None else out + term
     return out
 
 
 def kernel_conv(**options: Any) -> KernelConv2d:
     """An ``nn.Module`` convolving each NCHW image with a kernel given beside it: ``m(images, kernels)``.
 
-    Options as :func:`registry.keras.kernel_conv` (per-pixel kernels here ``(B, kh*kw, H', W')``),
-    plus ``dtype`` (``float16``, ``bfloat16``, ``float32``, ``float64``; default: the images').
+    Options as :func:`registry.keras.kernel_conv` (per-pixel kernels here ``(B, kh*kw, H', W')``;
+    ``method="auto"`` runs one grouped convolution, and the sum over the taps while
+    ``torch.onnx.export`` or ``torch.jit.trace`` records the module), plus ``dtype`` (``float16``, ``bfloat16``, ``float32``, ``float64``; default: the images').
     The probe check runs once, when the module is made, for each form it may see.
 
     Example:
