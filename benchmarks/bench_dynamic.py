@@ -13,35 +13,15 @@ Run: ``.venv/bin/python benchmarks/bench_dynamic.py``.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from timing import race  # noqa: E402  (benchmarks/timing.py, beside this script)
 
 B, H, W, C, K = 16, 128, 128, 3, 7
-
-
-def race(repeat: int = 25, **fns) -> list[float]:
-    """Best time of each function, run in turn round after round, in a new order each round (so
-    that a busy moment of the machine slows every contender alike, and none always runs right
-    after the same other: on this machine whatever follows the static depthwise ``F.conv2d``
-    runs 1.6x slower)."""
-    for fn in fns.values():
-        fn()
-    times = {name: float("inf") for name in fns}
-    order = list(fns.items())
-    shuffle = random.Random(0).shuffle
-    for _ in range(repeat):
-        shuffle(order)
-        for name, fn in order:
-            t0 = time.perf_counter()
-            fn()
-            times[name] = min(times[name], time.perf_counter() - t0)
-    return list(times.values())
 
 
 def tensorflow() -> None:

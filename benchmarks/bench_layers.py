@@ -9,8 +9,11 @@ For each, the time of kreg's layer (``method="auto"``) beside the framework's ow
 (one 2-D convolution), separable (two 1-D convolutions) and FFT (image and 2-D kernel through
 the framework's real 2-D FFT at a 2-3-5-smooth length, product, inverse) formulations, each
 with the same border done by the framework's own padding, and beside ``cv2.GaussianBlur`` /
-``cv2.Sobel`` measured in the same process. Best of 7 after a warm-up (the machine is shared:
-the best is the figure to compare). Every output is checked against OpenCV first (1e-4).
+``cv2.Sobel`` measured in the same process. Best of 15 rounds after a warm-up, every contender
+(OpenCV too) timed in each round in a shuffled order (the machine is shared: the best is the
+figure to compare); the time is the framework's call alone (a TensorFlow tensor's ``.numpy()``
+copy, 1 ms for 1024x1024x3, is left out, as OpenCV has none). Every output is checked against
+OpenCV first (1e-4).
 
 Targets: kreg's layer within 1.25x of the fastest formulation of its framework; Keras on
 TensorFlow within 2.5x of ``cv2.GaussianBlur``, JAX within 3.5x; the Sobel within 2x of
@@ -25,7 +28,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -34,9 +36,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import registry  # noqa: E402
+from timing import race  # noqa: E402  (benchmarks/timing.py, beside this script)
 from registry.adapters.methods import fast_size  # noqa: E402
 
-REPEAT = 7
+REPEAT = 15
 SIDE = 1024
 #: (framework's fastest, OpenCV) bars per backend and case; None: no bar against OpenCV.
 TARGETS = {
@@ -47,17 +50,6 @@ TARGETS = {
     ("jax", "sobel"): (1.25, None),
     ("torch", "sobel"): (1.25, None),
 }
-
-
-def best(fn: Callable[[], object]) -> float:
-    """Best of REPEAT runs after one warm-up, in milliseconds."""
-    fn()
-    times = []
-    for _ in range(REPEAT):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
 
 
 def images() -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +84,9 @@ def cases() -> dict[str, dict]:
     }
 
 
-def formulations(backend: str, case: dict) -> dict[str, Callable[[], np.ndarray]]:
-    """kreg's layer and the framework's own direct / separable / FFT, each returning NHWC NumPy."""
+def formulations(backend: str, case: dict) -> tuple[dict[str, Callable[[], object]], Callable[[object], np.ndarray]]:
+    """kreg's layer and the framework's own direct / separable / FFT, each returning the framework's
+    result (computed: JAX's blocked on), and the conversion of a result to NHWC NumPy."""
     kernel, image = case["kernel"], case["image"]
     values = np.asarray(kernel.array, np.float32)
     column, row = (np.asarray(f, np.float32) for f in kernel.separable)
@@ -132,7 +125,7 @@ def formulations(backend: str, case: dict) -> dict[str, Callable[[], np.ndarray]
             ),
             "fft": tf.function(fft),
         }
-        return {k: (lambda f=f: f().numpy()) for k, f in run.items()}
+        return run, lambda r: r.numpy()
     if backend == "torch":
         import torch
         import torch.nn.functional as F
@@ -162,7 +155,7 @@ def formulations(backend: str, case: dict) -> dict[str, Callable[[], np.ndarray]
             ),
             "fft": fft,
         }
-        return {k: (lambda f=f: f().numpy().transpose(0, 2, 3, 1)) for k, f in run.items()}
+        return run, lambda r: r.numpy().transpose(0, 2, 3, 1)
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -194,7 +187,7 @@ def formulations(backend: str, case: dict) -> dict[str, Callable[[], np.ndarray]
         "separable": jax.jit(lambda y: conv(conv(jnp.pad(y, pad, mode="reflect"), col), rw)),
         "fft": jax.jit(fft),
     }
-    return {k: (lambda f=f: np.asarray(f(x).block_until_ready())) for k, f in run.items()}
+    return {k: (lambda f=f: f(x).block_until_ready()) for k, f in run.items()}, np.asarray
 
 
 def run_backend(backend: str) -> bool:
@@ -203,14 +196,14 @@ def run_backend(backend: str) -> bool:
     for name, case in cases().items():
         expected = case["cv2"]()
         expected = expected if expected.ndim == 3 else expected[:, :, None]
-        timed = formulations(backend, case)
-        ms = {"cv2": best(case["cv2"])}
+        timed, to_numpy = formulations(backend, case)
         for label, fn in timed.items():
-            error = float(np.abs(fn()[0] - expected).max())
+            error = float(np.abs(to_numpy(fn())[0] - expected).max())
             if error > 1e-4 * max(1.0, float(np.abs(expected).max())):
                 print(f"  {backend} {label}: max |difference| from OpenCV {error:.3g}: NOT the same numbers")
                 met = False
-            ms[label] = best(fn)
+        contenders = {"cv2": case["cv2"], **timed}
+        ms = dict(zip(contenders, (t * 1e3 for t in race(REPEAT, **contenders))))
         fastest = min(("direct", "separable", "fft"), key=ms.__getitem__)
         own, opencv = TARGETS[(backend, name)]
         print(f"{backend}: {case['what']} (kreg: {method_of(backend, case)})")
@@ -241,7 +234,7 @@ def main(argv: list[str]) -> int:
     if len(backends) == 1:
         return 0 if run_backend(backends[0]) else 1
     print(
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine: best of {REPEAT})"
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine: best of {REPEAT} rounds)"
     )
     failed = []
     for backend in backends:

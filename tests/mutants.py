@@ -108,6 +108,13 @@ MUTANTS: list[Mutant] = [
     Mutant("layouts: a bias of another layout's length let through", "registry/adapters/learned.py",
            "    if bias is not None and bias != outputs[layout]:\n", "    if False:\n",
            ("tests/test_cli_tensor_layout.py",)),
+    # -- emitted torch planes: each eager path ----------------------------------------------------
+    Mutant("torch plane taps: the dilation ignored on rows", "registry/torch.py",
+           "part = x[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh,", "part = x[:, :, i : i + (ho - 1) * sh + 1 : sh,",
+           ("tests/test_methods.py::test_torch_plane_modules_eager_and_scripted_give_scipys_numbers",)),
+    Mutant("torch plane depthwise: the weight mirrored", "registry/torch.py",
+           "weight = self.weight.expand(n * c, 1, kh, kw)", "weight = self.weight.flip(3).expand(n * c, 1, kh, kw)",
+           ("tests/test_methods.py::test_a_torch_plane_modules_bias_on_each_eager_path",)),
     # -- kernels as inputs: what converters take ---------------------------------------------------
     Mutant("kernel_conv: torch's exporters given the grouped convolution", "registry/adapters/torch_dynamic.py",
            "return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())", "return False",

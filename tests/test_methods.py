@@ -306,3 +306,59 @@ def test_the_keras_fft_layer_survives_a_keras_file_with_open_sizes(tmp_path: Pat
     loaded = keras.models.load_model(tmp_path / "m.keras")
     got = np.asarray(loaded(RGB[None]))[0]
     assert_close(got, expected(gauss, RGB, "symmetric"), "loaded .keras")
+
+
+#: (kernel, options, image) that send a torch plane module down each of its eager paths: the
+#: sum over the taps (a plane of 512x512 or more, at most 49 taps) and the depthwise convolution
+#: of every plane (smaller planes, or more taps); scripted, it folds the planes into the batch.
+TORCH_PLANE_CASES = [
+    ("sobel_x", {"border": "reflect101"}, "camera"),
+    ("gaussian7", {"padding": "same"}, "camera"),
+    ("gaussian7", {"border": "wrap", "strides": (2, 3), "dilation_rate": 2}, "camera"),
+    ("even4x6", {"border": "symmetric"}, "camera"),
+    ("gaussian7", {"border": "replicate", "strides": 2}, "37x50"),
+    ("gabor15", {"border": "reflect101"}, "camera"),
+]
+
+
+@pytest.mark.parametrize(("name", "opts", "image"), TORCH_PLANE_CASES, ids=[f"{n}-{o}-{i}" for n, o, i in TORCH_PLANE_CASES])
+def test_torch_plane_modules_eager_and_scripted_give_scipys_numbers(name: str, opts: dict, image: str) -> None:
+    torch = pytest.importorskip("torch")
+    import registry.torch as rt
+
+    kernel = {**kernels(), "gabor15": registry.load("gabor", ksize=15, sigma=3.0, theta=0.5, lambd=6.0)}[name]
+    picture = CAMERA if image == "camera" else IMAGES[image]
+    rgb = np.stack([picture, picture[::-1], picture[:, ::-1]], -1)
+    module = rt.to_layer(kernel, method="direct", **opts)
+    assert any(isinstance(m, rt.PlaneConv2d) for m in module.modules())
+    strides = opts.get("strides", 1)
+    strides = (strides, strides) if isinstance(strides, int) else strides
+    values = np.asarray(kernel.array, np.float64)
+    if opts.get("dilation_rate"):
+        d = opts["dilation_rate"]
+        dilated = np.zeros(((values.shape[0] - 1) * d + 1, (values.shape[1] - 1) * d + 1))
+        dilated[::d, ::d] = values
+        kernel = registry.Kernel({"name": "dilated", "version": 1, "layout": "HW"}, dilated)
+    want = expected(kernel, rgb, opts.get("border"))[:: strides[0], :: strides[1]]
+    x = torch.tensor(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
+    scripted = torch.jit.script(module)
+    with torch.no_grad():
+        for how, run in (("eager", module), ("scripted", scripted)):
+            assert_close(run(x).numpy()[0].transpose(1, 2, 0), want, f"{name} {opts} {image} {how}")
+
+
+@pytest.mark.parametrize("image", ["camera", "37x50"])
+def test_a_torch_plane_modules_bias_on_each_eager_path(image: str) -> None:
+    torch = pytest.importorskip("torch")
+    import registry.torch as rt
+
+    values = np.asarray(kernels()["even4x6"].array, np.float64)
+    module = rt.PlaneConv2d(torch.tensor(values[None, None]), torch.tensor([0.25], dtype=torch.float64),
+                            stride=(1, 2), padding=0, dilation=(1, 1))
+    picture = (CAMERA if image == "camera" else IMAGES[image]).astype(np.float64)
+    full = ndimage.correlate(picture, values, mode="constant")
+    top, left = values.shape[0] // 2, values.shape[1] // 2  # scipy's centre of an even kernel
+    want = full[top : top + picture.shape[0] - 3, left : left + picture.shape[1] - 5 : 2] + 0.25
+    with torch.no_grad():
+        got = module(torch.tensor(picture[None, None].copy()))[0, 0].numpy()
+    assert_close(got, want, f"bias {image}")
