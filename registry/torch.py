@@ -113,16 +113,6 @@ class KregConv2d(nn.Conv2d):
         return self._conv_forward(x.to(self.weight.dtype), self.weight, self.bias)
 
 
-#: Eagerly, a plane's correlation is the sum over its taps when the kernel has at most this many
-#: taps and each image plane at least :data:`TAPS_MIN_PIXELS`: PyTorch's CPU convolution of one
-#: large plane is slow whatever the kernel (1024x1024, one channel: 26 ms for 3x3, 33 ms for
-#: 7x7; the taps 2.2 and 9.1 ms; 512x512: 1.5 and 3.2 ms against 0.9 and 2.7 ms). Below that
-#: size, or above that many taps, the depthwise convolution of every plane at once wins (16 x 3 x
-#: 128 x 128, 7x7: 0.74 ms against 8.2 by the taps and 25 by the batch fold).
-TAPS_MAX = 49
-TAPS_MIN_PIXELS = 1 << 18
-
-
 class PlaneConv2d(nn.Module):
     """One ``HW`` plane applied to every channel of any NCHW input.
 
@@ -131,7 +121,7 @@ class PlaneConv2d(nn.Module):
     input (an exported model takes any batch and channel count) and no per-channel copy of it is
     made. Eagerly it computes the same numbers faster: large planes with a small kernel as the
     sum over its taps, the rest as one depthwise convolution of every plane (the fold is
-    several times slower on CPU; see :data:`TAPS_MAX`).
+    several times slower on CPU; see :data:`registry.adapters.methods.EAGER_PLANE_TAPS`).
     """
 
     def __init__(
@@ -173,14 +163,20 @@ class PlaneConv2d(nn.Module):
             return self._folded(x)  # traced, exported or compiled: a graph that takes any batch
         n, c, h, w = x.shape
         kh, kw = self.weight.shape[2], self.weight.shape[3]
-        if kh * kw > TAPS_MAX or h * w < TAPS_MIN_PIXELS:
+        span = ((kh - 1) * self.dilation[0] + 1, (kw - 1) * self.dilation[1] + 1)
+        if not self.same and (h + 2 * self.padding[0] < span[0] or w + 2 * self.padding[1] < span[1]):
+            raise InvalidKernelError(
+                f"PlaneConv2d needs images at least as large as its kernel's span {span[0]}x{span[1]}: with "
+                "padding='valid' a smaller one has no output pixel; emit the layer with a border=... or "
+                f"padding='same'. Received: images of shape {tuple(x.shape)}."
+            )
+        if planning.plane_formulation("torch", kh * kw, h * w) == "depthwise":
             weight = self.weight.expand(n * c, 1, kh, kw)
             padding: Any = "same" if self.same else self.padding
             y = F.conv2d(x.reshape(1, n * c, h, w), weight, None, self.stride, padding, self.dilation, n * c)
             y = y.reshape(n, c, y.shape[2], y.shape[3])
         else:
             (dh, dw), (sh, sw) = self.dilation, self.stride
-            span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
             pads = [(s - 1) // 2 for s in span] if self.same else list(self.padding)
             if any(pads):
                 x = F.pad(x, [pads[1], pads[1], pads[0], pads[0]])

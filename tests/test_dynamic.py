@@ -271,6 +271,8 @@ WRONG: list[tuple[dict[str, Any], tuple[int, ...], tuple[int, ...], str, str]] =
     ({}, (3, 18, 19, 3), (3, 18, 19, 10), "float32", r"cannot split 10 taps"),
     ({}, (3, 18, 19, 3), (3, 18, 19, 9), "float32", r"expected a 16x17 map"),
     ({"border": "wrap"}, (3, 18, 19, 3), (3, 16, 17, 9), "float32", r"expected a 18x19 map"),
+    ({}, (3, 4, 19, 3), (3, 5, 5), "float32", r"span 5x5 .*Received: images of shape"),
+    ({"method": "taps", "dilation_rate": 2}, (3, 18, 4, 3), (3, 5, 3, 3, 2), "float32", r"span 9x5 "),
 ]
 
 

@@ -362,3 +362,13 @@ def test_a_torch_plane_modules_bias_on_each_eager_path(image: str) -> None:
     with torch.no_grad():
         got = module(torch.tensor(picture[None, None].copy()))[0, 0].numpy()
     assert_close(got, want, f"bias {image}")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 300000), (1, 3, 3, 30)], ids=["taps-path", "depthwise-path"])
+def test_a_torch_plane_module_refuses_an_image_smaller_than_its_kernel(shape: tuple) -> None:
+    torch = pytest.importorskip("torch")
+    import registry.torch as rt
+
+    module = rt.to_layer(registry.load("gaussian", ksize=5, sigma=1.0), method="direct")
+    with pytest.raises(registry.InvalidKernelError, match=r"span 5x5.*Received: images of shape"):
+        module(torch.zeros(shape))

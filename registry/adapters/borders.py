@@ -1,4 +1,5 @@
-"""Border modes, named once, and the padding each layer needs: NumPy only, shared by every adapter.
+"""Border modes, named once, and the padding each layer needs, shared by every adapter (NumPy, and
+the source index in any framework's operations for sizes known only at run time).
 
 Border modes, named once (each library's word for the same thing):
 
@@ -22,7 +23,7 @@ never uses the bare word. With a border, a kernel is anchored where OpenCV ancho
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -125,3 +126,33 @@ def source_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
     if mode == "wrap":
         return np.mod(i, n)
     raise InvalidKernelError(f"{mode} is not an index border mode; zero and constant fill instead.")
+
+
+def index_ops(
+    n: Any,
+    before: int,
+    after: int,
+    mode: str,
+    *,
+    arange: Callable[..., Any],
+    mod: Callable[..., Any],
+    where: Callable[..., Any],
+    clip: Callable[..., Any],
+) -> Any:
+    """:func:`registry.adapters.borders.source_index` in a framework's operations, for sizes known only
+    at run time (a NumPy index would freeze the size a model was traced with).
+
+    Each modulus is taken of a non-negative number (shifted by whole periods): exporters such as
+    tf2onnx turn a floor modulus into a truncating one, which differs below zero.
+    """
+    i = arange(-before, n + after)
+    if mode == "reflect101":
+        period = 2 * n - 2 + 1 // n  # 1 when n == 1: every position copies the one pixel
+        i = mod(i + before * period, period)
+        return where(i >= n, period - i, i)
+    if mode == "symmetric":
+        i = mod(i + before * 2 * n, 2 * n)
+        return where(i >= n, 2 * n - 1 - i, i)
+    if mode == "replicate":
+        return clip(i, 0, n - 1)
+    return mod(i + before * n, n)  # wrap

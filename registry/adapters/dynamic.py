@@ -293,6 +293,7 @@ def check_inputs(
                 f"{what} was declared with kernel_size={size}: {size[0] * size[1]} taps per pixel. "
                 f"Received: kernels of shape {kernels} ({taps} taps)."
             )
+        _check_fits(p, hw, size, images, what)
         want = p.out_size(hw, size)
         got = kernels[2:] if channels_first else kernels[1:3]
         for g, w in zip(got, want):
@@ -318,7 +319,24 @@ def check_inputs(
             f"{what}: full kernels {kernels} take {kernels[3]} input channels. Received: images with {channels} "
             f"channels {images}."
         )
-    return form, (int(size[0]), int(size[1]))
+    size = (int(size[0]), int(size[1]))
+    _check_fits(p, hw, size, images, what)
+    return form, size
+
+
+def _check_fits(
+    p: DynamicPlan, hw: Sequence[int | None], size: tuple[int, int], images: tuple[int | None, ...], what: str
+) -> None:
+    """Without a border or ``same`` padding, an image smaller than the kernel's span has no output pixel."""
+    if p.border is not None or p.padding == "same":
+        return
+    span = p.span(size)
+    if any(n is not None and n < k for n, k in zip(hw, span)):
+        raise InvalidKernelError(
+            f"{what} needs images at least as large as the kernels' span {span[0]}x{span[1]} (kernel {size[0]}x"
+            f"{size[1]}, dilation {p.dilation[0]}x{p.dilation[1]}): with padding='valid' a smaller one has no output "
+            f"pixel; give a border=... or padding='same'. Received: images of shape {images}."
+        )
 
 
 def _square(taps: int | None, kernels: tuple[int | None, ...], what: str) -> tuple[int, int]:
@@ -448,36 +466,6 @@ def check_probe(
         f"different kernel per sample): {detail}. Expected a NumPy loop over the taps with OpenCV's anchor; a "
         f"transposed, flipped, shifted or mis-batched kernel gives this. (probe=False skips the check.)"
     )
-
-
-def index_ops(
-    n: Any,
-    before: int,
-    after: int,
-    mode: str,
-    *,
-    arange: Callable[..., Any],
-    mod: Callable[..., Any],
-    where: Callable[..., Any],
-    clip: Callable[..., Any],
-) -> Any:
-    """:func:`registry.adapters.borders.source_index` in a framework's operations, for sizes known only
-    at run time (a NumPy index would freeze the size a model was traced with).
-
-    Each modulus is taken of a non-negative number (shifted by whole periods): exporters such as
-    tf2onnx turn a floor modulus into a truncating one, which differs below zero.
-    """
-    i = arange(-before, n + after)
-    if mode == "reflect101":
-        period = 2 * n - 2 + 1 // n  # 1 when n == 1: every position copies the one pixel
-        i = mod(i + before * period, period)
-        return where(i >= n, period - i, i)
-    if mode == "symmetric":
-        i = mod(i + before * 2 * n, 2 * n)
-        return where(i >= n, 2 * n - 1 - i, i)
-    if mode == "replicate":
-        return clip(i, 0, n - 1)
-    return mod(i + before * n, n)  # wrap
 
 
 def load_ref(ref: str) -> Any:

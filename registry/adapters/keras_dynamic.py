@@ -21,7 +21,7 @@ import numpy as np
 from .._exceptions import InvalidKernelError
 from .._lazy import require_keras
 from . import dynamic
-from .borders import same_pads, source_index
+from .borders import index_ops, same_pads, source_index
 from .plan import probe_enabled
 
 keras = require_keras()
@@ -219,7 +219,7 @@ def _border(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
         if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
             index = source_index(n, before, after, mode).astype("int32")
         else:
-            index = dynamic.index_ops(
+            index = index_ops(
                 ops.cast(n, "int32"),
                 before,
                 after,

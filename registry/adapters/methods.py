@@ -26,6 +26,14 @@ COSTS = {
     "jax": (0.4, 3.0, 17.0, 120.0),
     "torch": (1.2, 3.5, 64.0, 0.0),
 }
+#: Per framework, ``(taps, pixels)``: an eager direct plane (one ``HW`` kernel on every channel)
+#: is the sum over its taps when the kernel has at most ``taps`` taps and each image plane at
+#: least ``pixels`` (:func:`plane_formulation`). PyTorch's CPU convolution of one large plane is
+#: slow whatever the kernel (1024x1024, one channel: 26 ms for 3x3, 33 ms for 7x7; the taps 2.2
+#: and 9.1 ms; 512x512: 1.5 and 3.2 ms against 0.9 and 2.7); below that size, or above that many
+#: taps, one depthwise convolution of every plane wins (16 x 3 x 128 x 128, 7x7: 0.74 ms against
+#: 8.2 by the taps and 25 by folding the planes into the batch).
+EAGER_PLANE_TAPS = {"torch": (49, 1 << 18)}
 #: How many times cheaper than the direct convolution another method must be for ``auto`` to pick it.
 MARGIN = 2.0
 #: The image side the cost model assumes when the layer does not know its input's size.
@@ -95,6 +103,18 @@ def choose_method(
     # must be predicted at least MARGIN times cheaper to replace it (for a 3x3 kernel, two 1-D
     # passes are not: they measured slower than the one 3x3 pass in TensorFlow).
     return cheapest if costs[cheapest] * MARGIN <= costs["direct"] else "direct"
+
+
+def plane_formulation(framework: str, taps: int, pixels: int) -> str:
+    """``taps`` or ``depthwise``: how ``framework`` computes an eager direct plane of ``taps`` taps
+    on image planes of ``pixels`` pixels (:data:`EAGER_PLANE_TAPS`).
+
+    Example:
+        >>> plane_formulation("torch", 9, 1024 * 1024), plane_formulation("torch", 9, 128 * 128)
+        ('taps', 'depthwise')
+    """
+    most, least = EAGER_PLANE_TAPS.get(framework, (0, 0))
+    return "taps" if taps <= most and pixels >= least else "depthwise"
 
 
 def check_method(

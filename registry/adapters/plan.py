@@ -22,7 +22,7 @@ from .._env import env_flag
 from .._exceptions import InvalidKernelError, ProbeMismatchError
 from ..kernels.kernel import Kernel
 from .borders import NUMPY_PAD, border_pads, parse_border, same_pads
-from .methods import METHODS, check_method, choose_method, fast_size  # noqa: F401 - the adapters use them
+from .methods import METHODS, check_method, choose_method, fast_size, plane_formulation  # noqa: F401 - the adapters use them
 
 #: What ``mode`` means for an ``HW`` plane over several channels.
 MODES = ("depthwise", "sum", "mean")
