@@ -22,7 +22,7 @@ from .adapters import plan as planning
 from .adapters.borders import BORDERS, parse_border
 from .adapters.plan import Plan
 from .kernels.kernel import Kernel
-from .torch_fft import FFTConv2d, border_pad, check_images
+from .torch_fft import FFTConv2d, border_pad, check_images, plane_taps
 
 torch = require("torch", feature="The PyTorch adapter (registry.torch)")
 nn, F = torch.nn, torch.nn.functional
@@ -140,6 +140,7 @@ class PlaneConv2d(nn.Module):
         self.dilation = (int(dilation[0]), int(dilation[1]))
         self.same = padding == "same"
         self.padding = (0, 0) if self.same else (int(padding), int(padding))
+        self.formulation: Optional[str] = None  # "taps" or "depthwise" forces an eager path (the probe)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images("PlaneConv2d", x, None)
@@ -170,23 +171,13 @@ class PlaneConv2d(nn.Module):
                 "padding='valid' a smaller one has no output pixel; emit the layer with a border=... or "
                 f"padding='same'. Received: images of shape {tuple(x.shape)}."
             )
-        if planning.plane_formulation("torch", kh * kw, h * w) == "depthwise":
+        if (self.formulation or planning.plane_formulation("torch", kh * kw, h * w)) == "depthwise":
             weight = self.weight.expand(n * c, 1, kh, kw)
             padding: Any = "same" if self.same else self.padding
             y = F.conv2d(x.reshape(1, n * c, h, w), weight, None, self.stride, padding, self.dilation, n * c)
             y = y.reshape(n, c, y.shape[2], y.shape[3])
         else:
-            (dh, dw), (sh, sw) = self.dilation, self.stride
-            pads = [(s - 1) // 2 for s in span] if self.same else list(self.padding)
-            if any(pads):
-                x = F.pad(x, [pads[1], pads[1], pads[0], pads[0]])
-            ho, wo = (x.shape[2] - span[0]) // sh + 1, (x.shape[3] - span[1]) // sw + 1
-            y = None
-            for i in range(kh):
-                for j in range(kw):
-                    part = x[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
-                    term = part * self.weight[0, 0, i, j]
-                    y = term if y is None else y + term
+            y = plane_taps(x, self.weight, self.stride, self.dilation, self.same, self.padding)
         return y if self.bias is None else y + self.bias
 
 
@@ -339,17 +330,26 @@ def check_module(
     p = planning.plan(kernel, name="probe", **options)
     x = planning.probe_input(p, channels)
     param = next(module.parameters())
-    with torch.no_grad():
-        got = module(torch.tensor(x.transpose(0, 3, 1, 2), dtype=param.dtype, device=param.device))
-    planning.check_probe(
-        kernel,
-        got.double().cpu().numpy(),
-        x,
-        options,
-        what=f"the torch module for {kernel.ref}",
-        channels_first=True,
-        itemsize=got.element_size(),
-    )
+    planes = [m for m in module.modules() if isinstance(m, PlaneConv2d)]
+    # A plane computes by its taps only on large images, which the probe is not: each eager path in turn.
+    for formulation in ("depthwise", "taps") if planes else (None,):
+        for plane in planes:
+            plane.formulation = formulation
+        try:
+            with torch.no_grad():
+                got = module(torch.tensor(x.transpose(0, 3, 1, 2), dtype=param.dtype, device=param.device))
+        finally:
+            for plane in planes:
+                plane.formulation = None
+        planning.check_probe(
+            kernel,
+            got.double().cpu().numpy(),
+            x,
+            options,
+            what=f"the torch module for {kernel.ref}" + (f" (planes by {formulation})" if formulation else ""),
+            channels_first=True,
+            itemsize=got.element_size(),
+        )
 
 
 def to_tensor(

@@ -1,4 +1,5 @@
-"""The torch module that correlates by FFT, and the input check and border pad every kreg module shares.
+"""The torch module that correlates by FFT, and what every kreg module shares: the input check, the
+border pad, the sum over a plane's taps.
 
 A large kernel costs a direct convolution its area per pixel; by FFT it costs a few
 transforms of the image (a 31x31 Gaussian on 1024x1024: 1.1 s direct, 75 ms by FFT on a
@@ -84,6 +85,40 @@ def border_pad(
     if left or right:
         x = x.index_select(3, source_index(x.shape[3], left, right, mode, x.device))
     return x
+
+
+def plane_taps(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    same: bool,
+    padding: tuple[int, int],
+) -> torch.Tensor:
+    """The correlation of every plane of ``x`` (NCHW) with a ``(1, 1, kh, kw)`` weight as the sum
+    over its taps of shifted, strided slices times each weight (no bias): for large planes and
+    small kernels several times faster than PyTorch's CPU convolution (``PlaneConv2d``)."""
+    kh, kw = weight.shape[2], weight.shape[3]
+    (dh, dw), (sh, sw) = dilation, stride
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    # torch's own 'same': the odd pixel of an even span after; else the explicit pads on both sides
+    before = [(s - 1) // 2 for s in span] if same else list(padding)
+    after = [s - 1 - b for s, b in zip(span, before)] if same else before
+    if any(before) or any(after):
+        x = F.pad(x, [before[1], after[1], before[0], after[0]])
+    ho, wo = (x.shape[2] - span[0]) // sh + 1, (x.shape[3] - span[1]) // sw + 1
+    # Half precision sums in float32, as the convolution does: 49 rounded partial sums lost a
+    # digit (1.2 against 0.2 for a 7x7 Laplacian in float16).
+    work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    w = weight.to(work.dtype)
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            part = work[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
+            term = part * w[0, 0, i, j]
+            y = term if y is None else y + term
+    assert y is not None
+    return y.to(x.dtype)
 
 
 class FFTConv2d(nn.Module):

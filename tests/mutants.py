@@ -109,8 +109,8 @@ MUTANTS: list[Mutant] = [
            "    if bias is not None and bias != outputs[layout]:\n", "    if False:\n",
            ("tests/test_cli_tensor_layout.py",)),
     # -- emitted torch planes: each eager path ----------------------------------------------------
-    Mutant("torch plane taps: the dilation ignored on rows", "registry/torch.py",
-           "part = x[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh,", "part = x[:, :, i : i + (ho - 1) * sh + 1 : sh,",
+    Mutant("torch plane taps: the dilation ignored on rows", "registry/torch_fft.py",
+           "part = work[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh,", "part = work[:, :, i : i + (ho - 1) * sh + 1 : sh,",
            ("tests/test_methods.py::test_torch_plane_modules_eager_and_scripted_give_scipys_numbers",)),
     Mutant("torch plane depthwise: the weight mirrored", "registry/torch.py",
            "weight = self.weight.expand(n * c, 1, kh, kw)", "weight = self.weight.flip(3).expand(n * c, 1, kh, kw)",

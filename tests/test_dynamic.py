@@ -643,14 +643,15 @@ EXPORT_CASES = [
 ]
 
 
-def _served(form: str) -> tuple[np.ndarray, np.ndarray]:
-    """Another batch (2, not 3) and size (15x17, not 18x19) than the model was traced or converted with."""
-    x = IMAGES[:2, :15, :17].astype(np.float32)
+def _served(form: str, size: tuple[int, int] = (15, 17)) -> tuple[np.ndarray, np.ndarray]:
+    """Another batch (2, not 3) and size (15x17, or 2x3: smaller than the kernel) than the model was
+    traced or converted with (18x19)."""
+    x = IMAGES[:2, : size[0], : size[1]].astype(np.float32)
     return x, kernels(form, (5, 4))[:2].astype(np.float32)
 
 
-def _want(form: str, opts: dict[str, Any]) -> np.ndarray:
-    x, k = _served(form)
+def _want(form: str, opts: dict[str, Any], size: tuple[int, int] = (15, 17)) -> np.ndarray:
+    x, k = _served(form, size)
     return expected(form, x.astype(np.float64), k.astype(np.float64), opts)
 
 
@@ -683,9 +684,46 @@ def test_torch_onnx_export_with_a_dynamic_batch_and_size(
             torch.onnx.export(module, (x, k), str(path), dynamo=False, input_names=["x", "k"], output_names=["y"],
                               dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "k": {0: "b"}, "y": {0: "b", 2: "oh", 3: "ow"}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    served_x, served_k = _served(form)
-    got = session.run(None, {"x": served_x.transpose(0, 3, 1, 2).copy(), "k": served_k})[0]
-    assert_close(got.transpose(0, 2, 3, 1).astype(np.float64), _want(form, opts), "onnxruntime")
+    for size in ((15, 17), (2, 3)):
+        served_x, served_k = _served(form, size)
+        got = session.run(None, {"x": served_x.transpose(0, 3, 1, 2).copy(), "k": served_k})[0]
+        assert_close(got.transpose(0, 2, 3, 1).astype(np.float64), _want(form, opts, size), f"onnxruntime {size}")
+
+
+@pytest.mark.skipif("torch" not in FRAMEWORKS, reason="torch only")
+@pytest.mark.parametrize(("form", "opts"), EXPORT_CASES, ids=[f"{f}-{o}" for f, o in EXPORT_CASES])
+def test_torch_jit_trace_serves_another_batch_and_size(form: str, opts: dict[str, Any]) -> None:
+    """A traced module sums over the taps and gathers its border, whatever the size it was traced at."""
+    import warnings
+
+    import torch
+
+    import registry.torch as rt
+
+    x, k = torch.rand(3, 3, 18, 19), torch.from_numpy(kernels(form, (5, 4)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(rt.kernel_conv(**opts), (x, k))
+    for size in ((15, 17), (2, 3)):
+        served_x, served_k = _served(form, size)
+        got = traced(torch.from_numpy(served_x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(served_k))
+        assert_close(got.numpy().transpose(0, 2, 3, 1).astype(np.float64), _want(form, opts, size), f"trace {size}")
+
+
+@pytest.mark.skipif("torch" not in FRAMEWORKS, reason="torch only")
+def test_torch_refuses_to_record_same_padding_with_strides(tmp_path: Path) -> None:
+    """Its pads depend on each image's size: a recorded graph would freeze them (wrong shapes, silently)."""
+    import torch
+
+    import registry.torch as rt
+
+    module = rt.kernel_conv(padding="same", strides=2)
+    x, k = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 3)
+    with pytest.raises(InvalidKernelError, match=r"padding='same' and strides.*Received: strides=\(2, 2\)"):
+        torch.jit.trace(module, (x, k))
+    with pytest.raises(InvalidKernelError, match="border"):
+        torch.onnx.export(module, (x, k), str(tmp_path / "m.onnx"), dynamo=False)
+    assert module(x, k).shape == (2, 3, 8, 8)  # eagerly it pads each image as its size asks
 
 
 def _keras_model(form: str, opts: dict[str, Any]) -> Any:
@@ -743,3 +781,13 @@ def test_tf2onnx_with_a_dynamic_batch_and_size(form: str, opts: dict[str, Any]) 
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     x, k = _served(form)
     assert_close(session.run(None, {"x": x, "k": k})[0].astype(np.float64), _want(form, opts), "tf2onnx")
+
+
+@pytest.mark.skipif("keras" not in FRAMEWORKS, reason="Keras only")
+@pytest.mark.parametrize("form", ["plane", "full"])
+def test_keras_float64_with_unequal_strides(form: str) -> None:
+    """TensorFlow's float64 depthwise kernel takes equal strides only: the layer sums the taps instead."""
+    opts = {"border": "reflect101", "strides": (2, 3)}
+    k = kernels(form, (5, 4))
+    got = run("keras", {**opts, "method": "direct"}, IMAGES, k, dtype="float64")
+    assert_close(got, expected(form, IMAGES, k, opts), f"float64 {form}", tol=1e-12)

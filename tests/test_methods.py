@@ -372,3 +372,41 @@ def test_a_torch_plane_module_refuses_an_image_smaller_than_its_kernel(shape: tu
     module = rt.to_layer(registry.load("gaussian", ksize=5, sigma=1.0), method="direct")
     with pytest.raises(registry.InvalidKernelError, match=r"span 5x5.*Received: images of shape"):
         module(torch.zeros(shape))
+
+
+def test_a_torch_plane_module_with_same_padding_and_an_even_kernel_keeps_the_size() -> None:
+    """torch's own 'same' puts the odd pixel of an even span after: the taps path pads so too."""
+    torch = pytest.importorskip("torch")
+    import registry.torch as rt
+
+    values = np.asarray(kernels()["even4x6"].array, np.float64)
+    module = rt.PlaneConv2d(torch.tensor(values[None, None]), None, stride=(1, 1), padding="same", dilation=(1, 1))
+    picture = CAMERA.astype(np.float64)  # 512x512: the sum over the taps
+    widths = [(k - 1) // 2 for k in values.shape]
+    padded = np.pad(picture, [(w, k - 1 - w) for w, k in zip(widths, values.shape)])
+    full = ndimage.correlate(padded, values, mode="constant")
+    top, left = values.shape[0] // 2, values.shape[1] // 2
+    want = full[top : top + picture.shape[0], left : left + picture.shape[1]]
+    x = torch.tensor(picture[None, None].copy())
+    with torch.no_grad():
+        for how, run in (("eager", module), ("scripted", torch.jit.script(module))):
+            assert_close(run(x)[0, 0].numpy(), want, f"same, even kernel, {how}")
+
+
+def test_a_torch_plane_module_sums_half_precision_taps_in_float32() -> None:
+    """float16 on the taps path: as close to scipy's float64 as the convolution gets (49 partial
+    sums rounded to float16 had lost a digit)."""
+    torch = pytest.importorskip("torch")
+    import registry.torch as rt
+
+    values = np.random.default_rng(7).standard_normal((7, 7))
+    module = rt.PlaneConv2d(torch.tensor(values[None, None], dtype=torch.float16), None, stride=(1, 1), padding=0,
+                            dilation=(1, 1))
+    picture = CAMERA.astype(np.float64) * 100
+    full = ndimage.correlate(picture, values, mode="constant")
+    want = full[3:-3, 3:-3]
+    x = torch.tensor(picture[None, None], dtype=torch.float16)
+    with torch.no_grad():
+        got = module(x)[0, 0].double().numpy()
+    error = float(np.abs(got - want).max())
+    assert error <= 1.5e-3 * float(np.abs(want).max()), error

@@ -98,7 +98,11 @@ def _border(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
 
 
 def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int]) -> Any:
-    """The sum over the taps of the shifted (strided) images times each tap's weight."""
+    """The sum over the taps of the shifted (strided) images times each tap's weight (half
+    precision summed in float32, as a convolution does)."""
+    dtype = x.dtype
+    if dtype in (jnp.float16, jnp.bfloat16):
+        x, k = x.astype(jnp.float32), k.astype(jnp.float32)
     out = None
     for tap, i, j, rows, cols in dynamic.windows(p, size):
         xs = x[:, rows, cols]
@@ -109,7 +113,7 @@ def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, in
         else:
             term = xs * k[:, :, :, tap : tap + 1]
         out = term if out is None else out + term
-    return out
+    return out.astype(dtype)
 
 
 _DTYPES = ("float16", "bfloat16", "float32", "float64")

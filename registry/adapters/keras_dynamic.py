@@ -37,6 +37,15 @@ def _eager() -> bool:
     return bool(tf.executing_eagerly())
 
 
+def _fuses_taps() -> bool:
+    """Whether the backend compiles a sum over the taps into one loop: JAX (XLA) on CPU."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax  # the backend itself: already imported by Keras
+
+    return bool(jax.default_backend() == "cpu")
+
+
 def _exporting() -> bool:
     """On the torch backend: whether torch is recording the model for ONNX or jit.trace."""
     if keras.backend.backend() != "torch":
@@ -165,19 +174,21 @@ class KregKernelConv2D(keras.layers.Layer):
 
     def _formulations(self, form: str, size: tuple[int, int]) -> list[str]:
         """Each way this layer may compute ``form`` kernels of ``size`` (the probe checks each)."""
-        fuses = keras.backend.backend() == "jax"
         return sorted(
-            {
-                dynamic.formulation(self.plan, form, size, fuses_taps=fuses, exporting=e)
-                for e in ((False, True) if keras.backend.backend() == "torch" else (False,))
-            }
+            {self._formulation(form, size, self.compute_dtype, e)
+             for e in ((False, True) if keras.backend.backend() == "torch" else (False,))}
         )
+
+    def _formulation(self, form: str, size: tuple[int, int], dtype: str, exporting: bool) -> str:
+        how = dynamic.formulation(self.plan, form, size, fuses_taps=_fuses_taps(), exporting=exporting)
+        strides = self.plan.strides
+        if how == "direct" and strides[0] != strides[1] and dtype == "float64" and keras.backend.backend() == "tensorflow":
+            return "taps"  # TensorFlow's float64 depthwise kernel takes equal strides only
+        return how
 
     def _forward(self, x: Any, k: Any, form: str, size: tuple[int, int], how: str | None = None) -> Any:
         p = self.plan
-        how = how or dynamic.formulation(
-            p, form, size, fuses_taps=keras.backend.backend() == "jax", exporting=_exporting()
-        )
+        how = how or self._formulation(form, size, _dtype_name(x), _exporting())
         k = _prepare(p, form, k)
         padding = p.padding
         if p.border is not None:
@@ -268,7 +279,11 @@ def _pad_same(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
 
 def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int]) -> Any:
     """The sum over the taps of a shifted, strided image times the tap's weight (per sample or per
-    pixel): slices, products and sums, which every converter takes whatever the batch and size."""
+    pixel): slices, products and sums, which every converter takes whatever the batch and size.
+    Half precision sums in float32, as a convolution does."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("float16", "bfloat16"):
+        x, k = ops.cast(x, "float32"), ops.cast(k, "float32")
     out = None
     for tap, i, j, rows, cols in dynamic.windows(p, size):
         xs = x[:, rows, cols, :]
@@ -279,7 +294,7 @@ def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, in
         else:
             term = xs * k[:, :, :, tap : tap + 1]
         out = term if out is None else out + term
-    return out
+    return ops.cast(out, dtype)
 
 
 def kernel_input(

@@ -118,15 +118,24 @@ class KernelConv2d(nn.Module):
         form, size = dynamic.check_inputs(
             p, tuple(x.shape), _static(k), str(k.dtype), channels_first=True, what="KernelConv2d"
         )
-        how = how or dynamic.formulation(p, form, size, exporting=_exporting())
+        recording = _exporting() or torch.compiler.is_exporting()
+        how = how or dynamic.formulation(p, form, size, exporting=recording)
         dtype = self.dtype or (x.dtype if x.is_floating_point() else torch.float32)
         x, k = x.to(dtype), k.to(dtype)
         k = _prepare(p, form, k)
         span = p.span(size)
         if p.border is not None:
             mode, value = p.border
-            x = _pad(x, p.pads(size), mode, value)
+            # PyTorch's own pad only eagerly: recorded, its choice (the image larger than the pad)
+            # would be frozen at the recorded size, and a smaller image fail in the exported model.
+            x = border_pad(x, p.pads(size), mode, value, native=not recording)
         elif p.padding == "same":
+            if recording and p.strides != (1, 1):
+                raise InvalidKernelError(
+                    "KernelConv2d with padding='same' and strides pads each image by an amount that depends on "
+                    "its size, which an exported or traced graph would freeze at the recorded size. Give a "
+                    f"border=... or strides=1 to export it. Received: strides={p.strides}."
+                )
             (top, bottom), (left, right) = (
                 same_pads(n, s, st) for n, s, st in zip(x.shape[2:], span, p.strides)
             )
@@ -176,12 +185,12 @@ def _exporting() -> bool:
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
-def _pad(x: Any, pads: Any, mode: str, value: float) -> Any:
-    return border_pad(x, pads, mode, value, native=not torch.compiler.is_exporting())
-
-
 def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int]) -> Any:
-    """The sum over the taps of the shifted (strided) images times each tap's weight."""
+    """The sum over the taps of the shifted (strided) images times each tap's weight (half
+    precision summed in float32, as a convolution does)."""
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        x, k = x.float(), k.float()
     out = None
     for tap, i, j, rows, cols in dynamic.windows(p, size):
         xs = x[:, :, rows, cols]
@@ -192,7 +201,7 @@ def _taps(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, in
         else:
             term = xs * k[:, tap : tap + 1]
         out = term if out is None else out + term
-    return out
+    return out.to(dtype)
 
 
 def kernel_conv(**options: Any) -> KernelConv2d:
