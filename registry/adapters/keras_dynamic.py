@@ -182,8 +182,10 @@ class KregKernelConv2D(keras.layers.Layer):
     def _formulation(self, form: str, size: tuple[int, int], dtype: str, exporting: bool) -> str:
         how = dynamic.formulation(self.plan, form, size, fuses_taps=_fuses_taps(), exporting=exporting)
         strides = self.plan.strides
-        if how == "direct" and strides[0] != strides[1] and dtype == "float64" and keras.backend.backend() == "tensorflow":
-            return "taps"  # TensorFlow's float64 depthwise kernel takes equal strides only
+        # TensorFlow's float64 depthwise kernel takes equal strides only
+        tensorflow = keras.backend.backend() == "tensorflow"
+        if how == "direct" and strides[0] != strides[1] and dtype == "float64" and tensorflow:
+            return "taps"
         return how
 
     def _forward(self, x: Any, k: Any, form: str, size: tuple[int, int], how: str | None = None) -> Any:

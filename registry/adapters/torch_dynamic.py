@@ -209,7 +209,8 @@ def kernel_conv(**options: Any) -> KernelConv2d:
 
     Options as :func:`registry.keras.kernel_conv` (per-pixel kernels here ``(B, kh*kw, H', W')``;
     ``method="auto"`` runs one grouped convolution, and the sum over the taps while
-    ``torch.onnx.export`` or ``torch.jit.trace`` records the module), plus ``dtype`` (``float16``, ``bfloat16``, ``float32``, ``float64``; default: the images').
+    ``torch.onnx.export`` or ``torch.jit.trace`` records the module), plus ``dtype``
+    (``float16``, ``bfloat16``, ``float32``, ``float64``; default: the images').
     The probe check runs once, when the module is made, for each form it may see.
 
     Example:
