@@ -152,25 +152,25 @@ class Kernel:
         Needs ``keras`` and one backend: ``pip install 'kreg[keras]'`` (or the ``tensorflow``,
         ``jax`` or ``torch`` extra).
         """
-        from .. import keras
+        from .. import keras  # lazy: the adapter imports this module, and its framework
 
         return keras.to_layer(self, **options)
 
     def to_tf(self, **options: Any) -> Any:
         """The ``HWIO`` ``tf.Tensor`` for ``tf.nn.conv2d``; see :func:`registry.tensorflow.to_tf`."""
-        from .. import tensorflow
+        from .. import tensorflow  # lazy: the adapter imports this module, and its framework
 
         return tensorflow.to_tf(self, **options)
 
     def to_tf_depthwise(self, channels: int, **options: Any) -> Any:
         """The filter for ``tf.nn.depthwise_conv2d``; see :func:`registry.tensorflow.to_tf_depthwise`."""
-        from .. import tensorflow
+        from .. import tensorflow  # lazy: the adapter imports this module, and its framework
 
         return tensorflow.to_tf_depthwise(self, channels, **options)
 
     def to_torch(self, **options: Any) -> Any:
         """A ready ``torch.nn.Module`` with exactly these weights; see :func:`registry.torch.to_layer`."""
-        from .. import torch
+        from .. import torch  # lazy: the adapter imports this module, and its framework
 
         return torch.to_layer(self, **options)
 
