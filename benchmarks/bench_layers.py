@@ -9,7 +9,7 @@ For each, the time of kreg's layer (``method="auto"``) beside the framework's ow
 (one 2-D convolution), separable (two 1-D convolutions) and FFT (image and 2-D kernel through
 the framework's real 2-D FFT at a 2-3-5-smooth length, product, inverse) formulations, each
 with the same border done by the framework's own padding, and beside ``cv2.GaussianBlur`` /
-``cv2.Sobel`` measured in the same process. Best of 15 rounds after a warm-up, every contender
+``cv2.Sobel`` measured in the same process. Best of 30 rounds after a warm-up, every contender
 (OpenCV too) timed in each round in a shuffled order (the machine is shared: the best is the
 figure to compare); the time is the framework's call alone (a TensorFlow tensor's ``.numpy()``
 copy, 1 ms for 1024x1024x3, is left out, as OpenCV has none). Every output is checked against
@@ -18,7 +18,9 @@ OpenCV first (1e-4).
 Targets: kreg's layer within 1.25x of the fastest formulation of its framework; Keras on
 TensorFlow within 2.5x of ``cv2.GaussianBlur``, JAX within 3.5x; the Sobel within 2x of
 ``cv2.Sobel`` in Keras on TensorFlow.
-Run: ``.venv/bin/python benchmarks/bench_layers.py [tensorflow|torch|jax ...]`` (each backend
+``tensorflow-xla`` runs the TensorFlow contenders again, each compiled by XLA
+(``tf.function(jit_compile=True)``), with kreg's separable layer beside its ``auto`` one.
+Run: ``.venv/bin/python benchmarks/bench_layers.py [tensorflow|tensorflow-xla|torch|jax ...]`` (each backend
 runs in a process of its own; a missing framework is skipped).
 """
 
@@ -39,7 +41,7 @@ import registry  # noqa: E402
 from timing import race  # noqa: E402  (benchmarks/timing.py, beside this script)
 from registry.adapters.methods import fast_size  # noqa: E402
 
-REPEAT = 15
+REPEAT = 30
 SIDE = 1024
 #: (framework's fastest, OpenCV) bars per backend and case; None: no bar against OpenCV.
 TARGETS = {
@@ -49,6 +51,8 @@ TARGETS = {
     ("tensorflow", "sobel"): (1.25, 2.0),
     ("jax", "sobel"): (1.25, None),
     ("torch", "sobel"): (1.25, None),
+    ("tensorflow-xla", "gaussian"): (1.25, 2.5),
+    ("tensorflow-xla", "sobel"): (1.25, 2.0),
 }
 
 
@@ -94,7 +98,7 @@ def formulations(backend: str, case: dict) -> tuple[dict[str, Callable[[], objec
     pads = ((h // 2, h - 1 - h // 2), (w // 2, w - 1 - w // 2))
     c = image.shape[2]
     size = [fast_size(image.shape[0] + h - 1), fast_size(image.shape[1] + w - 1)]
-    if backend == "tensorflow":
+    if backend.startswith("tensorflow"):
         import tensorflow as tf
 
         import registry.keras as rk
@@ -118,14 +122,16 @@ def formulations(backend: str, case: dict) -> tuple[dict[str, Callable[[], objec
             return tf.transpose(out[:, :, : image.shape[0], : image.shape[1]], (0, 2, 3, 1))
 
         run = {
-            "kreg": tf.function(lambda: layer(x)),
-            "direct": tf.function(lambda: conv(tf.pad(x, pad, "REFLECT"), plane)),
-            "separable": tf.function(
-                lambda: conv(conv(tf.pad(x, pad, "REFLECT"), col[:, :, :1]), rw[:, :, :1])
-            ),
-            "fft": tf.function(fft),
+            "kreg": lambda: layer(x),
+            "direct": lambda: conv(tf.pad(x, pad, "REFLECT"), plane),
+            "separable": lambda: conv(conv(tf.pad(x, pad, "REFLECT"), col[:, :, :1]), rw[:, :, :1]),
+            "fft": fft,
         }
-        return run, lambda r: r.numpy()
+        if backend == "tensorflow-xla":  # everything compiled by XLA; kreg's separable layer too
+            separable = rk.to_layer(kernel, **case["options"], method="separable")
+            run["kreg separable"] = lambda: separable(x)
+        xla = backend == "tensorflow-xla"
+        return {k: tf.function(f, jit_compile=xla, autograph=False) for k, f in run.items()}, lambda r: r.numpy()
     if backend == "torch":
         import torch
         import torch.nn.functional as F
@@ -206,8 +212,8 @@ def run_backend(backend: str) -> bool:
         ms = dict(zip(contenders, (t * 1e3 for t in race(REPEAT, **contenders))))
         fastest = min(("direct", "separable", "fft"), key=ms.__getitem__)
         own, opencv = TARGETS[(backend, name)]
-        print(f"{backend}: {case['what']} (kreg: {method_of(backend, case)})")
-        for label in ("cv2", "direct", "separable", "fft", "kreg"):
+        print(f"{backend}: {case['what']} (kreg: {method_of(backend.split('-')[0], case)})")
+        for label in ("cv2", "direct", "separable", "fft", *[k for k in timed if k.startswith("kreg")]):
             print(
                 f"  {label:9s} {ms[label]:8.2f} ms  {ms[label] / ms['cv2']:6.2f}x cv2  "
                 f"{ms[label] / ms[fastest]:5.2f}x {backend}'s fastest ({fastest})"
@@ -230,7 +236,7 @@ def method_of(backend: str, case: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    backends = argv or ["tensorflow", "torch", "jax"]
+    backends = argv or ["tensorflow", "tensorflow-xla", "torch", "jax"]
     if len(backends) == 1:
         return 0 if run_backend(backends[0]) else 1
     print(
@@ -238,7 +244,7 @@ def main(argv: list[str]) -> int:
     )
     failed = []
     for backend in backends:
-        if importlib.util.find_spec(backend) is None:
+        if importlib.util.find_spec(backend.split("-")[0]) is None:
             print(f"{backend}: not installed, skipped")
             continue
         env = {**os.environ, "KERAS_BACKEND": "tensorflow"}

@@ -20,10 +20,11 @@ from ._exceptions import InvalidKernelError
 from ._lazy import require_keras
 from .adapters import learned
 from .adapters import plan as planning
-from .adapters.borders import BORDERS, parse_border, source_index
-from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
+from .adapters.borders import BORDERS, parse_border, same_pads
+from .adapters.dynamic import FUSED_TAPS_MAX, tap_windows
+from .adapters.keras_dynamic import KernelConv2D, fuses_taps, kernel_conv, kernel_input
 from .format.content import file_sha256
-from .keras_fft import FFTConv2D, channel_axis, check_images
+from .keras_fft import FFTConv2D, channel_axis, check_images, pad_border
 from .kernels.kernel import Kernel
 
 keras = require_keras()
@@ -69,58 +70,7 @@ class KregBorderPadding2D(keras.layers.Layer):
 
     def call(self, x: Any) -> Any:
         check_images(self, x, self.channels, self.data_format)
-        ops = keras.ops
-        if self.mode in ("zero", "constant"):
-            widths = [(0, 0)] * 4
-            for axis, pair in zip(self._axes(), self.padding):
-                widths[axis] = pair
-            return ops.pad(
-                x, widths, mode="constant", constant_values=self.value if self.mode == "constant" else 0.0
-            )
-        native = self._native_mode(x)
-        if native:
-            widths = [(0, 0)] * 4
-            for axis, pair in zip(self._axes(), self.padding):
-                widths[axis] = pair
-            return ops.pad(x, widths, mode=native)
-        for axis, (before, after) in zip(self._axes(), self.padding):
-            if before or after:
-                x = ops.take(x, self._source_index(ops.shape(x)[axis], before, after), axis=axis)
-        return x
-
-    def _native_mode(self, x: Any) -> str | None:
-        """The backend's own mirror padding (3x faster than gathering rows: 1.8 ms against 5.5 ms
-        on 1024x1024 in TensorFlow) when the size is static and the border folds at most once; a
-        size left open (an exported model) keeps the gather, whose index follows the size."""
-        native = {"reflect101": "reflect", "symmetric": "symmetric"}.get(self.mode)
-        if native is None or keras.backend.backend() not in ("tensorflow", "jax"):
-            return None
-        for axis, (before, after) in zip(self._axes(), self.padding):
-            n = x.shape[axis]
-            if not isinstance(n, int) or max(before, after) > n - (native == "reflect"):
-                return None
-        return native
-
-    def _source_index(self, n: Any, before: int, after: int) -> Any:
-        """For each padded position, the index of the input pixel it copies (as planning.source_index)."""
-        if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
-            return source_index(n, before, after, self.mode).astype("int32")
-        ops = keras.ops
-        i = ops.arange(-before, n + after, dtype="int32")
-        n = ops.cast(n, "int32")
-        # Each modulus is taken of a non-negative number (shifted by a whole number of periods):
-        # converters such as tf2onnx turn a floor modulus into a truncating one, which differs
-        # below zero, and the border would come out wrong in the exported model.
-        if self.mode == "reflect101":
-            period = ops.maximum(2 * n - 2, 1)
-            i = ops.mod(i + before * period, period)
-            return ops.where(i >= n, period - i, i)
-        if self.mode == "symmetric":
-            i = ops.mod(i + before * 2 * n, 2 * n)
-            return ops.where(i >= n, 2 * n - 1 - i, i)
-        if self.mode == "replicate":
-            return ops.clip(i, 0, n - 1)
-        return ops.mod(i + before * n, n)  # wrap
+        return pad_border(x, self.padding, self.mode, self.value, axes=self._axes())
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         # Keras builds a Sequential from shapes alone: the check must happen here too.
@@ -180,11 +130,50 @@ class KregPlaneConv2D(keras.layers.Layer):
         ops = keras.ops
         options = dict(strides=self.strides, padding=self.padding, data_format=self.data_format,
                        dilation_rate=self.dilation_rate)
-        if channels == 1:  # a plain convolution runs faster than a depthwise one of one channel
+        if self._sums_taps(x):
+            out = self._taps(x)
+        elif channels == 1 and (self.strides == (1, 1) or self.dilation_rate == (1, 1)):
+            # a plain convolution runs faster than a depthwise one of one channel (TensorFlow's
+            # refuses strides with dilation, which the depthwise one takes)
             out = ops.conv(x, self.kernel, **options)
         else:
             out = ops.depthwise_conv(x, ops.tile(self.kernel, (1, 1, channels, 1)), **options)
         return out + self.bias if self.bias is not None else out
+
+    def _axes(self) -> tuple[int, int]:
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def _sums_taps(self, x: Any) -> bool:
+        """Whether to compute as the sum over the taps: where XLA compiles it on a CPU
+        (:func:`registry.adapters.keras_dynamic.fuses_taps`), for up to ``FUSED_TAPS_MAX`` taps,
+        and for ``same`` with strides only on a known size (its pads depend on it)."""
+        kh, kw = self.kernel_size
+        if kh * kw > FUSED_TAPS_MAX or not fuses_taps():
+            return False
+        strided = self.padding == "same" and self.strides != (1, 1)
+        return not strided or all(isinstance(x.shape[axis], int) for axis in self._axes())
+
+    def _taps(self, x: Any) -> Any:
+        """The sum over the taps of the shifted, strided image times each weight; half precision
+        sums in float32, as a convolution does."""
+        ops = keras.ops
+        rows_axis, cols_axis = self._axes()
+        if self.padding == "same":  # Keras' zeros, anchored as its convolution anchors them
+            widths = [(0, 0)] * 4
+            for axis, k, d, s in zip(self._axes(), self.kernel_size, self.dilation_rate, self.strides):
+                span = (k - 1) * d + 1
+                widths[axis] = same_pads(x.shape[axis] if s > 1 else span, span, s)
+            x = ops.pad(x, widths)
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        work = "float32" if dtype in ("float16", "bfloat16") else dtype
+        x, weight = ops.cast(x, work), ops.cast(self.kernel, work)
+        out = None
+        for _, i, j, rows, cols in tap_windows(self.kernel_size, self.strides, self.dilation_rate):
+            index: list[Any] = [slice(None)] * 4
+            index[rows_axis], index[cols_axis] = rows, cols
+            term = x[tuple(index)] * weight[i, j, 0, 0]
+            out = term if out is None else out + term
+        return ops.cast(out, dtype)
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         check_images(self, input_shape, None, self.data_format)
@@ -237,13 +226,14 @@ def _build(p: planning.Plan, *, data_format: str, dtype: str | None, trainable: 
         strides=p.strides, dilation_rate=p.dilation, data_format=data_format, dtype=dtype, trainable=trainable
     )
     padding = "valid" if p.border else p.padding
-    if p.method == "fft":
-        name = p.name if p.border is None else p.name + "_conv"
+    if p.method == "fft":  # one layer: it pads its border itself, in the copy that rounds the size up
+        factors = p.fft_factors()
         fft = FFTConv2D(p.dense_weight().shape, p.kind, p.strides, padding, data_format, p.bias is not None,
-                        p.in_channels, name=name, **{k: options[k] for k in ("dtype", "trainable")})
-        fft.set_weights([p.dense_weight()] + ([p.bias] if p.bias is not None else []))
-        convs = [fft]
-    elif p.factors is not None:
+                        p.in_channels, factors is not None, p.border, p.pads or ((0, 0), (0, 0)), name=p.name,
+                        **{k: options[k] for k in ("dtype", "trainable")})
+        fft.set_weights([*(factors or [p.dense_weight()]), *([p.bias] if p.bias is not None else [])])
+        return fft
+    if p.factors is not None:
         first, second, kind = p.separable_weights()
         (sy, sx), (dy, dx) = p.strides, p.dilation
         col = {**options, "strides": (sy, 1), "dilation_rate": (dy, 1), "name": p.name + "_col"}

@@ -236,6 +236,42 @@ def test_keras_fft_layer_on_the_jax_and_torch_backends(backend: str, tmp_path: P
             assert_close(got, expected(kernel, RGB, border), f"keras/{backend} {name} {border} {method}")
 
 
+@pytest.mark.parametrize("border", list(SCIPY))
+def test_the_keras_fft_layer_pads_to_its_transform_length_on_any_image_size(border: str) -> None:
+    """The FFT layer pads its border and the rounding up to a fast transform length in one copy
+    where the border folds once, and falls back where it cannot: a 9x9 kernel on images of 40x41
+    (the rounding fits), 5x6 (only the border fits), 4x5 (as many border rows as image rows:
+    a mirror skipping the edge folds twice) and 3x2 (the border folds over the image),
+    rank-one (held as two factors) and not, each against scipy."""
+    pytest.importorskip("tensorflow")
+    gauss = registry.load("gaussian", ksize=9, sigma=2.0)
+    dense = registry.Kernel(
+        {"name": "dense9", "version": 1, "layout": "HW"},
+        np.random.default_rng(9).standard_normal((9, 9)).astype(np.float32),
+    )
+    for h, w in ((40, 41), (5, 6), (4, 5), (3, 2)):
+        image = CAMERA[200 : 200 + h, 300 : 300 + w]
+        for kernel in (gauss, dense):
+            got = run_keras(kernel, image, "fft", border=border)
+            assert_close(got, expected(kernel, image, border), f"{kernel.name} {border} {h}x{w}")
+
+
+def test_the_keras_fft_layer_holds_a_rank_one_kernel_as_its_factors() -> None:
+    """A rank-one kernel's spectrum is the product of its factors' 1-D spectra (the 2-D kernel's
+    own transform, on every call, cost as much as the image's): the layer holds the factors,
+    whose product is the registered kernel; other kernels keep the 2-D weight."""
+    pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    gauss = registry.load("gaussian", ksize=31, sigma=5.0)
+    layer = rk.to_layer(gauss, border="reflect101", method="fft")
+    assert isinstance(layer, rk.FFTConv2D)  # the border is padded by the layer itself
+    assert [v.path.split("/")[-1] for v in layer.weights] == ["column", "row"]
+    product = np.asarray(layer.dense_kernel())[:, :, 0, 0]
+    np.testing.assert_allclose(product, gauss.array, rtol=1e-6, atol=1e-9)
+    assert [v.path.split("/")[-1] for v in rk.to_layer(EVEN, method="fft").weights] == ["kernel"]
+
+
 # -- the plan: the choice and the options ----------------------------------------------------------
 
 
@@ -410,3 +446,47 @@ def test_a_torch_plane_module_sums_half_precision_taps_in_float32() -> None:
         got = module(x)[0, 0].double().numpy()
     error = float(np.abs(got - want).max())
     assert error <= 1.5e-3 * float(np.abs(want).max()), error
+
+
+#: (kernel, options, image) for Keras' plane layer compiled by XLA: it sums the taps there.
+KERAS_XLA_CASES = [  # (TensorFlow's depthwise convolution takes equal strides only)
+    ("sobel_x", {"border": "reflect101"}, "48x63"),
+    ("gaussian7", {"border": "wrap", "strides": (2, 2), "dilation_rate": 2}, "48x63"),
+    ("even4x6", {"border": "symmetric"}, "37x50"),
+    ("even4x6", {"padding": "same", "strides": (3, 3)}, "48x63"),  # pads set by the size
+    ("gaussian7", {"padding": "same"}, "RGB"),
+    ("sobel_x", {"border": "replicate", "method": "separable"}, "RGB"),
+]
+
+
+@pytest.mark.parametrize(("name", "opts", "image"), KERAS_XLA_CASES, ids=[f"{n}-{o}-{i}" for n, o, i in KERAS_XLA_CASES])
+def test_keras_plane_layers_compiled_by_xla_sum_their_taps(name: str, opts: dict, image: str) -> None:
+    """Under TensorFlow's jit_compile on a CPU, XLA's convolution is slow (a 3x3 depthwise one of
+    1024x1024x3: 80 ms) and the sum over the taps fast (3.5 ms): the plane layer compiles no
+    convolution there, one without it, and both give TensorFlow's own depthwise convolution's
+    numbers on the reflected image (scipy's for a border)."""
+    tf = pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    kernel = kernels()[name]
+    picture = RGB if image == "RGB" else IMAGES[image]
+    picture = picture if picture.ndim == 3 else picture[:, :, None]
+    layer = rk.to_layer(kernel, **opts)
+    x = tf.constant(picture[None])
+    values = np.asarray(kernel.array, np.float64)
+    if "border" in opts:
+        sy, sx = opts.get("strides", (1, 1))  # scipy's anchor is kreg's border anchor
+        dilated = np.zeros([(k - 1) * opts.get("dilation_rate", 1) + 1 for k in values.shape])
+        dilated[:: opts.get("dilation_rate", 1), :: opts.get("dilation_rate", 1)] = values
+        probe = registry.Kernel({"name": "d", "version": 1, "layout": "HW"}, dilated)
+        want = expected(probe, picture, opts["border"])[::sy, ::sx]
+    else:  # Keras' 'same': TensorFlow's own convolution with its zeros (float64)
+        weight = np.repeat(values[:, :, None, None], picture.shape[2], axis=2)
+        want = tf.nn.depthwise_conv2d(tf.constant(picture[None], tf.float64), weight,
+                                      [1, *opts.get("strides", (1, 1)), 1], "SAME").numpy()[0]
+    for jit in (True, False):
+        run = tf.function(lambda images: layer(images), jit_compile=jit, autograph=False)
+        graph = run.get_concrete_function(x).graph
+        convolves = any("Conv" in op.type for op in graph.get_operations())
+        assert convolves != jit, f"jit_compile={jit}: convolution ops {convolves}"
+        assert_close(run(x).numpy()[0], want, f"{name} {opts} jit_compile={jit}")

@@ -217,8 +217,15 @@ def windows(p: DynamicPlan, size: tuple[int, int]) -> list[tuple[int, int, int, 
         >>> windows(dynamic_plan(), (1, 2))
         [(0, 0, 0, slice(0, None, 1), slice(0, -1, 1)), (1, 0, 1, slice(0, None, 1), slice(1, None, 1))]
     """
-    (kh, kw), (sh, sw), (dh, dw) = size, p.strides, p.dilation
-    span = p.span(size)
+    return tap_windows(size, p.strides, p.dilation)
+
+
+def tap_windows(
+    size: tuple[int, int], strides: tuple[int, int], dilation: tuple[int, int]
+) -> list[tuple[int, int, int, slice, slice]]:
+    """:func:`windows` of a ``size`` kernel with these strides and dilation (static layers too)."""
+    (kh, kw), (sh, sw), (dh, dw) = size, strides, dilation
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
     return [
         (
             i * kw + j,

@@ -21,7 +21,8 @@ import numpy as np
 from .._exceptions import InvalidKernelError
 from .._lazy import require_keras
 from . import dynamic
-from .borders import index_ops, same_pads, source_index
+from ..keras_fft import pad_border
+from .borders import same_pads
 from .plan import probe_enabled
 
 keras = require_keras()
@@ -37,13 +38,27 @@ def _eager() -> bool:
     return bool(tf.executing_eagerly())
 
 
-def _fuses_taps() -> bool:
-    """Whether the backend compiles a sum over the taps into one loop: JAX (XLA) on CPU."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax  # the backend itself: already imported by Keras
+def fuses_taps() -> bool:
+    """Whether what is being built is compiled by XLA on a CPU, which fuses a sum over the taps into
+    one loop and runs convolutions slowly (a 3x3 depthwise convolution of 1024x1024x3 in
+    TensorFlow's ``jit_compile``: 80 ms; the sum over its taps 3.5): Keras on JAX on a CPU, and
+    TensorFlow tracing inside ``jit_compile`` with no GPU."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax  # the backend itself: already imported by Keras
 
-    return bool(jax.default_backend() == "cpu")
+        return bool(jax.default_backend() == "cpu")
+    if backend != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    try:  # TensorFlow's own test of an XLA context (what its control flow asks); private, so guarded
+        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+    except ImportError:  # pragma: no cover - a TensorFlow without it: never assume XLA
+        return False
+    if tf.executing_eagerly() or not GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        return False
+    return not tf.config.list_logical_devices("GPU")
 
 
 def _exporting() -> bool:
@@ -180,7 +195,7 @@ class KregKernelConv2D(keras.layers.Layer):
         )
 
     def _formulation(self, form: str, size: tuple[int, int], dtype: str, exporting: bool) -> str:
-        how = dynamic.formulation(self.plan, form, size, fuses_taps=_fuses_taps(), exporting=exporting)
+        how = dynamic.formulation(self.plan, form, size, fuses_taps=fuses_taps(), exporting=exporting)
         strides = self.plan.strides
         # TensorFlow's float64 depthwise kernel takes equal strides only
         tensorflow = keras.backend.backend() == "tensorflow"
@@ -222,28 +237,9 @@ def _prepare(p: dynamic.DynamicPlan, form: str, k: Any) -> Any:
 
 def _border(x: Any, p: dynamic.DynamicPlan, size: tuple[int, int]) -> Any:
     assert p.border is not None
-    mode, value = p.border
     pads = p.pads(size)
     assert pads is not None
-    if mode in ("zero", "constant"):
-        return ops.pad(x, [(0, 0), *pads, (0, 0)], mode="constant", constant_values=value)
-    for axis, (before, after) in zip((1, 2), pads):
-        n = ops.shape(x)[axis]
-        if isinstance(n, int):  # a static size: the NumPy rule itself, a constant index
-            index = source_index(n, before, after, mode).astype("int32")
-        else:
-            index = index_ops(
-                ops.cast(n, "int32"),
-                before,
-                after,
-                mode,
-                arange=lambda a, b: ops.arange(a, b, dtype="int32"),
-                mod=ops.mod,
-                where=ops.where,
-                clip=ops.clip,
-            )
-        x = ops.take(x, index, axis=axis)
-    return x
+    return pad_border(x, pads, *p.border)
 
 
 def _folded(x: Any, k: Any, p: dynamic.DynamicPlan, form: str, size: tuple[int, int], padding: str) -> Any:
