@@ -22,9 +22,9 @@ from .adapters import learned
 from .adapters import plan as planning
 from .adapters.borders import BORDERS, parse_border, same_pads
 from .adapters.dynamic import FUSED_TAPS_MAX, tap_windows
-from .adapters.keras_dynamic import KernelConv2D, fuses_taps, kernel_conv, kernel_input
+from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
 from .format.content import file_sha256
-from .keras_fft import FFTConv2D, channel_axis, check_images, pad_border
+from .keras_fft import FFTConv2D, channel_axis, check_images, fuses_taps, pad_border
 from .kernels.kernel import Kernel
 
 keras = require_keras()
@@ -145,7 +145,7 @@ class KregPlaneConv2D(keras.layers.Layer):
 
     def _sums_taps(self, x: Any) -> bool:
         """Whether to compute as the sum over the taps: where XLA compiles it on a CPU
-        (:func:`registry.adapters.keras_dynamic.fuses_taps`), for up to ``FUSED_TAPS_MAX`` taps,
+        (:func:`registry.keras_fft.fuses_taps`), for up to ``FUSED_TAPS_MAX`` taps,
         and for ``same`` with strides only on a known size (its pads depend on it)."""
         kh, kw = self.kernel_size
         if kh * kw > FUSED_TAPS_MAX or not fuses_taps():

@@ -194,6 +194,7 @@ def test_reflect101_is_opencvs_border_on_every_method(backend: str) -> None:
 
 _KERAS_BACKEND = """
 import json, sys
+import keras
 import numpy as np
 import registry, registry.keras as rk
 image = np.load(sys.argv[1])
@@ -204,6 +205,9 @@ for name, border in json.loads(sys.argv[2]):
     for method in ("fft", "direct"):
         layer = rk.to_layer(kernel, method=method, **options)
         out[f"{name}|{border}|{method}"] = np.asarray(layer(image[None])).tolist()
+        if keras.backend.backend() == "jax":  # traced by XLA: a rank-one FFT layer sums its taps
+            import jax
+            out[f"{name}|{border}|{method}|jit"] = np.asarray(jax.jit(layer)(image[None])).tolist()
 print(json.dumps(out))
 """
 
@@ -232,8 +236,9 @@ def test_keras_fft_layer_on_the_jax_and_torch_backends(backend: str, tmp_path: P
     for name, border in cases:
         kernel = kernels()[name]
         for method in ("fft", "direct"):
-            got = np.asarray(out[f"{name}|{border}|{method}"], np.float32)[0]
-            assert_close(got, expected(kernel, RGB, border), f"keras/{backend} {name} {border} {method}")
+            for how in ("", "|jit") if backend == "jax" else ("",):
+                got = np.asarray(out[f"{name}|{border}|{method}{how}"], np.float32)[0]
+                assert_close(got, expected(kernel, RGB, border), f"keras/{backend} {name} {border} {method}{how}")
 
 
 @pytest.mark.parametrize("border", list(SCIPY))
@@ -456,19 +461,31 @@ KERAS_XLA_CASES = [  # (TensorFlow's depthwise convolution takes equal strides o
     ("even4x6", {"padding": "same", "strides": (3, 3)}, "48x63"),  # pads set by the size
     ("gaussian7", {"padding": "same"}, "RGB"),
     ("sobel_x", {"border": "replicate", "method": "separable"}, "RGB"),
+    ("gaussian7", {"border": "symmetric", "method": "fft"}, "48x63"),  # rank one: two passes
+    ("gaussian7", {"border": "reflect101", "method": "fft", "strides": (2, 3)}, "RGB"),
+    ("gaussian7", {"padding": "same", "method": "fft"}, "37x50"),
+    ("even4x6", {"border": "wrap", "method": "fft"}, "37x50"),  # not rank one: the FFT
+    ("skew4x3", {"border": "reflect101", "method": "fft"}, "48x63"),  # rank one, no symmetry
 ]
+#: A rank-one kernel symmetric on neither axis: a pass run backwards shows.
+SKEW = registry.Kernel(
+    {"name": "skew4x3", "version": 1, "layout": "HW",
+     "separable": {"column": [1.0, 2.0, 3.0, -4.0], "row": [0.5, -2.0, 1.5]}},
+    np.outer([1.0, 2.0, 3.0, -4.0], [0.5, -2.0, 1.5]).astype(np.float32),
+)
 
 
 @pytest.mark.parametrize(("name", "opts", "image"), KERAS_XLA_CASES, ids=[f"{n}-{o}-{i}" for n, o, i in KERAS_XLA_CASES])
 def test_keras_plane_layers_compiled_by_xla_sum_their_taps(name: str, opts: dict, image: str) -> None:
     """Under TensorFlow's jit_compile on a CPU, XLA's convolution is slow (a 3x3 depthwise one of
     1024x1024x3: 80 ms) and the sum over the taps fast (3.5 ms): the plane layer compiles no
-    convolution there, one without it, and both give TensorFlow's own depthwise convolution's
-    numbers on the reflected image (scipy's for a border)."""
+    convolution there, one without it; the FFT layer of a rank-one kernel sums its two factors'
+    taps there (no FFT), any other transforms. Each gives scipy's numbers (for a border) or
+    TensorFlow's own depthwise convolution's (for Keras' 'same')."""
     tf = pytest.importorskip("tensorflow")
     import registry.keras as rk
 
-    kernel = kernels()[name]
+    kernel = {**kernels(), "skew4x3": SKEW}[name]
     picture = RGB if image == "RGB" else IMAGES[image]
     picture = picture if picture.ndim == 3 else picture[:, :, None]
     layer = rk.to_layer(kernel, **opts)
@@ -484,9 +501,11 @@ def test_keras_plane_layers_compiled_by_xla_sum_their_taps(name: str, opts: dict
         weight = np.repeat(values[:, :, None, None], picture.shape[2], axis=2)
         want = tf.nn.depthwise_conv2d(tf.constant(picture[None], tf.float64), weight,
                                       [1, *opts.get("strides", (1, 1)), 1], "SAME").numpy()[0]
+    fft = opts.get("method") == "fft"
     for jit in (True, False):
         run = tf.function(lambda images: layer(images), jit_compile=jit, autograph=False)
-        graph = run.get_concrete_function(x).graph
-        convolves = any("Conv" in op.type for op in graph.get_operations())
-        assert convolves != jit, f"jit_compile={jit}: convolution ops {convolves}"
+        kinds = {op.type for op in run.get_concrete_function(x).graph.get_operations()}
+        summed = jit and kernel.separable is not None if fft else jit
+        computes = {"RFFT2D"} if fft else {"Conv2D", "DepthwiseConv2dNative"}
+        assert bool(kinds & computes) != summed, f"jit_compile={jit}: {sorted(kinds)}"
         assert_close(run(x).numpy()[0], want, f"{name} {opts} jit_compile={jit}")

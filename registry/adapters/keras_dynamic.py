@@ -21,7 +21,7 @@ import numpy as np
 from .._exceptions import InvalidKernelError
 from .._lazy import require_keras
 from . import dynamic
-from ..keras_fft import pad_border
+from ..keras_fft import fuses_taps, pad_border
 from .borders import same_pads
 from .plan import probe_enabled
 
@@ -36,29 +36,6 @@ def _eager() -> bool:
     import tensorflow as tf  # the backend itself: already imported by Keras
 
     return bool(tf.executing_eagerly())
-
-
-def fuses_taps() -> bool:
-    """Whether what is being built is compiled by XLA on a CPU, which fuses a sum over the taps into
-    one loop and runs convolutions slowly (a 3x3 depthwise convolution of 1024x1024x3 in
-    TensorFlow's ``jit_compile``: 80 ms; the sum over its taps 3.5): Keras on JAX on a CPU, and
-    TensorFlow tracing inside ``jit_compile`` with no GPU."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax  # the backend itself: already imported by Keras
-
-        return bool(jax.default_backend() == "cpu")
-    if backend != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    try:  # TensorFlow's own test of an XLA context (what its control flow asks); private, so guarded
-        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
-    except ImportError:  # pragma: no cover - a TensorFlow without it: never assume XLA
-        return False
-    if tf.executing_eagerly() or not GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
-        return False
-    return not tf.config.list_logical_devices("GPU")
 
 
 def _exporting() -> bool:
