@@ -18,7 +18,7 @@ help:
 	@echo "make test    - install with test extras and run the test suite"
 	@echo "make bench   - run the benchmarks (prints ratios against anchors)"
 	@echo "make bench-layers - emitted layers beside each framework's own formulations and OpenCV"
-	@echo "make mutants - break 59 behaviours one line at a time; the tests must fail on each"
+	@echo "make mutants - break 63 behaviours one line at a time; the tests must fail on each"
 	@echo "make schema  - regenerate schema/v1 from the pydantic models"
 	@echo "make kernels - rebuild kernels_db/builtin.h5 from kernels_db/kernels.toml"
 

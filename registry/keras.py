@@ -9,6 +9,7 @@ check (see :func:`to_layer`). Border modes are listed in :mod:`registry.adapters
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from .adapters.borders import BORDERS, parse_border, same_pads
 from .adapters.dynamic import FUSED_TAPS_MAX, tap_windows
 from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
 from .format.content import file_sha256
-from .keras_fft import FFTConv2D, channel_axis, check_images, fuses_taps, pad_border
+from .keras_fft import FFTConv2D, channel_axis, check_images, fuses_taps, pad_border, summing_taps
 from .kernels.kernel import Kernel
 
 keras = require_keras()
@@ -354,12 +355,17 @@ def check_layer(
     p = planning.plan(kernel, name="probe", **options)
     x = planning.probe_input(p, channels)
     first = data_format == "channels_first"
-    got = x.transpose(0, 3, 1, 2) if first else x
     # A Sequential called once would pin its input shape to the probe's: run its layers instead.
-    for part in layer.layers if isinstance(layer, keras.Sequential) else [layer]:
-        got = part(got)
-    planning.check_probe(kernel, keras.ops.convert_to_numpy(got), x, options,
-                         what=f"Keras layer {layer.name!r}", channels_first=first)
+    parts = layer.layers if isinstance(layer, keras.Sequential) else [layer]
+    # A layer that sums its taps where XLA compiles it is checked so too (eagerly: the same operations).
+    sums = any(isinstance(part, PlaneConv2D) or (isinstance(part, FFTConv2D) and part.factors) for part in parts)
+    for summing in (False, True) if sums else (False,):
+        got = x.transpose(0, 3, 1, 2) if first else x
+        with summing_taps() if summing else contextlib.nullcontext():
+            for part in parts:
+                got = part(got)
+        planning.check_probe(kernel, keras.ops.convert_to_numpy(got), x, options, channels_first=first,
+                             what=f"Keras layer {layer.name!r}" + (" summing its taps (as under XLA)" if summing else ""))
 
 
 def to_tensor(

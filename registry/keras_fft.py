@@ -9,7 +9,9 @@ Built by :func:`registry.keras.to_layer` with ``method="fft"`` (or ``auto`` when
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._exceptions import InvalidKernelError
@@ -53,12 +55,29 @@ def check_images(layer: Any, x: Any, channels: int | None, data_format: str) -> 
 XLA_SEPARABLE_TAPS = 96
 
 
+#: Set within :func:`summing_taps`: every layer that may sum its taps does.
+_SUMMING = contextvars.ContextVar("kreg_summing_taps", default=False)
+
+
+@contextlib.contextmanager
+def summing_taps() -> Iterator[None]:
+    """Within it, every layer that sums its taps where XLA compiles it does so anyway: the probe
+    check runs that formulation eagerly (the same operations, without compiling them)."""
+    token = _SUMMING.set(True)
+    try:
+        yield
+    finally:
+        _SUMMING.reset(token)
+
+
 def fuses_taps(traced: Any = None) -> bool:
     """Whether what is being built is compiled by XLA on a CPU, which fuses a sum over the taps into
     one loop and runs convolutions slowly (a 3x3 depthwise convolution of 1024x1024x3 in
     TensorFlow's ``jit_compile``: 80 ms; the sum over its taps 3.5): Keras on JAX on a CPU, and
     TensorFlow tracing inside ``jit_compile`` with no GPU. Given a tensor, on JAX it must also be
     traced (``jax.jit``): run op by op, a sum over many taps is slower than the FFT."""
+    if _SUMMING.get():
+        return True
     backend = keras.backend.backend()
     if backend == "jax":
         import jax  # the backend itself: already imported by Keras

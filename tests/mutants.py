@@ -122,6 +122,21 @@ MUTANTS: list[Mutant] = [
     Mutant("kernel_conv: method='taps' not obeyed", "registry/adapters/dynamic.py",
            "    if p.method != \"auto\":\n        return p.method\n", "    if p.method != \"auto\":\n        return \"direct\"\n",
            ("tests/test_dynamic.py::test_tflite_with_a_dynamic_batch_and_size",)),
+    # -- Keras layers: the FFT's factors, the border's copies, the taps under XLA --------------------
+    Mutant("keras fft: the row's spectrum not conjugated", "registry/keras_fft.py",
+           "transform(self.column, [size[0], 1]) * transform(self.row, [1, size[1]])",
+           "transform(self.column, [size[0], 1]) * conj(transform(self.row, [1, size[1]]))",
+           ("tests/test_methods.py::test_the_keras_fft_layer_pads_to_its_transform_length_on_any_image_size",)),
+    Mutant("keras border: reflect101 copies the edge pixel", "registry/keras_fft.py",
+           'skip = int(mode == "reflect101")', "skip = 0",
+           ("tests/test_methods.py::test_the_keras_fft_layer_pads_to_its_transform_length_on_any_image_size",)),
+    Mutant("keras plane under XLA: the taps' rows reversed", "registry/keras.py",
+           "term = x[tuple(index)] * weight[i, j, 0, 0]",
+           "term = x[tuple(index)] * weight[self.kernel_size[0] - 1 - i, j, 0, 0]",
+           ("tests/test_methods.py::test_keras_plane_layers_compiled_by_xla_sum_their_taps",)),
+    Mutant("keras fft under XLA: the column's pass reversed", "registry/keras_fft.py",
+           "or None : self.strides[0], :] * column[i, 0, 0, 0]", "or None : self.strides[0], :] * column[kh - 1 - i, 0, 0, 0]",
+           ("tests/test_methods.py::test_keras_plane_layers_compiled_by_xla_sum_their_taps",)),
 ]
 
 # The store (registry/store/, v2): its mutants are a list of their own, to be kept with it.
