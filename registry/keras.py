@@ -9,7 +9,6 @@ check (see :func:`to_layer`). Border modes are listed in :mod:`registry.adapters
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from .adapters.borders import BORDERS, parse_border, same_pads
 from .adapters.dynamic import FUSED_TAPS_MAX, tap_windows
 from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
 from .format.content import file_sha256
-from .keras_fft import FFTConv2D, channel_axis, check_images, fuses_taps, pad_border, summing_taps
+from .keras_fft import FFTConv2D, channel_axis, check_images, check_taps_once, fuses_taps, pad_border
 from .kernels.kernel import Kernel
 
 keras = require_keras()
@@ -128,18 +127,25 @@ class KregPlaneConv2D(keras.layers.Layer):
                 f"Layer {self.name!r} needs the channel count of its input to be known. "
                 f"Received: shape={x.shape}."
             )
+        if self._sums_taps(x):  # under XLA: checked once against the convolution, then summed
+            span = [(k - 1) * d + 1 + 2 * s + 3 for k, d, s in zip(self.kernel_size, self.dilation_rate, self.strides)]
+            shape = (2, *span, channels) if self.data_format == "channels_last" else (2, channels, *span)
+            check_taps_once(self, self._taps, self._convolve, shape)
+            out = self._taps(x)
+        else:
+            out = self._convolve(x)
+        return out + self.bias if self.bias is not None else out
+
+    def _convolve(self, x: Any) -> Any:
         ops = keras.ops
+        channels = x.shape[channel_axis(self.data_format)]
         options = dict(strides=self.strides, padding=self.padding, data_format=self.data_format,
                        dilation_rate=self.dilation_rate)
-        if self._sums_taps(x):
-            out = self._taps(x)
-        elif channels == 1 and (self.strides == (1, 1) or self.dilation_rate == (1, 1)):
+        if channels == 1 and (self.strides == (1, 1) or self.dilation_rate == (1, 1)):
             # a plain convolution runs faster than a depthwise one of one channel (TensorFlow's
             # refuses strides with dilation, which the depthwise one takes)
-            out = ops.conv(x, self.kernel, **options)
-        else:
-            out = ops.depthwise_conv(x, ops.tile(self.kernel, (1, 1, channels, 1)), **options)
-        return out + self.bias if self.bias is not None else out
+            return ops.conv(x, self.kernel, **options)
+        return ops.depthwise_conv(x, ops.tile(self.kernel, (1, 1, channels, 1)), **options)
 
     def _axes(self) -> tuple[int, int]:
         return (1, 2) if self.data_format == "channels_last" else (2, 3)
@@ -355,17 +361,12 @@ def check_layer(
     p = planning.plan(kernel, name="probe", **options)
     x = planning.probe_input(p, channels)
     first = data_format == "channels_first"
+    got = x.transpose(0, 3, 1, 2) if first else x
     # A Sequential called once would pin its input shape to the probe's: run its layers instead.
-    parts = layer.layers if isinstance(layer, keras.Sequential) else [layer]
-    # A layer that sums its taps where XLA compiles it is checked so too (eagerly: the same operations).
-    sums = any(isinstance(part, PlaneConv2D) or (isinstance(part, FFTConv2D) and part.factors) for part in parts)
-    for summing in (False, True) if sums else (False,):
-        got = x.transpose(0, 3, 1, 2) if first else x
-        with summing_taps() if summing else contextlib.nullcontext():
-            for part in parts:
-                got = part(got)
-        planning.check_probe(kernel, keras.ops.convert_to_numpy(got), x, options, channels_first=first,
-                             what=f"Keras layer {layer.name!r}" + (" summing its taps (as under XLA)" if summing else ""))
+    for part in layer.layers if isinstance(layer, keras.Sequential) else [layer]:
+        got = part(got)
+    planning.check_probe(kernel, keras.ops.convert_to_numpy(got), x, options,
+                         what=f"Keras layer {layer.name!r}", channels_first=first)
 
 
 def to_tensor(

@@ -9,9 +9,7 @@ Built by :func:`registry.keras.to_layer` with ``method="fft"`` (or ``auto`` when
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ._exceptions import InvalidKernelError
@@ -55,19 +53,36 @@ def check_images(layer: Any, x: Any, channels: int | None, data_format: str) -> 
 XLA_SEPARABLE_TAPS = 96
 
 
-#: Set within :func:`summing_taps`: every layer that may sum its taps does.
-_SUMMING = contextvars.ContextVar("kreg_summing_taps", default=False)
+def check_taps_once(layer: Any, taps: Any, other: Any, shape: Sequence[int]) -> None:
+    """The first time TensorFlow traces ``layer`` summing its taps (under ``jit_compile``), compare
+    that formulation with the layer's other one, checked by the probe when it was emitted, on a
+    fixed pseudo-random batch of ``shape``, eagerly; raise :class:`ProbeMismatchError` if they differ.
 
+    Checked here rather than when the layer is emitted: eager TensorFlow pays ~0.1 ms an
+    operation, and the probe's 5 ms budget would not take the taps' (a 31x31 Gaussian's 62).
+    ``taps`` and ``other`` map a batch to the layer's output without its bias.
+    """
+    if getattr(layer, "_kreg_taps_checked", False) or keras.backend.backend() != "tensorflow":
+        return
+    import numpy as np
+    import tensorflow as tf
 
-@contextlib.contextmanager
-def summing_taps() -> Iterator[None]:
-    """Within it, every layer that sums its taps where XLA compiles it does so anyway: the probe
-    check runs that formulation eagerly (the same operations, without compiling them)."""
-    token = _SUMMING.set(True)
-    try:
-        yield
-    finally:
-        _SUMMING.reset(token)
+    from ._exceptions import ProbeMismatchError
+    from .adapters.plan import tolerance
+
+    with tf.init_scope():  # out of the graph being traced: run now, on values
+        x = tf.constant(np.random.default_rng(20240611).uniform(-1, 1, tuple(shape)), dtype=layer.compute_dtype)
+        summed = keras.ops.convert_to_numpy(taps(x)).astype(np.float64)
+        expected = keras.ops.convert_to_numpy(other(x)).astype(np.float64)
+    error = float(np.abs(summed - expected).max()) if summed.shape == expected.shape else float("inf")
+    allowed = tolerance(np.dtype(layer.compute_dtype)) * max(1.0, float(np.abs(expected).max()))
+    if not error <= allowed:
+        raise ProbeMismatchError(
+            f"Layer {layer.name!r} sums its taps under XLA and that sum does not compute what its "
+            f"{'FFT' if isinstance(layer, KregFFTConv2D) else 'convolution'} does on a probe: max |difference| "
+            f"{error:.3g} (allowed {allowed:.3g}), shapes {summed.shape} and {expected.shape}."
+        )
+    layer._kreg_taps_checked = True
 
 
 def fuses_taps(traced: Any = None) -> bool:
@@ -76,8 +91,6 @@ def fuses_taps(traced: Any = None) -> bool:
     TensorFlow's ``jit_compile``: 80 ms; the sum over its taps 3.5): Keras on JAX on a CPU, and
     TensorFlow tracing inside ``jit_compile`` with no GPU. Given a tensor, on JAX it must also be
     traced (``jax.jit``): run op by op, a sum over many taps is slower than the FFT."""
-    if _SUMMING.get():
-        return True
     backend = keras.backend.backend()
     if backend == "jax":
         import jax  # the backend itself: already imported by Keras
@@ -286,7 +299,9 @@ class KregFFTConv2D(keras.layers.Layer):
         pads = self.pads if self.border else ((((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
                                               if self.padding == "same" else ((0, 0), (0, 0)))
         if self._sums_taps(x):
-            y = self._separable_taps(pad_border(x, pads, mode, value, axes=(2, 3)) if any(map(sum, pads)) else x, work)
+            check_taps_once(self, lambda t: self._separable_taps(self._pad(t, pads, mode, value), work),
+                            lambda t: self._fft(t, pads, mode, value, work), (2, 1, kh + 5, kw + 6))
+            y = self._separable_taps(self._pad(x, pads, mode, value), work)
         else:
             y = self._fft(x, pads, mode, value, work)
         if self.data_format == "channels_last":
@@ -295,6 +310,10 @@ class KregFFTConv2D(keras.layers.Layer):
             bias = ops.cast(self.bias, work)
             y = y + (bias if self.data_format == "channels_last" else ops.reshape(bias, (-1, 1, 1)))
         return ops.cast(y, out_dtype)
+
+    @staticmethod
+    def _pad(x: Any, pads: Any, mode: str, value: float) -> Any:
+        return pad_border(x, pads, mode, value, axes=(2, 3)) if any(map(sum, pads)) else x
 
     def _fft(self, x: Any, pads: Any, mode: str, value: float, work: str) -> Any:
         """The correlation of ``x`` (NCHW) by FFT, cropped to the valid pixels and strided."""

@@ -509,3 +509,24 @@ def test_keras_plane_layers_compiled_by_xla_sum_their_taps(name: str, opts: dict
         computes = {"RFFT2D"} if fft else {"Conv2D", "DepthwiseConv2dNative"}
         assert bool(kinds & computes) != summed, f"jit_compile={jit}: {sorted(kinds)}"
         assert_close(run(x).numpy()[0], want, f"{name} {opts} jit_compile={jit}")
+
+
+def test_a_keras_plane_layer_checks_its_taps_against_its_convolution_when_xla_first_traces_it(monkeypatch) -> None:
+    """The probe checks the convolution when the layer is emitted; the sum over the taps, which
+    only XLA takes, is checked against it the first time XLA traces the layer: a wrong sum is
+    kreg's ProbeMismatchError then, not wrong numbers."""
+    tf = pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    layer = rk.to_layer(EVEN, border="reflect101")
+    plane = layer.layers[1]
+    right = type(plane)._taps
+    monkeypatch.setattr(type(plane), "_taps", lambda self, x: right(self, x)[:, ::-1])  # rows flipped
+    x = tf.constant(IMAGES["37x50"][None, :, :, None])
+    with pytest.raises(registry.ProbeMismatchError, match="sums its taps under XLA"):
+        tf.function(layer, jit_compile=True, autograph=False)(x)
+    # autograph wraps it in its StagingError, whose message carries kreg's
+    with pytest.raises(Exception, match="(?s)ProbeMismatchError.*sums its taps under XLA"):
+        tf.function(lambda images: layer(images), jit_compile=True)(x)
+    monkeypatch.setattr(type(plane), "_taps", right)
+    assert_close(tf.function(layer, jit_compile=True)(x).numpy()[0], expected(EVEN, IMAGES["37x50"], "reflect101"), "right")
