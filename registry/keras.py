@@ -24,7 +24,7 @@ from .adapters.borders import BORDERS, parse_border, same_pads
 from .adapters.dynamic import FUSED_TAPS_MAX, tap_windows
 from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
 from .format.content import file_sha256
-from .keras_fft import FFTConv2D, channel_axis, check_images, check_taps_once, fuses_taps, pad_border
+from .keras_fft import FFTConv2D, channel_axis, check_images, check_span, check_taps_once, fuses_taps, pad_border
 from .kernels.kernel import Kernel
 
 keras = require_keras()
@@ -155,7 +155,7 @@ class KregPlaneConv2D(keras.layers.Layer):
         (:func:`registry.keras_fft.fuses_taps`), for up to ``FUSED_TAPS_MAX`` taps,
         and for ``same`` with strides only on a known size (its pads depend on it)."""
         kh, kw = self.kernel_size
-        if kh * kw > FUSED_TAPS_MAX or not fuses_taps():
+        if kh * kw > FUSED_TAPS_MAX or not fuses_taps(x):
             return False
         strided = self.padding == "same" and self.strides != (1, 1)
         return not strided or all(isinstance(x.shape[axis], int) for axis in self._axes())
@@ -171,6 +171,8 @@ class KregPlaneConv2D(keras.layers.Layer):
                 span = (k - 1) * d + 1
                 widths[axis] = same_pads(x.shape[axis] if s > 1 else span, span, s)
             x = ops.pad(x, widths)
+        spans = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate)]
+        check_span(self, [x.shape[rows_axis], x.shape[cols_axis]], spans)
         dtype = keras.backend.standardize_dtype(x.dtype)
         work = "float32" if dtype in ("float16", "bfloat16") else dtype
         x, weight = ops.cast(x, work), ops.cast(self.kernel, work)
@@ -234,7 +236,10 @@ def _build(p: planning.Plan, *, data_format: str, dtype: str | None, trainable: 
     )
     padding = "valid" if p.border else p.padding
     if p.method == "fft":  # one layer: it pads its border itself, in the copy that rounds the size up
-        factors = p.fft_factors()
+        # A frozen rank-one kernel as its factors (cheaper spectra); a trainable one keeps its 2-D
+        # weight, which training may take anywhere (factors would keep it rank one).
+        compute = (keras.dtype_policies.get(dtype) if dtype else keras.config.dtype_policy()).compute_dtype
+        factors = None if trainable else p.fft_factors(compute)
         fft = FFTConv2D(p.dense_weight().shape, p.kind, p.strides, padding, data_format, p.bias is not None,
                         p.in_channels, factors is not None, p.border, p.pads or ((0, 0), (0, 0)), name=p.name,
                         **{k: options[k] for k in ("dtype", "trainable")})
@@ -296,7 +301,7 @@ def to_layer(
         padding: Keras ``valid`` or ``same`` (zero padding, Keras' anchor).
         border: instead of ``padding``, keep the size with a border mode (see
             :mod:`registry.adapters.borders`); returns a ``Sequential`` of a :class:`BorderPadding2D`
-            and a ``valid`` convolution.
+            and a ``valid`` convolution (by FFT, one :class:`FFTConv2D`, which pads itself).
         anchor: with a border, the ``(row, column)`` of the kernel tap that lands on each output
             pixel (OpenCV's ``anchor``); default ``k // 2`` of the dilated size, as OpenCV. An
             even kernel from another library may need another: scikit-image's
@@ -304,7 +309,8 @@ def to_layer(
         strides, dilation_rate, data_format: as for ``Conv2D``.
         dtype: ``float16``, ``bfloat16``, ``float32``, a policy name such as
             ``mixed_float16``, or ``None`` for the active policy.
-        trainable: whether training may change the weights (default False).
+        trainable: whether training may change the weights (default False). A frozen rank-one
+            kernel by FFT is held as its two factors; a trainable one as its 2-D weight.
         use_bias: add the recorded bias (default: when the record has one).
         method: how the layer computes: ``direct`` (one convolution), ``separable`` (a rank-1
             ``HW`` kernel as two 1-D convolutions), ``fft`` (an :class:`FFTConv2D`: image and

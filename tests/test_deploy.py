@@ -214,6 +214,28 @@ def test_tflite_and_savedmodel_match_scipy(tf_, tmp_path: Path, border: str) -> 
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+@pytest.mark.parametrize("border", KERAS_BORDERS)
+def test_tflite_converted_at_one_size_keeps_its_border_at_another(tf_, border: str) -> None:
+    """A border padded by copies of the edge rows (their slices counted from the nearer edge, the
+    replicated row tiled, not repeated: a repeat's reshape pinned the converted size) serves a
+    TFLite interpreter resized to another size where the border folds once."""
+    import keras
+
+    h, w = SIZES[1]
+    fixed = keras.Sequential([keras.Input((h, w, 1), batch_size=1), keras_model(border)])
+    interpreter = tf_.lite.Interpreter(model_content=tf_.lite.TFLiteConverter.from_keras_model(fixed).convert())
+    values = registry.load("sobel_x").array
+    for rows, cols in ((24, 31), (5, 3)):
+        image = CAMERA[100 : 100 + rows, 50 : 50 + cols]
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, (1, rows, cols, 1))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, image[None, :, :, None])
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, :, :, 0]
+        np.testing.assert_allclose(got, expected(values, image, border), atol=2e-5, err_msg=f"{rows}x{cols}")
+
+
 def test_a_keras_file_opened_without_kreg_names_kreg_and_the_import(tf_, tmp_path: Path) -> None:
     path = tmp_path / "model.keras"
     keras_model("symmetric").save(path)

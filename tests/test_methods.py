@@ -208,6 +208,12 @@ for name, border in json.loads(sys.argv[2]):
         if keras.backend.backend() == "jax":  # traced by XLA: a rank-one FFT layer sums its taps
             import jax
             out[f"{name}|{border}|{method}|jit"] = np.asarray(jax.jit(layer)(image[None])).tolist()
+if keras.backend.backend() == "jax":  # taps when traced; op by op, one convolution (or FFT)
+    import jax
+    from registry.keras_fft import fuses_taps
+    traced = []
+    jax.jit(lambda t: traced.append(fuses_taps(t)) or t)(image)
+    out["taps"] = [fuses_taps(jax.numpy.asarray(image)), traced[0]]
 print(json.dumps(out))
 """
 
@@ -233,6 +239,7 @@ def test_keras_fft_layer_on_the_jax_and_torch_backends(backend: str, tmp_path: P
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.get("taps", [False, True]) == [False, True]  # JAX: eager no, traced yes
     for name, border in cases:
         kernel = kernels()[name]
         for method in ("fft", "direct"):
@@ -275,6 +282,54 @@ def test_the_keras_fft_layer_holds_a_rank_one_kernel_as_its_factors() -> None:
     product = np.asarray(layer.dense_kernel())[:, :, 0, 0]
     np.testing.assert_allclose(product, gauss.array, rtol=1e-6, atol=1e-9)
     assert [v.path.split("/")[-1] for v in rk.to_layer(EVEN, method="fft").weights] == ["kernel"]
+    # trainable: the 2-D weight, which training may take anywhere (factors would keep it rank one)
+    trained = rk.to_layer(gauss, border="reflect101", method="fft", trainable=True)
+    assert [v.path.split("/")[-1] for v in trained.weights] == ["kernel"]
+    # a string border on the class itself, as BorderPadding2D takes it
+    assert rk.FFTConv2D((3, 3, 1, 1), border="reflect101", pads=((1, 1), (1, 1))).border == ("reflect101", 0.0)
+
+
+def test_the_keras_fft_layer_of_a_float64_or_loosely_factored_kernel_keeps_its_2d_weight() -> None:
+    """Recorded factors reproduce a float32 kernel to its rounding, not a float64 one (6e-9 off,
+    the probe allows 1e-9), nor a record whose factors are only near the values: the layer then
+    holds the 2-D weight, and builds."""
+    pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    gauss = registry.load("gaussian", ksize=15, sigma=2.5)
+    image = IMAGES["37x50"].astype(np.float64)
+    for opts in ({}, {"border": "reflect101"}, {"method": "fft"}):
+        layer = rk.to_layer(gauss, dtype="float64", **opts)
+        assert all(v.path.split("/")[-1] != "column" for v in layer.weights), opts
+    layer = rk.to_layer(gauss, dtype="float64", border="reflect101", method="fft")
+    got = np.asarray(layer(image[None, :, :, None]))[0]
+    want = expected(gauss, image, "reflect101")
+    assert float(np.abs(got - want).max()) <= 1e-9
+    column, row = (np.asarray(f) for f in gauss.separable)
+    near = registry.Kernel(
+        {"name": "near", "version": 1, "layout": "HW",
+         "separable": {"column": (column + np.eye(15)[0] * 1e-3).tolist(), "row": row.tolist()}},
+        np.asarray(gauss.array, np.float32),
+    )
+    layer = rk.to_layer(near, border="wrap", method="fft")
+    assert [v.path.split("/")[-1] for v in layer.weights] == ["kernel"]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_keras_layers_refuse_an_image_smaller_than_the_kernel_by_fft_and_by_taps(jit: bool) -> None:
+    """A valid correlation of an image smaller than the kernel: kreg's error naming the span (the
+    FFT returned garbage of a negative size's shape; the taps under XLA an empty tensor)."""
+    tf = pytest.importorskip("tensorflow")
+    import registry.keras as rk
+
+    gauss = registry.load("gaussian", ksize=7, sigma=1.5)
+    x = tf.constant(np.ones((1, 5, 5, 1), np.float32))
+    for method in ("fft", "direct"):
+        layer = rk.to_layer(gauss, method=method)
+        if method == "direct" and not jit:
+            continue  # Keras' own convolution raises its own error
+        with pytest.raises(Exception, match="(?s)at least the kernel's span 7x7"):
+            tf.function(lambda images: layer(images), jit_compile=jit, autograph=False)(x)
 
 
 # -- the plan: the choice and the options ----------------------------------------------------------

@@ -124,12 +124,11 @@ class Plan:
         second = np.repeat(row[None, :, None, None], channels if self.kind != "conv" else 1, axis=2)
         return first, second, self.kind
 
-    def fft_factors(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def fft_factors(self, dtype: Any = None) -> tuple[np.ndarray, np.ndarray] | None:
         """A rank-one weight as two factors whose product is :meth:`dense_weight`: ``(H, 1, I, O)``
-        times ``(1, W, I, O)``, dilation written out as zeros; ``None`` for any other kernel.
-
-        The FFT path transforms these and multiplies the two 1-D spectra, where a 2-D kernel's own
-        transform costs as much as the image's (TensorFlow, 31x31 on 1024x1024: 2.0 ms of 6.9).
+        times ``(1, W, I, O)``, dilation written out as zeros; ``None`` for any other kernel, or
+        factors off the weight by over a tenth of the probe's tolerance in ``dtype`` (float64's).
+        The FFT path transforms these: a 2-D kernel's transform costs as much as the image's.
 
         Example:
             >>> k = Kernel({"name": "k", "version": 1, "layout": "HW",
@@ -145,7 +144,10 @@ class Plan:
                  for f, d in zip(self.rank_one, self.dilation)]
         for out, factor, step in zip(dense, self.rank_one, self.dilation):
             out[::step] = factor[:, None, None]
-        return dense[0][:, None], dense[1][None]
+        column, row, weight = dense[0][:, None], dense[1][None], self.dense_weight()
+        error = float(np.abs(column * row - weight).max(initial=0.0))  # float32's rounding, not float64's
+        scale = max(1.0, float(np.abs(weight).max()))  # the tolerance of the dtype the layer computes in
+        return (column, row) if error <= tolerance(np.dtype(dtype or weight.dtype)) / 10 * scale else None
 
     def dense_weight(self) -> np.ndarray:
         """The weight with its dilation written out as zeros: what the FFT path transforms."""
