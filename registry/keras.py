@@ -24,7 +24,16 @@ from .adapters.borders import BORDERS, parse_border, same_pads
 from .adapters.dynamic import FUSED_TAPS_MAX, tap_windows
 from .adapters.keras_dynamic import KernelConv2D, kernel_conv, kernel_input
 from .format.content import file_sha256
-from .keras_fft import FFTConv2D, channel_axis, check_images, check_span, check_taps_once, fuses_taps, pad_border
+from .keras_fft import (
+    FFTConv2D,
+    channel_axis,
+    check_images,
+    check_span,
+    check_taps_once,
+    fuses_taps,
+    pad_border,
+    spatial_axes,
+)
 from .kernels.kernel import Kernel
 
 keras = require_keras()
@@ -65,18 +74,15 @@ class KregBorderPadding2D(keras.layers.Layer):
         self.mode, self.value, self.data_format = mode, float(value), data_format
         self.channels = None if channels is None else int(channels)
 
-    def _axes(self) -> tuple[int, int]:
-        return (1, 2) if self.data_format == "channels_last" else (2, 3)
-
     def call(self, x: Any) -> Any:
         check_images(self, x, self.channels, self.data_format)
-        return pad_border(x, self.padding, self.mode, self.value, axes=self._axes())
+        return pad_border(x, self.padding, self.mode, self.value, axes=spatial_axes(self.data_format))
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         # Keras builds a Sequential from shapes alone: the check must happen here too.
         check_images(self, input_shape, self.channels, self.data_format)
         shape = list(input_shape)
-        for axis, pair in zip(self._axes(), self.padding):
+        for axis, pair in zip(spatial_axes(self.data_format), self.padding):
             if shape[axis] is not None:
                 shape[axis] += sum(pair)
         return tuple(shape)
@@ -128,8 +134,8 @@ class KregPlaneConv2D(keras.layers.Layer):
                 f"Received: shape={x.shape}."
             )
         if self._sums_taps(x):  # under XLA: checked once against the convolution, then summed
-            span = [(k - 1) * d + 1 + 2 * s + 3 for k, d, s in zip(self.kernel_size, self.dilation_rate, self.strides)]
-            shape = (2, *span, channels) if self.data_format == "channels_last" else (2, channels, *span)
+            size = [span + 2 * s + 3 for span, s in zip(self._spans(), self.strides)]
+            shape = (2, *size, channels) if self.data_format == "channels_last" else (2, channels, *size)
             check_taps_once(self, self._taps, self._convolve, shape)
             out = self._taps(x)
         else:
@@ -147,8 +153,9 @@ class KregPlaneConv2D(keras.layers.Layer):
             return ops.conv(x, self.kernel, **options)
         return ops.depthwise_conv(x, ops.tile(self.kernel, (1, 1, channels, 1)), **options)
 
-    def _axes(self) -> tuple[int, int]:
-        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+    def _spans(self) -> list[int]:
+        """The dilated kernel's height and width."""
+        return [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate)]
 
     def _sums_taps(self, x: Any) -> bool:
         """Whether to compute as the sum over the taps: where XLA compiles it on a CPU
@@ -158,28 +165,26 @@ class KregPlaneConv2D(keras.layers.Layer):
         if kh * kw > FUSED_TAPS_MAX or not fuses_taps(x):
             return False
         strided = self.padding == "same" and self.strides != (1, 1)
-        return not strided or all(isinstance(x.shape[axis], int) for axis in self._axes())
+        return not strided or all(isinstance(x.shape[a], int) for a in spatial_axes(self.data_format))
 
     def _taps(self, x: Any) -> Any:
         """The sum over the taps of the shifted, strided image times each weight; half precision
         sums in float32, as a convolution does."""
         ops = keras.ops
-        rows_axis, cols_axis = self._axes()
+        axes, spans = spatial_axes(self.data_format), self._spans()
         if self.padding == "same":  # Keras' zeros, anchored as its convolution anchors them
             widths = [(0, 0)] * 4
-            for axis, k, d, s in zip(self._axes(), self.kernel_size, self.dilation_rate, self.strides):
-                span = (k - 1) * d + 1
+            for axis, span, s in zip(axes, spans, self.strides):
                 widths[axis] = same_pads(x.shape[axis] if s > 1 else span, span, s)
             x = ops.pad(x, widths)
-        spans = [(k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate)]
-        check_span(self, [x.shape[rows_axis], x.shape[cols_axis]], spans)
+        check_span(self, [x.shape[axis] for axis in axes], spans)
         dtype = keras.backend.standardize_dtype(x.dtype)
         work = "float32" if dtype in ("float16", "bfloat16") else dtype
         x, weight = ops.cast(x, work), ops.cast(self.kernel, work)
         out = None
         for _, i, j, rows, cols in tap_windows(self.kernel_size, self.strides, self.dilation_rate):
             index: list[Any] = [slice(None)] * 4
-            index[rows_axis], index[cols_axis] = rows, cols
+            index[axes[0]], index[axes[1]] = rows, cols
             term = x[tuple(index)] * weight[i, j, 0, 0]
             out = term if out is None else out + term
         return ops.cast(out, dtype)
@@ -187,13 +192,10 @@ class KregPlaneConv2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         check_images(self, input_shape, None, self.data_format)
         shape = list(input_shape)
-        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        for axis, k, s, d in zip(axes, self.kernel_size, self.strides, self.dilation_rate):
+        for axis, span, s in zip(spatial_axes(self.data_format), self._spans(), self.strides):
             if shape[axis] is not None:
-                size = (k - 1) * d + 1
-                shape[axis] = (
-                    -(-shape[axis] // s) if self.padding == "same" else (shape[axis] - size) // s + 1
-                )
+                n = shape[axis]
+                shape[axis] = -(-n // s) if self.padding == "same" else (n - span) // s + 1
         return tuple(shape)
 
     def get_config(self) -> dict[str, Any]:

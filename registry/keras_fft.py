@@ -15,7 +15,6 @@ from typing import Any
 from ._exceptions import InvalidKernelError
 from ._lazy import require_keras
 from .adapters.borders import index_ops, parse_border, source_index
-from .adapters.dynamic import FUSED_TAPS_MAX
 from .adapters.methods import fast_size
 
 keras = require_keras()
@@ -23,6 +22,11 @@ keras = require_keras()
 
 def channel_axis(data_format: str) -> int:
     return -1 if data_format == "channels_last" else 1
+
+
+def spatial_axes(data_format: str) -> tuple[int, int]:
+    """The height and width axes of a 4-D batch in ``data_format``."""
+    return (1, 2) if data_format == "channels_last" else (2, 3)
 
 
 def check_images(layer: Any, x: Any, channels: int | None, data_format: str) -> None:
@@ -71,7 +75,8 @@ def check_taps_once(layer: Any, taps: Any, other: Any, shape: Sequence[int]) -> 
     from .adapters.plan import tolerance
 
     with tf.init_scope():  # out of the graph being traced: run now, on values
-        x = tf.constant(np.random.default_rng(20240611).uniform(-1, 1, tuple(shape)), dtype=layer.compute_dtype)
+        values = np.random.default_rng(20240611).uniform(-1, 1, tuple(shape))
+        x = tf.constant(values, dtype=layer.compute_dtype)
         summed = keras.ops.convert_to_numpy(taps(x)).astype(np.float64)
         expected = keras.ops.convert_to_numpy(other(x)).astype(np.float64)
     error = float(np.abs(summed - expected).max()) if summed.shape == expected.shape else float("inf")
@@ -79,8 +84,8 @@ def check_taps_once(layer: Any, taps: Any, other: Any, shape: Sequence[int]) -> 
     if not error <= allowed:
         raise ProbeMismatchError(
             f"Layer {layer.name!r} sums its taps under XLA and that sum does not compute what its "
-            f"{'FFT' if isinstance(layer, KregFFTConv2D) else 'convolution'} does on a probe: max |difference| "
-            f"{error:.3g} (allowed {allowed:.3g}), shapes {summed.shape} and {expected.shape}."
+            f"{'FFT' if isinstance(layer, KregFFTConv2D) else 'convolution'} does on a probe: "
+            f"max |difference| {error:.3g} (allowed {allowed:.3g}), shapes {summed.shape} and {expected.shape}."
         )
     layer._kreg_taps_checked = True
 
@@ -91,7 +96,8 @@ def check_span(layer: Any, sizes: Sequence[Any], span: Sequence[int]) -> None:
     if any(isinstance(n, int) and n < k for n, k in zip(sizes, span)):
         raise InvalidKernelError(
             f"Layer {layer.name!r} needs images of at least the kernel's span {span[0]}x{span[1]} "
-            f"(after its padding). Received: images of {sizes[0]}x{sizes[1]} there; use a border= or padding='same'."
+            f"(after its padding). Received: images of {sizes[0]}x{sizes[1]} there; "
+            "use a border= or padding='same'."
         )
 
 
@@ -106,7 +112,8 @@ def fuses_taps(traced: Any = None) -> bool:
     if backend == "jax":
         import jax  # the backend itself: already imported by Keras
 
-        return bool(jax.default_backend() == "cpu") and (traced is None or isinstance(traced, jax.core.Tracer))
+        compiled = traced is None or isinstance(traced, jax.core.Tracer)
+        return bool(jax.default_backend() == "cpu") and compiled
     if backend != "tensorflow":
         return False
     import tensorflow as tf
@@ -148,7 +155,8 @@ def pad_border(
         return out
 
     if mode in ("zero", "constant"):
-        return ops.pad(x, widths(slack), mode="constant", constant_values=value if mode == "constant" else 0.0)
+        fill = value if mode == "constant" else 0.0
+        return ops.pad(x, widths(slack), mode="constant", constant_values=fill)
     sizes = [x.shape[axis] for axis in axes]
     if all(isinstance(n, int) for n in sizes):
         backend = keras.backend.backend()
@@ -170,7 +178,8 @@ def pad_border(
         else:
             index = index_ops(
                 ops.cast(ops.shape(x)[axis], "int32"), before, after + more, mode,
-                arange=lambda a, b: ops.arange(a, b, dtype="int32"), mod=ops.mod, where=ops.where, clip=ops.clip,
+                arange=lambda a, b: ops.arange(a, b, dtype="int32"),
+                mod=ops.mod, where=ops.where, clip=ops.clip,
             )
         x = ops.take(x, index, axis=axis)
     return x
@@ -196,7 +205,8 @@ def _edges(x: Any, axis: int, before: int, after: int, mode: str) -> Any:
         parts = [ops.tile(rows(0, 1), reps[0]), x, ops.tile(rows(-1, None), reps[1])]
     else:  # reflect101 skips the edge pixel, symmetric repeats it
         skip = int(mode == "reflect101")
-        parts = [ops.flip(rows(skip, skip + before), axis), x, ops.flip(rows(-skip - after, -skip or None), axis)]
+        top, bottom = rows(skip, skip + before), rows(-skip - after, -skip or None)
+        parts = [ops.flip(top, axis), x, ops.flip(bottom, axis)]
     kept = [part for part, width in zip(parts, (before, 1, after)) if width]
     return ops.concatenate(kept, axis=axis) if len(kept) > 1 else x
 
@@ -280,7 +290,9 @@ class KregFFTConv2D(keras.layers.Layer):
         self.border = border
         self.pads = tuple(tuple(int(p) for p in pair) for pair in pads)
         if self.border is not None and padding != "valid":
-            raise InvalidKernelError("Give padding='same' or a border, not both: a border keeps the size itself.")
+            raise InvalidKernelError(
+                "Give padding='same' or a border, not both: a border keeps the size itself."
+            )
         self.kernel_shape = tuple(int(v) for v in kernel_shape)
         self.kind, self.padding, self.data_format = kind, padding, data_format
         self.strides = tuple(int(v) for v in strides)
@@ -313,7 +325,8 @@ class KregFFTConv2D(keras.layers.Layer):
         mode, value = self.border or ("zero", 0.0)
         pads = self.pads if self.border else ((((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
                                               if self.padding == "same" else ((0, 0), (0, 0)))
-        check_span(self, [n + sum(p) if isinstance(n, int) else None for n, p in zip(x.shape[2:], pads)], (kh, kw))
+        padded = [n + sum(p) if isinstance(n, int) else None for n, p in zip(x.shape[2:], pads)]
+        check_span(self, padded, (kh, kw))
         if self._sums_taps(x):
             check_taps_once(self, lambda t: self._separable_taps(self._pad(t, pads, mode, value), work),
                             lambda t: self._fft(t, pads, mode, value, work), (2, 1, kh + 5, kw + 6))
@@ -404,7 +417,7 @@ class KregFFTConv2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         check_images(self, input_shape, self.channels, self.data_format)
         shape = list(input_shape)
-        axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        axes = spatial_axes(self.data_format)
         for axis, k, s, pair in zip(axes, self.kernel_shape[:2], self.strides, self.pads):
             if shape[axis] is not None:
                 n = shape[axis] + (sum(pair) if self.border else 0)

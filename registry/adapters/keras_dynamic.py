@@ -20,8 +20,8 @@ import numpy as np
 
 from .._exceptions import InvalidKernelError
 from .._lazy import require_keras
-from . import dynamic
 from ..keras_fft import fuses_taps, pad_border
+from . import dynamic
 from .borders import same_pads
 from .plan import probe_enabled
 
